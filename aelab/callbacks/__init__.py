@@ -1,0 +1,9 @@
+"""Lightning callbacks: image grids, overfitting gap, metric history, failure checkpoints."""
+
+from aelab.callbacks.failure import SaveOnFailure
+from aelab.callbacks.gap import OverfittingGap
+from aelab.callbacks.history import MetricsHistory
+from aelab.callbacks.images import image_grid, publish_image
+from aelab.callbacks.samples import ReconstructionGrid
+
+__all__ = ["MetricsHistory", "OverfittingGap", "ReconstructionGrid", "SaveOnFailure", "image_grid", "publish_image"]

@@ -1,0 +1,39 @@
+"""Keep what a failed or interrupted run has: its weights as ``last.ckpt``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+log = logging.getLogger(__name__)
+
+
+class SaveOnFailure(L.Callback):
+    """On any exception during fitting (NaN loss, Ctrl-C, SIGTERM, a bug), save ``last.ckpt``.
+
+    A NaN loss is detected before the optimizer step, so the saved weights are
+    the last finite ones. Weights that are already non-finite are not saved
+    over an earlier good ``last.ckpt``.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt"):
+        super().__init__()
+        self.path = Path(dirpath) / filename
+
+    def on_exception(self, trainer: "L.Trainer", pl_module: "L.LightningModule", exception: BaseException) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        finite = all(torch.isfinite(p).all() for p in pl_module.parameters())
+        if not finite:
+            log.warning("weights are not finite; keeping the earlier %s", self.path)
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(str(self.path))
+            log.info("saved the weights at the failure to %s", self.path)
+        except Exception as exc:  # never mask the original failure
+            log.warning("could not save %s after the failure: %s", self.path, exc)

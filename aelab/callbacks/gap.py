@@ -1,0 +1,48 @@
+"""The overfitting gap: validation loss minus training loss, measured alike."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class OverfittingGap(L.Callback):
+    """At every validation, log ``gap/<key>`` for the model's ``gap_keys``.
+
+    The training side is measured like the validation side: in eval mode, on
+    as many training images as validation evaluated (a fixed subset), with the
+    same seeded corruption. The training loss that the progress bar shows is
+    not comparable — it is taken in train mode on ever-changing corruptions.
+    Also logs the training-side value as ``train_eval/<key>``.
+
+    Args:
+        max_samples: cap on the images measured on each side (``None``: all
+            that validation saw).
+    """
+
+    def __init__(self, max_samples: int | None = None):
+        super().__init__()
+        self.max_samples = max_samples
+
+    def on_validation_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        if trainer.sanity_checking:
+            return
+        dm = getattr(trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "split_dataloader"):
+            log.warning("overfitting gap skipped: the trainer has no aelab DataModule")
+            return
+        n = pl_module.stage_count("val")
+        if self.max_samples is not None:
+            n = min(n, int(self.max_samples))
+        if n <= 0:
+            return
+        train_means = pl_module.evaluate_loader(dm.split_dataloader("train", limit=n))
+        for key, sign in pl_module.gap_keys.items():
+            if key not in train_means:
+                continue
+            val_mean = float(pl_module.stage_mean("val", key))
+            pl_module.log(f"train_eval/{key}", train_means[key], on_step=False, on_epoch=True, sync_dist=False)
+            pl_module.log(f"gap/{key}", sign * (val_mean - train_means[key]), on_step=False, on_epoch=True, sync_dist=False)

@@ -1,0 +1,79 @@
+"""Per-epoch history of every logged metric, for the final and best values in metrics.json."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from aelab.models.base import higher_is_better
+
+
+def _scalar(value) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+class MetricsHistory(L.Callback):
+    """Record ``trainer.callback_metrics`` after each validation, training epoch and test."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[dict[str, float]] = []
+        self.final: dict[str, float] = {}
+
+    def _record(self, trainer: "L.Trainer") -> dict[str, float]:
+        row = {}
+        for key, value in trainer.callback_metrics.items():
+            v = _scalar(value)
+            if v is not None:
+                row[key] = v
+                self.final[key] = v
+        return row
+
+    def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        if trainer.sanity_checking:
+            return
+        row = self._record(trainer)
+        row["epoch"] = trainer.current_epoch
+        self.epochs.append(row)
+
+    def on_train_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        self._record(trainer)
+
+    def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        self._record(trainer)
+
+    def best(self) -> dict[str, float]:
+        """Best value over the recorded validations of every ``val/*`` metric (direction by name)."""
+        out: dict[str, float] = {}
+        for row in self.epochs:
+            for key, value in row.items():
+                if not key.startswith("val/") or math.isnan(value):
+                    continue
+                better = max if higher_is_better(key) else min
+                out[key] = value if key not in out else better(out[key], value)
+        return out
+
+    def best_epoch(self, metric: str) -> int | None:
+        """The epoch at which ``metric`` was best."""
+        rows = [r for r in self.epochs if metric in r and not math.isnan(r[metric])]
+        if not rows:
+            return None
+        pick = max if higher_is_better(metric) else min
+        return int(pick(rows, key=lambda r: r[metric])["epoch"])
+
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs, "final": self.final}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epochs = list(state_dict.get("epochs", []))
+        self.final = dict(state_dict.get("final", {}))

@@ -1,0 +1,42 @@
+"""Errors that carry a message meant for the person running aelab.
+
+Entry points catch :class:`AelabError` (also when Hydra's ``instantiate``
+wrapped it) and print its message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AelabError(Exception):
+    """Base class: the message says what went wrong and what to do about it."""
+
+
+class ConfigError(AelabError, ValueError):
+    """A config value is invalid (unknown choice, out-of-range number, ...)."""
+
+
+class DatasetNotFoundError(AelabError, FileNotFoundError):
+    """The dataset files were found nowhere aelab looked and could not be downloaded."""
+
+
+class NonFiniteLossError(AelabError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class RunFolderError(AelabError):
+    """A run or sweep folder is missing, incomplete or of the wrong kind."""
+
+
+def find_aelab_error(exc: BaseException | None) -> AelabError | None:
+    """Return the first :class:`AelabError` in ``exc``'s cause/context chain.
+
+    Hydra's ``instantiate`` wraps exceptions raised by constructors in an
+    ``InstantiationException``; the original is its ``__cause__``.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, AelabError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -1,0 +1,148 @@
+"""Hydra callback that names run and sweep folders and summarises sweeps.
+
+* A single run gets ``outputs/runs/<time>_<model>_<data>``; when that folder
+  already exists (two runs in the same second), ``_2``, ``_3``, ... is added.
+* A sweep gets ``outputs/sweeps/<sweep.name or time>``:
+
+  - ``sweep.name=X`` uses ``outputs/sweeps/X``, continuing it if it exists;
+  - ``sweep.resume=true`` without a name reuses the latest sweep folder that
+    was started with the same overrides;
+  - otherwise a fresh folder (suffixed when the name is taken).
+
+  Jobs skip themselves when their folder holds a completed ``metrics.json``,
+  so continuing a sweep never retrains or overwrites finished jobs.
+* When a sweep ends, ``sweep_summary.json`` lists each job as completed,
+  failed, skipped (completed earlier) or missing, and the counts are printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from aelab.runs import METRICS_FILE, now_iso, read_metrics, write_json_atomic
+
+log = logging.getLogger("aelab.sweep")
+
+SWEEP_FILE = "aelab_sweep.yaml"
+SUMMARY_FILE = "sweep_summary.json"
+_IDENTITY_EXCLUDES = ("sweep.resume=", "sweep.name=")
+
+
+def _unique_dir(path: Path) -> Path:
+    """Create and return ``path``, or ``path_2``, ``path_3``... if it exists (atomic mkdir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.name}_{n}")
+
+
+def _has_override(config: DictConfig, key: str) -> bool:
+    return any(str(o).split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
+
+
+def sweep_identity(overrides: list[str]) -> list[str]:
+    """The overrides that identify a sweep (without the sweep.* bookkeeping keys), sorted."""
+    return sorted(o for o in overrides if not o.startswith(_IDENTITY_EXCLUDES))
+
+
+def find_previous_sweep(sweeps_dir: Path, overrides: list[str]) -> Path | None:
+    """The latest sweep folder under ``sweeps_dir`` started with the same overrides."""
+    want = sweep_identity(overrides)
+    matches = []
+    for marker in sweeps_dir.glob(f"*/{SWEEP_FILE}"):
+        try:
+            info = OmegaConf.to_container(OmegaConf.load(marker))
+        except Exception:
+            continue
+        if sweep_identity(list(info.get("overrides", []))) == want:
+            matches.append((marker.stat().st_mtime, marker.parent))
+    return max(matches)[1] if matches else None
+
+
+def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, Any]]]:
+    """Sort a sweep's job folders by what happened to them since ``started`` (a timestamp)."""
+    groups: dict[str, list[dict[str, Any]]] = {"completed": [], "failed": [], "skipped": [], "missing": []}
+    for cfg_file in sorted(sweep_dir.glob("**/.hydra/config.yaml")):
+        job = cfg_file.parent.parent
+        metrics = read_metrics(job)
+        name = str(job.relative_to(sweep_dir))
+        if metrics is None:
+            groups["missing"].append({"job": name, "reason": f"no {METRICS_FILE} (killed before it was written?)"})
+            continue
+        status = metrics.get("status")
+        ran_now = float(metrics.get("finished_at_unix") or 0) >= started
+        entry = {"job": name, "status": status}
+        if status == "completed":
+            groups["completed" if ran_now else "skipped"].append(entry)
+        else:
+            entry["error"] = metrics.get("error")
+            groups["failed"].append(entry)
+    return groups
+
+
+class RunFolderCallback(Callback):
+    """Unique run folders, resumable sweep folders, and the end-of-sweep summary."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _has_override(config, "hydra.run.dir"):
+            return  # an explicit folder: a DDP worker, or resuming in place
+        run_dir = _unique_dir(Path(str(config.hydra.run.dir)))
+        with read_write(config.hydra.run), open_dict(config.hydra.run):
+            config.hydra.run.dir = str(run_dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        sweeps_dir = Path(str(config.paths.output_dir)) / "sweeps"
+        if _has_override(config, "hydra.sweep.dir"):
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        elif config.sweep.name:
+            sweep_dir = sweeps_dir / str(config.sweep.name)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        elif config.sweep.resume:
+            sweep_dir = find_previous_sweep(sweeps_dir, overrides)
+            if sweep_dir is None:
+                raise SystemExit(
+                    f"aelab-train: error: sweep.resume=true, but no sweep under {sweeps_dir} was started "
+                    "with these overrides. Run without sweep.resume, or name the folder with sweep.name=..."
+                )
+            log.info("resuming sweep %s", sweep_dir)
+        else:
+            sweep_dir = _unique_dir(Path(str(config.hydra.sweep.dir)))
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = str(sweep_dir)
+            quoted = str(sweep_dir).replace("\\", "\\\\").replace("'", "\\'")
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+        marker = sweep_dir / SWEEP_FILE
+        if not marker.exists():
+            OmegaConf.save(OmegaConf.create({"overrides": overrides, "started_at": now_iso()}), marker)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        groups = classify_jobs(sweep_dir, self.started)
+        counts = {k: len(v) for k, v in groups.items()}
+        write_json_atomic(sweep_dir / SUMMARY_FILE, {"sweep_dir": str(sweep_dir), "finished_at": now_iso(), "counts": counts, **groups})
+        lines = [f"sweep {sweep_dir}: {counts['completed']} done, {counts['failed']} failed, {counts['skipped']} skipped (completed earlier)"
+                 + (f", {counts['missing']} without metrics.json" if counts["missing"] else "")]
+        for entry in groups["failed"]:
+            lines.append(f"  failed: {entry['job']}: {entry.get('error')}")
+        for entry in groups["missing"]:
+            lines.append(f"  missing: {entry['job']}: {entry['reason']}")
+        message = "\n".join(lines)
+        log.info(message)
+        print(message, flush=True)

@@ -1,0 +1,167 @@
+"""The deterministic autoencoder, with every variant as an option of it.
+
+* plain: ``noise=none``, no penalty;
+* denoising: any corruption from the ``noise`` group (the target stays clean);
+* sparse: ``sparse={kind: l1|kl, weight, target}``;
+* contractive: ``contractive={weight, projections}``;
+* linear: MLP nets without hidden layers and ``output_activation=identity``.
+
+The nets are passed in as factories ``encoder(input_shape=..., bottleneck=...)``
+and ``decoder(output_shape=..., bottleneck=...)`` (Hydra partials in the
+configs, or the classes of ``aelab.nets`` in a notebook) or as ready modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aelab.data.noise import Corruption
+from aelab.errors import ConfigError
+from aelab.models.base import ReconstructionModule
+from aelab.models.penalties import ContractivePenalty, SparsityPenalty
+from aelab.nets import MLPDecoder, MLPEncoder
+from aelab.nets.layers import check_bottleneck
+
+LOSSES = ("mse", "bce")
+OUTPUT_ACTIVATIONS = ("sigmoid", "identity")
+
+NetFactory = Callable[..., nn.Module]
+
+
+def build_nets(
+    encoder: NetFactory | nn.Module | None,
+    decoder: NetFactory | nn.Module | None,
+    input_shape: tuple[int, int, int],
+    code_size: int,
+) -> tuple[nn.Module, nn.Module]:
+    """Instantiate encoder and decoder factories for images of ``input_shape``."""
+    enc = encoder if isinstance(encoder, nn.Module) else (encoder or MLPEncoder)(input_shape=input_shape, bottleneck=code_size)
+    dec = decoder if isinstance(decoder, nn.Module) else (decoder or MLPDecoder)(output_shape=input_shape, bottleneck=code_size)
+    if getattr(dec, "uses_indices", False) and getattr(enc, "downsample", None) != "pool":
+        raise ConfigError(
+            "model.decoder.upsample=unpool needs the encoder's max-pooling indices: use model=conv_pool "
+            "(or model.encoder.downsample=pool) with it"
+        )
+    if getattr(dec, "uses_indices", False) and len(getattr(enc, "channels", [])) != len(getattr(dec, "channels", [])):
+        raise ConfigError("max-unpooling needs as many decoder stages as encoder stages (same channels list)")
+    return enc, dec
+
+
+class Autoencoder(ReconstructionModule):
+    """A deterministic autoencoder; denoising, sparse and contractive are its options.
+
+    Args:
+        input_shape: ``(channels, height, width)`` of the images (from the DataModule).
+        bottleneck: code size — the one knob shared by every variant.
+        encoder, decoder: net factories (or modules), see the module docstring.
+        loss: ``mse`` (per-pixel mean squared error, default) or ``bce``.
+        output_activation: ``sigmoid`` (pixels in [0, 1]) or ``identity`` (linear AE).
+        noise: corruption applied to training inputs (and, with a fixed seed, to val/test).
+        sparse: ``None`` or options of :class:`SparsityPenalty`.
+        contractive: ``None`` or options of :class:`ContractivePenalty`.
+        optimizer, scheduler: partials taking ``params`` / ``optimizer`` (Adam 1e-3 if None).
+    """
+
+    def __init__(
+        self,
+        input_shape: Iterable[int],
+        bottleneck: int = 32,
+        encoder: NetFactory | nn.Module | None = None,
+        decoder: NetFactory | nn.Module | None = None,
+        loss: str = "mse",
+        output_activation: str = "sigmoid",
+        noise: Corruption | None = None,
+        sparse: dict[str, Any] | None = None,
+        contractive: dict[str, Any] | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        eval_seed: int = 12345,
+    ):
+        super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler, eval_seed=eval_seed)
+        check_bottleneck(bottleneck)
+        if loss not in LOSSES:
+            raise ConfigError(f"model.loss={loss!r} is not one of {list(LOSSES)}")
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ConfigError(f"model.output_activation={output_activation!r} is not one of {list(OUTPUT_ACTIVATIONS)}")
+        if loss == "bce" and output_activation != "sigmoid":
+            raise ConfigError("model.loss=bce needs model.output_activation=sigmoid (outputs must be probabilities)")
+        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler"], logger=False)
+        self.encoder, self.decoder = build_nets(encoder, decoder, self.input_shape, bottleneck)
+        self.loss_name = loss
+        self.output_activation = output_activation
+        self.sparsity = SparsityPenalty(**sparse) if sparse else None
+        if self.sparsity is not None and self.sparsity.kind == "kl" and getattr(self.encoder, "code_activation_name", None) != "sigmoid":
+            raise ConfigError(
+                "model.sparse.kind=kl compares mean activations with a target in (0, 1): "
+                "set model.encoder.code_activation=sigmoid"
+            )
+        self.contraction = ContractivePenalty(**contractive) if contractive else None
+        keys = ["recon_loss"] + (["mse"] if loss != "mse" else [])
+        self.register_metric_keys(keys)
+
+    # ------------------------------------------------------------- the net
+    def _activate(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(code, decoder output before the output activation)``."""
+        if getattr(self.decoder, "uses_indices", False):
+            z, indices = self.encoder.forward_with_indices(x)
+            return z, self.decoder(z, indices)
+        z = self.encoder(x)
+        return z, self.decoder(z)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self._activate(self.decoder(z)).clamp(0, 1)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self._activate(self(x)[1])
+
+    def _recon_loss(self, out: torch.Tensor, x: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+        if self.loss_name == "bce":
+            per = F.binary_cross_entropy_with_logits(out, x, reduction="none")
+        else:
+            per = (self._activate(out) - x).pow(2)
+        per_image = per.flatten(1).mean(1)
+        return per_image.mean() if reduce else per_image
+
+    # ------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x = batch["image"]
+        x_in = self.noise(x)
+        if self.contraction is not None:
+            x_in = x_in.detach().requires_grad_(True)
+        z, out = self(x_in)
+        recon = self._recon_loss(out, x)
+        loss = recon
+        n = x.shape[0]
+        if self.sparsity is not None:
+            penalty = self.sparsity(z)
+            loss = loss + penalty
+            self.log("train/sparse_penalty", penalty, on_step=True, on_epoch=False, batch_size=n)
+        if self.contraction is not None:
+            penalty = self.contraction(x_in, z)
+            loss = loss + penalty
+            self.log("train/contractive_penalty", penalty, on_step=True, on_epoch=False, batch_size=n)
+        self.check_finite(loss)
+        self.log("train/recon_loss", recon, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log("train/recon_loss_epoch", recon, on_step=False, on_epoch=True, batch_size=n)
+        if loss is not recon:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=n)
+        return loss
+
+    def per_sample_metrics(self, x: torch.Tensor, generator: torch.Generator | None):
+        x_in = self.noise(x, generator)
+        _, out = self(x_in)
+        metrics = {"recon_loss": self._recon_loss(out, x, reduce=False)}
+        x_hat = self._activate(out)
+        if self.loss_name != "mse":
+            metrics["mse"] = (x_hat - x).pow(2).flatten(1).mean(1)
+        return metrics, x_in, x_hat

@@ -1,0 +1,213 @@
+"""What every aelab LightningModule shares: corruption, evaluation metrics, optimizers.
+
+A model defines
+
+* ``per_sample_metrics(x, generator)`` → ``(metrics, x_corrupted, x_hat)`` with
+  one value per image for each metric (the validation/test quantities),
+* ``training_step``,
+* ``gap_keys`` — which metrics enter the overfitting gap and their sign,
+* ``encode`` / ``decode`` / ``reconstruct`` for evaluations and image grids.
+
+Validation and test corrupt inputs with a generator reseeded at the start of
+every evaluation, so their numbers repeat from epoch to epoch and run to run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, SumMetric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from aelab.data.datamodule import to_float_batch
+from aelab.data.noise import Corruption, NoCorruption
+from aelab.errors import NonFiniteLossError
+
+HIGHER_IS_BETTER = ("psnr", "ssim", "elbo", "acc", "auroc", "ap", "active_units")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of ``metric`` (a name such as ``val/psnr``) are better."""
+    leaf = metric.rsplit("/", 1)[-1]
+    return any(leaf == h or leaf.startswith(h + "_") or leaf.endswith("_" + h) for h in HIGHER_IS_BETTER)
+
+
+def _ssim_kernel(height: int, width: int) -> int:
+    k = min(11, height, width)
+    return k if k % 2 else k - 1
+
+
+class ReconstructionModule(L.LightningModule):
+    """Base LightningModule of the autoencoder family (see module docstring)."""
+
+    #: per-sample metric name → +1 if gap = val − train, −1 if gap = train − val
+    gap_keys: dict[str, int] = {"recon_loss": 1}
+    #: metric that names the model's own objective in tables
+    objective_key = "recon_loss"
+
+    def __init__(
+        self,
+        input_shape: Iterable[int],
+        noise: Corruption | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_monitor: str = "val/recon_loss",
+        eval_seed: int = 12345,
+    ):
+        super().__init__()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.noise = noise if noise is not None else NoCorruption()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.eval_seed = int(eval_seed)
+        self._eval_generator: torch.Generator | None = None
+        self.stage_means = nn.ModuleDict()
+        self.stage_counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
+        _, h, w = self.input_shape
+        self.psnr = nn.ModuleDict(
+            {s: PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean") for s in ("val", "test")}
+        )
+        self.ssim = nn.ModuleDict(
+            {s: StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=_ssim_kernel(h, w)) for s in ("val", "test")}
+        )
+
+    # ------------------------------------------------------------ interface
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code of images ``x`` (the mean code for VAEs)."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] decoded from codes ``z``."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in [0, 1] of (possibly corrupted) images ``x``."""
+        raise NotImplementedError
+
+    def per_sample_metrics(
+        self, x: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Evaluate clean images ``x``: per-image metrics, corrupted input, reconstruction."""
+        raise NotImplementedError
+
+    @property
+    def bottleneck(self) -> int:
+        return int(self.hparams["bottleneck"])
+
+    # --------------------------------------------------------- evaluation
+    def eval_generator(self) -> torch.Generator:
+        """A generator on the model's device, seeded with ``eval_seed`` (fresh each call)."""
+        return torch.Generator(device=self.device).manual_seed(self.eval_seed)
+
+    def register_metric_keys(self, keys: Iterable[str]) -> None:
+        """Create the val/test running means for the per-sample metrics ``keys``.
+
+        Called from a subclass's ``__init__``: Lightning finds logged metric
+        objects among the module's attributes once, so they must exist early.
+        """
+        self.metric_keys = list(keys)
+        for stage in ("val", "test"):
+            for key in self.metric_keys:
+                self.stage_means[f"{stage}__{key}"] = MeanMetric()
+
+    def _means(self, stage: str, keys: Iterable[str]) -> dict[str, MeanMetric]:
+        return {key: self.stage_means[f"{stage}__{key}"] for key in keys}
+
+    def stage_mean(self, stage: str, key: str) -> torch.Tensor:
+        """The running mean of ``key`` in the current ``stage`` epoch (synced across ranks)."""
+        return self.stage_means[f"{stage}__{key}"].compute()
+
+    def stage_count(self, stage: str) -> int:
+        """How many images the current ``stage`` epoch has evaluated (all ranks)."""
+        return int(self.stage_counts[stage].compute().item())
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_generator = self.eval_generator()
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_generator = self.eval_generator()
+
+    def _evaluation_step(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
+        x = batch["image"]
+        metrics, _, x_hat = self.per_sample_metrics(x, self._eval_generator)
+        n = x.shape[0]
+        for key, metric in self._means(stage, metrics).items():
+            metric.update(metrics[key])
+            self.log(f"{stage}/{key}", metric, on_step=False, on_epoch=True, batch_size=n, prog_bar=key == self.objective_key)
+        self.stage_counts[stage].update(torch.tensor(float(n), device=self.device))
+        x_hat = x_hat.clamp(0, 1)
+        self.psnr[stage].update(x_hat, x)
+        self.ssim[stage].update(x_hat, x)
+        self.log(f"{stage}/psnr", self.psnr[stage], on_step=False, on_epoch=True, batch_size=n)
+        self.log(f"{stage}/ssim", self.ssim[stage], on_step=False, on_epoch=True, batch_size=n)
+        return metrics
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.stage_counts["val"].reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.stage_counts["test"].reset()
+
+    @torch.no_grad()
+    def evaluate_loader(self, loader: Iterable[dict], seed: int | None = None) -> dict[str, float]:
+        """Mean per-sample metrics over ``loader`` in eval mode, corrupting with a fixed seed.
+
+        Used for the overfitting gap: the training images are measured exactly
+        like the validation images are.
+        """
+        was_training = self.training
+        self.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.eval_seed if seed is None else seed)
+        sums: dict[str, float] = {}
+        count = 0
+        try:
+            for batch in loader:
+                batch = to_float_batch({k: v.to(self.device) for k, v in batch.items()})
+                metrics, _, _ = self.per_sample_metrics(batch["image"], generator)
+                for key, values in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(values.double().sum())
+                count += batch["image"].shape[0]
+        finally:
+            self.train(was_training)
+        return {key: total / max(count, 1) for key, total in sums.items()}
+
+    # ------------------------------------------------------------ training
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Stop with a clear message when the loss is NaN or infinite (agreed across DDP ranks)."""
+        finite = bool(torch.isfinite(loss).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            value = float(loss.detach().float().cpu()) if loss.numel() == 1 else math.nan
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None and self.trainer.optimizers else float("nan")
+            raise NonFiniteLossError(
+                f"the training loss became {value} at epoch {self.current_epoch}, step {self.global_step} "
+                f"(learning rate {lr:g}). The weights from before this step are saved as checkpoints/last.ckpt. "
+                "Try a lower model.optimizer.lr or gradient clipping (trainer.gradient_clip_val=1.0)."
+            )
+
+    def configure_optimizers(self):
+        factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        optimizer = factory(params=self.parameters()) if self.optimizer_factory else factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"},
+        }
+
+    def num_parameters(self) -> int:
+        """Trainable parameter count."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

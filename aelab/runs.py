@@ -1,0 +1,113 @@
+"""Run folders: reading and writing ``metrics.json``, finding checkpoints, reloading runs.
+
+A run folder holds ``.hydra/config.yaml`` (the composed config),
+``metrics.json``, ``checkpoints/``, ``samples/``, ``csv/`` and, with W&B,
+``wandb/``. Everything the evaluation and comparison entry points need is
+read from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aelab.errors import RunFolderError
+
+METRICS_FILE = "metrics.json"
+
+
+def now_iso() -> str:
+    """The current time, ISO 8601 with timezone."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None, tensors and numpy scalars become floats."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_json_atomic(path: str | Path, data: dict) -> None:
+    """Write ``data`` as JSON so that a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_clean(data), fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_metrics(run_dir: str | Path) -> dict | None:
+    """The run's ``metrics.json``, or ``None`` when it has none (or it is unreadable)."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def update_metrics(run_dir: str | Path, section: str, values: dict[str, Any]) -> dict:
+    """Merge ``values`` into ``metrics.json[section]`` (and into ``final``) and write it back."""
+    data = read_metrics(run_dir)
+    if data is None:
+        raise RunFolderError(f"{run_dir} has no {METRICS_FILE}: it is not a finished aelab run")
+    data.setdefault(section, {}).update(values)
+    if section != "final":
+        data.setdefault("final", {}).update({k: v for k, v in values.items() if isinstance(v, (int, float)) or v is None})
+    write_json_atomic(Path(run_dir) / METRICS_FILE, data)
+    return data
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` looks like an aelab run folder (has a composed Hydra config)."""
+    return (Path(path) / ".hydra" / "config.yaml").is_file()
+
+
+def find_run_dirs(path: str | Path) -> list[Path]:
+    """``path`` itself if it is a run folder, else every run folder below it (sorted)."""
+    path = Path(path)
+    if is_run_dir(path):
+        return [path]
+    return sorted(p.parent.parent for p in path.glob("**/.hydra/config.yaml"))
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """The run's ``best`` (by validation loss) or ``last`` checkpoint."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if which == "best":
+        metrics = read_metrics(run_dir) or {}
+        best = (metrics.get("checkpoints") or {}).get("best")
+        if best and Path(best).is_file():
+            return Path(best)
+        candidates = sorted(ckpt_dir.glob("best*.ckpt"))
+        if candidates:
+            return candidates[-1]
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file():
+        return last
+    raise RunFolderError(
+        f"{run_dir} has no checkpoint ({ckpt_dir} holds no best*.ckpt or last.ckpt); "
+        "train it first, or point at a run folder that finished at least one epoch"
+    )

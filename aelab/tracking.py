@@ -1,0 +1,116 @@
+"""Experiment tracking helpers: a W&B logger that never waits for a login.
+
+``wandb_logger`` is the ``_target_`` of ``logger=wandb``. It runs W&B offline
+(files in ``<run>/wandb``, uploaded later with ``wandb sync``) whenever
+``WANDB_MODE=offline`` is set or no API key is configured, and falls back to
+offline when the W&B service cannot be reached in ``init_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def has_wandb_credentials() -> bool:
+    """Whether an API key is configured (``WANDB_API_KEY`` or a netrc entry for the W&B host)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    for path in (os.environ.get("NETRC"), Path.home() / ".netrc", Path.home() / "_netrc"):
+        if path and Path(path).is_file():
+            try:
+                if netrc.netrc(str(path)).authenticators(host):
+                    return True
+            except (netrc.NetrcParseError, OSError):
+                continue
+    return False
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """``mode`` if given, else ``$WANDB_MODE``, else online with credentials and offline without."""
+    if mode is None:
+        mode = os.environ.get("WANDB_MODE") or None
+    if mode in ("dryrun",):
+        mode = "offline"
+    if mode is None:
+        mode = "online" if has_wandb_credentials() else "offline"
+    if mode not in WANDB_MODES:
+        from aelab.errors import ConfigError
+
+        raise ConfigError(f"logger.wandb.mode={mode!r} is not one of {list(WANDB_MODES)}")
+    return mode
+
+
+def wandb_logger(
+    project: str = "aelab",
+    save_dir: str = ".",
+    entity: str | None = None,
+    name: str | None = None,
+    group: str | None = None,
+    job_type: str | None = "train",
+    tags: Iterable[str] | None = None,
+    mode: str | None = None,
+    log_model: bool = False,
+    init_timeout: float = 60,
+    **kwargs: Any,
+) -> WandbLogger:
+    """A Lightning ``WandbLogger`` in the right mode, writing under ``save_dir/wandb``."""
+    import wandb
+
+    mode = resolve_wandb_mode(mode)
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    if mode == "offline":
+        log.info("W&B runs offline (no API key or WANDB_MODE=offline); upload later with `wandb sync %s/wandb/offline-run-*`", save_dir)
+    settings = wandb.Settings(init_timeout=float(init_timeout), console="off")
+    return WandbLogger(
+        project=project,
+        entity=entity,
+        name=name or Path(save_dir).name,
+        save_dir=str(save_dir),
+        group=group,
+        job_type=job_type,
+        tags=list(tags or []),
+        mode=mode,
+        log_model=log_model,
+        settings=settings,
+        **kwargs,
+    )
+
+
+def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> None:
+    """Start the W&B run now (falling back to offline if the service is unreachable).
+
+    ``summary_metrics`` maps metric names to the summary W&B should keep
+    (``min``, ``max``, ``last``), e.g. the best ``val/recon_loss``.
+    """
+    try:
+        experiment = logger.experiment
+    except Exception as exc:  # no network, service down, bad key: never block the run
+        log.warning("W&B could not start online (%s); writing offline instead", exc)
+        logger._wandb_init["mode"] = "offline"  # noqa: SLF001 — WandbLogger keeps its init kwargs here
+        logger._experiment = None  # noqa: SLF001
+        experiment = logger.experiment
+    for metric, summary in summary_metrics.items():
+        experiment.define_metric(metric, summary=summary, step_metric="trainer/global_step")
+
+
+def finish_wandb(loggers: Iterable[Logger], summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:
+    """Write ``summary`` into each W&B run's summary and finish it (the next job gets a new run)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001
+            run = logger._experiment  # noqa: SLF001
+            if summary:
+                run.summary.update({k: v for k, v in summary.items() if v is not None})
+            run.finish(exit_code=exit_code)
+            logger._experiment = None  # noqa: SLF001

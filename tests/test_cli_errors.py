@@ -1,0 +1,82 @@
+"""Bad input through the real command line: a clear message before training, nothing lost."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+
+
+def only_run_dir(tmp_path: Path) -> Path:
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    return run_dir
+
+
+def test_cli_trains_and_writes_a_complete_run_folder(cli, tmp_path):
+    result = cli(*TINY, "model=mlp", "model.bottleneck=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert run_dir.name.endswith("_mlp_sprites")
+    for path in (".hydra/config.yaml", "metrics.json", "checkpoints/last.ckpt", "csv/metrics.csv", "train.log", "samples/recon_epoch=000.png"):
+        assert (run_dir / path).is_file(), path
+    assert json.loads((run_dir / "metrics.json").read_text())["bottleneck"] == 8
+
+
+def test_unknown_group_option_lists_the_choices(cli):
+    result = cli("model=nope")
+    assert result.returncode != 0
+    assert "Could not find 'model/nope'" in result.stderr
+    for choice in ("conv", "conv_pool", "linear", "mlp", "sparse", "contractive"):
+        assert choice in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["noise=gaussian", "noise.sigma=-1"], "noise.sigma is a standard deviation and must be >= 0 (got -1"),
+        (["model.bottleneck=0"], "model.bottleneck is the size of the code and must be a positive integer (got 0)"),
+        (["model=conv", "data.image_size=30"], "height and width must be divisible by 4; the images are 30x30"),
+        (["model.decoder.upsample=cubic"], "model.decoder.upsample='cubic' is not one of ['transpose', 'nearest', 'bilinear', 'unpool']"),
+        (["model=conv", "model.decoder.upsample=unpool"], "needs the encoder's max-pooling indices"),
+    ],
+)
+def test_bad_values_fail_before_training_with_one_message(cli, tmp_path, overrides, message):
+    result = cli(*TINY, *overrides)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    run_dir = only_run_dir(tmp_path)
+    assert not (run_dir / "checkpoints").exists()  # nothing trained
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and message in metrics["error"]
+
+
+def test_missing_dataset_error_names_the_places_searched(cli, tmp_path):
+    result = cli("data=mnist", f"data.root={tmp_path / 'nowhere'}", "data.download=false", "trainer.max_epochs=1")
+    assert result.returncode != 0
+    assert "dataset 'mnist' was not found. Looked in:" in result.stderr
+    assert str(tmp_path / "nowhere" / "mnist") in result.stderr
+    assert "/usr/share/datasets/mnist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_key_is_refused_by_hydra(cli):
+    result = cli("model.nope=3")
+    assert result.returncode != 0
+    assert "Key 'nope' is not in struct" in result.stderr or "Could not override 'model.nope'" in result.stderr
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_checkpoint_and_metrics(cli, tmp_path):
+    result = cli(*TINY, "model=linear", "trainer.max_epochs=3", "model.optimizer._target_=torch.optim.SGD",
+                 "model.optimizer.lr=1e4", "~model.optimizer.weight_decay")
+    assert result.returncode != 0
+    assert "the training loss became" in result.stderr
+    run_dir = only_run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["error_type"] == "NonFiniteLossError"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert (run_dir / "error.log").is_file()

@@ -47,6 +47,21 @@ def _unique_dir(path: Path) -> Path:
             candidate = path.with_name(f"{path.name}_{n}")
 
 
+def _quote(value: str) -> str:
+    """Quote a value for a Hydra override (commas and brackets stay literal)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """The keys of the swept overrides (``a=1,2``, ``range(...)``) and of the constant ones."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept, constant = [], []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        (swept if override.is_sweep_override() else constant).append(override.key_or_group)
+    return swept, constant
+
+
 def _has_override(config: DictConfig, key: str) -> bool:
     return any(str(o).split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
 
@@ -126,8 +141,16 @@ class RunFolderCallback(Callback):
             sweep_dir = _unique_dir(Path(str(config.hydra.sweep.dir)))
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.sweep.dir = str(sweep_dir)
-            quoted = str(sweep_dir).replace("\\", "\\\\").replace("'", "\\'")
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quote(str(sweep_dir))}")
+            # Job folders are named from the swept keys only: the constant overrides are the same for all.
+            swept, constant = split_overrides(overrides)
+            excludes = list(config.hydra.job.config.override_dirname.exclude_keys) + constant
+            config.hydra.overrides.hydra.append(
+                "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(_quote(k) for k in excludes) + "]"
+            )
+            default_subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.override_dirname}"
+            if not swept and default_subdir and not _has_override(config, "hydra.sweep.subdir"):
+                config.hydra.overrides.hydra.append("hydra.sweep.subdir='job${hydra.job.num}'")
         marker = sweep_dir / SWEEP_FILE
         if not marker.exists():
             OmegaConf.save(OmegaConf.create({"overrides": overrides, "started_at": now_iso()}), marker)
@@ -143,6 +166,4 @@ class RunFolderCallback(Callback):
             lines.append(f"  failed: {entry['job']}: {entry.get('error')}")
         for entry in groups["missing"]:
             lines.append(f"  missing: {entry['job']}: {entry['reason']}")
-        message = "\n".join(lines)
-        log.info(message)
-        print(message, flush=True)
+        log.info("\n".join(lines))

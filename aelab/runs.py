@@ -111,3 +111,64 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
         f"{run_dir} has no checkpoint ({ckpt_dir} holds no best*.ckpt or last.ckpt); "
         "train it first, or point at a run folder that finished at least one epoch"
     )
+
+
+def load_run_config(run_dir: str | Path):
+    """The run's composed config (``.hydra/config.yaml``) with its folder filled in."""
+    from omegaconf import OmegaConf, open_dict
+
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise RunFolderError(f"{run_dir} is not an aelab run folder (no .hydra/config.yaml)")
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir.resolve())  # was ${hydra:runtime.output_dir}
+    return cfg
+
+
+def run_choices(run_dir: str | Path) -> dict[str, str]:
+    """The config-group options a run was composed from (``model: conv``, ...)."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    choices = OmegaConf.to_container(OmegaConf.load(path).hydra.runtime.choices)
+    return {k: v for k, v in choices.items() if v is not None and not k.startswith("hydra")}
+
+
+class LoadedRun:
+    """A trained run brought back: its config, model (eval mode), DataModule and metrics."""
+
+    def __init__(self, run_dir: Path, cfg, model, datamodule, checkpoint: Path):
+        self.run_dir = run_dir
+        self.cfg = cfg
+        self.model = model
+        self.datamodule = datamodule
+        self.checkpoint = checkpoint
+
+    @property
+    def metrics(self) -> dict:
+        return read_metrics(self.run_dir) or {}
+
+
+def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setup_data: bool = True) -> LoadedRun:
+    """Rebuild a run's model from its config and load its ``best`` or ``last`` checkpoint.
+
+    Raises :class:`RunFolderError` for a folder without config or checkpoint.
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    ckpt = checkpoint_path(run_dir, which)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    noise = instantiate(cfg.noise, _convert_="all")
+    model = instantiate(cfg.model, input_shape=list(datamodule.dims), noise=noise, _convert_="all")
+    state = torch.load(ckpt, map_location=device, weights_only=False)
+    model.load_state_dict(state["state_dict"])
+    model.to(device).eval()
+    if setup_data:
+        datamodule.setup("test")
+    return LoadedRun(run_dir, cfg, model, datamodule, ckpt)

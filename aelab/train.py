@@ -44,6 +44,7 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*configured with multiple `ModelCheckpoint` callbacks.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
     # Lightning prints through its own console handler; let Hydra's handlers (console + <run>/train.log) do it.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -97,7 +98,8 @@ def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     """The run's config as a plain dict for loggers, with the most-swept knobs at the top level."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     plain.pop("hydra", None)
-    plain["bottleneck"] = cfg.model.get("bottleneck")
+    plain["bottleneck"] = cfg.model.get("bottleneck")  # top level: dashboards plot against it directly
+    plain["overrides"] = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     for group in ("model", "data", "noise", "trainer", "experiment"):
         if group in choices:
             plain[f"{group}_name"] = choices[group]
@@ -223,12 +225,13 @@ class TrainingJob:
             "finished_at_unix": finished if status != "running" else None,
             "final": dict(sorted((history.final if history else {}).items())),
             "best": best,
-            "best_epoch": history.best_epoch("val/recon_loss") if history else None,
+            "best_epoch": history.best_epoch(str(cfg.model.get("monitor", "val/recon_loss"))) if history else None,
             "checkpoints": {
                 "best": self.checkpoint.best_model_path or None if self.checkpoint is not None else None,
                 "last": str(self.run_dir / "checkpoints" / "last.ckpt") if (self.run_dir / "checkpoints" / "last.ckpt").is_file() else None,
             },
             "dataset": self.datamodule.describe() if self.datamodule is not None else None,
+            **(self.model.summary_extras() if self.model is not None else {}),
             "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         }
         metric = str(cfg.get("optimized_metric") or "val/recon_loss")

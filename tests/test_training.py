@@ -72,7 +72,8 @@ def test_run_folder_and_metrics_json(run_train):
     assert data["objective"] == {"metric": "val/recon_loss", "value": data["best"]["val/recon_loss"]}
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert Path(data["checkpoints"]["best"]).is_file()
-    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["recon_epoch=000.png", "recon_epoch=001.png"]
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == [
+        "interpolation.png", "recon_epoch=000.png", "recon_epoch=001.png", "samples.png"]
     assert (run_dir / "csv" / "metrics.csv").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file() or True  # written by the CLI, not by compose()
 

@@ -44,5 +44,5 @@ class OverfittingGap(L.Callback):
             if key not in train_means:
                 continue
             val_mean = float(pl_module.stage_mean("val", key))
-            pl_module.log(f"train_eval/{key}", train_means[key], on_step=False, on_epoch=True, sync_dist=False)
-            pl_module.log(f"gap/{key}", sign * (val_mean - train_means[key]), on_step=False, on_epoch=True, sync_dist=False)
+            pl_module.log(f"train_eval/{key}", train_means[key], on_step=False, on_epoch=True, sync_dist=True)
+            pl_module.log(f"gap/{key}", sign * (val_mean - train_means[key]), on_step=False, on_epoch=True, sync_dist=True)

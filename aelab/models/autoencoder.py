@@ -37,9 +37,15 @@ def build_nets(
     decoder: NetFactory | nn.Module | None,
     input_shape: tuple[int, int, int],
     code_size: int,
+    encoder_outputs: int | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """Instantiate encoder and decoder factories for images of ``input_shape``."""
-    enc = encoder if isinstance(encoder, nn.Module) else (encoder or MLPEncoder)(input_shape=input_shape, bottleneck=code_size)
+    """Instantiate encoder and decoder factories for images of ``input_shape``.
+
+    The decoder reads codes of ``code_size``; the encoder writes
+    ``encoder_outputs`` numbers (default: ``code_size``; a VAE asks for two per latent).
+    """
+    enc_size = code_size if encoder_outputs is None else encoder_outputs
+    enc = encoder if isinstance(encoder, nn.Module) else (encoder or MLPEncoder)(input_shape=input_shape, bottleneck=enc_size)
     dec = decoder if isinstance(decoder, nn.Module) else (decoder or MLPDecoder)(output_shape=input_shape, bottleneck=code_size)
     if getattr(dec, "uses_indices", False) and getattr(enc, "downsample", None) != "pool":
         raise ConfigError(
@@ -64,6 +70,7 @@ class Autoencoder(ReconstructionModule):
         sparse: ``None`` or options of :class:`SparsityPenalty`.
         contractive: ``None`` or options of :class:`ContractivePenalty`.
         optimizer, scheduler: partials taking ``params`` / ``optimizer`` (Adam 1e-3 if None).
+        monitor, monitor_mode: the validation metric that selects the best checkpoint.
     """
 
     def __init__(
@@ -79,9 +86,12 @@ class Autoencoder(ReconstructionModule):
         contractive: dict[str, Any] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/recon_loss",
+        monitor_mode: str = "min",
         eval_seed: int = 12345,
     ):
-        super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler, eval_seed=eval_seed)
+        super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler,
+                         scheduler_monitor=monitor, eval_seed=eval_seed)
         check_bottleneck(bottleneck)
         if loss not in LOSSES:
             raise ConfigError(f"model.loss={loss!r} is not one of {list(LOSSES)}")
@@ -152,7 +162,7 @@ class Autoencoder(ReconstructionModule):
             self.log("train/contractive_penalty", penalty, on_step=True, on_epoch=False, batch_size=n)
         self.check_finite(loss)
         self.log("train/recon_loss", recon, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-        self.log("train/recon_loss_epoch", recon, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/recon_loss_epoch", recon, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         if loss is not recon:
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=n)
         return loss

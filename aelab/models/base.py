@@ -132,9 +132,19 @@ class ReconstructionModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._eval_generator = self.eval_generator()
 
+    def update_extras(self, stage: str, extras: dict[str, torch.Tensor], x: torch.Tensor) -> None:
+        """Handle the non-scalar per-sample outputs (keys starting with ``_``); none by default."""
+
+    def summary_extras(self) -> dict[str, Any]:
+        """Model-specific facts for ``metrics.json`` (e.g. a VAE's KL per dimension)."""
+        return {}
+
     def _evaluation_step(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
         x = batch["image"]
         metrics, _, x_hat = self.per_sample_metrics(x, self._eval_generator)
+        extras = {k: metrics.pop(k) for k in list(metrics) if k.startswith("_")}
+        if extras:
+            self.update_extras(stage, extras, x)
         n = x.shape[0]
         for key, metric in self._means(stage, metrics).items():
             metric.update(metrics[key])
@@ -176,6 +186,8 @@ class ReconstructionModule(L.LightningModule):
                 batch = to_float_batch({k: v.to(self.device) for k, v in batch.items()})
                 metrics, _, _ = self.per_sample_metrics(batch["image"], generator)
                 for key, values in metrics.items():
+                    if key.startswith("_"):
+                        continue
                     sums[key] = sums.get(key, 0.0) + float(values.double().sum())
                 count += batch["image"].shape[0]
         finally:

@@ -1,0 +1,1 @@
+"""Reading many run folders into tables, and drawing comparison figures."""

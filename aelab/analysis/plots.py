@@ -1,0 +1,151 @@
+"""Comparison figures with matplotlib: metrics against bottleneck size, training curves."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from aelab.analysis.table import RunTable  # noqa: E402
+
+LABELS = {
+    "test/recon_loss": "test reconstruction MSE",
+    "best/val/recon_loss": "best validation reconstruction MSE",
+    "gap/recon_loss": "overfitting gap (val − train MSE)",
+    "test/psnr": "test PSNR (dB)",
+    "test/ssim": "test SSIM",
+    "eval/probe_acc": "linear-probe accuracy",
+    "eval/knn_acc": "k-NN accuracy",
+    "eval/auroc": "anomaly AUROC",
+    "params": "parameters",
+    "test/nll_iwae": "test NLL (IWAE, nats)",
+}
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+def x_key(table: RunTable) -> str | None:
+    """The key plotted on the x axis: the bottleneck when it varies, else the first numeric varying key."""
+    if "model.bottleneck" in table.setting_keys:
+        return "model.bottleneck"
+    for key in table.setting_keys:
+        if pd.to_numeric(table.frame[key], errors="coerce").notna().all():
+            return key
+    return None
+
+
+def variant_keys(table: RunTable, x: str | None) -> list[str]:
+    return [k for k in table.setting_keys if k != x]
+
+
+def variant_name(row: pd.Series, keys: Sequence[str]) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in keys) or "all runs"
+
+
+def plot_metric(summary: pd.DataFrame, table: RunTable, metric: str, ax: plt.Axes) -> None:
+    """One line per variant: ``metric`` (mean, error bars = std over seeds) against the x key."""
+    x = x_key(table)
+    keys = variant_keys(table, x)
+    if x is None:
+        names = [variant_name(r, keys) for _, r in summary.iterrows()]
+        ax.bar(range(len(names)), summary[metric], yerr=summary[f"{metric} std"].fillna(0), capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    else:
+        groups = summary.groupby(keys, sort=True, dropna=False) if keys else [((), summary)]
+        for name, group in groups:
+            name = name if isinstance(name, tuple) else (name,)
+            xs = pd.to_numeric(group[x], errors="coerce")
+            order = xs.argsort()
+            ax.errorbar(xs.iloc[order], group[metric].iloc[order], yerr=group[f"{metric} std"].iloc[order].fillna(0),
+                        marker="o", capsize=3, label=", ".join(f"{k}={v}" for k, v in zip(keys, name)) or None)
+        xs_all = pd.to_numeric(summary[x], errors="coerce")
+        if x.endswith("bottleneck") and (xs_all > 0).all():
+            ax.set_xscale("log", base=2)
+            ticks = sorted(set(xs_all))
+            ax.set_xticks(ticks, [str(int(t)) if float(t).is_integer() else str(t) for t in ticks])
+        ax.set_xlabel("bottleneck size" if x.endswith("bottleneck") else x)
+        if keys:
+            ax.legend(fontsize=7)
+    if metric == "params":
+        ax.set_yscale("log")
+    if metric.startswith("gap/"):
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+    ax.set_ylabel(label(metric))
+    ax.grid(alpha=0.3)
+
+
+def metric_figures(summary: pd.DataFrame, table: RunTable, out_dir: Path, metrics: Sequence[str]) -> dict[str, Path]:
+    """One PNG per metric, plus ``overview.png`` with up to four panels."""
+    out: dict[str, Path] = {}
+    metrics = [m for m in metrics if m in summary.columns and summary[m].notna().any()]
+    for metric in metrics:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        plot_metric(summary, table, metric, ax)
+        fig.tight_layout()
+        path = out_dir / f"{metric.replace('/', '_')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out[metric] = path
+    panels = [m for m in ("test/recon_loss", "gap/recon_loss", "eval/probe_acc", "params") if m in metrics]
+    panels += [m for m in metrics if m not in panels][: 4 - len(panels)]
+    if panels:
+        cols = 2 if len(panels) > 1 else 1
+        rows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+        for ax, metric in zip(axes.flat, panels):
+            plot_metric(summary, table, metric, ax)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.tight_layout()
+        path = out_dir / "overview.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out["overview"] = path
+    return out
+
+
+def read_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per-epoch validation and eval-mode training losses from the run's CSV log."""
+    path = Path(run_dir) / "csv" / "metrics.csv"
+    curves: dict[str, list[tuple[float, float]]] = {"val/recon_loss": [], "train_eval/recon_loss": []}
+    if not path.is_file():
+        return curves
+    with open(path) as fh:
+        for row in csv.DictReader(fh):
+            for key in curves:
+                if row.get(key) and row.get("epoch"):
+                    curves[key].append((float(row["epoch"]) + 1, float(row[key])))
+    return curves
+
+
+def curves_figure(table: RunTable, runs: pd.DataFrame, out_path: Path) -> Path | None:
+    """Training curves (validation solid, eval-mode training dashed) of the chosen runs."""
+    if runs.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (_, row) in enumerate(runs.iterrows()):
+        curves = read_curves(Path(row["run"]))
+        name = variant_name(row, table.setting_keys) if table.setting_keys else Path(row["run"]).name
+        color = f"C{i % 10}"
+        if curves["val/recon_loss"]:
+            ax.plot(*zip(*curves["val/recon_loss"]), color=color, label=name)
+        if curves["train_eval/recon_loss"]:
+            ax.plot(*zip(*curves["train_eval/recon_loss"]), color=color, ls="--", alpha=0.7)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("reconstruction MSE (solid: val, dashed: train, eval mode)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

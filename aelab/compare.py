@@ -1,0 +1,209 @@
+"""``aelab-compare``: tabulate and plot sweeps — one row per setting, mean ± std over seeds.
+
+    aelab-compare outputs/sweeps/<sweep>                 # → <sweep>/comparison/
+    aelab-compare outputs/sweeps/a outputs/sweeps/b --out outputs/comparisons/ab
+    aelab-compare --wandb my-team/aelab --group <sweep>   # the same from W&B (needs network)
+
+Writes ``comparison.csv`` (per setting: mean, std, n of each metric),
+``runs.csv`` (one row per run), ``comparison.md``, PNG plots (each metric
+against bottleneck size, one line per variant, error bars over seeds; the
+overfitting gap; training curves; a reconstruction grid with one row per
+bottleneck size on the same test images) and ``report.md`` tying them
+together. Works on sweeps that are still running or have failed jobs: those
+runs are listed, not averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from aelab.analysis.plots import curves_figure, metric_figures, variant_keys, variant_name, x_key
+from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records
+from aelab.errors import AelabError, RunFolderError
+
+log = logging.getLogger("aelab.compare")
+
+
+@dataclass
+class Comparison:
+    """What ``compare`` produced: the tables and the files written."""
+
+    table: RunTable
+    summary: pd.DataFrame
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _default_out(paths: list[Path]) -> Path:
+    if len(paths) == 1:
+        return paths[0] / "comparison"
+    return Path("outputs") / "comparisons" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _chosen_curve_runs(table: RunTable, limit: int) -> pd.DataFrame:
+    """The first seed of each setting (up to ``limit`` runs)."""
+    done = table.completed
+    if done.empty or limit <= 0:
+        return done.iloc[:0]
+    if table.setting_keys:
+        done = done.sort_values("seed", na_position="last").groupby(table.setting_keys, dropna=False, sort=True).head(1)
+    return done.head(limit)
+
+
+def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, Path], list[str]]:
+    """One reconstruction grid per variant: rows = bottleneck sizes (first seed), same test images."""
+    from aelab.analysis.recon_grid import reconstruction_figure
+
+    done = table.completed
+    notes: list[str] = []
+    if done.empty or done["run"].str.startswith("wandb:").any():
+        return {}, notes
+    if "data" in table.setting_keys:
+        notes.append("reconstruction grids skipped: the runs use different datasets")
+        return {}, notes
+    x = x_key(table)
+    keys = variant_keys(table, x)
+    files: dict[str, Path] = {}
+    groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
+    for i, (name, group) in enumerate(groups):
+        group = group.sort_values("seed").groupby(x, sort=False).head(1) if x else group.head(8)
+        if x:
+            group = group.assign(_x=pd.to_numeric(group[x], errors="coerce")).sort_values("_x")
+        runs = [Path(r) for r in group["run"]]
+        labels = [f"{x}={row[x]}" if x else Path(row["run"]).name for _, row in group.iterrows()]
+        title = variant_name(group.iloc[0], keys) if keys else ""
+        suffix = f"_{i}" if keys else ""
+        try:
+            files[f"recon_grid{suffix}"] = reconstruction_figure(runs, labels, out_dir / f"recon_grid{suffix}.png", num_images, title)
+        except AelabError as exc:
+            notes.append(f"reconstruction grid for {title or 'the runs'} skipped: {exc}")
+    return files, notes
+
+
+def compare(
+    paths: list[str | Path] | None = None,
+    out_dir: str | Path | None = None,
+    metrics: list[str] | None = None,
+    curves: int = 12,
+    grid_images: int = 10,
+    wandb_path: str | None = None,
+    wandb_group: str | None = None,
+) -> Comparison:
+    """Compare the runs under ``paths`` (or in a W&B project) and write tables, plots and a report."""
+    if wandb_path:
+        from aelab.analysis.wandb_runs import load_wandb_runs
+
+        table = table_from_records(load_wandb_runs(wandb_path, wandb_group), metrics)
+        sources = [f"W&B project {wandb_path}" + (f", group {wandb_group}" if wandb_group else "")]
+        out = Path(out_dir) if out_dir else Path("outputs") / "comparisons" / wandb_path.replace("/", "_")
+    else:
+        if not paths:
+            raise RunFolderError("give one or more sweep or run folders (or --wandb entity/project)")
+        paths = [Path(p) for p in paths]
+        table = build_table(paths, metrics)
+        sources = [str(p) for p in paths]
+        out = Path(out_dir) if out_dir else _default_out(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = aggregate(table)
+    files: dict[str, Path] = {}
+    table.frame.drop(columns=[c for c in table.frame.columns if c.startswith("_")], errors="ignore").to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "comparison.csv", index=False)
+    files["runs.csv"], files["comparison.csv"] = out / "runs.csv", out / "comparison.csv"
+    md = markdown_table(summary, table)
+    (out / "comparison.md").write_text(md)
+    files["comparison.md"] = out / "comparison.md"
+    notes: list[str] = []
+    if not summary.empty:
+        files.update(metric_figures(summary, table, out, table.metrics))
+        chosen = _chosen_curve_runs(table, curves)
+        if not chosen["run"].str.startswith("wandb:").any():
+            path = curves_figure(table, chosen, out / "curves.png")
+            if path:
+                files["curves"] = path
+        if grid_images > 0:
+            grid_files, grid_notes = _grids(table, out, grid_images)
+            files.update(grid_files)
+            notes += grid_notes
+    report = write_report(table, summary, md, files, sources, notes, out)
+    files["report.md"] = report
+    return Comparison(table=table, summary=summary, out_dir=out, files=files)
+
+
+def write_report(table: RunTable, summary: pd.DataFrame, md: str, files: dict[str, Path], sources: list[str],
+                 notes: list[str], out: Path) -> Path:
+    """``report.md``: what was compared, the table, the figures and the runs left out."""
+    frame = table.frame
+    counts = frame["status"].value_counts().to_dict()
+    lines = [f"# Comparison of {', '.join(sources)}", ""]
+    lines.append(f"Generated {datetime.now().astimezone().isoformat(timespec='seconds')} by `aelab-compare`.")
+    lines.append("")
+    lines.append("Runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".")
+    if table.setting_keys:
+        varying = []
+        for key in table.setting_keys:
+            values = sorted({str(v) for v in frame[key]}, key=lambda v: (len(v), v))
+            varying.append(f"`{key}` ∈ {{{', '.join(values)}}}")
+        lines.append("Varying: " + "; ".join(varying) + ".")
+    seeds = sorted({str(s) for s in frame.get("seed", pd.Series(dtype=object)).dropna()})
+    if len(seeds) > 1:
+        lines.append(f"Seeds {', '.join(seeds)}: values are mean ± std over seeds (sample std, n in the last column).")
+    lines += ["", "## Results", "", md]
+    figures = [(k, v) for k, v in files.items() if v.suffix == ".png"]
+    if figures:
+        lines += ["## Figures", ""]
+        for key, path in figures:
+            lines += [f"### {key}", "", f"![{key}]({path.name})", ""]
+    if table.problems:
+        lines += ["## Runs not included", ""]
+        for p in table.problems:
+            reason = f": {p['error']}" if p.get("error") else ""
+            lines.append(f"- **{p['status']}** `{p['run']}`{reason}")
+        lines.append("")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Files", "", "- `comparison.csv`: per setting, mean / std / n of each metric",
+              "- `runs.csv`: one row per run", "- `comparison.md`: the table above", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``aelab-compare``."""
+    parser = argparse.ArgumentParser(prog="aelab-compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", help="sweep folders or run folders")
+    parser.add_argument("--out", help="where to write (default: <sweep>/comparison)")
+    parser.add_argument("--metrics", help="comma-separated metric columns (default: the usual ones present)")
+    parser.add_argument("--curves", type=int, default=12, help="how many runs get training curves (first seed of each setting)")
+    parser.add_argument("--grid-images", type=int, default=10, help="test images in the reconstruction grid (0: no grid)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a W&B project instead (needs network)")
+    parser.add_argument("--group", help="with --wandb: only this group (a sweep's name)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = compare(
+            args.paths, args.out, args.metrics.split(",") if args.metrics else None, args.curves, args.grid_images,
+            args.wandb, args.group,
+        )
+    except AelabError as exc:
+        print(f"aelab-compare: error: {exc}", file=sys.stderr)
+        return 2
+    counts = result.table.frame["status"].value_counts().to_dict()
+    print(f"compared {len(result.table.frame)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) → {result.out_dir}")
+    if not result.summary.empty:
+        print(open(result.files["comparison.md"]).read())
+    for p in result.table.problems:
+        print(f"  not included ({p['status']}): {p['run']}" + (f": {p['error']}" if p.get("error") else ""))
+    print(f"report: {result.files['report.md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

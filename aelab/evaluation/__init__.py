@@ -1,0 +1,1 @@
+"""What autoencoders are used for, measured: anomaly detection, features, denoising, artifacts, generation."""

@@ -1,0 +1,162 @@
+"""Sweeps through the real command line: folders, launchers, failures, resume, Optuna, W&B groups."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from aelab.compare import compare
+from conftest import TINY
+from wandb_files import offline_runs, read_offline_run
+
+SWEEP_BASE = [o for o in TINY if not o.startswith("trainer.max_epochs")] + [
+    "data.num_train=2000", "data.val_size=300", "model=mlp", "data.batch_size=32", "trainer.max_epochs=3",
+]
+
+
+def metrics_of(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
+    result = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP_BASE,
+                 "model.bottleneck=2,8,32", "logger=wandb", "sweep.name=bneck")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "outputs" / "sweeps" / "bneck"
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["model.bottleneck=2", "model.bottleneck=32", "model.bottleneck=8"]
+    assert "3 done, 0 failed, 0 skipped" in result.stdout + result.stderr
+    # joblib: each job gets cores / n_jobs threads
+    for job in jobs:
+        assert "1 CPU threads" in (sweep / job / "train.log").read_text() or __import__("os").cpu_count() < 2
+
+    out = compare([sweep])
+    table = out.summary
+    assert len(table) == 3
+    assert list(table["model.bottleneck"]) == [2, 8, 32]
+    losses = list(table["test/recon_loss"])
+    assert losses[0] > losses[1] > losses[2], losses
+    for _, row in table.iterrows():  # the table's numbers are the runs' own
+        m = metrics_of(sweep / f"model.bottleneck={int(row['model.bottleneck'])}")
+        assert row["test/recon_loss"] == pytest.approx(m["final"]["test/recon_loss"])
+        assert row["gap/recon_loss"] == pytest.approx(m["final"]["gap/recon_loss"])
+        assert row["best/val/recon_loss"] == pytest.approx(m["best"]["val/recon_loss"])
+        assert row["params"] == m["params"]
+    for name in ("comparison.csv", "comparison.md", "runs.csv", "report.md", "overview.png", "test_recon_loss.png",
+                 "gap_recon_loss.png", "curves.png", "recon_grid.png"):
+        assert (out.out_dir / name).is_file(), name
+    report = (out.out_dir / "report.md").read_text()
+    assert "![overview](overview.png)" in report and "model.bottleneck" in report
+
+    # one W&B run per job, never merged, all in the sweep's group, bottleneck at the top of the config
+    runs = [read_offline_run(folder) for job in jobs for folder in offline_runs(sweep / job)]
+    assert len(runs) == 3 and len({r["run_id"] for r in runs}) == 3
+    assert {r["group"] for r in runs} == {"bneck"}
+    assert sorted(r["config"]["bottleneck"] for r in runs) == [2, 8, 32]
+    assert all(r["exit_code"] == 0 for r in runs)
+    assert all(r["summary"]["gap/recon_loss"].keys() == {"last"} for r in runs)
+
+
+def test_failed_job_is_recorded_and_resume_skips_completed_jobs(cli, tmp_path):
+    args = ["-m", *SWEEP_BASE, "trainer.max_epochs=1", "model.bottleneck=4,0"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]  # the sweep itself goes on
+    out = first.stdout + first.stderr
+    assert "1 done, 1 failed, 0 skipped" in out
+    assert "failed: model.bottleneck=0: model.bottleneck is the size of the code" in out
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    good, bad = sweep / "model.bottleneck=4", sweep / "model.bottleneck=0"
+    assert metrics_of(good)["status"] == "completed"
+    assert metrics_of(bad)["status"] == "failed" and "positive integer" in metrics_of(bad)["error"]
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["counts"] == {"completed": 1, "failed": 1, "skipped": 0, "missing": 0}
+
+    stamp = {p: p.stat().st_mtime_ns for p in [good / "metrics.json", good / "checkpoints" / "last.ckpt"]}
+    time.sleep(1)
+    again = cli(*args, "sweep.resume=true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = again.stdout + again.stderr
+    assert "skipping model.bottleneck=4: completed earlier" in out
+    assert "0 done, 1 failed, 1 skipped" in out
+    assert [p.name for p in (tmp_path / "outputs" / "sweeps").iterdir()] == [sweep.name]  # same folder
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # not retrained, nothing overwritten
+
+    # comparing a sweep with a failed job: the failure is listed, the good job tabulated
+    result = compare([sweep])
+    assert len(result.summary) == 1
+    assert [p["status"] for p in result.table.problems] == ["failed"]
+    assert "failed" in (result.out_dir / "report.md").read_text()
+
+
+def test_a_new_sweep_never_reuses_an_earlier_folder(cli, tmp_path):
+    for _ in range(2):
+        result = cli("-m", *SWEEP_BASE, "trainer.max_epochs=1", "data.limit_train=64", "model.bottleneck=2", "hydra.sweep.dir=outputs/sweeps/same")
+        assert result.returncode == 0
+    # an explicit folder is continued (its completed job skipped), not overwritten
+    assert "skipping" in result.stdout + result.stderr
+    from aelab.folders import _unique_dir
+
+    a = _unique_dir(tmp_path / "outputs" / "sweeps" / "t")
+    b = _unique_dir(tmp_path / "outputs" / "sweeps" / "t")
+    assert a != b and a.is_dir() and b.name == "t_2"
+
+
+def test_submitit_local_runs_a_two_job_sweep(cli, tmp_path):
+    result = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *SWEEP_BASE,
+                 "trainer.max_epochs=1", "model.bottleneck=2,4", "sweep.name=sub")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "outputs" / "sweeps" / "sub"
+    assert [metrics_of(sweep / f"model.bottleneck={b}")["status"] for b in (2, 4)] == ["completed", "completed"]
+    assert (sweep / ".submitit").is_dir()
+    assert "2 done, 0 failed" in result.stdout + result.stderr
+
+
+def test_optuna_search_returns_the_best_value(cli, tmp_path):
+    result = cli("-m", "hparams_search=bottleneck_optuna", "hydra.sweeper.n_trials=3", *SWEEP_BASE,
+                 "trainer.max_epochs=1", "sweep.name=opt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "outputs" / "sweeps" / "opt"
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    values = [metrics_of(job)["objective"]["value"] for job in sweep.iterdir() if (job / "metrics.json").is_file()]
+    assert len(values) == 3
+    assert best.best_value == pytest.approx(min(values))
+    assert set(best.best_params) == {"model.bottleneck", "model.optimizer.lr", "noise"}
+
+
+def test_sweep_over_an_unknown_key_is_refused(cli):
+    result = cli("-m", *SWEEP_BASE, "model.nope=1,2")
+    assert result.returncode != 0
+    assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compare_refuses_bad_folders(tmp_path, run_train):
+    from aelab.errors import RunFolderError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RunFolderError, match="holds no aelab runs"):
+        compare([empty])
+    with pytest.raises(RunFolderError, match="does not exist"):
+        compare([tmp_path / "missing"])
+    # mixed incompatible runs: an MSE run next to a BCE run
+    _, a = run_train("model=mlp", name="mix/a")
+    _, b = run_train("model=mlp", "model.loss=bce", name="mix/b")
+    for run in (a, b):  # compose() writes no .hydra folder; give the runs one as the CLI does
+        (run / ".hydra").mkdir(exist_ok=True)
+    import shutil
+
+    for run, loss in ((a, "mse"), (b, "bce")):
+        cfg = OmegaConf.create({"model": {"loss": loss, "bottleneck": 32}, "seed": 0})
+        OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create([f"model.loss={loss}"]), run / ".hydra" / "overrides.yaml")
+    with pytest.raises(RunFolderError, match="mixed incompatible runs"):
+        compare([tmp_path / "mix"])
+    shutil.rmtree(tmp_path / "mix")
+
+
+def test_compare_cli_reports_a_bad_folder_in_one_line(cli, tmp_path):
+    result = cli(str(tmp_path), tool="aelab-compare")
+    assert result.returncode == 2
+    assert result.stderr.startswith("aelab-compare: error:") and "Traceback" not in result.stderr

@@ -1,0 +1,120 @@
+"""Corruptions for denoising autoencoders, applied to whole batches on their device.
+
+Each corruption is an ``nn.Module`` without parameters: ``noise(x, generator)``
+returns a corrupted copy of ``x`` (pixels in [0, 1]) and never touches ``x``
+itself, so the reconstruction target stays clean. Training passes no
+generator (the global, seeded RNG); validation and test pass a generator
+seeded the same way at every evaluation, so their numbers repeat.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aelab.errors import ConfigError
+
+
+def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _probability(name: str, p: float) -> float:
+    if not 0.0 <= float(p) <= 1.0:
+        raise ConfigError(f"noise.{name} is a probability and must lie in [0, 1] (got {p})")
+    return float(p)
+
+
+class Corruption(nn.Module):
+    """Base class: ``forward(x, generator=None)`` returns a corrupted copy of ``x``."""
+
+    name = "corruption"
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short label for plots and tables, e.g. ``gaussian(σ=0.3)``."""
+        return self.name
+
+
+class NoCorruption(Corruption):
+    """The identity: a plain (not denoising) autoencoder."""
+
+    name = "none"
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x
+
+
+class GaussianNoise(Corruption):
+    """Additive isotropic Gaussian noise ``x + σ·ε``, optionally clipped back to [0, 1]."""
+
+    name = "gaussian"
+
+    def __init__(self, sigma: float = 0.3, clip: bool = True):
+        super().__init__()
+        if not float(sigma) >= 0.0:
+            raise ConfigError(f"noise.sigma is a standard deviation and must be >= 0 (got {sigma})")
+        self.sigma = float(sigma)
+        self.clip = bool(clip)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noisy = x + self.sigma * eps
+        return noisy.clamp(0.0, 1.0) if self.clip else noisy
+
+    def describe(self) -> str:
+        return f"gaussian(σ={self.sigma:g})"
+
+
+class SaltAndPepperNoise(Corruption):
+    """Each value becomes 1 (salt) or 0 (pepper) with total probability ``p``."""
+
+    name = "salt_pepper"
+
+    def __init__(self, p: float = 0.1, salt_fraction: float = 0.5):
+        super().__init__()
+        self.p = _probability("p", p)
+        self.salt_fraction = _probability("salt_fraction", salt_fraction)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = _uniform(x, generator)
+        salt = u < self.p * self.salt_fraction
+        pepper = (u >= self.p * self.salt_fraction) & (u < self.p)
+        return torch.where(salt, torch.ones_like(x), torch.where(pepper, torch.zeros_like(x), x))
+
+    def describe(self) -> str:
+        return f"salt_pepper(p={self.p:g})"
+
+
+class MaskingNoise(Corruption):
+    """Masking noise (Vincent et al. 2008): each value is set to 0 with probability ``p``."""
+
+    name = "masking"
+
+    def __init__(self, p: float = 0.25):
+        super().__init__()
+        self.p = _probability("p", p)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        keep = _uniform(x, generator) >= self.p
+        return x * keep
+
+    def describe(self) -> str:
+        return f"masking(p={self.p:g})"
+
+
+CORRUPTIONS = {
+    "none": NoCorruption,
+    "gaussian": GaussianNoise,
+    "salt_pepper": SaltAndPepperNoise,
+    "masking": MaskingNoise,
+}
+
+
+def make_corruption(kind: str, **kwargs) -> Corruption:
+    """Build a corruption by name (``none``, ``gaussian``, ``salt_pepper``, ``masking``)."""
+    if kind not in CORRUPTIONS:
+        raise ConfigError(f"unknown corruption {kind!r}; choose one of {sorted(CORRUPTIONS)}")
+    return CORRUPTIONS[kind](**kwargs)

@@ -1,0 +1,49 @@
+"""Readers for the on-disk formats of the real datasets, straight into uint8 tensors.
+
+torchvision's dataset classes check MD5 sums of the archives they download;
+Debian's ``dataset-fashion-mnist`` recompresses the IDX files, so aelab reads
+the files itself (gzip or plain) instead of going through those classes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file (``.gz`` or uncompressed) into a tensor of its stored shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtype_code, ndim = data[2], data[3]
+    if dtype_code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    array = np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code], offset=header)
+    expected = int(np.prod(shape))
+    if array.size != expected:
+        raise ValueError(f"{path}: header says {expected} values, file holds {array.size}")
+    native = np.array(array.reshape(shape), dtype=array.dtype.newbyteorder("="))  # copy, native byte order
+    return torch.from_numpy(native)
+
+
+def read_cifar_batches(folder: str | Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read CIFAR-10 python-pickle batches into ``uint8 [N,3,32,32]`` images and ``int64`` labels."""
+    images, labels = [], []
+    for name in names:
+        with open(Path(folder) / name, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)

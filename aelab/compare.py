@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from aelab.analysis.plots import curves_figure, metric_figures, variant_keys, variant_name, x_key
-from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records
+from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records, with_group_means
 from aelab.errors import AelabError, RunFolderError
 
 log = logging.getLogger("aelab.compare")
@@ -114,9 +114,10 @@ def compare(
     summary = aggregate(table)
     files: dict[str, Path] = {}
     table.frame.drop(columns=[c for c in table.frame.columns if c.startswith("_")], errors="ignore").to_csv(out / "runs.csv", index=False)
-    summary.to_csv(out / "comparison.csv", index=False)
+    tabulated = with_group_means(summary, table)  # one-class sweeps: a mean row over the normal classes
+    tabulated.to_csv(out / "comparison.csv", index=False)
     files["runs.csv"], files["comparison.csv"] = out / "runs.csv", out / "comparison.csv"
-    md = markdown_table(summary, table)
+    md = markdown_table(tabulated, table)
     (out / "comparison.md").write_text(md)
     files["comparison.md"] = out / "comparison.md"
     notes: list[str] = []

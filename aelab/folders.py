@@ -144,6 +144,7 @@ class RunFolderCallback(Callback):
             config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quote(str(sweep_dir))}")
             # Job folders are named from the swept keys only: the constant overrides are the same for all.
             swept, constant = split_overrides(overrides)
+            swept += list((config.hydra.sweeper.get("params") or {}).keys())  # sweeps declared in a config
             excludes = list(config.hydra.job.config.override_dirname.exclude_keys) + constant
             config.hydra.overrides.hydra.append(
                 "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(_quote(k) for k in excludes) + "]"

@@ -99,8 +99,8 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     if which == "best":
         metrics = read_metrics(run_dir) or {}
         best = (metrics.get("checkpoints") or {}).get("best")
-        if best and Path(best).is_file():
-            return Path(best)
+        if best and (ckpt_dir / Path(best).name).is_file():  # by name: run folders may be moved or copied
+            return ckpt_dir / Path(best).name
         candidates = sorted(ckpt_dir.glob("best*.ckpt"))
         if candidates:
             return candidates[-1]

@@ -195,7 +195,17 @@ class TrainingJob:
         return summary
 
     def after_test(self) -> None:
-        """Hook for end-of-training evaluations (filled in by ``aelab.evaluate``)."""
+        """End-of-training evaluations (``eval.tasks``) on the tested weights, logged like the rest."""
+        tasks = list(self.cfg.get("eval", {}).get("tasks") or [])
+        if not tasks or not self.trainer.is_global_zero:
+            return
+        from aelab.evaluate import evaluate_run
+        from aelab.runs import LoadedRun
+
+        self.write("running")  # evaluate_run merges into metrics.json
+        best = self.checkpoint.best_model_path if self.checkpoint is not None else ""
+        run = LoadedRun(self.run_dir, self.cfg, self.model.eval(), self.datamodule, Path(best) if best else None)
+        evaluate_run(run, tasks, self.cfg.eval, loggers=self.loggers, step=self.trainer.global_step)
 
     # ----------------------------------------------------------- summary
     def summary(self, status: str, error: str | None = None, error_type: str | None = None) -> dict:

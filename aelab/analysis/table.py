@@ -27,6 +27,8 @@ SEED = "seed"
 DEFAULT_METRICS = ["test/recon_loss", "best/val/recon_loss", "gap/recon_loss", "test/psnr", "test/ssim",
                    "test/nll_iwae", "test/elbo", "test/kl", "val/active_units"]
 TRAILING_METRICS = ["params", "wall_time_s"]
+# eval/* numbers that describe the evaluation rather than measure the model
+EVAL_BOOKKEEPING = ("eval/anomaly_normal_class", "eval/anomaly_fraction", "eval/chance_acc", "eval/nll_iwae_samples")
 
 
 @dataclass
@@ -143,7 +145,10 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
     _check_compatible(records, frame)
     if metrics is None:
         present = [m for m in DEFAULT_METRICS if m in frame.columns]
-        present += sorted(c for c in frame.columns if c.startswith("eval/") and pd.api.types.is_numeric_dtype(frame[c]))
+        present += sorted(  # the headline evaluations; per-level denoising numbers stay in runs.csv / --metrics
+            c for c in frame.columns
+            if c.startswith("eval/") and c.count("/") == 1 and c not in EVAL_BOOKKEEPING and pd.api.types.is_numeric_dtype(frame[c])
+        )
         present += [m for m in TRAILING_METRICS if m in frame.columns]
         metrics = present
     else:
@@ -197,6 +202,31 @@ def aggregate(table: RunTable) -> pd.DataFrame:
         out["_order"] = pd.to_numeric(out["model.bottleneck"], errors="coerce")
         out = out.sort_values(others + ["_order"], key=lambda s: s if s.name == "_order" else s.astype(str)).drop(columns="_order")
     return out.reset_index(drop=True)
+
+
+def with_group_means(summary: pd.DataFrame, table: RunTable, key: str = "data.normal_class") -> pd.DataFrame:
+    """Add a ``mean`` row per variant over the values of ``key`` (e.g. the mean AUROC over normal classes).
+
+    The mean row averages the per-class means; its std is the std across classes.
+    """
+    if summary.empty or key not in table.setting_keys:
+        return summary
+    others = [k for k in table.setting_keys if k != key]
+    metrics = [m for m in table.metrics if m in summary.columns]
+    groups = summary.groupby(others, dropna=False, sort=True) if others else [((), summary)]
+    rows = []
+    for name, group in groups:
+        name = name if isinstance(name, tuple) else (name,)
+        row: dict[str, Any] = dict(zip(others, name))
+        row[key] = "mean"
+        for m in metrics:
+            row[m] = group[m].mean()
+            row[f"{m} std"] = group[m].std(ddof=1)
+            row[f"{m} n"] = int(group[m].notna().sum())
+        rows.append(row)
+    out = summary.copy()
+    out[key] = out[key].astype(object)
+    return pd.concat([out, pd.DataFrame(rows)], ignore_index=True)
 
 
 def format_value(mean: float, std: float, n: int) -> str:

@@ -1,0 +1,82 @@
+"""Exact PCA as a baseline, and how close a linear autoencoder comes to it.
+
+Baldi & Hornik (1989): a linear autoencoder trained with squared error has
+its optimum where the decoder's columns span the principal subspace — the
+same reconstruction error as PCA with as many components. This module fits
+PCA (scikit-learn, exact covariance eigendecomposition) on the run's own
+training split at the run's bottleneck size, reconstructs the same test
+images, and measures the principal angles between the learned decoder's
+column space and the top principal components (linear decoders only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.linalg import subspace_angles
+from sklearn.decomposition import PCA
+
+from aelab.evaluation.common import map_batches
+
+
+def split_matrix(datamodule, split: str, limit: int | None = None) -> np.ndarray:
+    """The images of ``split`` as float pixels in [0, 1], one flattened image per row."""
+    from aelab.data.datamodule import to_float_batch
+
+    rows = []
+    for batch in datamodule.split_dataloader(split, limit=limit):
+        rows.append(to_float_batch(batch)["image"].flatten(1).numpy())
+    return np.concatenate(rows).astype(np.float64)
+
+
+def fit_pca(train: np.ndarray, k: int) -> PCA:
+    """Exact PCA with ``k`` components (covariance eigendecomposition: N ≫ D)."""
+    solver = "covariance_eigh" if train.shape[0] > train.shape[1] else "full"
+    return PCA(n_components=k, svd_solver=solver).fit(train)
+
+
+def pca_test_mse(pca: PCA, test: np.ndarray) -> float:
+    """Per-pixel mean squared error of PCA's reconstruction of ``test``."""
+    recon = pca.inverse_transform(pca.transform(test))
+    return float(np.mean((recon - test) ** 2))
+
+
+def linear_decoder_matrix(model) -> np.ndarray | None:
+    """The decoder's ``D × k`` weight matrix if the decoder is a single affine map, else None."""
+    decoder = model.decoder
+    body = getattr(decoder, "body", None)
+    has_hidden = body is not None and any(isinstance(m, torch.nn.Linear) for m in body.modules())
+    head = getattr(decoder, "head", None)
+    if has_hidden or not isinstance(head, torch.nn.Linear) or getattr(model, "output_activation", "") != "identity":
+        return None
+    return head.weight.detach().cpu().double().numpy()
+
+
+def principal_angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Principal angles (degrees) between the column spaces of ``a`` and ``b``, largest first."""
+    return np.degrees(subspace_angles(a, b))
+
+
+def evaluate_pca(run, options) -> dict:
+    """``eval/pca_recon_loss`` at the run's bottleneck, the model's clean test MSE, their ratio, and angles."""
+    k = int(run.model.bottleneck)
+    dm = run.datamodule
+    pca = fit_pca(split_matrix(dm, "train", options.get("num_train")), k)
+    test = split_matrix(dm, "test")
+    pca_mse = pca_test_mse(pca, test)
+    model_mse = float(map_batches(run.model, dm.split_dataloader("test"),
+                                  lambda x, b: {"mse": (run.model.reconstruct(x) - x).pow(2).flatten(1).mean(1)})["mse"].mean())
+    metrics = {
+        "eval/pca_recon_loss": pca_mse,
+        "eval/model_test_mse": model_mse,
+        "eval/recon_vs_pca": model_mse / pca_mse,
+        "eval/pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+    }
+    details = {"components": k, "train_images": int(pca.n_samples_), "test_images": int(test.shape[0])}
+    weights = linear_decoder_matrix(run.model)
+    if weights is not None:
+        angles = principal_angles_deg(weights, pca.components_.T)
+        metrics["eval/principal_angle_max_deg"] = float(angles.max())
+        metrics["eval/principal_angle_mean_deg"] = float(angles.mean())
+        details["principal_angles_deg"] = [round(float(a), 3) for a in angles]
+    return {"metrics": metrics, "details": details}

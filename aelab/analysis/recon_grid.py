@@ -48,7 +48,7 @@ def reconstruction_figure(run_dirs: list[Path], labels: list[str], out_path: Pat
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.96) if title else None)
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path

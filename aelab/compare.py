@@ -77,8 +77,8 @@ def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, P
         if x:
             group = group.assign(_x=pd.to_numeric(group[x], errors="coerce")).sort_values("_x")
         runs = [Path(r) for r in group["run"]]
-        labels = [f"{x}={row[x]}" if x else Path(row["run"]).name for _, row in group.iterrows()]
-        title = variant_name(group.iloc[0], keys) if keys else ""
+        labels = [f"{x}={row[x]}" if x else Path(row["run"]).name for row in group.to_dict("records")]
+        title = variant_name(group.to_dict("records")[0], keys) if keys else ""
         suffix = f"_{i}" if keys else ""
         try:
             files[f"recon_grid{suffix}"] = reconstruction_figure(runs, labels, out_dir / f"recon_grid{suffix}.png", num_images, title)

@@ -73,7 +73,7 @@ def wandb_logger(
     if mode == "offline":
         log.info("W&B runs offline (no API key or WANDB_MODE=offline); upload later with `wandb sync %s/wandb/offline-run-*`", save_dir)
     settings = wandb.Settings(init_timeout=float(init_timeout), console="off")
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         entity=entity,
         name=name or Path(save_dir).name,
@@ -86,6 +86,9 @@ def wandb_logger(
         settings=settings,
         **kwargs,
     )
+    if logger._wandb_init.get("anonymous") is None:  # noqa: SLF001 — W&B warns about the unused setting
+        logger._wandb_init.pop("anonymous", None)  # noqa: SLF001
+    return logger
 
 
 def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> None:

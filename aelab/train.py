@@ -50,6 +50,16 @@ def _quiet_known_warnings() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdverts())
+
+
+class _DropAdverts(logging.Filter):
+    """Drop Lightning's product tips from the run log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.getMessage())
 
 
 def hydra_choices() -> dict[str, str]:
@@ -125,6 +135,7 @@ class TrainingJob:
         self.loggers: list = []
         self.history = None
         self.checkpoint = None
+        self._written = False  # the first write starts a fresh metrics.json (no stale evaluations)
 
     # ------------------------------------------------------------- build
     def build(self) -> None:
@@ -251,11 +262,12 @@ class TrainingJob:
     def write(self, status: str, error: str | None = None, error_type: str | None = None) -> dict:
         """Write ``metrics.json`` atomically and return what was written."""
         data = self.summary(status, error, error_type)
-        previous = read_metrics(self.run_dir) or {}
-        if "eval" in previous:  # keep evaluations added by aelab-eval
+        previous = (read_metrics(self.run_dir) or {}) if self._written else {}
+        if "eval" in previous:  # keep the evaluations this job added (eval.tasks)
             data["eval"] = previous["eval"]
             data["final"] = {**{k: v for k, v in previous.get("final", {}).items() if k.startswith("eval/")}, **data["final"]}
         write_json_atomic(self.run_dir / METRICS_FILE, data)
+        self._written = True
         return data
 
     def record_failure(self, exc: BaseException, status: str) -> None:

@@ -160,3 +160,19 @@ def test_compare_cli_reports_a_bad_folder_in_one_line(cli, tmp_path):
     result = cli(str(tmp_path), tool="aelab-compare")
     assert result.returncode == 2
     assert result.stderr.startswith("aelab-compare: error:") and "Traceback" not in result.stderr
+
+
+def test_one_class_sweeps_get_a_mean_row_over_classes():
+    from aelab.analysis.table import aggregate, markdown_table, table_from_records, with_group_means
+
+    records = [
+        {"run": f"r{c}", "status": "completed", "seed": 0, "eval/auroc": a, "_config": {"data.normal_class": c, "seed": 0},
+         "_choices": {"model": "conv"}, "_overrides": ["data.normal_class"]}
+        for c, a in enumerate([0.8, 0.9, 1.0])
+    ]
+    table = table_from_records(records)
+    assert table.setting_keys == ["data.normal_class"]
+    summary = with_group_means(aggregate(table), table)
+    mean = summary[summary["data.normal_class"] == "mean"].iloc[0]
+    assert mean["eval/auroc"] == pytest.approx(0.9) and mean["eval/auroc n"] == 3
+    assert "| mean | 0.9000 ± 0.1000 |" in markdown_table(summary, table)

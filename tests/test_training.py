@@ -151,3 +151,12 @@ def test_tensorboard_logger_gets_scalars_and_images(run_train):
     acc.Reload()
     assert "val/recon_loss" in acc.Tags()["scalars"]
     assert "samples/reconstruction" in acc.Tags()["images"]
+
+
+def test_scheduler_as_a_partial_config(run_train):
+    summary, run_dir = run_train("model=mlp", "trainer.max_epochs=2",
+                                 "model.scheduler={_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1, gamma: 0.5}")
+    assert summary["status"] == "completed"
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-4)

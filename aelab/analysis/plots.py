@@ -47,7 +47,7 @@ def variant_keys(table: RunTable, x: str | None) -> list[str]:
     return [k for k in table.setting_keys if k != x]
 
 
-def variant_name(row: pd.Series, keys: Sequence[str]) -> str:
+def variant_name(row: dict, keys: Sequence[str]) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys) or "all runs"
 
 
@@ -56,7 +56,7 @@ def plot_metric(summary: pd.DataFrame, table: RunTable, metric: str, ax: plt.Axe
     x = x_key(table)
     keys = variant_keys(table, x)
     if x is None:
-        names = [variant_name(r, keys) for _, r in summary.iterrows()]
+        names = [variant_name(r, keys) for r in summary.to_dict("records")]
         ax.bar(range(len(names)), summary[metric], yerr=summary[f"{metric} std"].fillna(0), capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
     else:
@@ -132,7 +132,7 @@ def curves_figure(table: RunTable, runs: pd.DataFrame, out_path: Path) -> Path |
     if runs.empty:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, (_, row) in enumerate(runs.iterrows()):
+    for i, row in enumerate(runs.to_dict("records")):
         curves = read_curves(Path(row["run"]))
         name = variant_name(row, table.setting_keys) if table.setting_keys else Path(row["run"]).name
         color = f"C{i % 10}"

@@ -45,12 +45,15 @@ class RunTable:
         return self.frame[self.frame["status"] == "completed"]
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+def flatten(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A nested dict as ``{"a.b.c": leaf}``."""
+    out = {} if out is None else out
     if isinstance(value, dict):
         for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+            flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
     else:
         out[prefix] = value
+    return out
 
 
 def _override_keys(run_dir: Path) -> list[str]:
@@ -87,8 +90,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
             )
         for run_dir in run_dirs:
             cfg = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
-            flat: dict[str, Any] = {}
-            _flatten("", cfg, flat)
+            flat = flatten(cfg)
             metrics = read_metrics(run_dir)
             record = {
                 "run": str(run_dir),
@@ -257,7 +259,7 @@ def markdown_table(summary: pd.DataFrame, table: RunTable) -> str:
     metrics = [m for m in table.metrics if m in summary.columns]
     header = keys + metrics + ["runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for _, row in summary.iterrows():
+    for row in summary.to_dict("records"):  # records keep each column's type (iterrows would make ints floats)
         cells = [str(row[k]) for k in keys]
         cells += [format_value(row[m], row[f"{m} std"], row[f"{m} n"]) for m in metrics]
         n = max(int(row[f"{m} n"]) for m in metrics) if metrics else 0

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from aelab.analysis.table import flatten
 from aelab.errors import RunFolderError
 
 STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "interrupted", "running": "running"}
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = value
 
 
 def load_wandb_runs(path: str, group: str | None = None) -> list[dict[str, Any]]:
@@ -29,8 +22,7 @@ def load_wandb_runs(path: str, group: str | None = None) -> list[dict[str, Any]]
     records = []
     for run in runs:
         config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
-        flat: dict[str, Any] = {}
-        _flatten("", config, flat)
+        flat = flatten(config)
         summary = {k: v for k, v in dict(run.summary).items() if not k.startswith("_")}
         record: dict[str, Any] = {
             "run": f"wandb:{path}/{run.id}",

@@ -11,6 +11,13 @@ their neighbours in the spectrum, in decibels:
 
 ≈ 0 dB for outputs without periodic structure, large and positive for
 checkerboards. Images are made zero-mean first (the DC term is excluded).
+
+Natural images have a steep spectrum, so their own score is not 0 (clean
+Fashion-MNIST test images score about 4 dB, from the low-frequency period-4
+bins). The evaluation therefore reports the *excess* of the reconstructions'
+score over the score of the clean test images they reconstruct:
+``eval/checkerboard`` after training and ``eval/checkerboard_init`` for the
+same config at initialisation; above 3 dB is flagged.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import math
 
 import torch
 
-from aelab.evaluation.generation import encode_loader
 
 FLAG_DB = 3.0  # scores above this are reported as checkerboard artifacts
 
@@ -71,19 +77,28 @@ def decoder_periods(model) -> tuple[int, ...]:
     return tuple(2 ** (i + 1) for i in range(stages))
 
 
+def test_images(datamodule, n: int) -> torch.Tensor:
+    """The first ``n`` clean test images as floats in [0, 1]."""
+    from aelab.data.datamodule import to_float_batch
+
+    return torch.cat([to_float_batch(b)["image"] for b in datamodule.split_dataloader("test", limit=n)])
+
+
 @torch.no_grad()
-def decoded_test_images(model, datamodule, n: int) -> torch.Tensor:
-    """The model's decoder outputs for the codes of the first ``n`` test images."""
-    codes, _ = encode_loader(model, datamodule.split_dataloader("test", limit=n), n)
-    return model.decode(codes.to(model.device)).cpu()
+def decoder_outputs(model, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The model's reconstructions of ``images`` (through its own path: max-unpooling gets its switches)."""
+    return torch.cat([model.reconstruct(part.to(model.device)).clamp(0, 1).cpu() for part in images.split(batch)])
 
 
 def evaluate_artifacts(run, options, fresh_model) -> dict:
-    """``eval/checkerboard`` after training and ``eval/checkerboard_init`` for the same config at initialisation."""
+    """Checkerboard excess (dB) of the reconstructions over the clean images, trained and at initialisation."""
     n = int(options.get("num_images", 1000))
     periods = decoder_periods(run.model)
-    trained = checkerboard_score(decoded_test_images(run.model, run.datamodule, n), periods)
-    init = checkerboard_score(decoded_test_images(fresh_model, run.datamodule, n), periods)
-    metrics = {"eval/checkerboard": trained, "eval/checkerboard_init": init}
-    return {"metrics": metrics, "details": {"periods": list(periods), "flag_db": FLAG_DB,
-                                            "flagged": trained > FLAG_DB, "flagged_init": init > FLAG_DB}}
+    images = test_images(run.datamodule, n)
+    data = checkerboard_score(images, periods)
+    trained = checkerboard_score(decoder_outputs(run.model, images), periods)
+    init = checkerboard_score(decoder_outputs(fresh_model, images), periods)
+    metrics = {"eval/checkerboard": trained - data, "eval/checkerboard_init": init - data}
+    details = {"periods": list(periods), "flag_db": FLAG_DB, "score_data_db": data, "score_trained_db": trained,
+               "score_init_db": init, "flagged": trained - data > FLAG_DB, "flagged_init": init - data > FLAG_DB}
+    return {"metrics": metrics, "details": details}

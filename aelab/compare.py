@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aelab.analysis.plots import curves_figure, metric_figures, variant_keys, variant_name, x_key
+from aelab.analysis.plots import curves_figure, denoise_figure, metric_figures, variant_keys, variant_name, x_key
 from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records, with_group_means
 from aelab.errors import AelabError, RunFolderError
 
@@ -123,6 +123,9 @@ def compare(
     notes: list[str] = []
     if not summary.empty:
         files.update(metric_figures(summary, table, out, table.metrics))
+        denoise = denoise_figure(summary, table, out / "denoise_psnr.png")
+        if denoise:
+            files["denoise_psnr"] = denoise
         chosen = _chosen_curve_runs(table, curves)
         if not chosen["run"].str.startswith("wandb:").any():
             path = curves_figure(table, chosen, out / "curves.png")

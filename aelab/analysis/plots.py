@@ -149,3 +149,28 @@ def curves_figure(table: RunTable, runs: pd.DataFrame, out_path: Path) -> Path |
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
+
+
+def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Path | None:
+    """PSNR of the denoised images at each test corruption, one line per setting, and the noisy input (dashed)."""
+    levels = [c[len("eval/denoise/"): -len("/psnr")] for c in summary.columns
+              if c.startswith("eval/denoise/") and c.endswith("/psnr")]
+    if not levels:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = range(len(levels))
+    for i, row in enumerate(summary.to_dict("records")):
+        ax.plot(xs, [row[f"eval/denoise/{lv}/psnr"] for lv in levels], marker="o", color=f"C{i % 10}",
+                label=variant_name(row, table.setting_keys))
+    inputs = [f"eval/denoise/{lv}/psnr_input" for lv in levels]
+    if all(c in summary.columns for c in inputs):
+        ax.plot(xs, [summary[c].mean() for c in inputs], color="black", ls="--", marker="x", label="noisy input (baseline)")
+    ax.set_xticks(list(xs), levels, rotation=20)
+    ax.set_xlabel("test corruption")
+    ax.set_ylabel("PSNR vs the clean image (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

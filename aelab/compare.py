@@ -27,6 +27,7 @@ import pandas as pd
 from aelab.analysis.plots import curves_figure, denoise_figure, metric_figures, variant_keys, variant_name, x_key
 from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records, with_group_means
 from aelab.errors import AelabError, RunFolderError
+from aelab.runs import atomic_path, write_text_atomic
 
 log = logging.getLogger("aelab.compare")
 
@@ -113,12 +114,14 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     summary = aggregate(table)
     files: dict[str, Path] = {}
-    table.frame.drop(columns=[c for c in table.frame.columns if c.startswith("_")], errors="ignore").to_csv(out / "runs.csv", index=False)
+    with atomic_path(out / "runs.csv") as tmp:
+        table.frame.drop(columns=[c for c in table.frame.columns if c.startswith("_")], errors="ignore").to_csv(tmp, index=False)
     tabulated = with_group_means(summary, table)  # one-class sweeps: a mean row over the normal classes
-    tabulated.to_csv(out / "comparison.csv", index=False)
+    with atomic_path(out / "comparison.csv") as tmp:
+        tabulated.to_csv(tmp, index=False)
     files["runs.csv"], files["comparison.csv"] = out / "runs.csv", out / "comparison.csv"
     md = markdown_table(tabulated, table)
-    (out / "comparison.md").write_text(md)
+    write_text_atomic(out / "comparison.md", md)
     files["comparison.md"] = out / "comparison.md"
     notes: list[str] = []
     if not summary.empty:
@@ -175,7 +178,7 @@ def write_report(table: RunTable, summary: pd.DataFrame, md: str, files: dict[st
     lines += ["## Files", "", "- `comparison.csv`: per setting, mean / std / n of each metric",
               "- `runs.csv`: one row per run", "- `comparison.md`: the table above", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from aelab.runs import METRICS_FILE, now_iso, read_metrics, write_json_atomic
+from aelab.config_checks import check_config, output_problems, world_size
+from aelab.runs import METRICS_FILE, is_run_dir, now_iso, read_metrics, write_json_atomic
 
 log = logging.getLogger("aelab.sweep")
 
@@ -106,6 +108,33 @@ def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, A
     return groups
 
 
+def _min_free_mb(config: DictConfig) -> float:
+    return float(OmegaConf.select(config, "paths.min_free_mb", default=0) or 0)
+
+
+def _exit_on(problems: list[str]) -> None:
+    if problems:
+        raise SystemExit("aelab-train: error: " + "\n".join(problems))
+
+
+LOCAL_DDP_MESSAGE = (
+    "a multirun (-m) with the {launcher} launcher cannot run DDP jobs (trainer.devices x num_nodes = {n}): "
+    "Lightning starts the extra DDP processes by re-running the command line, which would re-launch the whole sweep. "
+    "Instead: run each configuration as its own `aelab-train trainer=ddp ...` command; or sweep one process per job "
+    "(trainer=gpu / trainer=cpu, e.g. with hydra/launcher=joblib); or use hydra/launcher=submitit_slurm with "
+    "hydra.launcher.tasks_per_node={n} (SLURM starts the DDP processes)."
+)
+
+
+def refuse_local_ddp_sweep(config: DictConfig) -> None:
+    """Exit when a local multirun would host multi-process (DDP) jobs."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    n = world_size(config.get("trainer"))
+    if n > 1 and "SlurmLauncher" not in launcher:
+        name = (launcher.rsplit(".", 1)[-1] or "basic").replace("Launcher", "").lower() or "basic"
+        raise SystemExit("aelab-train: error: " + LOCAL_DDP_MESSAGE.format(launcher=name, n=n))
+
+
 class RunFolderCallback(Callback):
     """Unique run folders, resumable sweep folders, and the end-of-sweep summary."""
 
@@ -113,14 +142,32 @@ class RunFolderCallback(Callback):
         self.started = time.time()
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get("LOCAL_RANK") not in (None, "0") or os.environ.get("NODE_RANK") not in (None, "0"):
+            return  # a DDP worker started by Lightning: it joins rank 0's run folder (hydra.run.dir)
+        check_config(config)  # before any folder exists: a bad config leaves nothing behind
+        run_dir = Path(str(config.hydra.run.dir))
         if _has_override(config, "hydra.run.dir"):
-            return  # an explicit folder: a DDP worker, or resuming in place
-        run_dir = _unique_dir(Path(str(config.hydra.run.dir)))
+            _exit_on(output_problems(run_dir, _min_free_mb(config)))
+            return  # an explicit folder: used as it is
+        resume = config.get("resume")
+        if resume not in (None, "auto", "never"):
+            run_dir = Path(str(resume)).expanduser().resolve()  # continue that run folder
+            if not is_run_dir(run_dir):
+                raise SystemExit(f"aelab-train: error: resume={resume} is not an aelab run folder (no .hydra/config.yaml)")
+        elif config.get("name"):
+            run_dir = Path(str(config.paths.output_dir)) / "runs" / str(config.name)  # the same name: the same folder
+        _exit_on(output_problems(run_dir.parent, _min_free_mb(config)))
+        if run_dir == Path(str(config.hydra.run.dir)) and not config.get("name"):
+            run_dir = _unique_dir(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         with read_write(config.hydra.run), open_dict(config.hydra.run):
             config.hydra.run.dir = str(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        check_config(config)  # the base config; each job's swept values are checked when it starts
+        refuse_local_ddp_sweep(config)
+        _exit_on(output_problems(Path(str(config.paths.output_dir)) / "sweeps", _min_free_mb(config)))
         overrides = [str(o) for o in config.hydra.overrides.task]
         sweeps_dir = Path(str(config.paths.output_dir)) / "sweeps"
         if _has_override(config, "hydra.sweep.dir"):

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,25 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary name next to ``path``; on success it is renamed to ``path`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # same suffix: savefig picks the format
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def read_metrics(run_dir: str | Path) -> dict | None:
@@ -157,8 +177,9 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setu
 
     Raises :class:`RunFolderError` for a folder without config or checkpoint.
     """
-    import torch
     from hydra.utils import instantiate
+
+    from aelab.checkpoints import load_checkpoint
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -166,7 +187,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setu
     datamodule = instantiate(cfg.data, _convert_="all")
     noise = instantiate(cfg.noise, _convert_="all")
     model = instantiate(cfg.model, input_shape=list(datamodule.dims), noise=noise, _convert_="all")
-    state = torch.load(ckpt, map_location=device, weights_only=False)
+    state = load_checkpoint(ckpt, map_location=device)
     model.load_state_dict(state["state_dict"])
     model.to(device).eval()
     if setup_data:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def wandb_logger(
     if mode == "offline":
         log.info("W&B runs offline (no API key or WANDB_MODE=offline); upload later with `wandb sync %s/wandb/offline-run-*`", save_dir)
     settings = wandb.Settings(init_timeout=float(init_timeout), console="off")
-    logger = WandbLogger(
+    logger = ResilientWandbLogger(
         project=project,
         entity=entity,
         name=name or Path(save_dir).name,
@@ -91,11 +93,76 @@ def wandb_logger(
     return logger
 
 
-def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> None:
+class ResilientWandbLogger(WandbLogger):
+    """A ``WandbLogger`` whose failures never stop training.
+
+    The first exception from W&B (service gone, disk full in ``wandb/``, a
+    bug) is logged as a warning and the logger turns itself off; the CSV log
+    and ``metrics.json`` carry on.
+    """
+
+    failed: str | None = None
+
+    def _guard(self, what: str, call, *args, **kwargs):
+        if self.failed is not None:
+            return None
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 — tracking must never kill training
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.warning("W&B failed in %s (%s); W&B logging is off for the rest of this run, "
+                        "the CSV log and metrics.json are unaffected", what, self.failed)
+            return None
+
+    def log_metrics(self, *args, **kwargs):
+        return self._guard("log_metrics", super().log_metrics, *args, **kwargs)
+
+    def log_hyperparams(self, *args, **kwargs):
+        return self._guard("log_hyperparams", super().log_hyperparams, *args, **kwargs)
+
+    def log_image(self, *args, **kwargs):
+        return self._guard("log_image", super().log_image, *args, **kwargs)
+
+    def log_table(self, *args, **kwargs):
+        return self._guard("log_table", super().log_table, *args, **kwargs)
+
+    def after_save_checkpoint(self, *args, **kwargs):
+        return self._guard("after_save_checkpoint", super().after_save_checkpoint, *args, **kwargs)
+
+    def finalize(self, *args, **kwargs):
+        return self._guard("finalize", super().finalize, *args, **kwargs)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but continuing an existing ``metrics.csv`` instead of deleting it."""
+
+    def _check_log_dir_exists(self) -> None:
+        import csv
+
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                header = next(csv.reader(fh), [])
+            self.metrics_keys = list(header)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` that appends to ``metrics.csv`` when a run is resumed (Lightning's would delete it)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> bool:
     """Start the W&B run now (falling back to offline if the service is unreachable).
 
     ``summary_metrics`` maps metric names to the summary W&B should keep
     (``min``, ``max``, ``last``), e.g. the best ``val/recon_loss``.
+    Returns False when W&B cannot start at all (the run goes on without it).
     """
     try:
         experiment = logger.experiment
@@ -103,9 +170,17 @@ def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> None:
         log.warning("W&B could not start online (%s); writing offline instead", exc)
         logger._wandb_init["mode"] = "offline"  # noqa: SLF001 — WandbLogger keeps its init kwargs here
         logger._experiment = None  # noqa: SLF001
-        experiment = logger.experiment
-    for metric, summary in summary_metrics.items():
-        experiment.define_metric(metric, summary=summary, step_metric="trainer/global_step")
+        try:
+            experiment = logger.experiment
+        except Exception as exc2:  # noqa: BLE001
+            log.warning("W&B could not start offline either (%s); this run is not tracked in W&B", exc2)
+            return False
+    try:
+        for metric, summary in summary_metrics.items():
+            experiment.define_metric(metric, summary=summary, step_metric="trainer/global_step")
+    except Exception as exc:  # noqa: BLE001
+        log.warning("W&B define_metric failed (%s); dashboards show the last values only", exc)
+    return True
 
 
 def finish_wandb(loggers: Iterable[Logger], summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:
@@ -113,7 +188,10 @@ def finish_wandb(loggers: Iterable[Logger], summary: dict[str, Any] | None = Non
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001
             run = logger._experiment  # noqa: SLF001
-            if summary:
-                run.summary.update({k: v for k, v in summary.items() if v is not None})
-            run.finish(exit_code=exit_code)
+            try:
+                if summary:
+                    run.summary.update({k: v for k, v in summary.items() if v is not None})
+                run.finish(exit_code=exit_code)
+            except Exception as exc:  # noqa: BLE001 — the run's results are already in metrics.json
+                log.warning("W&B could not finish its run cleanly (%s)", exc)
             logger._experiment = None  # noqa: SLF001

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
-from aelab.errors import AelabError, ConfigError, find_aelab_error
+from aelab.config_checks import LOCAL_DDP_MESSAGE_SHORT, config_problems, world_size
+from aelab.errors import ConfigError, find_aelab_error
 from aelab.runs import METRICS_FILE, now_iso, read_metrics, write_json_atomic
 
 log = logging.getLogger("aelab.train")
@@ -81,12 +81,18 @@ def sweep_name() -> str | None:
 def configure_threads(cfg: DictConfig) -> int:
     """Set torch's CPU threads: ``cfg.threads``, or cores / n_jobs under the joblib launcher."""
     threads = cfg.get("threads")
+    trainer_cfg = cfg.get("trainer") or {}
+    processes = world_size(trainer_cfg) // max(1, int(trainer_cfg.get("num_nodes", 1) or 1))
+    if threads is None and processes > 1 and str(trainer_cfg.get("accelerator")) == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // processes)  # ddp_cpu: the processes share the cores
     if threads is None and HydraConfig.initialized():
         launcher = HydraConfig.get().get("launcher") or {}
         if "joblib" in str(launcher.get("_target_", "")):
             n_jobs = int(launcher.get("n_jobs") or 1)
             cores = os.cpu_count() or 1
             threads = max(1, cores // (cores if n_jobs < 1 else n_jobs))
+    import torch
+
     if threads is not None:
         torch.set_num_threads(max(1, int(threads)))
     return torch.get_num_threads()
@@ -135,6 +141,8 @@ class TrainingJob:
         self.loggers: list = []
         self.history = None
         self.checkpoint = None
+        self.resume_from: Path | None = None  # the checkpoint this run continues from
+        self.wandb_id: str | None = None
         self._written = False  # the first write starts a fresh metrics.json (no stale evaluations)
 
     # ------------------------------------------------------------- build
@@ -142,7 +150,7 @@ class TrainingJob:
         """Instantiate all parts; every config error surfaces here, before any training."""
         import lightning as L
 
-        from aelab.callbacks import MetricsHistory
+        from aelab.callbacks import StepSeeding, MetricsHistory
         from aelab.tracking import start_wandb
 
         cfg = self.cfg
@@ -153,6 +161,11 @@ class TrainingJob:
         self.datamodule = instantiate(cfg.data, _convert_="all")
         noise = instantiate(cfg.noise, _convert_="all")
         self.model = instantiate(cfg.model, input_shape=list(self.datamodule.dims), noise=noise, _convert_="all")
+        self.model.nonfinite_loss = str(cfg.get("nonfinite_loss", "stop"))
+        if cfg.get("compile"):
+            for name in ("encoder", "decoder"):  # in place: parameter names (and checkpoints) stay the same
+                getattr(self.model, name).compile()
+        self.resume_from = self.find_resume_checkpoint()
         self.datamodule.prepare_data()
         self.datamodule.setup("fit")
         callbacks = instantiate_group(cfg.get("callbacks"))
@@ -160,21 +173,32 @@ class TrainingJob:
         if self.history is None:
             self.history = MetricsHistory()
             callbacks.append(self.history)
+        if not any(isinstance(c, StepSeeding) for c in callbacks):
+            callbacks.append(StepSeeding(int(cfg.seed)))  # resumed runs must draw the same random numbers
         # the checkpoint callback that keeps the best weights (the one with a monitored metric)
         self.checkpoint = next((c for c in callbacks if type(c).__name__ == "ModelCheckpoint" and c.monitor), None)
-        wandb_extra = {}
-        if cfg.get("logger") and cfg.logger.get("wandb") is not None and cfg.logger.wandb.get("group") is None:
-            wandb_extra["wandb"] = {"group": sweep_name()}
-        self.loggers = instantiate_group(cfg.get("logger"), **wandb_extra)
+        wandb_extra: dict[str, Any] = {}
+        if cfg.get("logger") and cfg.logger.get("wandb") is not None:
+            if cfg.logger.wandb.get("group") is None:
+                wandb_extra["group"] = sweep_name()
+            if self.resume_from is not None:  # the same W&B run continues (WandbLogger resumes with resume="allow")
+                self.wandb_id = previous_wandb_id(self.run_dir)
+                if self.wandb_id:
+                    wandb_extra["id"] = self.wandb_id
+        self.loggers = instantiate_group(cfg.get("logger"), **({"wandb": wandb_extra} if wandb_extra else {}))
         self.trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=self.loggers or False)
         if self.trainer.is_global_zero:
             params = loggable_config(cfg, self.choices)
             params["params"] = self.model.num_parameters()
-            for logger in self.loggers:
-                if type(logger).__name__ == "WandbLogger":
-                    start_wandb(logger, WANDB_SUMMARIES)
+            for logger in list(self.loggers):
+                if type(logger).__name__.endswith("WandbLogger"):
+                    if not start_wandb(logger, WANDB_SUMMARIES):
+                        self.loggers.remove(logger)
+                        self.trainer.loggers = self.loggers
+                        continue
+                    self.wandb_id = logger.experiment.id
                 logger.log_hyperparams(params)
-        log.info("run folder: %s", self.run_dir)
+        log.info("run folder: %s%s", self.run_dir, f" (continuing from {self.resume_from.name})" if self.resume_from else "")
         log.info("data: %s", self.datamodule.describe())
         log.info(
             "model: %s, bottleneck %s, %s parameters, noise %s, %d CPU threads",
@@ -188,9 +212,7 @@ class TrainingJob:
         self.build()
         if self.trainer.is_global_zero:
             self.write("running")
-        ckpt_path = self.cfg.get("ckpt_path")
-        if ckpt_path and not Path(str(ckpt_path)).is_file():
-            raise ConfigError(f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint such as <run>/checkpoints/last.ckpt")
+        ckpt_path = str(self.resume_from) if self.resume_from is not None else None
         self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         if self.trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
@@ -204,6 +226,28 @@ class TrainingJob:
         summary = self.write("completed") if self.trainer.is_global_zero else {}
         self.finish_loggers(summary, exit_code=0)
         return summary
+
+    def find_resume_checkpoint(self) -> Path | None:
+        """``ckpt_path``, or with ``resume=auto`` the run folder's own newest checkpoint; checked readable."""
+        from aelab.checkpoints import load_checkpoint, newest_resume_checkpoint
+
+        ckpt_path = self.cfg.get("ckpt_path")
+        if ckpt_path:
+            path = Path(str(ckpt_path)).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint such as <run>/checkpoints/last.ckpt")
+            load_checkpoint(path)
+            return path
+        ckpt_dir = self.run_dir / "checkpoints"
+        if str(self.cfg.get("resume", "auto")) == "never":
+            if any(ckpt_dir.glob("*.ckpt")):
+                raise ConfigError(f"{self.run_dir} already holds checkpoints and resume=never: delete the folder, "
+                                  "choose another name=, or leave resume=auto to continue that run")
+            return None
+        path = newest_resume_checkpoint(ckpt_dir)
+        if path is not None:
+            load_checkpoint(path)  # a truncated file: a clear error naming it, before anything starts
+        return path
 
     def after_test(self) -> None:
         """End-of-training evaluations (``eval.tasks``) on the tested weights, logged like the rest."""
@@ -252,6 +296,9 @@ class TrainingJob:
                 "last": str(self.run_dir / "checkpoints" / "last.ckpt") if (self.run_dir / "checkpoints" / "last.ckpt").is_file() else None,
             },
             "dataset": self.datamodule.describe() if self.datamodule is not None else None,
+            "resumed_from": str(self.resume_from) if self.resume_from is not None else None,
+            "wandb": {"id": self.wandb_id} if self.wandb_id else None,
+            "world_size": trainer.world_size if trainer is not None else None,
             **(self.model.summary_extras() if self.model is not None else {}),
             "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         }
@@ -263,6 +310,8 @@ class TrainingJob:
         """Write ``metrics.json`` atomically and return what was written."""
         data = self.summary(status, error, error_type)
         previous = (read_metrics(self.run_dir) or {}) if self._written else {}
+        if data.get("wandb") is None and (previous.get("wandb") or {}).get("id"):
+            data["wandb"] = previous["wandb"]
         if "eval" in previous:  # keep the evaluations this job added (eval.tasks)
             data["eval"] = previous["eval"]
             data["final"] = {**{k: v for k, v in previous.get("final", {}).items() if k.startswith("eval/")}, **data["final"]}
@@ -301,6 +350,15 @@ class TrainingJob:
         finish_wandb(self.loggers, flat, exit_code=exit_code)
 
 
+def previous_wandb_id(run_dir: Path) -> str | None:
+    """The W&B run id a run folder was tracked under (``metrics.json``, else its newest ``wandb/*run-*`` folder)."""
+    wandb_id = ((read_metrics(run_dir) or {}).get("wandb") or {}).get("id")
+    if wandb_id:
+        return str(wandb_id)
+    folders = sorted(p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir())
+    return folders[-1].name.rsplit("-", 1)[-1] if folders else None
+
+
 def train(cfg: DictConfig) -> dict:
     """Train, test and summarise the run described by ``cfg``; returns ``metrics.json``'s content."""
     return TrainingJob(cfg).run()
@@ -310,18 +368,25 @@ def run_job(cfg: DictConfig) -> float | None:
     """The Hydra task: skip completed sweep jobs, record failures, return the objective."""
     multirun = is_multirun()
     run_dir = Path(str(cfg.paths.run_dir))
-    if multirun:
-        previous = read_metrics(run_dir)
-        if previous and previous.get("status") == "completed":
-            log.info("skipping %s: completed earlier (metrics.json says so)", run_dir.name)
-            return (previous.get("objective") or {}).get("value")
+    previous = read_metrics(run_dir)
+    if previous and previous.get("status") == "completed" and str(cfg.get("resume", "auto")) != "never" and not cfg.get("ckpt_path"):
+        log.info("skipping %s: completed earlier (metrics.json says so; delete the folder to train it again)", run_dir.name)
+        return (previous.get("objective") or {}).get("value")
     job = make_job(cfg)
     try:
+        problems, _ = config_problems(cfg)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if multirun and world_size(cfg.get("trainer")) > 1 and not os.environ.get("SLURM_JOB_ID"):
+            raise ConfigError(LOCAL_DDP_MESSAGE_SHORT)
         summary = job.run()
         return (summary.get("objective") or {}).get("value")
     except (KeyboardInterrupt, SystemExit) as exc:
         job.record_failure(exc, "interrupted")
-        print(f"aelab-train: interrupted; what was written is kept in {run_dir}", file=sys.stderr)
+        print(f"aelab-train: interrupted ({type(exc).__name__}); what was written is kept in {run_dir}; "
+              "run the same command again to continue from checkpoints/last.ckpt", file=sys.stderr)
+        if type(exc).__name__ == "SIGTERMException":
+            raise SystemExit(128 + 15) from None  # Lightning's SIGTERM exit carries no status; report the signal
         raise
     except Exception as exc:
         job.record_failure(exc, "failed")

@@ -1,6 +1,7 @@
 """Bad input through the real command line: a clear message before training, nothing lost."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,34 @@ def test_unknown_group_option_lists_the_choices(cli):
     "overrides, message",
     [
         (["noise=gaussian", "noise.sigma=-1"], "noise.sigma is a standard deviation and must be >= 0 (got -1"),
+        (["noise=masking", "noise.p=1.5"], "noise.p is a probability and must lie in [0, 1] (got 1.5)"),
         (["model.bottleneck=0"], "model.bottleneck is the size of the code and must be a positive integer (got 0)"),
-        (["model=conv", "data.image_size=30"], "height and width must be divisible by 4; the images are 30x30"),
         (["model.decoder.upsample=cubic"], "model.decoder.upsample='cubic' is not one of ['transpose', 'nearest', 'bilinear', 'unpool']"),
+        (["data.batch_size=many"], "data.batch_size='many' has the wrong type: expected int"),
+        (["+data.bach_size=3"], "data.bach_size is not an option of data; did you mean data.batch_size?"),
+        (["trainer.precision=8-mixed"], "trainer.precision='8-mixed' is not one of"),
+        (["resume=sometimes"], "resume='sometimes' must be auto, never, or an existing run folder"),
+    ],
+)
+def test_bad_values_fail_in_seconds_without_a_run_folder(cli, tmp_path, overrides, message):
+    started = time.monotonic()
+    result = cli(*TINY, *overrides)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "nothing was run" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").iterdir())
+    assert elapsed < 30, f"refusing a bad config took {elapsed:.1f} s"  # generous: ~1 s on an idle machine
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=conv", "data.image_size=30"], "height and width must be divisible by 4; the images are 30x30"),
         (["model=conv", "model.decoder.upsample=unpool"], "needs the encoder's max-pooling indices"),
     ],
 )
-def test_bad_values_fail_before_training_with_one_message(cli, tmp_path, overrides, message):
+def test_structural_errors_fail_before_training_with_one_message(cli, tmp_path, overrides, message):
     result = cli(*TINY, *overrides)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
@@ -52,6 +74,22 @@ def test_bad_values_fail_before_training_with_one_message(cli, tmp_path, overrid
     assert not (run_dir / "checkpoints").exists()  # nothing trained
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and message in metrics["error"]
+
+
+def test_bottleneck_larger_than_the_input_is_a_warning(cli):
+    result = cli(*TINY, "model=linear", "model.bottleneck=1000", "trainer.max_epochs=1", "data.limit_train=64", "test=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model.bottleneck=1000 is not smaller than the input (784 values per image)" in result.stdout + result.stderr
+
+
+def test_unwritable_output_folder_and_full_disk_fail_at_start(cli, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = cli(*TINY, f"paths.output_dir={blocker}/outputs")
+    assert result.returncode != 0 and "is not a folder. Set paths.output_dir to a writable folder" in result.stderr
+    result = cli(*TINY, "paths.min_free_mb=1e12")
+    assert result.returncode != 0 and "less than paths.min_free_mb" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_missing_dataset_error_names_the_places_searched(cli, tmp_path):

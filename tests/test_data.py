@@ -53,7 +53,11 @@ def test_batches_are_slices_of_uint8_tensors_then_floats():
 def test_shuffling_changes_between_epochs_but_not_between_runs():
     def first_ids(dm):
         loader = dm.train_dataloader()
-        return [next(iter(loader))["id"][:5].tolist() for _ in range(2)]
+        out = []
+        for epoch in range(2):
+            loader.sampler.set_epoch(epoch)  # Lightning calls this before every training epoch
+            out.append(next(iter(loader))["id"][:5].tolist())
+        return out
 
     a, b = ImageDataModule(**SPRITES), ImageDataModule(**SPRITES)
     a.setup(), b.setup()
@@ -171,3 +175,48 @@ def test_fashion_mnist_loads_from_the_debian_location(tmp_path):
     labels = dm.splits["test"].labels
     assert torch.equal(torch.bincount(labels), torch.full((10,), 1000))
     assert dm.splits["train"].images.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("num_items, batch", [(1000, 64), (1003, 50), (7, 4)])
+def test_ranks_share_an_epoch_without_repeats(world, num_items, batch):
+    """DDP sharding: the ranks' batches are disjoint, training gives every rank as many steps, eval covers all."""
+    from aelab.data.datamodule import BatchIndexSampler
+
+    for even, shuffle in ((True, True), (False, False)):
+        per_rank = []
+        for rank in range(world):
+            sampler = BatchIndexSampler(num_items, batch, shuffle, drop_last=False, seed=3, rank=rank, world_size=world, even=even)
+            sampler.set_epoch(5)
+            per_rank.append([i for b in sampler for i in b])
+            assert len(list(sampler)) == len(sampler)
+            assert all(0 < len(b) <= batch for b in sampler)
+        seen = [i for ids in per_rank for i in ids]
+        assert len(seen) == len(set(seen)), "an image was served twice in one epoch"
+        if even:
+            lengths = {len(list(BatchIndexSampler(num_items, batch, shuffle, False, 3, r, world, True))) for r in range(world)}
+            assert len(lengths) == 1, "training ranks must take the same number of steps"
+            assert num_items - len(seen) < world
+        else:
+            assert sorted(seen) == list(range(num_items)), "evaluation must cover every image exactly once"
+
+
+def test_two_ranks_see_the_global_batches_of_one_process():
+    """Per-process batch B on 2 ranks = the global batch 2B of one process (same images per step)."""
+    from aelab.data.datamodule import BatchIndexSampler
+
+    one = list(BatchIndexSampler(1000, 128, True, False, seed=1, even=True))
+    two = [list(BatchIndexSampler(1000, 64, True, False, seed=1, rank=r, world_size=2, even=True)) for r in range(2)]
+    for step, (a, b) in enumerate(zip(*two)):
+        assert sorted(a + b) == sorted(one[step])
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    from aelab.data.datamodule import BatchIndexSampler
+
+    a, b = BatchIndexSampler(100, 10, True, False, seed=0), BatchIndexSampler(100, 10, True, False, seed=0)
+    list(a)  # iterating does not advance the order: a resumed run starts epoch 3 like an uninterrupted one
+    a.set_epoch(3), b.set_epoch(3)
+    assert list(a) == list(b)
+    b.set_epoch(4)
+    assert list(a) != list(b)

@@ -71,11 +71,12 @@ def trained_runs(tmp_path_factory):
     from conftest import run_cli
 
     root = tmp_path_factory.mktemp("eval_runs")
-    base = [o for o in TINY if not o.startswith("trainer.max_epochs")] + ["trainer.max_epochs=4", "data.num_train=3000",
-                                                                          "data.val_size=300", "model.bottleneck=16"]
+    base = [o for o in TINY if not o.startswith("trainer.max_epochs")] + ["data.num_train=3000", "data.val_size=300",
+                                                                          "model.bottleneck=16"]
     runs = {}
-    for name, extra in {"ae": ["model=conv"], "dae": ["model=conv", "noise=gaussian", "noise.sigma=0.3"],
-                        "vae": ["model=vae", "model.bottleneck=8", "model.iwae_samples=10", "logger=wandb"]}.items():
+    for name, extra in {"ae": ["model=conv", "trainer.max_epochs=4"],
+                        "dae": ["model=conv", "noise=gaussian", "noise.sigma=0.3", "trainer.max_epochs=8"],
+                        "vae": ["model=vae", "model.bottleneck=8", "model.iwae_samples=10", "logger=wandb", "trainer.max_epochs=4"]}.items():
         result = run_cli([*base, *extra, f"hydra.run.dir={root / name}"], root)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[name] = root / name

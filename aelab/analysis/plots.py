@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from aelab.analysis.table import RunTable  # noqa: E402
+from aelab.runs import atomic_path  # noqa: E402
 
 LABELS = {
     "test/recon_loss": "test reconstruction MSE",
@@ -92,7 +93,8 @@ def metric_figures(summary: pd.DataFrame, table: RunTable, out_dir: Path, metric
         plot_metric(summary, table, metric, ax)
         fig.tight_layout()
         path = out_dir / f"{metric.replace('/', '_')}.png"
-        fig.savefig(path, dpi=110)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
         out[metric] = path
     panels = [m for m in ("test/recon_loss", "gap/recon_loss", "eval/probe_acc", "params") if m in metrics]
@@ -107,7 +109,8 @@ def metric_figures(summary: pd.DataFrame, table: RunTable, out_dir: Path, metric
             ax.axis("off")
         fig.tight_layout()
         path = out_dir / "overview.png"
-        fig.savefig(path, dpi=110)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
         out["overview"] = path
     return out
@@ -146,7 +149,8 @@ def curves_figure(table: RunTable, runs: pd.DataFrame, out_path: Path) -> Path |
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out_path
 
@@ -171,6 +175,7 @@ def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out_path

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aelab.data.datamodule import to_float_batch  # noqa: E402
-from aelab.runs import load_run  # noqa: E402
+from aelab.runs import atomic_path, load_run  # noqa: E402
 
 
 @torch.no_grad()
@@ -49,6 +49,7 @@ def reconstruction_figure(run_dirs: list[Path], labels: list[str], out_path: Pat
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.96) if title else None)
-    fig.savefig(out_path, dpi=110)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out_path

@@ -21,7 +21,8 @@ from aelab.runs import find_run_dirs, read_metrics, run_choices
 # Keys that never identify a setting: bookkeeping, hardware, logging.
 IGNORED_PREFIXES = ("sweep.", "hydra.", "hydra/", "paths.", "logger", "callbacks", "trainer.accelerator",
                     "trainer.devices", "trainer.enable_", "trainer.default_root_dir", "threads", "ckpt_path", "tags",
-                    "data.root", "data.download", "hparams_search", "debug")
+                    "data.root", "data.download", "hparams_search", "debug", "name", "resume", "compile",
+                    "nonfinite_loss", "data.device")
 SEED = "seed"
 # Columns shown by default, in this order, when present.
 DEFAULT_METRICS = ["test/recon_loss", "best/val/recon_loss", "gap/recon_loss", "test/psnr", "test/ssim",

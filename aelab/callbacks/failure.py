@@ -32,8 +32,12 @@ class SaveOnFailure(L.Callback):
             log.warning("weights are not finite; keeping the earlier %s", self.path)
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(str(self.path))
-            log.info("saved the weights at the failure to %s", self.path)
+            # Not trainer.save_checkpoint: its barrier would wait forever for a DDP rank that already failed.
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # noqa: SLF001
+            if trainer.is_global_zero:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.strategy.save_checkpoint(checkpoint, str(self.path))  # rank 0 writes, atomically
+            if trainer.is_global_zero:
+                log.info("saved the weights at the failure to %s", self.path)
         except Exception as exc:  # never mask the original failure
             log.warning("could not save %s after the failure: %s", self.path, exc)

@@ -71,7 +71,7 @@ class TensorBatches(Dataset):
         return len(self.split)
 
     def __getitem__(self, indices) -> dict[str, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.split.images.device)
         batch = {"image": self.split.images[index], "label": self.split.labels[index], "id": self.split.ids[index]}
         if self.split.factors is not None:
             batch["factors"] = self.split.factors[index]
@@ -79,31 +79,68 @@ class TensorBatches(Dataset):
 
 
 class BatchIndexSampler(Sampler):
-    """Yields lists of indices, one list per batch, reshuffled each epoch from its own seed.
+    """Yields lists of indices, one list per batch: this process's share of each global batch.
 
-    Its own generator makes the order identical on every DDP rank, so
-    Lightning's distributed wrapper can hand each rank a disjoint share.
+    The order of an epoch is a permutation drawn from ``(seed, epoch)``, so
+    it is the same on every DDP rank and the same after a resume (Lightning
+    calls :meth:`set_epoch` before each training epoch). With ``world_size``
+    processes, a global batch of ``batch_size * world_size`` images is cut into
+    one slice per rank: the ranks together see every image of the epoch at
+    most once, and a 2-process run with per-process batch ``B`` takes the same
+    optimisation steps as a 1-process run with batch ``2B``.
+
+    Training (``even=True``) gives every rank the same number of batches, as
+    DDP requires, dropping at most ``world_size - 1`` images of the epoch's
+    last, partial global batch. Evaluation (``even=False``) covers every image
+    exactly once; a rank may get one batch fewer.
     """
 
-    def __init__(self, num_items: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0):
+    def __init__(self, num_items: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, even: bool = True):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.num_items = num_items
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.rank = rank
+        self.world_size = world_size
+        self.even = even
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of training epoch ``epoch``."""
+        self.epoch = int(epoch)
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_items)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_items, generator=generator)
+
+    def _slices(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` in the epoch's order of each of this rank's batches."""
+        global_batch = self.batch_size * self.world_size
+        out = []
+        for start in range(0, self.num_items, global_batch):
+            size = min(global_batch, self.num_items - start)
+            if size < global_batch and (self.drop_last or (self.even and size < self.world_size)):
+                break
+            base, extra = divmod(size, self.world_size)  # split evenly: sizes differ by at most one
+            lo = start + self.rank * base + min(self.rank, extra)
+            hi = lo + base + (1 if self.rank < extra else 0)
+            if hi > lo:
+                out.append((lo, hi))
+        return out
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.num_items, generator=self.generator) if self.shuffle else torch.arange(self.num_items)
-        for start in range(0, self.num_items, self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            if self.drop_last and len(chunk) < self.batch_size:
-                return
-            yield chunk.tolist()
+        order = self._order()
+        for lo, hi in self._slices():
+            yield order[lo:hi].tolist()
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_items // self.batch_size
-        return -(-self.num_items // self.batch_size)
+        return len(self._slices())
 
 
 @lru_cache(maxsize=4)
@@ -148,6 +185,12 @@ class ImageDataModule(L.LightningDataModule):
         binarize: ``none``, ``dynamic`` (resampled every training batch; val/test binarized
             once) or ``fixed`` (every split binarized once).
         image_size, channels, num_train, num_test, sprites_seed: sprites only.
+        device: ``auto`` keeps the whole dataset on the accelerator when training on a GPU
+            (batches are sliced there, no host-to-device copies); ``cpu`` keeps it in host memory.
+
+    ``batch_size`` is per process: with DDP on ``n`` devices a step sees ``n * batch_size``
+    images. The DataModule shards batches across ranks itself (the Trainer's
+    ``use_distributed_sampler`` stays off).
     """
 
     def __init__(
@@ -171,8 +214,13 @@ class ImageDataModule(L.LightningDataModule):
         num_train: int | None = None,
         num_test: int | None = None,
         sprites_seed: int = 0,
+        device: str = "auto",
     ):
         super().__init__()
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"data.device={device!r} is not one of ['auto', 'cpu']")
+        self.device = device
+        self._on_device: dict[int, tuple[Split, Split]] = {}
         if dataset not in DATASETS:
             raise ConfigError(f"unknown dataset data.dataset={dataset!r}; choose one of {list(DATASETS)}")
         if binarize not in BINARIZE_MODES:
@@ -275,18 +323,50 @@ class ImageDataModule(L.LightningDataModule):
         return f"{self.dataset}: {sizes}, {c}x{h}x{w}{extra} ({self.origin})"
 
     # ------------------------------------------------------------ dataloaders
-    def _loader(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        sampler = BatchIndexSampler(len(split), batch_size, shuffle, drop_last, seed=self.seed)
-        return DataLoader(TensorBatches(split), batch_size=None, sampler=sampler, num_workers=0)
+    def _ranks(self) -> tuple[int, int]:
+        """``(rank, world_size)`` of this process in the attached trainer (``(0, 1)`` without one)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _loader(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False,
+                shard: bool = False, even: bool = False, keep_on_device: bool = True) -> DataLoader:
+        rank, world = self._ranks() if shard else (0, 1)
+        sampler = BatchIndexSampler(len(split), batch_size, shuffle, drop_last, seed=self.seed, rank=rank, world_size=world, even=even)
+        return DataLoader(TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["train"], self.batch_size, self.shuffle, self.drop_last)
+        return self._loader(self.splits["train"], self.batch_size, self.shuffle, self.drop_last, shard=True, even=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["val"], self.eval_batch_size, False)
+        return self._loader(self.splits["val"], self.eval_batch_size, False, shard=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["test"], self.eval_batch_size, False)
+        return self._loader(self.splits["test"], self.eval_batch_size, False, shard=True)
+
+    def _placed(self, split: Split, keep: bool = True) -> Split:
+        """``split`` on the device that trains, when ``data.device`` says so (copied once when ``keep``)."""
+        device = self._data_device()
+        if device is None or split.images.device == device:
+            return split
+        key = id(split)
+        if key in self._on_device:
+            return self._on_device[key][1]
+        moved = Split(split.images.to(device), split.labels.to(device), split.ids.to(device),
+                      None if split.factors is None else split.factors.to(device))
+        if keep:
+            self._on_device[key] = (split, moved)  # holding the original keeps its id unique
+        return moved
+
+    def _data_device(self) -> torch.device | None:
+        """Where batches are sliced: the accelerator for ``device=auto`` on a GPU, else the CPU (None)."""
+        if self.device == "cpu" or self.trainer is None:
+            return None
+        root = self.trainer.strategy.root_device
+        if root.type == "cpu":
+            return None
+        return root
 
     def split_dataloader(self, name: str, limit: int | None = None, batch_size: int | None = None) -> DataLoader:
         """A sequential loader over the first ``limit`` images of split ``name``.
@@ -299,21 +379,34 @@ class ImageDataModule(L.LightningDataModule):
             split = split.select(torch.arange(int(limit)))
         if name == "train" and self.binarize == "dynamic":
             split = split.with_images(binarize_fixed(split.images, self.seed + 100))
-        return self._loader(split, batch_size or self.eval_batch_size, False)
+        return self._loader(split, batch_size or self.eval_batch_size, False, keep_on_device=False)
 
     # ------------------------------------------------------------- on device
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """uint8 → float pixels in [0, 1] on the batch's device; dynamic binarization in training."""
-        training = self.trainer is not None and self.trainer.training
-        return to_float_batch(batch, dynamic_binarize=training and self.binarize == "dynamic")
+        """uint8 → float pixels in [0, 1] on the batch's device; dynamic binarization in training.
+
+        The binarization of a training batch draws from a generator seeded by
+        ``(seed, epoch, batch, rank)``, so a resumed run binarizes like an
+        uninterrupted one.
+        """
+        trainer = self.trainer
+        training = trainer is not None and trainer.training
+        if not (training and self.binarize == "dynamic"):
+            return to_float_batch(batch)
+        from aelab.callbacks.seeding import step_seed
+
+        batch_number = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        seed = step_seed(self.seed + 7, trainer.current_epoch, batch_number, trainer.global_rank)
+        generator = torch.Generator(device=batch["image"].device).manual_seed(seed)
+        return to_float_batch(batch, dynamic_binarize=True, generator=generator)
 
 
-def to_float_batch(batch: dict, dynamic_binarize: bool = False) -> dict:
+def to_float_batch(batch: dict, dynamic_binarize: bool = False, generator: torch.Generator | None = None) -> dict:
     """Turn a batch's uint8 ``image`` into float pixels in [0, 1] (a no-op for float images)."""
     images = batch["image"]
     if images.dtype != torch.uint8:
         return batch
     x = images.float().div_(255.0)
     if dynamic_binarize:
-        x = torch.bernoulli(x)
+        x = torch.bernoulli(x, generator=generator)
     return {**batch, "image": x}

@@ -160,7 +160,8 @@ class Autoencoder(ReconstructionModule):
             penalty = self.contraction(x_in, z)
             loss = loss + penalty
             self.log("train/contractive_penalty", penalty, on_step=True, on_epoch=False, batch_size=n)
-        self.check_finite(loss)
+        if not self.check_finite(loss):
+            return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
         self.log("train/recon_loss", recon, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         self.log("train/recon_loss_epoch", recon, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         if loss is not recon:

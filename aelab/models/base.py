@@ -195,19 +195,37 @@ class ReconstructionModule(L.LightningModule):
         return {key: total / max(count, 1) for key, total in sums.items()}
 
     # ------------------------------------------------------------ training
-    def check_finite(self, loss: torch.Tensor) -> None:
-        """Stop with a clear message when the loss is NaN or infinite (agreed across DDP ranks)."""
+    #: what a NaN/inf training loss does: ``stop`` (raise) or ``skip`` (drop the batch); set by aelab-train
+    nonfinite_loss: str = "stop"
+    #: with ``skip``: stop anyway after this many non-finite batches in a row
+    max_skipped_in_a_row: int = 100
+
+    def check_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite (agreed across DDP ranks); if not, stop with a clear message or, with
+        ``nonfinite_loss="skip"``, return False so the training step skips the batch."""
         finite = bool(torch.isfinite(loss).all())
         if self._trainer is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            self._skipped_in_a_row = 0
+            return True
+        if self.nonfinite_loss == "skip":
+            self._skipped_in_a_row = getattr(self, "_skipped_in_a_row", 0) + 1
+            self.skipped_batches = getattr(self, "skipped_batches", 0) + 1
+            if self._skipped_in_a_row < self.max_skipped_in_a_row:
+                self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False, reduce_fx="max")
+                return False
         if not finite:
             value = float(loss.detach().float().cpu()) if loss.numel() == 1 else math.nan
             lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None and self.trainer.optimizers else float("nan")
             raise NonFiniteLossError(
                 f"the training loss became {value} at epoch {self.current_epoch}, step {self.global_step} "
                 f"(learning rate {lr:g}). The weights from before this step are saved as checkpoints/last.ckpt. "
-                "Try a lower model.optimizer.lr or gradient clipping (trainer.gradient_clip_val=1.0)."
+                "Try a lower model.optimizer.lr or gradient clipping (trainer.gradient_clip_val=1.0)"
+                + (f"; {self._skipped_in_a_row} batches in a row were skipped (nonfinite_loss=skip)." if self.nonfinite_loss == "skip" else
+                   ", or nonfinite_loss=skip to drop such batches.")
             )
+        return True
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))

@@ -218,7 +218,8 @@ class VAE(ReconstructionModule):
         self._warn_grayscale(x)
         terms = self.terms(self.noise(x), x)
         loss = self.objective(terms).mean()
-        self.check_finite(loss)
+        if not self.check_finite(loss):
+            return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
         n = x.shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
         self.log("train/elbo", terms["elbo"].mean(), on_step=True, on_epoch=False, batch_size=n)

@@ -1,0 +1,36 @@
+"""Fault injection: kill or signal a run at a chosen epoch, to test that runs survive it."""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+from pathlib import Path
+
+import lightning as L
+
+
+class FaultInjection(L.Callback):
+    """Send ``signal`` to this process at the start of training epoch ``at_epoch`` (0-based).
+
+    With ``at_epoch=2`` the run has finished epochs 0 and 1 and saved their
+    ``last.ckpt``: ``SIGKILL`` then imitates a machine that dies, ``SIGTERM`` a
+    scheduler that stops the job. With ``once=True`` a marker file in
+    ``marker_dir`` keeps the fault from firing again when the run is
+    continued, so the same command can be re-run to test resuming::
+
+        aelab-train name=k +callbacks.fault._target_=aelab.callbacks.FaultInjection \\
+            +callbacks.fault.at_epoch=2 +callbacks.fault.marker_dir='${paths.run_dir}'
+    """
+
+    def __init__(self, at_epoch: int = 1, signal: str = "SIGKILL", once: bool = True, marker_dir: str | Path | None = None):
+        super().__init__()
+        self.at_epoch = int(at_epoch)
+        self.signal = getattr(signals, str(signal))
+        self.marker = Path(marker_dir) / ".fault_injected" if once and marker_dir else None
+
+    def on_train_epoch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        if trainer.current_epoch != self.at_epoch or (self.marker is not None and self.marker.exists()):
+            return
+        if self.marker is not None:
+            self.marker.write_text(f"{self.signal.name} at epoch {self.at_epoch}\n")
+        os.kill(os.getpid(), self.signal)

@@ -1,0 +1,35 @@
+"""Random numbers that do not depend on where a run was resumed."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int = 0) -> int:
+    """The seed of training batch ``batch_idx`` of epoch ``epoch`` on DDP rank ``rank``."""
+    return (int(seed) * 1_000_003 + int(epoch) * 100_003 + int(batch_idx) * 101 + int(rank)) % 2**32
+
+
+class StepSeeding(L.Callback):
+    """Reseed ``random``, NumPy and torch (CPU and CUDA) before every training batch.
+
+    Every random draw of a training step — corruption, dropout, VAE samples —
+    then depends only on ``(seed, epoch, batch, rank)``, not on what drew
+    random numbers before it (data loader start-up, evaluation, a restart).
+    So a run resumed from an end-of-epoch checkpoint draws exactly the
+    numbers an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule", batch, batch_idx: int) -> None:
+        value = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        random.seed(value)
+        np.random.seed(value)
+        torch.manual_seed(value)  # seeds every CUDA device too

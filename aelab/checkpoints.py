@@ -1,0 +1,54 @@
+"""Checkpoint files that are never half-written, and clear errors for ones that are broken."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from aelab.errors import RunFolderError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing to a temporary name and renaming.
+
+    A run killed while saving leaves the previous checkpoint intact (plus a
+    stray ``.*.tmp-*`` file), never a truncated ``last.ckpt``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load`` a Lightning checkpoint; a missing, truncated or foreign file is a RunFolderError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated zip, unpickling error, EOF ...
+        raise RunFolderError(
+            f"checkpoint {path} is truncated or corrupt and cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Delete it to start that run over (or to fall back to another checkpoint), or point ckpt_path at a good one."
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise RunFolderError(f"checkpoint {path} is not a Lightning checkpoint (it has no state_dict)")
+    return state
+
+
+def newest_resume_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest of ``last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt`` in ``ckpt_dir`` and its run folder."""
+    candidates = [ckpt_dir / "last.ckpt", *ckpt_dir.parent.glob("hpc_ckpt_*.ckpt")]
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None

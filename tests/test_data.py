@@ -1,6 +1,5 @@
 """The tensor-backed DataModule: splits, limits, sources and the missing-dataset error."""
 
-from pathlib import Path
 
 import pytest
 import torch

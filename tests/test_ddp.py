@@ -80,3 +80,17 @@ def test_ddp_on_two_gpus(cli, tmp_path):
     result = cli(*SAME_STEPS, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=gpu", "name=gpus")
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics(tmp_path / "outputs" / "runs" / "gpus")["world_size"] == 2
+
+
+def test_bf16_mixed_precision_trains_on_cpu(run_train):
+    summary, _ = run_train("model=conv", "trainer.precision=bf16-mixed", "data.limit_train=256")
+    assert summary["status"] == "completed"
+    assert summary["final"]["val/recon_loss"] < 0.2
+
+
+@pytest.mark.slow
+def test_compile_keeps_checkpoint_names_and_trains(run_train):
+    summary, run_dir = run_train("model=mlp", "compile=true", "data.limit_train=256")
+    assert summary["status"] == "completed"
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert not any("_orig_mod" in k for k in state)  # compiled in place: a plain model loads these weights

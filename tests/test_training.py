@@ -95,7 +95,6 @@ def test_sample_grid_shows_input_corrupted_and_reconstruction(run_train):
 
 def test_the_gap_is_measured_on_equally_many_training_images(run_train):
     summary, run_dir = run_train("model=mlp", "data.limit_val=150", "noise=gaussian")
-    from aelab.runs import read_metrics
 
     assert "gap/recon_loss" in summary["final"]
     # run again, asking the gap callback to cap at 150: same numbers, so it used 150 before too

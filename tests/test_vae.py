@@ -1,6 +1,5 @@
 """The VAE family: the bounds, the KL, active units, generation outputs and the configs."""
 
-import json
 import math
 
 import pytest

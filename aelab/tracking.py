@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
@@ -157,6 +158,24 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
+def _experiment_waiting_for_id(logger: WandbLogger, attempts: int = 10, pause_s: float = 3.0):
+    """``logger.experiment``, retrying while a continued run's id is still held ("in use").
+
+    After a SIGKILL, the dead run's W&B service may hold its run id for a few
+    seconds more before it notices its parent is gone.
+    """
+    for attempt in range(attempts):
+        try:
+            return logger.experiment
+        except Exception as exc:  # noqa: BLE001
+            if "in use" not in str(exc) or attempt == attempts - 1:
+                raise
+            log.info("W&B run id still held by the previous process; retrying in %.0f s", pause_s)
+            logger._experiment = None  # noqa: SLF001
+            time.sleep(pause_s)
+    return logger.experiment
+
+
 def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> bool:
     """Start the W&B run now (falling back to offline if the service is unreachable).
 
@@ -165,7 +184,7 @@ def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> bool:
     Returns False when W&B cannot start at all (the run goes on without it).
     """
     try:
-        experiment = logger.experiment
+        experiment = _experiment_waiting_for_id(logger)
     except Exception as exc:  # no network, service down, bad key: never block the run
         log.warning("W&B could not start online (%s); writing offline instead", exc)
         logger._wandb_init["mode"] = "offline"  # noqa: SLF001 — WandbLogger keeps its init kwargs here

@@ -364,8 +364,22 @@ def train(cfg: DictConfig) -> dict:
     return TrainingJob(cfg).run()
 
 
+def own_wandb_service() -> None:
+    """Forget a W&B service inherited from a parent process (``WANDB_SERVICE``).
+
+    W&B exports its service address to child processes. A training run that
+    shares its parent's service and is killed leaves its run id registered
+    there, so continuing the run (same id) would be refused as "in use".
+    Each ``aelab-train`` process therefore starts its own service; only done
+    while this process has not imported W&B itself.
+    """
+    if "wandb" not in sys.modules:
+        os.environ.pop("WANDB_SERVICE", None)
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """The Hydra task: skip completed sweep jobs, record failures, return the objective."""
+    own_wandb_service()
     multirun = is_multirun()
     run_dir = Path(str(cfg.paths.run_dir))
     previous = read_metrics(run_dir)

@@ -83,6 +83,7 @@ def run_train(make_cfg):
 def run_cli(args: list[str], cwd: Path, timeout: float = 600, tool: str = "aelab-train") -> subprocess.CompletedProcess:
     """Run an aelab console script in ``cwd`` and capture its output."""
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="200")
+    env.pop("WANDB_SERVICE", None)  # the pytest worker's own W&B service: a CLI run starts its own, like from a shell
     return subprocess.run(
         [str(BIN / tool), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -44,11 +45,30 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_offline_run(run_folder: Path) -> dict:
-    """Parse one ``offline-run-*`` folder into run info, config, history rows, summary and media."""
+def read_offline_run(run_folder: Path, wait_s: float = 30.0) -> dict:
+    """Parse one ``offline-run-*`` folder into run info, config, history rows, summary and media.
+
+    W&B's service process may still be flushing the log when ``finish()`` has
+    returned on a loaded machine: re-read until the exit record is there (or
+    ``wait_s`` has passed).
+    """
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = _parse_offline_run(Path(run_folder))
+            if info["exit_code"] is not None or time.monotonic() > deadline:
+                return info
+        except DecodeError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def _parse_offline_run(run_folder: Path) -> dict:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run_folder = Path(run_folder)
     (log_file,) = run_folder.glob("run-*.wandb")
     info: dict = {"history": [], "config": {}, "summary": {}, "exit_code": None}
     for raw in _records(log_file):
@@ -73,5 +93,5 @@ def read_offline_run(run_folder: Path) -> dict:
 
 
 def offline_runs(run_dir: Path) -> list[Path]:
-    """The offline W&B run folders under a run folder."""
-    return sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
+    """The offline W&B run folders under a run folder (those that hold a run log)."""
+    return sorted(p for p in (Path(run_dir) / "wandb").glob("offline-run-*") if any(p.glob("run-*.wandb")))

@@ -30,13 +30,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load`` a Lightning checkpoint; a missing, truncated or foreign file is a RunFolderError naming it."""
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` a Lightning checkpoint; a missing, truncated or foreign file is a RunFolderError naming it.
+
+    ``mmap=True`` maps the tensors instead of reading them: a cheap check that
+    the file is whole before Lightning loads it for real.
+    """
     path = Path(path)
     if not path.is_file():
         raise RunFolderError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as exc:  # truncated zip, unpickling error, EOF ...
         raise RunFolderError(
             f"checkpoint {path} is truncated or corrupt and cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "

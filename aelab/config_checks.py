@@ -311,13 +311,6 @@ def config_problems(cfg: DictConfig) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-LOCAL_DDP_MESSAGE_SHORT = (
-    "DDP jobs (trainer.devices x num_nodes > 1) cannot run inside a local multirun: Lightning would re-launch the "
-    "whole sweep from every process. Run each configuration as its own `aelab-train trainer=ddp ...`, sweep with one "
-    "process per job, or use hydra/launcher=submitit_slurm with hydra.launcher.tasks_per_node = trainer.devices."
-)
-
-
 def world_size(trainer: DictConfig | dict | None) -> int:
     """Processes the trainer config asks for (devices × nodes; 1 when it cannot be told)."""
     if not trainer:
@@ -330,6 +323,25 @@ def world_size(trainer: DictConfig | dict | None) -> int:
     else:
         n = 1  # "auto" or a string: leave it to Lightning
     return max(1, n) * max(1, int(trainer.get("num_nodes", 1) or 1))
+
+
+def local_ddp_sweep_problem(trainer: DictConfig | dict | None, launcher_target: str) -> str | None:
+    """Why a multirun job with this trainer cannot run under this Hydra launcher, or None.
+
+    Lightning starts DDP ranks by re-running the command line, ``-m`` included,
+    so only a launcher that starts the ranks itself (SLURM) can host DDP jobs.
+    """
+    n = world_size(trainer)
+    if n <= 1 or "SlurmLauncher" in launcher_target:
+        return None
+    name = (launcher_target.rsplit(".", 1)[-1].replace("Launcher", "").lower() or "basic") if launcher_target else "basic"
+    return (
+        f"a multirun (-m) with the {name} launcher cannot run DDP jobs (trainer.devices x num_nodes = {n}): "
+        "Lightning starts the extra DDP processes by re-running the command line, which would re-launch the whole sweep. "
+        "Instead: run each configuration as its own `aelab-train trainer=ddp ...` command; or sweep one process per job "
+        "(trainer=gpu / trainer=cpu, e.g. with hydra/launcher=joblib); or use hydra/launcher=submitit_slurm with "
+        f"hydra.launcher.tasks_per_node={n} (SLURM starts the DDP processes)."
+    )
 
 
 def output_problems(folder: str | Path, min_free_mb: float = 0) -> list[str]:

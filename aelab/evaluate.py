@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
 from aelab.errors import AelabError, ConfigError, RunFolderError, find_aelab_error
-from aelab.runs import METRICS_FILE, LoadedRun, find_run_dirs, load_run, now_iso, read_metrics, write_json_atomic
+from aelab.runs import METRICS_FILE, LoadedRun, find_run_dirs, load_run, now_iso, read_metrics, wandb_run_id, write_json_atomic
 
 log = logging.getLogger("aelab.eval")
 
@@ -161,15 +161,14 @@ def publish_eval(run: LoadedRun, metrics: dict, files: dict, loggers=None, step:
 
 def resume_wandb_and_log(run: LoadedRun, metrics: dict, images: dict[str, Path]) -> None:
     """If the run was tracked in W&B, resume that W&B run (same id and mode) and add the results."""
-    folders = sorted(p for p in (run.run_dir / "wandb").glob("*run-*-*") if p.is_dir())
-    if not folders:
+    run_id = wandb_run_id(run.run_dir)
+    if run_id is None:
         return
     import wandb
 
     from aelab.tracking import resolve_wandb_mode
 
     wandb_cfg = run.cfg.get("logger", {}).get("wandb") or {}
-    run_id = folders[-1].name.rsplit("-", 1)[-1]
     mode = resolve_wandb_mode(wandb_cfg.get("mode"))
     try:
         wb = wandb.init(id=run_id, resume="allow", project=wandb_cfg.get("project", "aelab"), entity=wandb_cfg.get("entity"),

@@ -26,7 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from aelab.config_checks import check_config, output_problems, world_size
+from aelab.config_checks import check_config, local_ddp_sweep_problem, output_problems
 from aelab.runs import METRICS_FILE, is_run_dir, now_iso, read_metrics, write_json_atomic
 
 log = logging.getLogger("aelab.sweep")
@@ -117,24 +117,6 @@ def _exit_on(problems: list[str]) -> None:
         raise SystemExit("aelab-train: error: " + "\n".join(problems))
 
 
-LOCAL_DDP_MESSAGE = (
-    "a multirun (-m) with the {launcher} launcher cannot run DDP jobs (trainer.devices x num_nodes = {n}): "
-    "Lightning starts the extra DDP processes by re-running the command line, which would re-launch the whole sweep. "
-    "Instead: run each configuration as its own `aelab-train trainer=ddp ...` command; or sweep one process per job "
-    "(trainer=gpu / trainer=cpu, e.g. with hydra/launcher=joblib); or use hydra/launcher=submitit_slurm with "
-    "hydra.launcher.tasks_per_node={n} (SLURM starts the DDP processes)."
-)
-
-
-def refuse_local_ddp_sweep(config: DictConfig) -> None:
-    """Exit when a local multirun would host multi-process (DDP) jobs."""
-    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-    n = world_size(config.get("trainer"))
-    if n > 1 and "SlurmLauncher" not in launcher:
-        name = (launcher.rsplit(".", 1)[-1] or "basic").replace("Launcher", "").lower() or "basic"
-        raise SystemExit("aelab-train: error: " + LOCAL_DDP_MESSAGE.format(launcher=name, n=n))
-
-
 class RunFolderCallback(Callback):
     """Unique run folders, resumable sweep folders, and the end-of-sweep summary."""
 
@@ -151,22 +133,28 @@ class RunFolderCallback(Callback):
             return  # an explicit folder: used as it is
         resume = config.get("resume")
         if resume not in (None, "auto", "never"):
-            run_dir = Path(str(resume)).expanduser().resolve()  # continue that run folder
-            if not is_run_dir(run_dir):
+            chosen = Path(str(resume)).expanduser().resolve()  # continue that run folder
+            if not is_run_dir(chosen):
                 raise SystemExit(f"aelab-train: error: resume={resume} is not an aelab run folder (no .hydra/config.yaml)")
         elif config.get("name"):
-            run_dir = Path(str(config.paths.output_dir)) / "runs" / str(config.name)  # the same name: the same folder
-        _exit_on(output_problems(run_dir.parent, _min_free_mb(config)))
-        if run_dir == Path(str(config.hydra.run.dir)) and not config.get("name"):
+            chosen = Path(str(config.paths.output_dir)) / "runs" / str(config.name)  # the same name: the same folder
+        else:
+            chosen = None  # a fresh, unique <time>_<model>_<data> folder
+        _exit_on(output_problems((chosen or run_dir).parent, _min_free_mb(config)))
+        if chosen is None:
             run_dir = _unique_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            run_dir = chosen
+            run_dir.mkdir(parents=True, exist_ok=True)
         with read_write(config.hydra.run), open_dict(config.hydra.run):
             config.hydra.run.dir = str(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
         check_config(config)  # the base config; each job's swept values are checked when it starts
-        refuse_local_ddp_sweep(config)
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+        problem = local_ddp_sweep_problem(config.get("trainer"), launcher)
+        _exit_on([problem] if problem else [])
         _exit_on(output_problems(Path(str(config.paths.output_dir)) / "sweeps", _min_free_mb(config)))
         overrides = [str(o) for o in config.hydra.overrides.task]
         sweeps_dir = Path(str(config.paths.output_dir)) / "sweeps"

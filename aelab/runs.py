@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -86,6 +87,22 @@ def read_metrics(run_dir: str | Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+_WANDB_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[a-z0-9]+)(?:-\d+)?$")
+
+
+def wandb_run_id(run_dir: str | Path) -> str | None:
+    """The W&B run id a run folder was tracked under: ``metrics.json``'s, else its newest ``wandb/*run-*`` folder's.
+
+    W&B names a run's folder ``[offline-]run-<date>_<time>-<id>``, adding ``-1``, ``-2`` ...
+    when a resumed run starts in the same second.
+    """
+    wandb_id = ((read_metrics(run_dir) or {}).get("wandb") or {}).get("id")
+    if wandb_id:
+        return str(wandb_id)
+    ids = [m["id"] for p in sorted((Path(run_dir) / "wandb").glob("*run-*")) if p.is_dir() and (m := _WANDB_FOLDER.match(p.name))]
+    return ids[-1] if ids else None
 
 
 def update_metrics(run_dir: str | Path, section: str, values: dict[str, Any]) -> dict:

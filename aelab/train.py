@@ -28,9 +28,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
-from aelab.config_checks import LOCAL_DDP_MESSAGE_SHORT, config_problems, world_size
+from aelab.config_checks import config_problems, local_ddp_sweep_problem, world_size
 from aelab.errors import ConfigError, find_aelab_error
-from aelab.runs import METRICS_FILE, now_iso, read_metrics, write_json_atomic
+from aelab.runs import METRICS_FILE, now_iso, read_metrics, wandb_run_id, write_json_atomic
 
 log = logging.getLogger("aelab.train")
 
@@ -182,7 +182,7 @@ class TrainingJob:
             if cfg.logger.wandb.get("group") is None:
                 wandb_extra["group"] = sweep_name()
             if self.resume_from is not None:  # the same W&B run continues (WandbLogger resumes with resume="allow")
-                self.wandb_id = previous_wandb_id(self.run_dir)
+                self.wandb_id = wandb_run_id(self.run_dir)
                 if self.wandb_id:
                     wandb_extra["id"] = self.wandb_id
         self.loggers = instantiate_group(cfg.get("logger"), **({"wandb": wandb_extra} if wandb_extra else {}))
@@ -236,7 +236,7 @@ class TrainingJob:
             path = Path(str(ckpt_path)).expanduser()
             if not path.is_file():
                 raise ConfigError(f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint such as <run>/checkpoints/last.ckpt")
-            load_checkpoint(path)
+            load_checkpoint(path, mmap=True)  # whole and readable? (Lightning reads it in fit)
             return path
         ckpt_dir = self.run_dir / "checkpoints"
         if str(self.cfg.get("resume", "auto")) == "never":
@@ -246,7 +246,7 @@ class TrainingJob:
             return None
         path = newest_resume_checkpoint(ckpt_dir)
         if path is not None:
-            load_checkpoint(path)  # a truncated file: a clear error naming it, before anything starts
+            load_checkpoint(path, mmap=True)  # a truncated file: a clear error naming it, before anything starts
         return path
 
     def after_test(self) -> None:
@@ -350,15 +350,6 @@ class TrainingJob:
         finish_wandb(self.loggers, flat, exit_code=exit_code)
 
 
-def previous_wandb_id(run_dir: Path) -> str | None:
-    """The W&B run id a run folder was tracked under (``metrics.json``, else its newest ``wandb/*run-*`` folder)."""
-    wandb_id = ((read_metrics(run_dir) or {}).get("wandb") or {}).get("id")
-    if wandb_id:
-        return str(wandb_id)
-    folders = sorted(p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir())
-    return folders[-1].name.rsplit("-", 1)[-1] if folders else None
-
-
 def train(cfg: DictConfig) -> dict:
     """Train, test and summarise the run described by ``cfg``; returns ``metrics.json``'s content."""
     return TrainingJob(cfg).run()
@@ -391,8 +382,10 @@ def run_job(cfg: DictConfig) -> float | None:
         problems, _ = config_problems(cfg)
         if problems:
             raise ConfigError("; ".join(problems))
-        if multirun and world_size(cfg.get("trainer")) > 1 and not os.environ.get("SLURM_JOB_ID"):
-            raise ConfigError(LOCAL_DDP_MESSAGE_SHORT)
+        launcher = str((HydraConfig.get().get("launcher") or {}).get("_target_", "")) if multirun else ""
+        problem = local_ddp_sweep_problem(cfg.get("trainer"), launcher) if multirun else None
+        if problem:
+            raise ConfigError(problem)
         summary = job.run()
         return (summary.get("objective") or {}).get("value")
     except (KeyboardInterrupt, SystemExit) as exc:

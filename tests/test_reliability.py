@@ -96,3 +96,14 @@ def test_nonfinite_batches_can_be_skipped(cli, tmp_path):
     assert data["final"]["train/skipped_batches"] >= 1
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_wandb_run_id_is_found_in_metrics_or_in_the_folder_names(tmp_path):
+    from aelab.runs import wandb_run_id, write_json_atomic
+
+    assert wandb_run_id(tmp_path) is None
+    for name in ("offline-run-20261123_051528-u8bsiv6v", "offline-run-20261123_051544-u8bsiv6v-1", "latest-run"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    assert wandb_run_id(tmp_path) == "u8bsiv6v"  # a resume in the same second adds "-1": not the id
+    write_json_atomic(tmp_path / "metrics.json", {"wandb": {"id": "abc123"}})
+    assert wandb_run_id(tmp_path) == "abc123"

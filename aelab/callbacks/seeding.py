@@ -8,10 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-
-def step_seed(seed: int, epoch: int, batch_idx: int, rank: int = 0) -> int:
-    """The seed of training batch ``batch_idx`` of epoch ``epoch`` on DDP rank ``rank``."""
-    return (int(seed) * 1_000_003 + int(epoch) * 100_003 + int(batch_idx) * 101 + int(rank)) % 2**32
+from aelab.seeds import step_seed
 
 
 class StepSeeding(L.Callback):

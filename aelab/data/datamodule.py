@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from aelab.data.sources import SOURCES, ImageSet, load_file_source
 from aelab.data.sprites import factor_names, make_sprites
 from aelab.errors import ConfigError
+from aelab.seeds import step_seed
 
 log = logging.getLogger(__name__)
 
@@ -393,8 +394,6 @@ class ImageDataModule(L.LightningDataModule):
         training = trainer is not None and trainer.training
         if not (training and self.binarize == "dynamic"):
             return to_float_batch(batch)
-        from aelab.callbacks.seeding import step_seed
-
         batch_number = trainer.fit_loop.epoch_loop.batch_progress.current.ready
         seed = step_seed(self.seed + 7, trainer.current_epoch, batch_number, trainer.global_rank)
         generator = torch.Generator(device=batch["image"].device).manual_seed(seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,24 +9,19 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from aelab.errors import RunFolderError
+from aelab.files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, writing to a temporary name and renaming.
 
-    A run killed while saving leaves the previous checkpoint intact (plus a
-    stray ``.*.tmp-*`` file), never a truncated ``last.ckpt``.
+    A run killed while saving leaves the previous checkpoint intact, never a
+    truncated ``last.ckpt``.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import pandas as pd
 from aelab.analysis.plots import curves_figure, denoise_figure, metric_figures, variant_keys, variant_name, x_key
 from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records, with_group_means
 from aelab.errors import AelabError, RunFolderError
-from aelab.runs import atomic_path, write_text_atomic
+from aelab.files import atomic_path, write_text_atomic
 
 log = logging.getLogger("aelab.compare")
 

@@ -1,19 +1,23 @@
-"""Checks of a composed config before anything is built: schemas, ranges, writable outputs.
+"""Checks of a composed config before anything is built, derived from the components' own signatures.
 
-Everything here is plain Python and OmegaConf (no torch), so ``aelab-train``
-refuses a bad config in about a second, before it creates a run folder.
+Every component in a config names its class or function by ``_target_``; the
+signature of that callable — its parameters, their annotated types and ranges
+(:mod:`aelab.constraints`) — is the one declaration of what the component
+accepts. :mod:`aelab.signatures` reads those signatures from source without
+importing torch or Lightning, so ``aelab-train`` refuses a bad config in about
+a second, before it creates a run folder:
 
-* **Schemas** — dataclasses for the ``data``, ``noise``, ``trainer`` groups
-  and the model keys every variant shares. A misspelt key or a wrong type
-  is reported with the key and the accepted keys or type.
-* **Ranges** — negative σ, probabilities outside [0, 1], a bottleneck ≤ 0,
-  unknown choices, ... are reported with the accepted values; a bottleneck
-  that does not compress is a warning.
-* **Outputs** — the output folder must be writable and its disk must have
-  ``paths.min_free_mb`` free.
+* a key the component does not take (misspelt, or added with ``+``), with
+  "did you mean" and the accepted keys — at any depth (``model.encoder.*``,
+  ``model.optimizer.*`` against ``torch.optim.Adam``, ``trainer.*`` against
+  Lightning's own ``Trainer``, callbacks, loggers, evaluation tasks);
+* a value of the wrong type, outside its range or not among its choices;
+* an evaluation task the model or data cannot serve (its ``needs``);
+* top-level keys against :class:`aelab.train.TrainOptions`, and the output
+  folder (writable, ``paths.min_free_mb`` free).
 
-:func:`config_problems` returns every problem at once; the entry points
-print them and exit.
+:func:`config_problems` returns every problem at once; :func:`check_config`
+prints them and exits.
 """
 
 from __future__ import annotations
@@ -22,293 +26,214 @@ import difflib
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from aelab.constraints import value_problems
+from aelab.signatures import Signature, _spec_locations, signature
 
 log = logging.getLogger("aelab.config")
 
-DATASET_INPUT_SIZES = {"fashion_mnist": 28 * 28, "mnist": 28 * 28, "cifar10": 3 * 32 * 32}
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "transformer-engine")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+#: the top-level groups whose entries are components (each with a _target_)
+COMPONENT_DICTS = ("callbacks", "logger", "eval")
+#: the top-level groups that are one component each
+COMPONENTS = ("data", "noise", "model", "trainer")
+TOP_OPTIONS = "aelab.train.TrainOptions"
 RESUME_MODES = ("auto", "never")
-NONFINITE_POLICIES = ("stop", "skip")
 
 
-# ----------------------------------------------------------------------------- schemas
-@dataclass
-class DataSchema:
-    """``data`` group: aelab.data.ImageDataModule's arguments."""
-
-    _target_: str = "aelab.data.ImageDataModule"
-    dataset: str = "fashion_mnist"
-    root: Optional[str] = None
-    download: bool = True
-    batch_size: int = 256
-    eval_batch_size: Optional[int] = None
-    val_size: int = 5000
-    seed: int = 0
-    limit_train: Optional[int] = None
-    limit_val: Optional[int] = None
-    limit_test: Optional[int] = None
-    normal_class: Optional[int] = None
-    binarize: str = "none"
-    shuffle: bool = True
-    drop_last: bool = False
-    image_size: Any = None
-    channels: Optional[int] = None
-    num_train: Optional[int] = None
-    num_test: Optional[int] = None
-    sprites_seed: int = 0
-    device: str = "auto"
+def _value(node: DictConfig, key: str) -> Any:
+    """The resolved value of ``node[key]``; a sentinel when it is an interpolation that cannot be resolved here."""
+    try:
+        value = OmegaConf.select(node, key, throw_on_missing=False)
+    except OmegaConfBaseException:
+        return _UNRESOLVED
+    if isinstance(value, (DictConfig, ListConfig)):
+        try:
+            return OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+        except OmegaConfBaseException:
+            return _UNRESOLVED
+    return value
 
 
-@dataclass
-class NoiseSchema:
-    """``noise`` group: one corruption (only the keys of the chosen one are present)."""
-
-    _target_: str = "aelab.data.noise.NoCorruption"
-    sigma: Optional[float] = None
-    clip: Optional[bool] = None
-    p: Optional[float] = None
-    salt_fraction: Optional[float] = None
+_UNRESOLVED = object()
 
 
-@dataclass
-class ModelCommonSchema:
-    """The ``model`` keys that every variant shares (variant-specific keys are checked by Hydra's struct mode)."""
-
-    _target_: str = "aelab.models.Autoencoder"
-    bottleneck: int = 32
-    monitor: str = "val/recon_loss"
-    monitor_mode: str = "min"
-    eval_seed: int = 12345
-
-
-@dataclass
-class TrainerSchema:
-    """``trainer`` group: the Lightning Trainer arguments aelab's configs set."""
-
-    _target_: str = "lightning.pytorch.Trainer"
-    default_root_dir: Optional[str] = None
-    max_epochs: int = 10
-    max_steps: int = -1
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: Any = "auto"
-    sync_batchnorm: bool = False
-    precision: Any = "32-true"
-    log_every_n_steps: int = 50
-    check_val_every_n_epoch: int = 1
-    num_sanity_val_steps: int = 1
-    gradient_clip_val: Optional[float] = None
-    deterministic: Any = False
-    benchmark: bool = False
-    enable_model_summary: bool = True
-    limit_train_batches: Any = None
-    limit_val_batches: Any = None
-    limit_test_batches: Any = None
-    use_distributed_sampler: bool = False
-    overfit_batches: Any = 0.0
-    fast_dev_run: Any = False
-    accumulate_grad_batches: int = 1
-    val_check_interval: Any = None
-    detect_anomaly: bool = False
-    plugins: Any = None
+def _unknown_key(path: str, key: str, sig: Signature) -> str:
+    """"<path>.<key> is not an option of <path>; did you mean ...? <target> takes: ..." (top level: path "")."""
+    options = [name for name in sig.params if not name.startswith("_")]
+    close = difflib.get_close_matches(key, options, n=1)
+    prefix = f"{path}." if path else ""
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    if not path:
+        return f"{key} is not a top-level option of aelab-train{hint} The top-level options are: {', '.join(options)}"
+    return f"{prefix}{key} is not an option of {path}{hint} ({sig.target} takes: {', '.join(options)})"
 
 
-@dataclass
-class TopSchema:
-    """The top-level keys of ``config.yaml`` that are checked by type."""
-
-    seed: int = 0
-    test: bool = True
-    test_ckpt: str = "best"
-    threads: Optional[int] = None
-    compile: bool = False
-    resume: str = "auto"
-    name: Optional[str] = None
-    nonfinite_loss: str = "stop"
-    tags: list = field(default_factory=list)
+def _target_problem(path: str, target: str) -> str | None:
+    top = target.split(".")[0]
+    if _spec_locations(top) == (None, []):
+        return (f"{path}._target_={target} cannot be imported: no module {top!r} on the Python path "
+                "(install the package, or add its folder to PYTHONPATH)")
+    return None
 
 
-def _node(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+def node_problems(node: Any, path: str, target: str | None = None) -> list[str]:
+    """Problems of a component config ``node`` (at ``path``) against its ``_target_``'s signature, recursively."""
+    if not isinstance(node, DictConfig):
+        return [f"{path} must be a mapping of options (got {node!r})"]
+    target = str(node.get("_target_")) if "_target_" in node else target
+    if target is None:
+        return []
+    missing = _target_problem(path, target)
+    if missing:
+        return [missing]
+    sig = signature(target)
+    if not sig.known:
+        return []
+    problems: list[str] = []
+    for key in node.keys():
+        key = str(key)
+        if key in HYDRA_KEYS:
+            continue
+        param = sig.params.get(key)
+        if param is None:
+            if not sig.var_keyword:
+                problems.append(_unknown_key(path, key, sig))
+            continue
+        value = _value(node, key)
+        if value is _UNRESOLVED:
+            continue
+        if isinstance(value, DictConfig) and "_target_" in value:
+            problems += node_problems(value, f"{path}.{key}")
+            continue
+        if isinstance(value, DictConfig) and param.type.kind == "class":
+            nested = signature(param.type.name)
+            if nested.is_dataclass:
+                problems += node_problems(value, f"{path}.{key}", param.type.name)
+                continue
+        if isinstance(value, DictConfig) and param.type.kind in ("any", "dict", "class"):
+            continue
+        problems += value_problems(f"{path}.{key}", value, param.type)
+    return problems
 
 
-def _schema_problems(group: str, node: Any, schema: type, only_known: bool = False) -> list[str]:
-    """Merge ``node`` into ``schema``; one message per unknown key or wrong type."""
+def _dict_of_components(group: str, node: Any) -> list[str]:
     if node is None:
         return []
     if not isinstance(node, DictConfig):
-        return [f"{group} must be a mapping of options (got {node!r})"]
-    known = [f.name for f in fields(schema)]
+        return [f"{group} must be a mapping of components (got {node!r})"]
     problems = []
-    for key in list(node.keys()):
+    for name in node.keys():
+        child = node.get(name)
+        if child is None:
+            continue
+        if not isinstance(child, DictConfig) or "_target_" not in child:
+            what = "an evaluation task" if group == "eval" else f"a {group} entry"
+            problems.append(f"{group}.{name} is not {what} with a _target_ (got {child!r}); "
+                            + ("select tasks with eval=[name,...]" if group == "eval" else f"set {group}.{name}._target_"))
+            continue
+        problems += node_problems(child, f"{group}.{name}")
+    return problems
+
+
+def _eval_needs(cfg: DictConfig) -> list[str]:
+    """Evaluation tasks the model or the data cannot serve, from the tasks' declared ``needs``."""
+    tasks = cfg.get("eval")
+    model, data = cfg.get("model"), cfg.get("data")
+    if not isinstance(tasks, DictConfig) or not isinstance(model, DictConfig) or "_target_" not in model:
+        return []
+    model_sig = signature(str(model._target_))
+    features = tuple(model_sig.attrs.get("features", ()) or ())
+    data_sig = signature(str(data._target_)) if isinstance(data, DictConfig) and "_target_" in data else None
+    problems = []
+    for name in tasks.keys():
+        task = tasks.get(name)
+        if not isinstance(task, DictConfig) or "_target_" not in task:
+            continue
+        sig = signature(str(task._target_))
+        needs = list(sig.attrs.get("needs", ()) or ())
+        for option, by_value in (sig.attrs.get("needs_when") or {}).items():
+            value = _value(task, option) if option in task else sig.params.get(option).default if option in sig.params else None
+            values = value if isinstance(value, (list, tuple)) else [value]
+            needs += [need for v, need in by_value.items() if v in values]
+        for need in needs:
+            if need == "one_class":
+                if (data is None or data.get("normal_class") is None) and task.get("normal_class") is None:
+                    problems.append(f"eval.{name} needs a one-class run: set data.normal_class=k (or eval.{name}.normal_class=k)")
+            elif need == "labels":
+                if data_sig is not None and data_sig.attrs.get("has_labels", True) is False:
+                    problems.append(f"eval.{name} needs class labels, and {data._target_} has none")
+            elif need == "factors":
+                if data_sig is not None and not data_sig.attrs.get("has_factors", False):
+                    problems.append(f"eval.{name} needs a dataset with known generating factors (such as data=sprites)")
+            elif model_sig.known and need not in features:
+                problems.append(f"eval.{name} needs a model with '{need}' (a VAE); model {model._target_} offers "
+                                f"{list(features) or 'none of these'}")
+    return problems
+
+
+def _top_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    problems = []
+    sig = signature(TOP_OPTIONS)
+    added = {str(o).split("=", 1)[0][1:] for o in overrides if str(o).startswith("+") and "." not in str(o).split("=", 1)[0]}
+    for key in cfg.keys():
         key = str(key)
-        if key not in known:
-            if only_known:
-                continue
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {group}.{close[0]}?" if close else ""
-            problems.append(f"{group}.{key} is not an option of {group}{hint} The options are: {', '.join(k for k in known if k != '_target_')}")
+        if key == "hydra":
             continue
-        try:
-            value = OmegaConf.select(node, key, throw_on_missing=False)
-        except OmegaConfBaseException:  # an interpolation resolved later (e.g. ${hydra:runtime.output_dir})
+        if key not in sig.params:
+            if key in added:
+                problems.append(_unknown_key("", key, sig))
             continue
-        try:
-            OmegaConf.merge(OmegaConf.structured(schema), {key: value})
-        except (ValidationError, ConfigKeyError) as exc:
-            expected = next(f.type for f in fields(schema) if f.name == key)
-            expected = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
-            problems.append(f"{group}.{key}={value!r} has the wrong type: expected {expected} ({str(exc).splitlines()[0]})")
-    return problems
-
-
-# ------------------------------------------------------------------------------ ranges
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _data_problems(data: DictConfig) -> list[str]:
-    problems = []
-    datasets = sorted(DATASET_INPUT_SIZES) + ["sprites"]
-    if data.get("dataset") not in datasets:
-        problems.append(f"unknown dataset data.dataset={data.get('dataset')!r}; choose one of {datasets}")
-    for key in ("batch_size", "val_size"):
-        if key in data and not _positive_int(data.get(key)):
-            problems.append(f"data.{key} must be a positive integer (got {data.get(key)!r})")
-    for key in ("eval_batch_size", "limit_train", "limit_val", "limit_test", "num_train", "num_test"):
-        value = data.get(key)
-        if value is not None and not _positive_int(value):
-            problems.append(f"data.{key} must be a positive integer or null (got {value!r})")
-    if data.get("binarize", "none") not in ("none", "dynamic", "fixed"):
-        problems.append(f"data.binarize={data.get('binarize')!r} is not one of ['none', 'dynamic', 'fixed']")
-    if data.get("device", "auto") not in ("auto", "cpu"):
-        problems.append(f"data.device={data.get('device')!r} is not one of ['auto', 'cpu']")
-    normal = data.get("normal_class")
-    if normal is not None and (not isinstance(normal, int) or normal < 0):
-        problems.append(f"data.normal_class must be a class index >= 0 or null (got {normal!r})")
-    channels = data.get("channels")
-    if channels is not None and channels not in (1, 3):
-        problems.append(f"data.channels must be 1 or 3 (got {channels!r})")
-    return problems
-
-
-def _noise_problems(noise: DictConfig) -> list[str]:
-    problems = []
-    sigma = noise.get("sigma")
-    if sigma is not None and not sigma >= 0:
-        problems.append(f"noise.sigma is a standard deviation and must be >= 0 (got {sigma})")
-    for key in ("p", "salt_fraction"):
-        value = noise.get(key)
-        if value is not None and not 0 <= value <= 1:
-            problems.append(f"noise.{key} is a probability and must lie in [0, 1] (got {value})")
-    return problems
-
-
-def input_size(data: DictConfig) -> int | None:
-    """Values per image of the configured dataset (``None`` when it cannot be told)."""
-    if data.get("dataset") == "sprites":
-        size = data.get("image_size") or 28
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return int(h) * int(w) * int(data.get("channels") or 1)
-    return DATASET_INPUT_SIZES.get(str(data.get("dataset")))
-
-
-def _model_problems(model: DictConfig, data: DictConfig | None, noise: DictConfig | None) -> tuple[list[str], list[str]]:
-    problems, warnings = [], []
-    bottleneck = model.get("bottleneck")
-    if not _positive_int(bottleneck):
-        problems.append(f"model.bottleneck is the size of the code and must be a positive integer (got {bottleneck!r})")
-    elif data is not None:
-        size = input_size(data)
-        regularised = model.get("sparse") or model.get("contractive") or (
-            noise is not None and "NoCorruption" not in str(noise.get("_target_", "NoCorruption")))
-        if size is not None and bottleneck >= size and not regularised:
-            warnings.append(
-                f"model.bottleneck={bottleneck} is not smaller than the input ({size} values per image): "
-                "without a sparsity/contractive penalty or a corruption the autoencoder can learn the identity"
-            )
-    if model.get("monitor_mode", "min") not in ("min", "max"):
-        problems.append(f"model.monitor_mode={model.get('monitor_mode')!r} is not one of ['min', 'max']")
-    for key, choices in (("loss", ("mse", "bce")), ("likelihood", ("bernoulli", "gaussian")),
-                         ("output_activation", ("sigmoid", "identity"))):
-        if key in model and model.get(key) not in choices:
-            problems.append(f"model.{key}={model.get(key)!r} is not one of {list(choices)}")
-    decoder = model.get("decoder") or {}
-    encoder = model.get("encoder") or {}
-    if "upsample" in decoder and decoder.get("upsample") not in ("transpose", "nearest", "bilinear", "unpool"):
-        problems.append(f"model.decoder.upsample={decoder.get('upsample')!r} is not one of ['transpose', 'nearest', 'bilinear', 'unpool']")
-    if "downsample" in encoder and encoder.get("downsample") not in ("stride", "pool"):
-        problems.append(f"model.encoder.downsample={encoder.get('downsample')!r} is not one of ['stride', 'pool']")
-    for key in ("beta", "free_bits", "kl_warmup_steps"):
-        value = model.get(key)
-        if value is not None and not value >= 0:
-            problems.append(f"model.{key} must be >= 0 (got {value})")
-    lr = OmegaConf.select(model, "optimizer.lr", default=None)
-    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-        problems.append(f"model.optimizer.lr must be a positive number (got {lr!r})")
-    return problems, warnings
-
-
-def _trainer_problems(trainer: DictConfig) -> list[str]:
-    problems = []
-    precision = str(trainer.get("precision", "32-true"))
-    if precision not in PRECISIONS:
-        problems.append(f"trainer.precision={precision!r} is not one of {list(PRECISIONS[:6])}")
-    if str(trainer.get("accelerator", "auto")) not in ACCELERATORS:
-        problems.append(f"trainer.accelerator={trainer.get('accelerator')!r} is not one of {list(ACCELERATORS[:5])}")
-    max_epochs = trainer.get("max_epochs")
-    if max_epochs is not None and not (isinstance(max_epochs, int) and (max_epochs >= 1 or max_epochs == -1)):
-        problems.append(f"trainer.max_epochs must be a positive integer, or -1 for no limit (got {max_epochs!r})")
-    return problems
-
-
-def _top_problems(cfg: DictConfig) -> list[str]:
-    problems = []
+        if key in COMPONENTS or key in COMPONENT_DICTS:
+            continue
+        value = _value(cfg, key)
+        if value is _UNRESOLVED:
+            continue
+        param = sig.params[key]
+        if isinstance(value, DictConfig) and param.type.kind == "class":
+            problems += node_problems(value, key, param.type.name)
+        else:
+            problems += value_problems(key, value, param.type)
     resume = cfg.get("resume", "auto")
-    if resume not in RESUME_MODES and not (isinstance(resume, str) and Path(resume).expanduser().is_dir()):
+    if isinstance(resume, str) and resume not in RESUME_MODES and not Path(resume).expanduser().is_dir():
         problems.append(f"resume={resume!r} must be auto, never, or an existing run folder to continue")
-    if cfg.get("nonfinite_loss", "stop") not in NONFINITE_POLICIES:
-        problems.append(f"nonfinite_loss={cfg.get('nonfinite_loss')!r} is not one of {list(NONFINITE_POLICIES)}")
-    if cfg.get("test_ckpt", "best") not in ("best", "last"):
-        problems.append(f"test_ckpt={cfg.get('test_ckpt')!r} must be best or last")
     name = cfg.get("name")
     if name is not None and (not str(name) or "/" in str(name) or str(name) in (".", "..")):
         problems.append(f"name={name!r} must be a plain folder name (no '/')")
     return problems
 
 
-def config_problems(cfg: DictConfig) -> tuple[list[str], list[str]]:
+def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[list[str], list[str]]:
     """Every problem of the composed ``cfg`` (errors) and the warnings, without building anything."""
-    problems: list[str] = []
-    problems += _schema_problems("config", cfg, TopSchema, only_known=True)
-    data, noise, model, trainer = (_node(cfg, k) for k in ("data", "noise", "model", "trainer"))
-    problems += _schema_problems("data", data, DataSchema)
-    problems += _schema_problems("noise", noise, NoiseSchema)
-    problems += _schema_problems("model", model, ModelCommonSchema, only_known=True)
-    problems += _schema_problems("trainer", trainer, TrainerSchema)
-    warnings: list[str] = []
-    if problems:  # the range checks below assume the right types
-        return problems, warnings
-    problems += _top_problems(cfg)
-    if isinstance(data, DictConfig):
-        problems += _data_problems(data)
-    if isinstance(noise, DictConfig):
-        problems += _noise_problems(noise)
-    if isinstance(model, DictConfig):
-        more, warnings = _model_problems(model, data if isinstance(data, DictConfig) else None,
-                                         noise if isinstance(noise, DictConfig) else None)
-        problems += more
-    if isinstance(trainer, DictConfig):
-        problems += _trainer_problems(trainer)
-    return problems, warnings
+    if overrides is None:
+        overrides = _task_overrides(cfg)
+    problems = _top_problems(cfg, overrides)
+    for group in COMPONENTS:
+        if cfg.get(group) is not None:
+            problems += node_problems(cfg.get(group), group)
+    for group in COMPONENT_DICTS:
+        problems += _dict_of_components(group, cfg.get(group))
+    if not problems:
+        problems += _eval_needs(cfg)
+    return problems, []
+
+
+def _task_overrides(cfg: DictConfig) -> list[str]:
+    hydra_node = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
+    if hydra_node is not None:
+        task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
+        return [str(o) for o in (OmegaConf.to_container(task, resolve=False) if task is not None else [])]
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    except Exception:  # noqa: BLE001 — no Hydra context (a notebook)
+        return []
 
 
 def world_size(trainer: DictConfig | dict | None) -> int:
@@ -370,8 +295,16 @@ def output_problems(folder: str | Path, min_free_mb: float = 0) -> list[str]:
 
 
 def check_config(cfg: DictConfig, tool: str = "aelab-train") -> None:
-    """Log the warnings of ``cfg`` and exit with all its problems listed, if it has any."""
-    problems, warnings = config_problems(cfg)
+    """Log the warnings of ``cfg`` and exit with all its problems listed, if it has any.
+
+    A fault of the check itself is logged and the run goes on (the constructors check again).
+    """
+    try:
+        problems, warnings = config_problems(cfg)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the early config check failed (%s: %s); the components check their options when they are built",
+                    type(exc).__name__, exc)
+        return
     for warning in warnings:
         log.warning("%s", warning)
     if problems:

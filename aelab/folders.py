@@ -27,7 +27,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from aelab.config_checks import check_config, local_ddp_sweep_problem, output_problems
-from aelab.runs import METRICS_FILE, is_run_dir, now_iso, read_metrics, write_json_atomic
+from aelab.files import write_json_atomic
+from aelab.record import METRICS_FILE, RunRecord, now_iso
+from aelab.runs import is_run_dir
 
 log = logging.getLogger("aelab.sweep")
 
@@ -92,7 +94,7 @@ def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, A
     groups: dict[str, list[dict[str, Any]]] = {"completed": [], "failed": [], "skipped": [], "missing": []}
     for cfg_file in sorted(sweep_dir.glob("**/.hydra/config.yaml")):
         job = cfg_file.parent.parent
-        metrics = read_metrics(job)
+        metrics = RunRecord.read(job)
         name = str(job.relative_to(sweep_dir))
         if metrics is None:
             groups["missing"].append({"job": name, "reason": f"no {METRICS_FILE} (killed before it was written?)"})

@@ -1,9 +1,13 @@
-"""Experiment tracking helpers: a W&B logger that never waits for a login.
+"""Experiment tracking: the loggers of a run, set up, fed and finished in one place.
 
 ``wandb_logger`` is the ``_target_`` of ``logger=wandb``. It runs W&B offline
 (files in ``<run>/wandb``, uploaded later with ``wandb sync``) whenever
 ``WANDB_MODE=offline`` is set or no API key is configured, and falls back to
 offline when the W&B service cannot be reached in ``init_timeout`` seconds.
+:func:`start_loggers` starts them for a run (W&B summaries from the metric
+infos, the config as hyperparameters), :func:`publish_evaluation` sends
+evaluation results to them (or, after training, to the run's own W&B run),
+:func:`finish_loggers` flushes and closes them.
 """
 
 from __future__ import annotations
@@ -200,6 +204,72 @@ def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> bool:
     except Exception as exc:  # noqa: BLE001
         log.warning("W&B define_metric failed (%s); dashboards show the last values only", exc)
     return True
+
+
+def start_loggers(loggers: list[Logger], params: dict[str, Any], summaries: dict[str, str]) -> tuple[list[Logger], str | None]:
+    """Start every logger of a run (rank 0): W&B first, with ``summaries`` (metric → min/max/last), then the config.
+
+    Returns the loggers that started (W&B that cannot start at all is dropped) and the W&B run id.
+    """
+    kept, wandb_id = [], None
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            if not start_wandb(logger, summaries):
+                continue
+            wandb_id = logger.experiment.id
+        logger.log_hyperparams(params)
+        kept.append(logger)
+    return kept, wandb_id
+
+
+def publish_evaluation(loggers: Iterable[Logger], metrics: dict[str, Any], images: dict[str, Path], step: int) -> None:
+    """Send evaluation results to a run's open loggers: numbers as metrics (and W&B summary), PNGs as W&B images."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    for logger in loggers:
+        logger.log_metrics(numbers, step=step)
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001
+            import wandb
+
+            try:
+                logger.experiment.summary.update(metrics)
+                logger.experiment.log({f"eval_images/{k}": wandb.Image(str(p)) for k, p in images.items()})
+            except Exception as exc:  # noqa: BLE001 — the results are in metrics.json already
+                log.warning("W&B did not take the evaluation results (%s)", exc)
+
+
+def publish_to_wandb_run(run_dir: Path, wandb_cfg: dict | None, run_id: str, metrics: dict[str, Any], images: dict[str, Path]) -> None:
+    """Resume a finished run's W&B run (same id and mode) and add evaluation results to it."""
+    import wandb
+
+    wandb_cfg = wandb_cfg or {}
+    mode = resolve_wandb_mode(wandb_cfg.get("mode"))
+    try:
+        wb = wandb.init(id=run_id, resume="allow", project=wandb_cfg.get("project", "aelab"), entity=wandb_cfg.get("entity"),
+                        dir=str(run_dir), mode=mode, settings=wandb.Settings(init_timeout=60, console="off"))
+    except Exception as exc:  # never lose the results already written to metrics.json
+        log.warning("W&B run %s not updated (%s); the results are in metrics.json", run_id, exc)
+        return
+    wb.summary.update(metrics)
+    if images:
+        wb.log({f"eval_images/{k}": wandb.Image(str(p)) for k, p in images.items()})
+    wb.finish()
+
+
+def finish_loggers(loggers: Iterable[Logger], summary: dict[str, Any], exit_code: int) -> None:
+    """Flush every logger; finish the W&B run (``best/*``, ``eval/*`` and the run facts into its summary)."""
+    flat = {f"best/{k}": v for k, v in (summary.get("best") or {}).items()}
+    flat.update({k: v for k, v in (summary.get("final") or {}).items() if k.startswith("eval/")})
+    for key in ("status", "error", "params", "bottleneck", "wall_time_s", "epochs"):
+        if key in summary:
+            flat[key] = summary[key]
+    if summary.get("metric_info"):
+        flat["metric_info"] = summary["metric_info"]
+    for logger in loggers:
+        try:
+            logger.save()
+        except Exception:  # noqa: BLE001
+            pass
+    finish_wandb(loggers, flat, exit_code=exit_code)
 
 
 def finish_wandb(loggers: Iterable[Logger], summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:

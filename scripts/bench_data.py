@@ -26,9 +26,9 @@ import torch
 
 def torchvision_root(tmp: Path) -> Path:
     """Lay out the Fashion-MNIST IDX files where torchvision looks (uncompressed, no MD5 check)."""
-    from aelab.data.sources import SOURCES
+    from aelab.data import FashionMNIST
 
-    folder, _ = SOURCES["fashion_mnist"].find_folder(Path("data"))
+    folder, _ = FashionMNIST.source.find_folder(Path("data"))
     if folder is None:
         raise SystemExit("Fashion-MNIST not found: run `make data` (or apt-get install dataset-fashion-mnist)")
     raw = tmp / "FashionMNIST" / "raw"
@@ -70,9 +70,9 @@ def main() -> None:
     from torchvision.datasets import FashionMNIST
     from torchvision.transforms import ToTensor
 
-    from aelab.data import ImageDataModule, to_float_batch
+    from aelab.data import FashionMNIST, to_float_batch
 
-    dm = ImageDataModule("fashion_mnist", root="data", download=False, batch_size=args.batch_size)
+    dm = FashionMNIST(root="data", download=False, batch_size=args.batch_size)
     dm.setup()
     with tempfile.TemporaryDirectory() as tmp:
         tv_set = FashionMNIST(str(torchvision_root(Path(tmp))), train=True, transform=ToTensor())

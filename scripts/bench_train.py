@@ -50,9 +50,9 @@ def make_model(net: str, seed: int = 0):
 
 
 def load_datamodule(batch: int):
-    from aelab.data import ImageDataModule
+    from aelab.data import FashionMNIST
 
-    dm = ImageDataModule("fashion_mnist", root="data", download=False, batch_size=batch)
+    dm = FashionMNIST(root="data", download=False, batch_size=batch)
     dm.prepare_data()
     dm.setup()
     return dm

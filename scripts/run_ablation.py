@@ -102,7 +102,7 @@ def ablation_metrics(sweep_dir: Path) -> list[str] | None:
     """The metric columns the experiment config names (``ablation.metrics``), those present."""
     from omegaconf import OmegaConf
 
-    from aelab.runs import read_metrics
+    from aelab.record import RunRecord
 
     configs = sorted(sweep_dir.glob("*/.hydra/config.yaml"))
     if not configs:
@@ -110,7 +110,8 @@ def ablation_metrics(sweep_dir: Path) -> list[str] | None:
     wanted = list(OmegaConf.load(configs[0]).get("ablation", {}).get("metrics") or [])
     present = set()
     for cfg in configs:
-        data = read_metrics(cfg.parent.parent) or {}
+        record = RunRecord.read(cfg.parent.parent)
+        data = record.data if record else {}
         present |= set(data.get("final", {})) | {"params", "wall_time_s"}
     return [m for m in wanted if m in present] or None
 

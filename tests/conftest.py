@@ -73,9 +73,10 @@ def run_train(make_cfg):
     def runner(*overrides: str, name: str = "run", tiny: bool = True):
         cfg = make_cfg(*overrides, name=name, tiny=tiny)
         run_job(cfg)
-        from aelab.runs import read_metrics
+        from aelab.record import RunRecord
 
-        return read_metrics(cfg.paths.run_dir), Path(cfg.paths.run_dir)
+        record = RunRecord.read(cfg.paths.run_dir)
+        return (record.data if record else None), Path(cfg.paths.run_dir)
 
     return runner
 

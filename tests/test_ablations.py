@@ -36,7 +36,7 @@ def test_quick_linear_vs_pca_the_linear_autoencoder_approaches_pca(tmp_path):
         assert 0.99 < ratio < 1.1, (name, ratio)  # never below exact PCA, and within 10 % of it
     # and a conv autoencoder beats PCA at bottleneck 32 (the next ablation's claim), on that ablation's quick budget
     result = run_cli(["model=conv", "model.bottleneck=32", "data.limit_train=30000", "trainer.max_epochs=4", "model.optimizer.lr=2e-3",
-                      "eval.tasks=[pca]", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'conv32'}"], tmp_path)
+                      "eval=[pca]", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'conv32'}"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     conv = json.loads((tmp_path / "conv32" / "metrics.json").read_text())["final"]
     assert conv["eval/model_test_mse"] < conv["eval/pca_recon_loss"], conv

@@ -4,11 +4,11 @@
 import pytest
 import torch
 
-from aelab.data import ImageDataModule, to_float_batch
+from aelab.data import MNIST, FashionMNIST, Sprites, to_float_batch
 from aelab.errors import ConfigError, DatasetNotFoundError
 from conftest import needs_fashion_mnist
 
-SPRITES = dict(dataset="sprites", num_train=600, num_test=200, val_size=100)
+SPRITES = dict(num_train=600, num_test=200, val_size=100)
 
 
 def ids(dm, split):
@@ -16,27 +16,27 @@ def ids(dm, split):
 
 
 def test_splits_are_disjoint_deterministic_and_sized():
-    dm = ImageDataModule(**SPRITES, seed=1)
+    dm = Sprites(**SPRITES, seed=1)
     dm.setup()
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [500, 100, 200]
     assert not ids(dm, "train") & ids(dm, "val")
     assert not (ids(dm, "train") | ids(dm, "val")) & ids(dm, "test")
-    again = ImageDataModule(**SPRITES, seed=1)
+    again = Sprites(**SPRITES, seed=1)
     again.setup()
     assert ids(again, "val") == ids(dm, "val")
-    other = ImageDataModule(**SPRITES, seed=2)
+    other = Sprites(**SPRITES, seed=2)
     other.setup()
     assert ids(other, "val") != ids(dm, "val")
 
 
 def test_limits_take_subsets():
-    dm = ImageDataModule(**SPRITES, limit_train=50, limit_val=20, limit_test=30)
+    dm = Sprites(**SPRITES, limit_train=50, limit_val=20, limit_test=30)
     dm.setup()
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [50, 20, 30]
 
 
 def test_batches_are_slices_of_uint8_tensors_then_floats():
-    dm = ImageDataModule(**SPRITES, batch_size=64)
+    dm = Sprites(**SPRITES, batch_size=64)
     dm.setup()
     loader = dm.train_dataloader()
     batches = list(loader)
@@ -58,7 +58,7 @@ def test_shuffling_changes_between_epochs_but_not_between_runs():
             out.append(next(iter(loader))["id"][:5].tolist())
         return out
 
-    a, b = ImageDataModule(**SPRITES), ImageDataModule(**SPRITES)
+    a, b = Sprites(**SPRITES), Sprites(**SPRITES)
     a.setup(), b.setup()
     epochs_a = first_ids(a)
     assert epochs_a[0] != epochs_a[1]
@@ -66,7 +66,7 @@ def test_shuffling_changes_between_epochs_but_not_between_runs():
 
 
 def test_sprites_sizes_channels_and_factors():
-    dm = ImageDataModule(dataset="sprites", image_size=[24, 40], channels=3, num_train=300, num_test=50, val_size=50)
+    dm = Sprites(image_size=[24, 40], channels=3, num_train=300, num_test=50, val_size=50)
     dm.setup()
     assert dm.dims == (3, 24, 40)
     batch = next(iter(dm.val_dataloader()))
@@ -76,7 +76,7 @@ def test_sprites_sizes_channels_and_factors():
 
 
 def test_one_class_training_keeps_all_test_classes():
-    dm = ImageDataModule(**SPRITES, normal_class=1)
+    dm = Sprites(**SPRITES, normal_class=1)
     dm.setup()
     assert set(dm.splits["train"].labels.tolist()) == {1}
     assert set(dm.splits["val"].labels.tolist()) == {1}
@@ -84,11 +84,11 @@ def test_one_class_training_keeps_all_test_classes():
 
 
 def test_binarize_modes():
-    fixed = ImageDataModule(**SPRITES, binarize="fixed")
+    fixed = Sprites(**SPRITES, binarize="fixed")
     fixed.setup()
     for split in ("train", "val", "test"):
         assert set(fixed.splits[split].images.unique().tolist()) <= {0, 255}
-    dynamic = ImageDataModule(**SPRITES, binarize="dynamic")
+    dynamic = Sprites(**SPRITES, binarize="dynamic")
     dynamic.setup()
     assert len(set(dynamic.splits["train"].images.unique().tolist())) > 2  # resampled per batch
     assert set(dynamic.splits["val"].images.unique().tolist()) <= {0, 255}
@@ -101,21 +101,27 @@ def test_binarize_modes():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(dataset="imagenet"), "fashion_mnist"),
-        (dict(dataset="sprites", binarize="yes"), "dynamic"),
-        (dict(dataset="sprites", normal_class=7), "normal_class"),
-        (dict(dataset="fashion_mnist", image_size=32), "sprites only"),
-        (dict(dataset="sprites", limit_train=0), "limit_train"),
+        (dict(binarize="yes"), "dynamic"),
+        (dict(normal_class=7), "normal_class"),
+        (dict(limit_train=0), "limit_train"),
+        (dict(channels=2), "data.channels"),
     ],
 )
 def test_bad_options_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        ImageDataModule(**kwargs)
+        Sprites(**kwargs)
+
+
+def test_options_of_another_dataset_are_refused():
+    with pytest.raises(TypeError, match="image_size"):
+        FashionMNIST(image_size=32)
 
 
 @pytest.mark.parametrize("name, system_dir", [("mnist", "/usr/share/datasets/mnist"), ("cifar10", "/usr/share/datasets/cifar10")])
 def test_missing_dataset_names_the_places_searched(tmp_path, name, system_dir):
-    dm = ImageDataModule(dataset=name, root=str(tmp_path), download=False)
+    from aelab.data import CIFAR10
+
+    dm = {"mnist": MNIST, "cifar10": CIFAR10}[name](root=str(tmp_path), download=False)
     with pytest.raises(DatasetNotFoundError) as info:
         dm.prepare_data()
     message = str(info.value)
@@ -129,10 +135,9 @@ def test_failed_download_is_reported_not_raised_from_torchvision(tmp_path, monke
     def no_network(root):
         raise OSError("Name or service not known")
 
-    spec = sources.SOURCES["mnist"]
-    monkeypatch.setitem(sources.SOURCES, "mnist", type(spec)(**{**spec.__dict__, "download": no_network}))
+    spec = sources.MNIST.source
     with pytest.raises(DatasetNotFoundError, match="Download into .*failed \\(OSError: Name or service not known\\)"):
-        sources.load_file_source("mnist", tmp_path, download=True)
+        sources.load_file_source(type(spec)(**{**spec.__dict__, "download": no_network}), tmp_path, download=True)
 
 
 def test_data_root_is_searched_first(tmp_path):
@@ -157,7 +162,7 @@ def test_data_root_is_searched_first(tmp_path):
     write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, (30,)), gz=False)
     write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 255, (10, 28, 28)), gz=True)
     write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, (10,)), gz=True)
-    dm = ImageDataModule(dataset="mnist", root=str(tmp_path), download=False, val_size=5)
+    dm = MNIST(root=str(tmp_path), download=False, val_size=5)
     dm.setup()
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [25, 5, 10]
     assert str(folder) in dm.origin
@@ -165,7 +170,7 @@ def test_data_root_is_searched_first(tmp_path):
 
 @needs_fashion_mnist
 def test_fashion_mnist_loads_from_the_debian_location(tmp_path):
-    dm = ImageDataModule(dataset="fashion_mnist", root=str(tmp_path / "empty"), download=False)
+    dm = FashionMNIST(root=str(tmp_path / "empty"), download=False)
     dm.setup()
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 60000
     assert len(dm.splits["test"]) == 10000

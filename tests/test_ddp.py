@@ -65,9 +65,9 @@ def test_gpu_run_keeps_the_dataset_on_the_gpu(run_train):
 def test_datamodule_slices_batches_on_the_gpu():
     import lightning as L
 
-    from aelab.data import ImageDataModule
+    from aelab.data import Sprites
 
-    dm = ImageDataModule(dataset="sprites", num_train=500, num_test=100, val_size=100, batch_size=50)
+    dm = Sprites(num_train=500, num_test=100, val_size=100, batch_size=50)
     trainer = L.Trainer(accelerator="gpu", devices=1, logger=False, enable_checkpointing=False)
     dm.trainer = trainer
     dm.setup("fit")

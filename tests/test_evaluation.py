@@ -57,11 +57,11 @@ def test_even_overlap_and_resize_conv_are_not_flagged(module):
 
 
 def test_checkerboard_score_of_natural_images_is_low():
-    from aelab.data import ImageDataModule, to_float_batch
+    from aelab.data import Sprites
 
-    dm = ImageDataModule("sprites", num_train=300, num_test=100, val_size=50)
+    dm = Sprites(num_train=300, num_test=100, val_size=50)
     dm.setup()
-    x = to_float_batch(next(iter(dm.test_dataloader())))["image"]
+    x = dm.images("test")
     assert abs(checkerboard_score(x, (2, 4))) < FLAG_DB
 
 
@@ -84,47 +84,47 @@ def trained_runs(tmp_path_factory):
 
 
 def test_probe_on_sprites_codes_predicts_the_shape_above_chance(trained_runs):
-    from aelab.evaluate import run_task
+    from aelab.evaluation.features import ProbeTask
     from aelab.runs import load_run
 
     run = load_run(trained_runs["ae"])
-    result = run_task("probe", run, {"probe": {"num_train": 2000, "knn_k": 5}}, trained_runs["ae"] / "eval")
-    chance = result["metrics"]["eval/chance_acc"]
+    result = ProbeTask(num_train=2000, knn_k=5).run(run, trained_runs["ae"] / "eval")
+    chance = result.metrics["eval/chance_acc"]
     assert chance < 0.4
     # 1000 test images: chance accuracy has a standard error of about 0.015, so +0.08 is > 5 errors away
-    assert result["metrics"]["eval/probe_acc"] > chance + 0.08
-    assert result["metrics"]["eval/knn_acc"] > chance + 0.08
-    assert Path(result["files"]["codes_scatter"]).is_file()
+    assert result.metrics["eval/probe_acc"] > chance + 0.08
+    assert result.metrics["eval/knn_acc"] > chance + 0.08
+    assert Path(result.files["codes_scatter"]).is_file()
 
 
 def test_noisy_input_psnr_at_sigma_0_1_without_clipping_is_about_20_db(trained_runs):
-    from aelab.evaluate import run_task
+    from aelab.evaluation.denoising import DenoiseTask
     from aelab.runs import load_run
 
     run = load_run(trained_runs["ae"])
     levels = [{"kind": "gaussian", "sigma": 0.1, "clip": False}]
-    result = run_task("denoise", run, {"denoise": {"levels": levels, "num_images": 500}}, trained_runs["ae"] / "eval")
-    assert result["metrics"]["eval/denoise/gaussian_0.1/psnr_input"] == pytest.approx(20.0, abs=0.2)
+    result = DenoiseTask(levels=levels, num_images=500).run(run, trained_runs["ae"] / "eval")
+    assert result.metrics["eval/denoise/gaussian_0.1/psnr_input"] == pytest.approx(20.0, abs=0.2)
 
 
 def test_a_short_denoising_run_beats_its_noisy_baseline(trained_runs):
-    from aelab.evaluate import run_task
+    from aelab.evaluation.denoising import DenoiseTask
     from aelab.runs import load_run
 
     run = load_run(trained_runs["dae"])
     levels = [{"kind": "gaussian", "sigma": 0.3, "clip": True}, {"kind": "masking", "p": 0.25}]
-    result = run_task("denoise", run, {"denoise": {"levels": levels, "num_images": 500}}, trained_runs["dae"] / "eval")
-    m = result["metrics"]
+    result = DenoiseTask(levels=levels, num_images=500).run(run, trained_runs["dae"] / "eval")
+    m = result.metrics
     assert m["eval/denoise/gaussian_0.3/psnr"] > m["eval/denoise/gaussian_0.3/psnr_input"] + 3
     assert m["eval/denoise/gaussian_0.3/ssim"] > m["eval/denoise/gaussian_0.3/ssim_input"]
-    assert Path(result["files"]["gaussian_0.3"]).is_file()
+    assert Path(result.files["gaussian_0.3"]).is_file()
 
 
 def test_aelab_eval_writes_metrics_json_wandb_and_compare(trained_runs, cli):
     run_dir = trained_runs["vae"]
     before = len(offline_runs(run_dir))
-    result = cli(f"run={run_dir}", "tasks=[probe,artifacts,generation,nll]", "nll.samples=50", "nll.num_images=200",
-                 "probe.num_train=1000", tool="aelab-eval")
+    result = cli(f"run={run_dir}", "eval=[probe,artifacts,generation,nll]", "eval.nll.samples=50", "eval.nll.num_images=200",
+                 "eval.probe.num_train=1000", tool="aelab-eval")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("eval/probe_acc", "eval/knn_acc", "eval/checkerboard", "eval/checkerboard_init", "eval/nll_iwae"):
@@ -144,7 +144,7 @@ def test_aelab_eval_writes_metrics_json_wandb_and_compare(trained_runs, cli):
 
 
 def test_one_class_training_with_anomaly_evaluation_at_the_end(run_train):
-    summary, run_dir = run_train("model=conv", "data.normal_class=1", "trainer.max_epochs=3", "eval.tasks=[anomaly]")
+    summary, run_dir = run_train("model=conv", "data.normal_class=1", "trainer.max_epochs=3", "eval=[anomaly]")
     assert summary["status"] == "completed"
     assert 0.5 < summary["final"]["eval/auroc"] <= 1.0
     assert summary["eval"]["details"]["anomaly"]["normal_class"] == 1
@@ -152,7 +152,10 @@ def test_one_class_training_with_anomaly_evaluation_at_the_end(run_train):
 
 
 def test_evaluations_on_missing_or_incompatible_runs_give_clear_messages(trained_runs, tmp_path, cli):
-    from aelab.evaluate import evaluate_path, run_task
+    from aelab.evaluate import evaluate_path
+    from aelab.evaluation.anomaly import AnomalyTask
+    from aelab.evaluation.likelihood import NLLTask
+    from aelab.evaluation.task import run_tasks
     from aelab.runs import load_run
 
     with pytest.raises(RunFolderError, match="does not exist"):
@@ -162,19 +165,19 @@ def test_evaluations_on_missing_or_incompatible_runs_give_clear_messages(trained
     with pytest.raises(RunFolderError, match="holds no aelab runs"):
         evaluate_path(empty, {})
     run = load_run(trained_runs["ae"])
-    with pytest.raises(ConfigError, match="needs a VAE run"):
-        run_task("nll", run, {}, tmp_path)
+    with pytest.raises(ConfigError, match="needs a model with 'iwae' \\(a VAE\\)"):
+        run_tasks(run, {"nll": NLLTask()}, tmp_path)
     with pytest.raises(ConfigError, match="one-class run"):
-        run_task("anomaly", run, {"anomaly": {}}, tmp_path)
-    with pytest.raises(ConfigError, match="'elbo' needs a VAE"):
-        run_task("anomaly", run, {"anomaly": {"normal_class": 0, "scores": ["elbo"]}}, tmp_path)
+        run_tasks(run, {"anomaly": AnomalyTask()}, tmp_path)
+    with pytest.raises(ConfigError, match="needs a model with 'elbo' \\(a VAE\\)"):
+        run_tasks(run, {"anomaly": AnomalyTask(normal_class=0, scores=["elbo"])}, tmp_path)
     # a run folder without checkpoints
     import shutil
 
     broken = tmp_path / "broken"
     shutil.copytree(trained_runs["ae"], broken, ignore=shutil.ignore_patterns("checkpoints"))
-    result = cli(f"run={broken}", "tasks=[probe]", tool="aelab-eval")
+    result = cli(f"run={broken}", "eval=[probe]", tool="aelab-eval")
     assert result.returncode != 0
     assert "has no checkpoint" in result.stderr and "Traceback" not in result.stderr
-    result = cli(f"run={trained_runs['ae']}", "tasks=[nope]", tool="aelab-eval")
-    assert "unknown evaluation task(s) ['nope']" in result.stderr
+    result = cli(f"run={trained_runs['ae']}", "eval=[nope]", tool="aelab-eval")
+    assert "Could not load 'eval/nope'" in result.stderr and "Traceback" not in result.stderr

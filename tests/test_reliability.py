@@ -99,7 +99,8 @@ def test_nonfinite_batches_can_be_skipped(cli, tmp_path):
 
 
 def test_wandb_run_id_is_found_in_metrics_or_in_the_folder_names(tmp_path):
-    from aelab.runs import wandb_run_id, write_json_atomic
+    from aelab.files import write_json_atomic
+    from aelab.runs import wandb_run_id
 
     assert wandb_run_id(tmp_path) is None
     for name in ("offline-run-20261123_051528-u8bsiv6v", "offline-run-20261123_051544-u8bsiv6v-1", "latest-run"):

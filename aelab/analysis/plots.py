@@ -14,24 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from aelab.analysis.table import RunTable  # noqa: E402
-from aelab.runs import atomic_path  # noqa: E402
-
-LABELS = {
-    "test/recon_loss": "test reconstruction MSE",
-    "best/val/recon_loss": "best validation reconstruction MSE",
-    "gap/recon_loss": "overfitting gap (val − train MSE)",
-    "test/psnr": "test PSNR (dB)",
-    "test/ssim": "test SSIM",
-    "eval/probe_acc": "linear-probe accuracy",
-    "eval/knn_acc": "k-NN accuracy",
-    "eval/auroc": "anomaly AUROC",
-    "params": "parameters",
-    "test/nll_iwae": "test NLL (IWAE, nats)",
-}
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
+from aelab.files import atomic_path  # noqa: E402
 
 
 def x_key(table: RunTable) -> str | None:
@@ -80,7 +63,7 @@ def plot_metric(summary: pd.DataFrame, table: RunTable, metric: str, ax: plt.Axe
         ax.set_yscale("log")
     if metric.startswith("gap/"):
         ax.axhline(0, color="grey", lw=0.8, ls=":")
-    ax.set_ylabel(label(metric))
+    ax.set_ylabel(table.info.label(metric))
     ax.grid(alpha=0.3)
 
 

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from aelab.data.datamodule import to_float_batch  # noqa: E402
-from aelab.runs import atomic_path, load_run  # noqa: E402
+from aelab.files import atomic_path  # noqa: E402
+from aelab.runs import load_run  # noqa: E402
 
 
 @torch.no_grad()
@@ -21,8 +21,7 @@ def reconstruction_rows(run_dirs: list[Path], num_images: int = 10) -> tuple[tor
     Inputs are corrupted as each run evaluates them (its fixed test corruption).
     """
     first = load_run(run_dirs[0])
-    batch = next(iter(first.datamodule.split_dataloader("test", limit=num_images)))
-    images = to_float_batch(batch)["image"]
+    images = first.datamodule.images("test", limit=num_images)
     rows = []
     for run_dir in run_dirs:
         run = first if run_dir == run_dirs[0] else load_run(run_dir, setup_data=False)

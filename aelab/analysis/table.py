@@ -16,7 +16,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from aelab.errors import RunFolderError
-from aelab.runs import find_run_dirs, read_metrics, run_choices
+from aelab.metric_info import MetricCatalog
+from aelab.record import RECORD_METRICS, RunRecord
+from aelab.runs import find_run_dirs, run_choices
 
 # Keys that never identify a setting: bookkeeping, hardware, logging.
 IGNORED_PREFIXES = ("sweep.", "hydra.", "hydra/", "paths.", "logger", "callbacks", "trainer.accelerator",
@@ -24,12 +26,6 @@ IGNORED_PREFIXES = ("sweep.", "hydra.", "hydra/", "paths.", "logger", "callbacks
                     "data.root", "data.download", "hparams_search", "debug", "name", "resume", "compile",
                     "nonfinite_loss", "data.device")
 SEED = "seed"
-# Columns shown by default, in this order, when present.
-DEFAULT_METRICS = ["test/recon_loss", "best/val/recon_loss", "gap/recon_loss", "test/psnr", "test/ssim",
-                   "test/nll_iwae", "test/elbo", "test/kl", "val/active_units"]
-TRAILING_METRICS = ["params", "wall_time_s"]
-# eval/* numbers that describe the evaluation rather than measure the model
-EVAL_BOOKKEEPING = ("eval/anomaly_normal_class", "eval/anomaly_fraction", "eval/chance_acc", "eval/nll_iwae_samples")
 
 
 @dataclass
@@ -40,6 +36,7 @@ class RunTable:
     setting_keys: list[str]  # varying keys (without seed)
     metrics: list[str]  # metric columns, in display order
     problems: list[dict[str, Any]] = field(default_factory=list)  # runs not completed
+    info: MetricCatalog = field(default_factory=MetricCatalog)  # what the metrics mean, as the runs declared it
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -91,21 +88,18 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
             )
         for run_dir in run_dirs:
             cfg = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
-            flat = flatten(cfg)
-            metrics = read_metrics(run_dir)
+            run_record, problem = RunRecord.read_with_problem(run_dir)
             record = {
                 "run": str(run_dir),
-                "status": (metrics or {}).get("status", "running/no metrics.json"),
-                "error": (metrics or {}).get("error"),
-                "_config": flat,
+                "status": run_record.status if run_record else "running/no metrics.json" if problem.startswith("no ") else "unreadable",
+                "error": run_record.get("error") if run_record else (None if problem.startswith("no ") else problem),
+                "_config": flatten(cfg),
                 "_choices": run_choices(run_dir),
                 "_overrides": _override_keys(run_dir),
+                "_info": run_record.get("metric_info") if run_record else None,
             }
-            if metrics:
-                for key in ("bottleneck", "params", "wall_time_s", "epochs", "seed"):
-                    record[key] = metrics.get(key)
-                record.update({k: v for k, v in (metrics.get("final") or {}).items()})
-                record.update({f"best/{k}": v for k, v in (metrics.get("best") or {}).items()})
+            if run_record:
+                record.update(run_record.flat_metrics())
             records.append(record)
     return records
 
@@ -146,14 +140,16 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
         rows.append(row)
     frame = pd.DataFrame(rows)
     _check_compatible(records, frame)
-    if metrics is None:
-        present = [m for m in DEFAULT_METRICS if m in frame.columns]
-        present += sorted(  # the headline evaluations; per-level denoising numbers stay in runs.csv / --metrics
-            c for c in frame.columns
-            if c.startswith("eval/") and c.count("/") == 1 and c not in EVAL_BOOKKEEPING and pd.api.types.is_numeric_dtype(frame[c])
-        )
-        present += [m for m in TRAILING_METRICS if m in frame.columns]
-        metrics = present
+    info = MetricCatalog()
+    for record in records:
+        info.add(MetricCatalog.from_json(record.get("_info")))
+    info.add(RECORD_METRICS)
+    if metrics is None:  # the default columns the runs' producers declared, in their order; the record's facts last
+        trailing = [m.key for m in RECORD_METRICS]
+        columns = [c for c in info.columns() if c not in trailing]
+        # runs recorded without metric infos (older aelab, hand-made records): their test and headline eval numbers
+        columns += sorted(c for c in frame.columns if c not in info and c.startswith(("test/", "eval/")) and c.count("/") == 1)
+        metrics = [c for c in columns + trailing if c in frame.columns and pd.api.types.is_numeric_dtype(frame[c])]
     else:
         missing = [m for m in metrics if m not in frame.columns]
         if missing:
@@ -163,7 +159,7 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
         {"run": r["run"], "status": r["status"], "error": r.get("error")}
         for r in rows if r["status"] != "completed"
     ]
-    return RunTable(frame=frame, setting_keys=setting_keys, metrics=metrics, problems=problems)
+    return RunTable(frame=frame, setting_keys=setting_keys, metrics=metrics, problems=problems, info=info)
 
 
 def _check_compatible(records: list[dict[str, Any]], frame: pd.DataFrame) -> None:

@@ -35,6 +35,7 @@ def load_wandb_runs(path: str, group: str | None = None) -> list[dict[str, Any]]
             "params": summary.get("params", config.get("params")),
             "wall_time_s": summary.get("wall_time_s"),
             "seed": config.get("seed"),
+            "_info": summary.get("metric_info") or config.get("metric_info"),
         }
         for key, value in summary.items():
             if isinstance(value, dict):  # define_metric summaries: {"min": ...} / {"last": ...}

@@ -30,16 +30,16 @@ class OverfittingGap(L.Callback):
     def on_validation_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         if trainer.sanity_checking:
             return
-        dm = getattr(trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "split_dataloader"):
-            log.warning("overfitting gap skipped: the trainer has no aelab DataModule")
+        dm = trainer.datamodule
+        if dm is None:
+            log.warning("overfitting gap skipped: the trainer has no DataModule")
             return
         n = pl_module.stage_count("val")
         if self.max_samples is not None:
             n = min(n, int(self.max_samples))
         if n <= 0:
             return
-        train_means = pl_module.evaluate_loader(dm.split_dataloader("train", limit=n))
+        train_means = pl_module.evaluate_batches(dm.batches("train", limit=n, device=pl_module.device))
         for key, sign in pl_module.gap_keys.items():
             if key not in train_means:
                 continue

@@ -7,7 +7,7 @@ import math
 import lightning as L
 import torch
 
-from aelab.models.base import higher_is_better
+from aelab.metric_info import MetricCatalog
 
 
 def _scalar(value) -> float | None:
@@ -52,23 +52,24 @@ class MetricsHistory(L.Callback):
     def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         self._record(trainer)
 
-    def best(self) -> dict[str, float]:
-        """Best value over the recorded validations of every ``val/*`` metric (direction by name)."""
+    def best(self, info: MetricCatalog) -> dict[str, float]:
+        """Best value over the recorded validations of every ``val/*`` metric with a declared direction."""
         out: dict[str, float] = {}
         for row in self.epochs:
             for key, value in row.items():
-                if not key.startswith("val/") or math.isnan(value):
+                higher = info.higher_is_better(key)
+                if not key.startswith("val/") or higher is None or math.isnan(value):
                     continue
-                better = max if higher_is_better(key) else min
+                better = max if higher else min
                 out[key] = value if key not in out else better(out[key], value)
         return out
 
-    def best_epoch(self, metric: str) -> int | None:
+    def best_epoch(self, metric: str, higher_is_better: bool) -> int | None:
         """The epoch at which ``metric`` was best."""
         rows = [r for r in self.epochs if metric in r and not math.isnan(r[metric])]
         if not rows:
             return None
-        pick = max if higher_is_better(metric) else min
+        pick = max if higher_is_better else min
         return int(pick(rows, key=lambda r: r[metric])["epoch"])
 
     def state_dict(self) -> dict:

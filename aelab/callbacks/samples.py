@@ -8,8 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from aelab.callbacks.images import image_grid, publish_image
-from aelab.data.datamodule import to_float_batch
+from aelab.images import image_grid, publish_image
 
 
 class ReconstructionGrid(L.Callback):
@@ -30,11 +29,10 @@ class ReconstructionGrid(L.Callback):
 
     def _fixed_images(self, trainer: "L.Trainer") -> torch.Tensor | None:
         if self._images is None:
-            dm = getattr(trainer, "datamodule", None)
-            if dm is None or "val" not in getattr(dm, "splits", {}):
+            dm = trainer.datamodule
+            if dm is None or "val" not in dm.splits:
                 return None
-            batch = next(iter(dm.split_dataloader("val", limit=self.num_images)))
-            self._images = to_float_batch(batch)["image"]
+            self._images = dm.images("val", limit=self.num_images)
         return self._images
 
     @torch.no_grad()

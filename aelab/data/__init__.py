@@ -1,21 +1,23 @@
-"""Datasets (real, torchvision-backed, and the built-in sprites), the DataModule and corruptions."""
+"""Datasets: the tensor DataModule every dataset derives from, the built-in datasets, and corruptions.
 
-from aelab.data.datamodule import DATASETS, ImageDataModule, to_float_batch
-from aelab.data.noise import (
-    CORRUPTIONS,
-    Corruption,
-    GaussianNoise,
-    MaskingNoise,
-    NoCorruption,
-    SaltAndPepperNoise,
-    make_corruption,
-)
+A dataset is one module (a subclass of :class:`ImageDataModule` that loads its
+official splits) and one config (``conf/data/<name>.yaml``).
+"""
+
+from aelab.data.datamodule import ImageDataModule, ImageSet, to_float_batch
+from aelab.data.noise import Corruption, GaussianNoise, MaskingNoise, NoCorruption, SaltAndPepperNoise, make_corruption
+from aelab.data.sources import CIFAR10, MNIST, FashionMNIST, FileDataset
+from aelab.data.sprites import Sprites
 
 __all__ = [
-    "DATASETS",
     "ImageDataModule",
+    "ImageSet",
     "to_float_batch",
-    "CORRUPTIONS",
+    "FileDataset",
+    "FashionMNIST",
+    "MNIST",
+    "CIFAR10",
+    "Sprites",
     "Corruption",
     "GaussianNoise",
     "MaskingNoise",

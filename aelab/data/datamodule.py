@@ -1,6 +1,7 @@
-"""One tensor-backed LightningDataModule for every dataset aelab knows.
+"""The one tensor-backed LightningDataModule that every dataset derives from.
 
-The whole dataset lives in memory as a uint8 tensor ``[N, C, H, W]``; a batch
+A dataset (``aelab.data.sprites.Sprites``, ``aelab.data.sources.FashionMNIST``,
+a user's own) is a subclass that loads its official splits; the whole dataset lives in memory as a uint8 tensor ``[N, C, H, W]``; a batch
 is a slice of it (one gather, no per-item PIL transform, no worker processes).
 Images become float pixels in [0, 1] after they reach the batch's device
 (``on_after_batch_transfer``), so a GPU run moves bytes, not floats.
@@ -9,24 +10,21 @@ Images become float pixels in [0, 1] after they reach the batch's device
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Iterator
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aelab.data.sources import SOURCES, ImageSet, load_file_source
-from aelab.data.sprites import factor_names, make_sprites
+from aelab.constraints import NonNegativeInt, PositiveInt
 from aelab.errors import ConfigError
 from aelab.seeds import step_seed
+from aelab.signatures import check_arguments
 
 log = logging.getLogger(__name__)
-
-DATASETS = tuple(sorted(SOURCES)) + ("sprites",)
-BINARIZE_MODES = ("none", "dynamic", "fixed")
 
 
 @dataclass
@@ -144,26 +142,6 @@ class BatchIndexSampler(Sampler):
         return len(self._slices())
 
 
-@lru_cache(maxsize=4)
-def _load_cached(dataset: str, root: str | None, download: bool, sprites_key: tuple | None) -> ImageSet:
-    """Load a dataset once per process (tests and sweeps build many DataModules)."""
-    if dataset == "sprites":
-        image_size, channels, num_train, num_test, seed = sprites_key
-        images, labels, factors = make_sprites(num_train + num_test, image_size, channels, seed)
-        return ImageSet(
-            train_images=images[:num_train],
-            train_labels=labels[:num_train],
-            test_images=images[num_train:],
-            test_labels=labels[num_train:],
-            class_names=["square", "ellipse", "heart"],
-            origin=f"sprites rendered from seed {seed}",
-            train_factors=factors[:num_train],
-            test_factors=factors[num_train:],
-            factor_names=factor_names(channels),
-        )
-    return load_file_source(dataset, root, download)
-
-
 def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     """Binarize uint8 images once: pixel → 255 with probability pixel/255, using ``seed``."""
     generator = torch.Generator().manual_seed(int(seed))
@@ -171,21 +149,47 @@ def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     return (torch.rand(probs.shape, generator=generator) < probs).to(torch.uint8) * 255
 
 
+@dataclass
+class ImageSet:
+    """What a dataset loads: its official train and test splits as uint8 ``[N,C,H,W]`` images and int64 labels.
+
+    ``factors`` (int64 ``[N, F]``) are the generating factors when they are known (sprites).
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list[str]
+    origin: str = ""
+    train_factors: torch.Tensor | None = None
+    test_factors: torch.Tensor | None = None
+    factor_names: list[str] = field(default_factory=list)
+
+
+_LOADED: OrderedDict[tuple, ImageSet] = OrderedDict()
+_KEEP_LOADED = 4
+
+
 class ImageDataModule(L.LightningDataModule):
-    """Fashion-MNIST, MNIST, CIFAR-10 or the built-in sprites, held as uint8 tensors.
+    """The tensor DataModule every dataset derives from: splits, limits, one-class, binarization, sharding.
+
+    A dataset is a subclass that implements :meth:`load` (its official splits as
+    an :class:`ImageSet`), names the options that change what it loads in
+    :meth:`cache_key`, and sets ``shape`` when it knows the image shape without
+    reading files. Everything else — the held-out validation split, limits,
+    the one-class protocol, binarization, DDP sharding, batches as uint8
+    slices turned into float pixels on the batch's device — is done here, once.
 
     Args:
-        dataset: ``fashion_mnist`` (default), ``mnist``, ``cifar10`` or ``sprites``.
-        root: data root searched first for the files (and downloaded into).
-        download: try a torchvision download when the files are found nowhere.
-        batch_size: training batch size; ``eval_batch_size`` for val/test (default: same).
+        batch_size: training batch size per process; ``eval_batch_size`` for val/test (default: the same).
         val_size: images held out of the official training split for validation.
         seed: fixes the train/val split, the order of batches and fixed binarization.
         limit_train, limit_val, limit_test: keep only this many images of each split.
         normal_class: one-class protocol — train and val keep only this class; test keeps all.
         binarize: ``none``, ``dynamic`` (resampled every training batch; val/test binarized
             once) or ``fixed`` (every split binarized once).
-        image_size, channels, num_train, num_test, sprites_seed: sprites only.
+        shuffle, drop_last: of the training batches.
         device: ``auto`` keeps the whole dataset on the accelerator when training on a GPU
             (batches are sliced there, no host-to-device copies); ``cpu`` keeps it in host memory.
 
@@ -194,50 +198,36 @@ class ImageDataModule(L.LightningDataModule):
     ``use_distributed_sampler`` stays off).
     """
 
+    #: the dataset's name in descriptions
+    name: str = "dataset"
+    #: ``(channels, height, width)`` when known without reading files (else read from the data)
+    shape: tuple[int, ...] | None = None
+    #: class names when known without reading files (used to check ``normal_class`` early)
+    class_names: tuple[str, ...] = ()
+    #: whether the images have class labels (evaluations that need labels refuse datasets without)
+    has_labels: bool = True
+    #: whether the dataset provides the generating factors of its images
+    has_factors: bool = False
+
     def __init__(
         self,
-        dataset: str = "fashion_mnist",
-        root: str | None = "data",
-        download: bool = True,
-        batch_size: int = 256,
-        eval_batch_size: int | None = None,
-        val_size: int = 5000,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt | None = None,
+        val_size: PositiveInt = 5000,
         seed: int = 0,
-        limit_train: int | None = None,
-        limit_val: int | None = None,
-        limit_test: int | None = None,
-        normal_class: int | None = None,
-        binarize: str = "none",
+        limit_train: PositiveInt | None = None,
+        limit_val: PositiveInt | None = None,
+        limit_test: PositiveInt | None = None,
+        normal_class: NonNegativeInt | None = None,
+        binarize: Literal["none", "dynamic", "fixed"] = "none",
         shuffle: bool = True,
         drop_last: bool = False,
-        image_size: int | list[int] | None = None,
-        channels: int | None = None,
-        num_train: int | None = None,
-        num_test: int | None = None,
-        sprites_seed: int = 0,
-        device: str = "auto",
+        device: Literal["auto", "cpu"] = "auto",
     ):
         super().__init__()
-        if device not in ("auto", "cpu"):
-            raise ConfigError(f"data.device={device!r} is not one of ['auto', 'cpu']")
+        check_arguments(ImageDataModule, locals(), "data")
         self.device = device
         self._on_device: dict[int, tuple[Split, Split]] = {}
-        if dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset data.dataset={dataset!r}; choose one of {list(DATASETS)}")
-        if binarize not in BINARIZE_MODES:
-            raise ConfigError(f"data.binarize={binarize!r} is not one of {list(BINARIZE_MODES)}")
-        if int(batch_size) < 1:
-            raise ConfigError(f"data.batch_size must be a positive integer (got {batch_size})")
-        for name, value in (("limit_train", limit_train), ("limit_val", limit_val), ("limit_test", limit_test)):
-            if value is not None and int(value) < 1:
-                raise ConfigError(f"data.{name} must be a positive number of images or null (got {value})")
-        sprite_opts = {"image_size": image_size, "channels": channels, "num_train": num_train, "num_test": num_test}
-        if dataset != "sprites" and any(v is not None for v in sprite_opts.values()):
-            given = [k for k, v in sprite_opts.items() if v is not None]
-            raise ConfigError(f"data options {given} apply to data=sprites only, not to {dataset}")
-        self.dataset = dataset
-        self.root = str(Path(root).expanduser()) if root else None
-        self.download = bool(download)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.val_size = int(val_size)
@@ -247,54 +237,68 @@ class ImageDataModule(L.LightningDataModule):
         self.binarize = binarize
         self.shuffle = shuffle
         self.drop_last = drop_last
-        if dataset == "sprites":
-            size = image_size if image_size is not None else 28
-            size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
-            if len(size) != 2:
-                raise ConfigError(f"data.image_size must be one integer or [height, width] (got {image_size})")
-            self._sprites_key = (size, int(channels or 1), int(num_train or 7000), int(num_test or 1000), int(sprites_seed))
-            self._dims = (self._sprites_key[1], *size)
-            self._num_classes = 3
-        else:
-            self._sprites_key = None
-            self._dims = SOURCES[dataset].shape
-            self._num_classes = len(SOURCES[dataset].class_names)
-        if self.normal_class is not None and not 0 <= self.normal_class < self._num_classes:
-            raise ConfigError(
-                f"data.normal_class={normal_class} is not a class of {dataset} (0..{self._num_classes - 1})"
-            )
+        self._check_normal_class(list(type(self).class_names))
         self.splits: dict[str, Split] = {}
-        self.class_names: list[str] = []
+        self.class_names: list[str] = list(type(self).class_names)
         self.factor_names: list[str] = []
         self.origin = ""
 
+    # ----------------------------------------------------------- the dataset
+    def load(self) -> ImageSet:
+        """The dataset's official splits (a subclass's one job)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load()")
+
+    def cache_key(self) -> tuple:
+        """The options that change what :meth:`load` returns (one load per process and key)."""
+        return ()
+
+    def _data(self) -> ImageSet:
+        key = (type(self).__module__, type(self).__qualname__, *self.cache_key())
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+        data = self.load()
+        _LOADED[key] = data
+        while len(_LOADED) > _KEEP_LOADED:
+            _LOADED.popitem(last=False)
+        return data
+
+    def _check_normal_class(self, class_names: list[str]) -> None:
+        if self.normal_class is not None and class_names and not 0 <= self.normal_class < len(class_names):
+            raise ConfigError(
+                f"data.normal_class={self.normal_class} is not a class of {self.name} (0..{len(class_names) - 1})"
+            )
+
     # ------------------------------------------------------------------ shape
     @property
-    def dims(self) -> tuple[int, int, int]:
-        """``(channels, height, width)`` of the images, known before any file is read."""
-        return self._dims
+    def dims(self) -> tuple[int, ...]:
+        """``(channels, height, width)`` of the images (read from the data when the dataset does not know it)."""
+        if self.shape is not None:
+            return tuple(self.shape)
+        return tuple(self._data().train_images.shape[1:])
 
     @property
     def num_classes(self) -> int:
-        return self._num_classes
+        return len(self.class_names or self._data().class_names)
 
     # ------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
         """Find (or download) the files; raises DatasetNotFoundError with the places searched."""
-        _load_cached(self.dataset, self.root, self.download, self._sprites_key)
+        self._data()
 
     def setup(self, stage: str | None = None) -> None:
         """Build the train/val/test splits (idempotent)."""
         if self.splits:
             return
-        data = _load_cached(self.dataset, self.root, self.download, self._sprites_key)
+        data = self._data()
         self.class_names = list(data.class_names)
+        self._check_normal_class(self.class_names)
         self.factor_names = list(data.factor_names)
         self.origin = data.origin
         pool = Split(data.train_images, data.train_labels, torch.arange(len(data.train_labels)), data.train_factors)
         test = Split(data.test_images, data.test_labels, TEST_ID_OFFSET + torch.arange(len(data.test_labels)), data.test_factors)
         if not 0 < self.val_size < len(pool):
-            raise ConfigError(f"data.val_size must lie between 1 and {len(pool) - 1} for {self.dataset} (got {self.val_size})")
+            raise ConfigError(f"data.val_size must lie between 1 and {len(pool) - 1} for {self.name} (got {self.val_size})")
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(pool), generator=generator)
         val, train = pool.select(order[: self.val_size]), pool.select(order[self.val_size :])
@@ -315,13 +319,22 @@ class ImageDataModule(L.LightningDataModule):
         self.splits = splits
         log.info("%s", self.describe())
 
+    def all_classes(self) -> "ImageDataModule":
+        """The same dataset without the one-class restriction (labelled training images of every class)."""
+        if self.normal_class is None:
+            return self
+        other = copy.copy(self)
+        other.normal_class, other.splits, other._on_device = None, {}, {}
+        other.setup()
+        return other
+
     def describe(self) -> str:
         """One line: dataset, split sizes and image shape."""
         sizes = " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test")) if self.splits else "not set up"
         extra = f", normal class {self.normal_class}" if self.normal_class is not None else ""
         extra += f", binarize={self.binarize}" if self.binarize != "none" else ""
-        c, h, w = self.dims
-        return f"{self.dataset}: {sizes}, {c}x{h}x{w}{extra} ({self.origin})"
+        shape = "x".join(str(s) for s in self.dims)
+        return f"{self.name}: {sizes}, {shape}{extra} ({self.origin})"
 
     # ------------------------------------------------------------ dataloaders
     def _ranks(self) -> tuple[int, int]:
@@ -369,18 +382,33 @@ class ImageDataModule(L.LightningDataModule):
             return None
         return root
 
-    def split_dataloader(self, name: str, limit: int | None = None, batch_size: int | None = None) -> DataLoader:
-        """A sequential loader over the first ``limit`` images of split ``name``.
-
-        The training split is served as evaluation data: with dynamic
-        binarization it is binarized once (fixed seed), like val and test.
-        """
+    def _eval_loader(self, name: str, limit: int | None = None, batch_size: int | None = None) -> DataLoader:
         split = self.splits[name]
         if limit is not None and limit < len(split):
             split = split.select(torch.arange(int(limit)))
         if name == "train" and self.binarize == "dynamic":
             split = split.with_images(binarize_fixed(split.images, self.seed + 100))
         return self._loader(split, batch_size or self.eval_batch_size, False, keep_on_device=False)
+
+    def batches(self, split: str, limit: int | None = None, device: torch.device | str | None = None,
+                batch_size: int | None = None) -> Iterator[dict]:
+        """The first ``limit`` images of ``split`` in order, as float batches on ``device``.
+
+        The one path by which evaluations, callbacks and analysis get images:
+        ``batch["image"]`` holds float pixels in [0, 1]. The training split is
+        served as evaluation data: with dynamic binarization it is binarized
+        once (fixed seed), like val and test.
+        """
+        if split not in self.splits:
+            self.setup()
+        for batch in self._eval_loader(split, limit, batch_size):
+            if device is not None:
+                batch = {k: v.to(device) for k, v in batch.items()}
+            yield to_float_batch(batch)
+
+    def images(self, split: str, limit: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+        """The first ``limit`` images of ``split`` as one float tensor."""
+        return torch.cat([b["image"] for b in self.batches(split, limit, device)])
 
     # ------------------------------------------------------------- on device
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:

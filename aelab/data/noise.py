@@ -9,20 +9,18 @@ seeded the same way at every evaluation, so their numbers repeat.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
+from aelab.constraints import Probability, Range
 from aelab.errors import ConfigError
+from aelab.signatures import check_arguments
 
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
-def _probability(name: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ConfigError(f"noise.{name} is a probability and must lie in [0, 1] (got {p})")
-    return float(p)
 
 
 class Corruption(nn.Module):
@@ -52,10 +50,9 @@ class GaussianNoise(Corruption):
 
     name = "gaussian"
 
-    def __init__(self, sigma: float = 0.3, clip: bool = True):
+    def __init__(self, sigma: Annotated[float, Range(ge=0, what="a standard deviation")] = 0.3, clip: bool = True):
         super().__init__()
-        if not float(sigma) >= 0.0:
-            raise ConfigError(f"noise.sigma is a standard deviation and must be >= 0 (got {sigma})")
+        check_arguments(GaussianNoise, locals(), "noise")
         self.sigma = float(sigma)
         self.clip = bool(clip)
 
@@ -73,10 +70,10 @@ class SaltAndPepperNoise(Corruption):
 
     name = "salt_pepper"
 
-    def __init__(self, p: float = 0.1, salt_fraction: float = 0.5):
+    def __init__(self, p: Probability = 0.1, salt_fraction: Probability = 0.5):
         super().__init__()
-        self.p = _probability("p", p)
-        self.salt_fraction = _probability("salt_fraction", salt_fraction)
+        check_arguments(SaltAndPepperNoise, locals(), "noise")
+        self.p, self.salt_fraction = float(p), float(salt_fraction)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         u = _uniform(x, generator)
@@ -93,9 +90,10 @@ class MaskingNoise(Corruption):
 
     name = "masking"
 
-    def __init__(self, p: float = 0.25):
+    def __init__(self, p: Probability = 0.25):
         super().__init__()
-        self.p = _probability("p", p)
+        check_arguments(MaskingNoise, locals(), "noise")
+        self.p = float(p)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         keep = _uniform(x, generator) >= self.p
@@ -105,16 +103,20 @@ class MaskingNoise(Corruption):
         return f"masking(p={self.p:g})"
 
 
-CORRUPTIONS = {
-    "none": NoCorruption,
-    "gaussian": GaussianNoise,
-    "salt_pepper": SaltAndPepperNoise,
-    "masking": MaskingNoise,
-}
+def corruption_kinds() -> dict[str, type[Corruption]]:
+    """Every corruption class by its ``name`` (subclasses anywhere, a user's own included)."""
+    found: dict[str, type[Corruption]] = {}
+    todo = list(Corruption.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        found.setdefault(cls.name, cls)
+        todo += cls.__subclasses__()
+    return found
 
 
 def make_corruption(kind: str, **kwargs) -> Corruption:
-    """Build a corruption by name (``none``, ``gaussian``, ``salt_pepper``, ``masking``)."""
-    if kind not in CORRUPTIONS:
-        raise ConfigError(f"unknown corruption {kind!r}; choose one of {sorted(CORRUPTIONS)}")
-    return CORRUPTIONS[kind](**kwargs)
+    """Build a corruption by its ``name`` (``none``, ``gaussian``, ``salt_pepper``, ``masking``, or a subclass's own)."""
+    kinds = corruption_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"unknown corruption {kind!r}; choose one of {sorted(kinds)}")
+    return kinds[kind](**kwargs)

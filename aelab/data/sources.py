@@ -1,7 +1,7 @@
-"""Where the real datasets come from: a search over folders, then a download.
+"""The file-backed datasets — Fashion-MNIST, MNIST, CIFAR-10 — found by a search over folders, then a download.
 
-Every source returns an :class:`ImageSet` of uint8 tensors (official train and
-test splits). The search order for dataset ``name`` is
+Each is a subclass of :class:`~aelab.data.datamodule.ImageDataModule` with a
+:class:`FileSource` (its shape, its files, where to look for them). The search order is
 
 1. the configured data root (``data.root``), in the folder names listed by the
    source (torchvision's own layout among them),
@@ -17,33 +17,18 @@ from __future__ import annotations
 import logging
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from aelab.errors import ConfigError, DatasetNotFoundError
+from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.data.readers import read_cifar_batches, read_idx
+from aelab.errors import DatasetNotFoundError
+from aelab.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 
 SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
-
-
-@dataclass
-class ImageSet:
-    """A dataset's official splits as uint8 ``[N,C,H,W]`` images and int64 labels."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    class_names: list[str]
-    origin: str = ""
-    train_factors: torch.Tensor | None = None
-    test_factors: torch.Tensor | None = None
-    factor_names: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -144,74 +129,68 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 
-SOURCES: dict[str, FileSource] = {
-    "fashion_mnist": FileSource(
-        name="fashion_mnist",
-        shape=(1, 28, 28),
-        class_names=FASHION_CLASSES,
-        folder_names=("FashionMNIST/raw", "fashion-mnist", "fashion_mnist", "FashionMNIST"),
-        debian_folder="fashion-mnist",
-        debian_package="dataset-fashion-mnist",
-        required=IDX_FILES,
-        load_folder=lambda folder: _load_idx_folder(folder, "Fashion-MNIST", FASHION_CLASSES),
-        download=_torchvision_download("FashionMNIST"),
-        how_to=(
-            "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-            "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in <data root>/fashion-mnist/, "
-            "or install Debian's package (apt-get install dataset-fashion-mnist), "
-            "or run with data.download=true on a machine with network access"
-        ),
+FASHION_MNIST = FileSource(
+    name="fashion_mnist",
+    shape=(1, 28, 28),
+    class_names=FASHION_CLASSES,
+    folder_names=("FashionMNIST/raw", "fashion-mnist", "fashion_mnist", "FashionMNIST"),
+    debian_folder="fashion-mnist",
+    debian_package="dataset-fashion-mnist",
+    required=IDX_FILES,
+    load_folder=lambda folder: _load_idx_folder(folder, "Fashion-MNIST", FASHION_CLASSES),
+    download=_torchvision_download("FashionMNIST"),
+    how_to=(
+        "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in <data root>/fashion-mnist/, "
+        "or install Debian's package (apt-get install dataset-fashion-mnist), "
+        "or run with data.download=true on a machine with network access"
     ),
-    "mnist": FileSource(
-        name="mnist",
-        shape=(1, 28, 28),
-        class_names=MNIST_CLASSES,
-        folder_names=("MNIST/raw", "mnist", "MNIST"),
-        debian_folder="mnist",
-        debian_package=None,
-        required=IDX_FILES,
-        load_folder=lambda folder: _load_idx_folder(folder, "MNIST", MNIST_CLASSES),
-        download=_torchvision_download("MNIST"),
-        how_to=(
-            "put the four MNIST IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-            "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in <data root>/mnist/ "
-            "(or torchvision's layout <data root>/MNIST/raw/), "
-            "or run with data.download=true on a machine with network access"
-        ),
+)
+
+MNIST_FILES = FileSource(
+    name="mnist",
+    shape=(1, 28, 28),
+    class_names=MNIST_CLASSES,
+    folder_names=("MNIST/raw", "mnist", "MNIST"),
+    debian_folder="mnist",
+    debian_package=None,
+    required=IDX_FILES,
+    load_folder=lambda folder: _load_idx_folder(folder, "MNIST", MNIST_CLASSES),
+    download=_torchvision_download("MNIST"),
+    how_to=(
+        "put the four MNIST IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in <data root>/mnist/ "
+        "(or torchvision's layout <data root>/MNIST/raw/), "
+        "or run with data.download=true on a machine with network access"
     ),
-    "cifar10": FileSource(
-        name="cifar10",
-        shape=(3, 32, 32),
-        class_names=CIFAR10_CLASSES,
-        folder_names=("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10", "cifar-10"),
-        debian_folder="cifar10",
-        debian_package=None,
-        required=tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
-        load_folder=_load_cifar_folder,
-        download=_torchvision_download("CIFAR10"),
-        how_to=(
-            "unpack cifar-10-python.tar.gz (the python version) so that "
-            "<data root>/cifar-10-batches-py/ holds data_batch_1..5 and test_batch, "
-            "or run with data.download=true on a machine with network access"
-        ),
+)
+
+CIFAR10_FILES = FileSource(
+    name="cifar10",
+    shape=(3, 32, 32),
+    class_names=CIFAR10_CLASSES,
+    folder_names=("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10", "cifar-10"),
+    debian_folder="cifar10",
+    debian_package=None,
+    required=tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+    load_folder=_load_cifar_folder,
+    download=_torchvision_download("CIFAR10"),
+    how_to=(
+        "unpack cifar-10-python.tar.gz (the python version) so that "
+        "<data root>/cifar-10-batches-py/ holds data_batch_1..5 and test_batch, "
+        "or run with data.download=true on a machine with network access"
     ),
-}
+)
 
 
-def load_file_source(name: str, root: str | Path | None, download: bool) -> ImageSet:
-    """Find (or download) dataset ``name`` and read it into memory.
+def load_file_source(source: FileSource, root: str | Path | None, download: bool) -> ImageSet:
+    """Find (or download) the files of ``source`` and read them into memory.
 
     Raises:
-        ConfigError: ``name`` is not a known dataset.
         DatasetNotFoundError: nothing found and no download possible; the
             message lists every folder searched and how to get the files.
     """
-    if name not in SOURCES:
-        raise ConfigError(
-            f"unknown dataset {name!r}; the file-backed datasets are {sorted(SOURCES)} "
-            "(and 'sprites', built in)"
-        )
-    source = SOURCES[name]
+    name = source.name
     root_path = Path(root).expanduser() if root else None
     folder, searched = source.find_folder(root_path)
     download_error = None
@@ -236,3 +215,54 @@ def load_file_source(name: str, root: str | Path | None, download: bool) -> Imag
         raise DatasetNotFoundError("\n".join(lines))
     log.info("loading %s from %s", name, folder)
     return source.load_folder(folder)
+
+
+class FileDataset(ImageDataModule):
+    """A dataset read from files that are searched for (and downloaded when allowed); see the module docstring.
+
+    Args:
+        root: the data root searched first for the files (and downloaded into).
+        download: try a torchvision download when the files are found nowhere.
+        **kwargs: the options of :class:`~aelab.data.datamodule.ImageDataModule`.
+    """
+
+    source: FileSource
+
+    def __init__(self, root: str | None = "data", download: bool = True, **kwargs):
+        check_arguments(FileDataset, locals(), "data")
+        super().__init__(**kwargs)
+        self.root = str(Path(root).expanduser()) if root else None
+        self.download = bool(download)
+
+    def cache_key(self) -> tuple:
+        return (self.root, self.download)
+
+    def load(self) -> ImageSet:
+        return load_file_source(self.source, self.root, self.download)
+
+
+class FashionMNIST(FileDataset):
+    """Fashion-MNIST: 60k train / 10k test grayscale 28x28 images of 10 clothing classes."""
+
+    name = "fashion_mnist"
+    source = FASHION_MNIST
+    shape = FASHION_MNIST.shape
+    class_names = FASHION_CLASSES
+
+
+class MNIST(FileDataset):
+    """MNIST: 60k train / 10k test grayscale 28x28 handwritten digits."""
+
+    name = "mnist"
+    source = MNIST_FILES
+    shape = MNIST_FILES.shape
+    class_names = MNIST_CLASSES
+
+
+class CIFAR10(FileDataset):
+    """CIFAR-10: 50k train / 10k test colour 32x32 images of 10 object classes."""
+
+    name = "cifar10"
+    source = CIFAR10_FILES
+    shape = CIFAR10_FILES.shape
+    class_names = CIFAR10_CLASSES

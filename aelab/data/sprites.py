@@ -16,10 +16,14 @@ supersampling), so tests and offline demos need no files at all.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 
+from aelab.constraints import PositiveInt, Range
+from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.errors import ConfigError
+from aelab.signatures import check_arguments
 
 SHAPES = ("square", "ellipse", "heart")
 SCALES = torch.linspace(0.5, 1.0, 6)
@@ -104,8 +108,6 @@ def make_sprites(num_images: int, image_size: int | tuple[int, int] = 28, channe
         height = width = image_size
     else:
         height, width = (int(s) for s in image_size)
-    if channels not in (1, 3):
-        raise ConfigError(f"data.channels must be 1 or 3 for sprites (got {channels})")
     if min(height, width) < 8:
         raise ConfigError(f"data.image_size must be at least 8 pixels on each side (got {height}x{width})")
     if num_images < 1:
@@ -114,3 +116,49 @@ def make_sprites(num_images: int, image_size: int | tuple[int, int] = 28, channe
     factors = sample_factors(num_images, channels, generator)
     images = render(factors, height, width, channels)
     return images, factors[:, 0].clone(), factors
+
+
+class Sprites(ImageDataModule):
+    """The built-in sprites as a dataset: rendered from a seed, nothing to download.
+
+    Args:
+        image_size: one integer, or ``[height, width]`` (at least 8 pixels each).
+        channels: 1 (white on black) or 3 (coloured, adds a ``hue`` factor).
+        num_train, num_test: images in the training pool (``val_size`` of them become validation) and the test split.
+        sprites_seed: which sprites are rendered (the dataset itself, not the run).
+        **kwargs: the options of :class:`~aelab.data.datamodule.ImageDataModule`.
+    """
+
+    name = "sprites"
+    class_names = SHAPES
+    has_factors = True
+
+    def __init__(
+        self,
+        image_size: Annotated[int, Range(ge=8)] | list[Annotated[int, Range(ge=8)]] = 28,
+        channels: Literal[1, 3] = 1,
+        num_train: PositiveInt = 7000,
+        num_test: PositiveInt = 1000,
+        sprites_seed: int = 0,
+        **kwargs,
+    ):
+        check_arguments(Sprites, locals(), "data")
+        super().__init__(**kwargs)
+        size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        if len(size) != 2:
+            raise ConfigError(f"data.image_size must be one integer or [height, width] (got {image_size})")
+        self.shape = (int(channels), *size)
+        self.num_train, self.num_test, self.sprites_seed = int(num_train), int(num_test), int(sprites_seed)
+
+    def cache_key(self) -> tuple:
+        return (self.shape, self.num_train, self.num_test, self.sprites_seed)
+
+    def load(self) -> ImageSet:
+        channels, height, width = self.shape
+        images, labels, factors = make_sprites(self.num_train + self.num_test, (height, width), channels, self.sprites_seed)
+        n = self.num_train
+        return ImageSet(
+            train_images=images[:n], train_labels=labels[:n], test_images=images[n:], test_labels=labels[n:],
+            class_names=list(SHAPES), origin=f"sprites rendered from seed {self.sprites_seed}",
+            train_factors=factors[:n], test_factors=factors[n:], factor_names=factor_names(channels),
+        )

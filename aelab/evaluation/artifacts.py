@@ -23,8 +23,14 @@ same config at initialisation; above 3 dB is flagged.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
+
+from aelab.constraints import PositiveInt
+from aelab.evaluation.task import EvalResult, EvalTask
+from aelab.metric_info import MetricInfo
+from aelab.signatures import check_arguments
 
 
 FLAG_DB = 3.0  # scores above this are reported as checkerboard artifacts
@@ -77,28 +83,36 @@ def decoder_periods(model) -> tuple[int, ...]:
     return tuple(2 ** (i + 1) for i in range(stages))
 
 
-def test_images(datamodule, n: int) -> torch.Tensor:
-    """The first ``n`` clean test images as floats in [0, 1]."""
-    from aelab.data.datamodule import to_float_batch
-
-    return torch.cat([to_float_batch(b)["image"] for b in datamodule.split_dataloader("test", limit=n)])
-
-
 @torch.no_grad()
 def decoder_outputs(model, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """The model's reconstructions of ``images`` (through its own path: max-unpooling gets its switches)."""
     return torch.cat([model.reconstruct(part.to(model.device)).clamp(0, 1).cpu() for part in images.split(batch)])
 
 
-def evaluate_artifacts(run, options, fresh_model) -> dict:
-    """Checkerboard excess (dB) of the reconstructions over the clean images, trained and at initialisation."""
-    n = int(options.get("num_images", 1000))
-    periods = decoder_periods(run.model)
-    images = test_images(run.datamodule, n)
-    data = checkerboard_score(images, periods)
-    trained = checkerboard_score(decoder_outputs(run.model, images), periods)
-    init = checkerboard_score(decoder_outputs(fresh_model, images), periods)
-    metrics = {"eval/checkerboard": trained - data, "eval/checkerboard_init": init - data}
-    details = {"periods": list(periods), "flag_db": FLAG_DB, "score_data_db": data, "score_trained_db": trained,
-               "score_init_db": init, "flagged": trained - data > FLAG_DB, "flagged_init": init - data > FLAG_DB}
-    return {"metrics": metrics, "details": details}
+class ArtifactsTask(EvalTask):
+    """Checkerboard excess (dB) of the reconstructions over the clean images, trained and at initialisation.
+
+    Args:
+        num_images: test images whose reconstructions enter the spectrum.
+    """
+
+    name = "artifacts"
+
+    def __init__(self, num_images: PositiveInt = 1000):
+        check_arguments(ArtifactsTask, locals(), "eval.artifacts")
+        self.num_images = int(num_images)
+
+    def metric_info(self) -> list[MetricInfo]:
+        return [MetricInfo("eval/checkerboard", "checkerboard excess after training (dB)", False, None, True),
+                MetricInfo("eval/checkerboard_init", "checkerboard excess at initialisation (dB)", False, None, True)]
+
+    def run(self, run, out_dir: Path) -> EvalResult:
+        periods = decoder_periods(run.model)
+        images = run.datamodule.images("test", limit=self.num_images)
+        data = checkerboard_score(images, periods)
+        trained = checkerboard_score(decoder_outputs(run.model, images), periods)
+        init = checkerboard_score(decoder_outputs(run.fresh_model(), images), periods)
+        metrics = {"eval/checkerboard": trained - data, "eval/checkerboard_init": init - data}
+        details = {"periods": list(periods), "flag_db": FLAG_DB, "score_data_db": data, "score_trained_db": trained,
+                   "score_init_db": init, "flagged": trained - data > FLAG_DB, "flagged_init": init - data > FLAG_DB}
+        return EvalResult(metrics, details)

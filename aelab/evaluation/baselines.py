@@ -11,31 +11,32 @@ column space and the top principal components (linear decoders only).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
-from scipy.linalg import subspace_angles
-from sklearn.decomposition import PCA
 
-from aelab.evaluation.common import map_batches
+from aelab.batches import map_batches
+from aelab.constraints import PositiveInt
+from aelab.evaluation.task import EvalResult, EvalTask
+from aelab.metric_info import MetricInfo
+from aelab.signatures import check_arguments
 
 
 def split_matrix(datamodule, split: str, limit: int | None = None) -> np.ndarray:
     """The images of ``split`` as float pixels in [0, 1], one flattened image per row."""
-    from aelab.data.datamodule import to_float_batch
-
-    rows = []
-    for batch in datamodule.split_dataloader(split, limit=limit):
-        rows.append(to_float_batch(batch)["image"].flatten(1).numpy())
-    return np.concatenate(rows).astype(np.float64)
+    return datamodule.images(split, limit).flatten(1).numpy().astype(np.float64)
 
 
-def fit_pca(train: np.ndarray, k: int) -> PCA:
+def fit_pca(train: np.ndarray, k: int):
     """Exact PCA with ``k`` components (covariance eigendecomposition: N ≫ D)."""
+    from sklearn.decomposition import PCA
+
     solver = "covariance_eigh" if train.shape[0] > train.shape[1] else "full"
     return PCA(n_components=k, svd_solver=solver).fit(train)
 
 
-def pca_test_mse(pca: PCA, test: np.ndarray) -> float:
+def pca_test_mse(pca, test: np.ndarray) -> float:
     """Per-pixel mean squared error of PCA's reconstruction of ``test``."""
     recon = pca.inverse_transform(pca.transform(test))
     return float(np.mean((recon - test) ** 2))
@@ -54,29 +55,51 @@ def linear_decoder_matrix(model) -> np.ndarray | None:
 
 def principal_angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Principal angles (degrees) between the column spaces of ``a`` and ``b``, largest first."""
+    from scipy.linalg import subspace_angles
+
     return np.degrees(subspace_angles(a, b))
 
 
-def evaluate_pca(run, options) -> dict:
-    """``eval/pca_recon_loss`` at the run's bottleneck, the model's clean test MSE, their ratio, and angles."""
-    k = int(run.model.bottleneck)
-    dm = run.datamodule
-    pca = fit_pca(split_matrix(dm, "train", options.get("num_train")), k)
-    test = split_matrix(dm, "test")
-    pca_mse = pca_test_mse(pca, test)
-    model_mse = float(map_batches(run.model, dm.split_dataloader("test"),
-                                  lambda x, b: {"mse": (run.model.reconstruct(x) - x).pow(2).flatten(1).mean(1)})["mse"].mean())
-    metrics = {
-        "eval/pca_recon_loss": pca_mse,
-        "eval/model_test_mse": model_mse,
-        "eval/recon_vs_pca": model_mse / pca_mse,
-        "eval/pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
-    }
-    details = {"components": k, "train_images": int(pca.n_samples_), "test_images": int(test.shape[0])}
-    weights = linear_decoder_matrix(run.model)
-    if weights is not None:
-        angles = principal_angles_deg(weights, pca.components_.T)
-        metrics["eval/principal_angle_max_deg"] = float(angles.max())
-        metrics["eval/principal_angle_mean_deg"] = float(angles.mean())
-        details["principal_angles_deg"] = [round(float(a), 3) for a in angles]
-    return {"metrics": metrics, "details": details}
+class PCATask(EvalTask):
+    """``eval/pca_recon_loss`` at the run's bottleneck, the model's clean test MSE, their ratio, and angles.
+
+    Args:
+        num_train: training images the PCA is fitted on (null: all).
+    """
+
+    name = "pca"
+
+    def __init__(self, num_train: PositiveInt | None = None):
+        check_arguments(PCATask, locals(), "eval.pca")
+        self.num_train = num_train
+
+    def metric_info(self) -> list[MetricInfo]:
+        return [MetricInfo("eval/pca_recon_loss", "exact PCA test MSE", False, None, True),
+                MetricInfo("eval/model_test_mse", "model test MSE (clean inputs)", False, None, True),
+                MetricInfo("eval/recon_vs_pca", "model MSE / PCA MSE", False, None, True),
+                MetricInfo("eval/pca_explained_variance", "PCA explained variance", True, None, True),
+                MetricInfo("eval/principal_angle_max_deg", "largest principal angle to PCA (deg)", False, None, True),
+                MetricInfo("eval/principal_angle_mean_deg", "mean principal angle to PCA (deg)", False, None, True)]
+
+    def run(self, run, out_dir: Path) -> EvalResult:
+        k = int(run.model.bottleneck)
+        dm, model = run.datamodule, run.model
+        pca = fit_pca(split_matrix(dm, "train", self.num_train), k)
+        test = split_matrix(dm, "test")
+        pca_mse = pca_test_mse(pca, test)
+        model_mse = float(map_batches(dm.batches("test", device=model.device),
+                                      lambda b: {"mse": (model.reconstruct(b["image"]) - b["image"]).pow(2).flatten(1).mean(1)})["mse"].mean())
+        metrics = {
+            "eval/pca_recon_loss": pca_mse,
+            "eval/model_test_mse": model_mse,
+            "eval/recon_vs_pca": model_mse / pca_mse,
+            "eval/pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+        }
+        details = {"components": k, "train_images": int(pca.n_samples_), "test_images": int(test.shape[0])}
+        weights = linear_decoder_matrix(model)
+        if weights is not None:
+            angles = principal_angles_deg(weights, pca.components_.T)
+            metrics["eval/principal_angle_max_deg"] = float(angles.max())
+            metrics["eval/principal_angle_mean_deg"] = float(angles.mean())
+            details["principal_angles_deg"] = [round(float(a), 3) for a in angles]
+        return EvalResult(metrics, details)

@@ -9,14 +9,27 @@ per-image PSNRs; both metrics come from torchmetrics with data range 1.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from torchvision.utils import make_grid, save_image
 
+from aelab.batches import map_batches
+from aelab.constraints import PositiveInt
 from aelab.data.noise import make_corruption
 from aelab.errors import ConfigError
-from aelab.evaluation.common import map_batches
+from aelab.evaluation.task import EvalResult, EvalTask
+from aelab.images import image_grid, save_png
+from aelab.metric_info import MetricInfo
+from aelab.signatures import check_arguments
+
+DEFAULT_LEVELS = (
+    {"kind": "gaussian", "sigma": 0.1, "clip": True},
+    {"kind": "gaussian", "sigma": 0.2, "clip": True},
+    {"kind": "gaussian", "sigma": 0.3, "clip": True},
+    {"kind": "gaussian", "sigma": 0.5, "clip": True},
+    {"kind": "salt_pepper", "p": 0.1},
+    {"kind": "masking", "p": 0.25},
+)
 
 
 def level_name(level: dict) -> str:
@@ -27,59 +40,72 @@ def level_name(level: dict) -> str:
 
 
 def psnr_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return peak_signal_noise_ratio(preds, target, data_range=1.0, dim=(1, 2, 3), reduction="none")
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return peak_signal_noise_ratio(preds, target, data_range=1.0, dim=tuple(range(1, target.dim())), reduction="none")
 
 
 def ssim_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     k = min(11, target.shape[-1], target.shape[-2])
     k = k if k % 2 else k - 1
     return structural_similarity_index_measure(preds, target, data_range=1.0, kernel_size=k, reduction="none")
 
 
-def evaluate_denoising(run, options, out_dir: Path) -> dict:
-    """PSNR/SSIM of denoised vs corrupted inputs at each level, and a grid per level."""
-    levels = [dict(level) for level in (options.get("levels") or [])]
-    if not levels:
-        raise ConfigError("denoise.levels is empty: list corruptions such as {kind: gaussian, sigma: 0.1}")
-    model = run.model
-    results: dict[str, float] = {}
-    table, files = [], {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i, level in enumerate(levels):
-        kwargs = {k: v for k, v in level.items() if k != "kind"}
-        corruption = make_corruption(level["kind"], **kwargs).to(model.device)
-        name = level_name(level)
-        generator = torch.Generator(device=model.device).manual_seed(int(options.get("seed", 0)) + i)
+class DenoiseTask(EvalTask):
+    """PSNR/SSIM of denoised vs corrupted test images at each corruption level, and a grid per level.
 
-        def measure(x, batch, corruption=corruption, generator=generator):
-            noisy = corruption(x, generator)
-            denoised = model.reconstruct(noisy).clamp(0, 1)
-            return {
-                "psnr": psnr_per_image(denoised, x), "psnr_input": psnr_per_image(noisy, x),
-                "ssim": ssim_per_image(denoised, x), "ssim_input": ssim_per_image(noisy, x),
-            }
+    Args:
+        levels: corruptions of the clean test images, e.g. ``{kind: gaussian, sigma: 0.1, clip: true}``
+            (``kind`` is a corruption's name: gaussian, salt_pepper, masking, ...).
+        num_images: test images per level (null: all).
+        grid_images: columns of the clean | corrupted | denoised grid per level.
+        seed: of the corruptions.
+    """
 
-        values = map_batches(model, run.datamodule.split_dataloader("test", limit=options.get("num_images")), measure, options.get("num_images"))
-        row = {k: float(v.mean()) for k, v in values.items()}
-        for key, value in row.items():
-            results[f"eval/denoise/{name}/{key}"] = value
-        table.append({"level": name, **row})
-        files[name] = _grid(run, corruption, int(options.get("grid_images", 8)), out_dir / f"denoise_{name}.png", seed=int(options.get("seed", 0)) + i)
-    results["eval/denoise_psnr_gain"] = sum(r["psnr"] - r["psnr_input"] for r in table) / len(table)
-    results["eval/denoise_psnr"] = sum(r["psnr"] for r in table) / len(table)
-    return {"metrics": results, "files": files, "details": {"levels": table}}
+    name = "denoise"
 
+    def __init__(self, levels: list[dict[str, Any]] = DEFAULT_LEVELS, num_images: PositiveInt | None = 2000,
+                 grid_images: PositiveInt = 8, seed: int = 0):
+        check_arguments(DenoiseTask, locals(), "eval.denoise")
+        self.levels = [dict(level) for level in levels]
+        if not self.levels:
+            raise ConfigError("eval.denoise.levels is empty: list corruptions such as {kind: gaussian, sigma: 0.1}")
+        self.corruptions = {level_name(lv): make_corruption(lv["kind"], **{k: v for k, v in lv.items() if k != "kind"})
+                            for lv in self.levels}
+        self.num_images, self.grid_images, self.seed = num_images, int(grid_images), int(seed)
 
-@torch.no_grad()
-def _grid(run, corruption, n: int, path: Path, seed: int) -> Path:
-    from aelab.data.datamodule import to_float_batch
+    def metric_info(self) -> list[MetricInfo]:
+        return [MetricInfo("eval/denoise_psnr", "mean PSNR of denoised test images (dB)", True, None, True),
+                MetricInfo("eval/denoise_psnr_gain", "PSNR gain over the noisy input (dB)", True, None, True)]
 
-    batch = next(iter(run.datamodule.split_dataloader("test", limit=n)))
-    x = to_float_batch(batch)["image"].to(run.model.device)
-    noisy = corruption(x, torch.Generator(device=run.model.device).manual_seed(seed))
-    denoised = run.model.reconstruct(noisy)
-    rows = torch.cat([x, noisy, denoised]).clamp(0, 1).cpu()
-    if rows.shape[1] == 1:
-        rows = rows.expand(-1, 3, -1, -1)
-    save_image(make_grid(rows, nrow=x.shape[0], padding=2, pad_value=0.5), str(path))
-    return path
+    def run(self, run, out_dir: Path) -> EvalResult:
+        model = run.model
+        results: dict[str, float] = {}
+        table, files = [], {}
+        for i, (name, corruption) in enumerate(self.corruptions.items()):
+            corruption = corruption.to(model.device)
+            generator = torch.Generator(device=model.device).manual_seed(self.seed + i)
+
+            def measure(batch, corruption=corruption, generator=generator):
+                x = batch["image"]
+                noisy = corruption(x, generator)
+                denoised = model.reconstruct(noisy).clamp(0, 1)
+                return {
+                    "psnr": psnr_per_image(denoised, x), "psnr_input": psnr_per_image(noisy, x),
+                    "ssim": ssim_per_image(denoised, x), "ssim_input": ssim_per_image(noisy, x),
+                }
+
+            values = map_batches(run.datamodule.batches("test", limit=self.num_images, device=model.device), measure, self.num_images)
+            row = {k: float(v.mean()) for k, v in values.items()}
+            for key, value in row.items():
+                results[f"eval/denoise/{name}/{key}"] = value
+            table.append({"level": name, **row})
+            x = run.datamodule.images("test", limit=self.grid_images, device=model.device)
+            noisy = corruption(x, torch.Generator(device=model.device).manual_seed(self.seed + i))
+            with torch.no_grad():
+                files[name] = save_png(image_grid([x, noisy, model.reconstruct(noisy)]), out_dir / f"denoise_{name}.png")
+        results["eval/denoise_psnr_gain"] = sum(r["psnr"] - r["psnr_input"] for r in table) / len(table)
+        results["eval/denoise_psnr"] = sum(r["psnr"] for r in table) / len(table)
+        return EvalResult(results, {"levels": table}, files)

@@ -10,25 +10,31 @@ bottleneck, else PCA or t-SNE) coloured by class is saved as PNG.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from aelab.batches import map_batches
+from aelab.constraints import PositiveInt
+from aelab.errors import ConfigError
+from aelab.evaluation.task import EvalResult, EvalTask
+from aelab.files import atomic_path
+from aelab.metric_info import MetricInfo
+from aelab.signatures import check_arguments
 
-from aelab.errors import ConfigError  # noqa: E402
-from aelab.evaluation.generation import encode_loader  # noqa: E402
+
+def encode(model, batches, limit: int | None = None):
+    """Codes (mean codes for VAEs) and labels of ``batches``, on the CPU."""
+    out = map_batches(batches, lambda b: {"z": model.encode(b["image"]), "y": b["label"]}, limit)
+    return out["z"], out["y"]
 
 
 def probe_accuracy(train_z, train_y, test_z, test_y, max_iter: int = 1000, seed: int = 0) -> float:
     """Test accuracy of a logistic-regression probe fitted on the training codes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
     probe.fit(train_z, train_y)
     return float(probe.score(test_z, test_y))
@@ -36,6 +42,10 @@ def probe_accuracy(train_z, train_y, test_z, test_y, max_iter: int = 1000, seed:
 
 def knn_accuracy(train_z, train_y, test_z, test_y, k: int = 5) -> float:
     """Test accuracy of a k-nearest-neighbour classifier on the (standardised) codes."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     knn = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=k))
     knn.fit(train_z, train_y)
     return float(knn.score(test_z, test_y))
@@ -43,6 +53,13 @@ def knn_accuracy(train_z, train_y, test_z, test_y, k: int = 5) -> float:
 
 def scatter_codes(z: np.ndarray, y: np.ndarray, class_names: list[str], path: Path, method: str = "pca", seed: int = 0, title: str = "") -> Path:
     """2-D scatter of codes coloured by class (PCA or t-SNE when the codes have more than 2 dims)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
     if z.shape[1] == 1:
         xy, how = np.c_[z[:, 0], np.zeros(len(z))], "code"
     elif z.shape[1] == 2:
@@ -63,29 +80,59 @@ def scatter_codes(z: np.ndarray, y: np.ndarray, class_names: list[str], path: Pa
     ax.legend(markerscale=4, fontsize=7, loc="best")
     ax.set_title(title or f"test codes ({how})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
 
-def evaluate_probe(run, options, out_dir: Path) -> dict:
-    """``eval/probe_acc`` and ``eval/knn_acc`` on the test codes, plus the code scatter PNG."""
-    dm = run.datamodule
-    num_train = options.get("num_train")
-    train_z, train_y = encode_loader(run.model, dm.split_dataloader("train", limit=num_train), num_train)
-    test_z, test_y = encode_loader(run.model, dm.split_dataloader("test", limit=options.get("num_test")), options.get("num_test"))
-    if len(set(train_y.tolist())) < 2:
-        raise ConfigError("the probe needs at least two classes in the training split (this looks like a one-class run)")
-    seed = int(options.get("seed", 0))
-    results = {
-        "eval/probe_acc": probe_accuracy(train_z.numpy(), train_y.numpy(), test_z.numpy(), test_y.numpy(), int(options.get("max_iter", 1000)), seed),
-        "eval/knn_acc": knn_accuracy(train_z.numpy(), train_y.numpy(), test_z.numpy(), test_y.numpy(), int(options.get("knn_k", 5))),
-        "eval/chance_acc": float(np.bincount(test_y.numpy()).max() / len(test_y)),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shown = min(len(test_z), int(options.get("scatter_points", 3000)))
-    path = scatter_codes(test_z[:shown].numpy(), test_y[:shown].numpy(), dm.class_names, out_dir / "codes_scatter.png",
-                         options.get("embedding", "pca"), seed,
-                         title=f"test codes, bottleneck {test_z.shape[1]} (probe {results['eval/probe_acc']:.3f})")
-    return {"metrics": results, "files": {"codes_scatter": path},
-            "details": {"train_codes": int(len(train_z)), "test_codes": int(len(test_z))}}
+class ProbeTask(EvalTask):
+    """``eval/probe_acc`` and ``eval/knn_acc`` of the test codes, plus a scatter of them.
+
+    On a one-class run the probe is fitted on the dataset's labelled training
+    images of every class (the codes of the one-class model), not refused.
+
+    Args:
+        num_train: labelled training images whose codes fit the probe and the k-NN (null: all).
+        num_test: test images scored (null: all).
+        knn_k: neighbours of the k-NN classifier.
+        max_iter: iterations of the logistic regression.
+        embedding: 2-D view of codes wider than 2: ``pca`` or ``tsne``.
+        scatter_points: test codes drawn in the scatter.
+        seed: of the probe and the embedding.
+    """
+
+    name = "probe"
+    needs = ("labels",)
+
+    def __init__(self, num_train: PositiveInt | None = 10000, num_test: PositiveInt | None = None, knn_k: PositiveInt = 5,
+                 max_iter: PositiveInt = 1000, embedding: Literal["pca", "tsne"] = "pca", scatter_points: PositiveInt = 3000,
+                 seed: int = 0):
+        check_arguments(ProbeTask, locals(), "eval.probe")
+        self.num_train, self.num_test, self.knn_k, self.max_iter = num_train, num_test, int(knn_k), int(max_iter)
+        self.embedding, self.scatter_points, self.seed = embedding, int(scatter_points), int(seed)
+
+    def metric_info(self) -> list[MetricInfo]:
+        return [MetricInfo("eval/probe_acc", "linear-probe accuracy", True, None, True),
+                MetricInfo("eval/knn_acc", "k-NN accuracy", True, None, True),
+                MetricInfo("eval/chance_acc", "chance accuracy (majority class)")]
+
+    def run(self, run, out_dir: Path) -> EvalResult:
+        dm = run.datamodule.all_classes()
+        model = run.model
+        train_z, train_y = encode(model, dm.batches("train", limit=self.num_train, device=model.device), self.num_train)
+        test_z, test_y = encode(model, dm.batches("test", limit=self.num_test, device=model.device), self.num_test)
+        if len(set(train_y.tolist())) < 2:
+            raise ConfigError(f"the probe needs at least two classes in the training split of {dm.name}")
+        results = {
+            "eval/probe_acc": probe_accuracy(train_z.numpy(), train_y.numpy(), test_z.numpy(), test_y.numpy(), self.max_iter, self.seed),
+            "eval/knn_acc": knn_accuracy(train_z.numpy(), train_y.numpy(), test_z.numpy(), test_y.numpy(), self.knn_k),
+            "eval/chance_acc": float(np.bincount(test_y.numpy()).max() / len(test_y)),
+        }
+        shown = min(len(test_z), self.scatter_points)
+        path = scatter_codes(test_z[:shown].numpy(), test_y[:shown].numpy(), dm.class_names, out_dir / "codes_scatter.png",
+                             self.embedding, self.seed,
+                             title=f"test codes, bottleneck {test_z.shape[1]} (probe {results['eval/probe_acc']:.3f})")
+        return EvalResult(results, {"train_codes": int(len(train_z)), "test_codes": int(len(test_z)),
+                                    "one_class_run_probed_on_all_classes": run.datamodule.normal_class is not None},
+                          {"codes_scatter": path})

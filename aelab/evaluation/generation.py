@@ -1,55 +1,28 @@
 """Generation from autoencoders: samples, latent interpolations and latent traversals.
 
-* VAEs sample from their prior N(0, I).
-* Deterministic autoencoders have no prior; they sample codes from a Gaussian
-  fitted (mean and full covariance) to the codes of training images.
+* VAEs sample from their prior N(0, I); deterministic autoencoders draw codes
+  from a Gaussian fitted (mean and full covariance) to the codes of training
+  images (``model.sample``).
 * Interpolations decode straight lines between the (mean) codes of two test images.
-* Traversals (VAEs) vary one latent dimension at a time around a test image's
-  code, one row per dimension, the dimensions sorted by their KL (most used first).
+* Traversals (models with a prior) vary one latent dimension at a time around a
+  test image's code, one row per dimension, the dimensions sorted by their KL
+  (most used first).
+
+:class:`GenerationTask` draws all three; the ``GenerationGrids`` callback is the
+same task run after testing.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import torch
 
-from aelab.data.datamodule import to_float_batch
-
-
-@torch.no_grad()
-def encode_loader(model, loader: Iterable[dict], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes (mean codes for VAEs) and labels of the images in ``loader``, on the CPU."""
-    codes, labels, seen = [], [], 0
-    for batch in loader:
-        batch = to_float_batch({k: v.to(model.device) for k, v in batch.items()})
-        codes.append(model.encode(batch["image"]).float().cpu())
-        labels.append(batch["label"].cpu())
-        seen += batch["image"].shape[0]
-        if limit is not None and seen >= limit:
-            break
-    z, y = torch.cat(codes), torch.cat(labels)
-    return (z[:limit], y[:limit]) if limit is not None else (z, y)
-
-
-@torch.no_grad()
-def fitted_gaussian_samples(model, train_codes: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """Decode ``n`` codes drawn from a Gaussian fitted to ``train_codes`` (deterministic AEs)."""
-    mean = train_codes.mean(0)
-    centred = train_codes - mean
-    cov = centred.T @ centred / max(1, train_codes.shape[0] - 1)
-    cov = cov + 1e-5 * torch.eye(cov.shape[0]) * cov.diagonal().mean().clamp(min=1e-8)
-    dist = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
-    torch.manual_seed(seed)
-    z = dist.sample((n,))
-    return model.decode(z.to(model.device)).cpu()
-
-
-@torch.no_grad()
-def prior_samples(model, n: int, seed: int = 0) -> torch.Tensor:
-    """Decode ``n`` samples from a VAE's prior."""
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    return model.sample_prior(n, generator).cpu()
+from aelab.constraints import PositiveFloat, PositiveInt
+from aelab.evaluation.task import EvalResult, EvalTask
+from aelab.images import image_grid, publish_image
+from aelab.signatures import check_arguments
 
 
 @torch.no_grad()
@@ -74,3 +47,62 @@ def traversal_rows(model, image: torch.Tensor, dims: list[int], span: float = 3.
         z[:, d] = values
         rows.append(model.decode(z).cpu())
     return torch.cat(rows)
+
+
+class GenerationTask(EvalTask):
+    """``samples.png``, ``interpolation.png`` and (VAEs) ``traversal.png``.
+
+    Args:
+        num_samples: generated images (8 per row).
+        num_pairs, steps: interpolation rows and decoded points per row.
+        traversal_dims, traversal_span, traversal_steps: traversals — how many dimensions
+            (highest KL first), the range in prior standard deviations, points per row.
+        fit_codes: training images whose codes a deterministic autoencoder's Gaussian is fitted to.
+        regenerate: in ``aelab-eval``, draw again even when the run's ``samples/`` has the grids.
+    """
+
+    name = "generation"
+
+    def __init__(self, num_samples: PositiveInt = 64, num_pairs: PositiveInt = 6, steps: PositiveInt = 10,
+                 traversal_dims: PositiveInt = 10, traversal_span: PositiveFloat = 3.0, traversal_steps: PositiveInt = 9,
+                 fit_codes: PositiveInt = 5000, regenerate: bool = False):
+        check_arguments(GenerationTask, locals(), "eval.generation")
+        self.num_samples, self.num_pairs, self.steps = int(num_samples), int(num_pairs), int(steps)
+        self.traversal_dims, self.traversal_span, self.traversal_steps = int(traversal_dims), float(traversal_span), int(traversal_steps)
+        self.fit_codes, self.regenerate = int(fit_codes), bool(regenerate)
+
+    def run(self, run, out_dir: Path) -> EvalResult:
+        names = ("samples", "interpolation", "traversal")
+        existing = {p.stem: p for p in (run.run_dir / "samples").glob("*.png") if p.stem in names}
+        if existing and not self.regenerate:
+            return EvalResult(files=existing, details={"reused": sorted(existing)})
+        return EvalResult(files=self.draw(run.model, run.datamodule, out_dir))
+
+    def draw(self, model, datamodule, dirpath: Path, loggers: Iterable = (), step: int = 0) -> dict[str, Path]:
+        """Draw the grids of ``model`` into ``dirpath`` (and the loggers); returns the files written."""
+        was_training = model.training
+        model.eval()
+        written: dict[str, Path] = {}
+        try:
+            with torch.no_grad():
+                images = datamodule.images("test", limit=2 * self.num_pairs)
+                samples = model.sample(self.num_samples, batches=datamodule.batches("train", limit=self.fit_codes, device=model.device))
+                written["samples"] = dirpath / "samples.png"
+                publish_image(image_grid(samples, 8), written["samples"], "generation/samples", loggers, step, caption=model.sampling)
+                pairs = images.shape[0] // 2
+                if pairs >= 1:
+                    rows = interpolation_rows(model, images[:pairs], images[pairs: 2 * pairs], self.steps)
+                    written["interpolation"] = dirpath / "interpolation.png"
+                    publish_image(image_grid(rows, self.steps + 2), written["interpolation"], "generation/interpolation", loggers, step,
+                                  caption="test image | decoded points on the line between their codes | test image")
+                kl = list(getattr(model, "kl_per_dim", []) or [])
+                if kl:
+                    dims = sorted(range(len(kl)), key=lambda d: -kl[d])[: self.traversal_dims]
+                    rows = traversal_rows(model, images[0], dims, self.traversal_span, self.traversal_steps)
+                    written["traversal"] = dirpath / "traversal.png"
+                    caption = "one row per latent dimension, by KL: " + ", ".join(f"z{d} ({kl[d]:.2f} nats)" for d in dims)
+                    publish_image(image_grid(rows, self.traversal_steps), written["traversal"], "generation/traversal", loggers, step,
+                                  caption=caption)
+        finally:
+            model.train(was_training)
+        return written

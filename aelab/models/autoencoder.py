@@ -2,8 +2,8 @@
 
 * plain: ``noise=none``, no penalty;
 * denoising: any corruption from the ``noise`` group (the target stays clean);
-* sparse: ``sparse={kind: l1|kl, weight, target}``;
-* contractive: ``contractive={weight, projections}``;
+* sparse: a :class:`~aelab.models.penalties.SparsityPenalty` (``model=sparse``);
+* contractive: a :class:`~aelab.models.penalties.ContractivePenalty` (``model=contractive``);
 * linear: MLP nets without hidden layers and ``output_activation=identity``.
 
 The nets are passed in as factories ``encoder(input_shape=..., bottleneck=...)``
@@ -13,21 +13,20 @@ configs, or the classes of ``aelab.nets`` in a notebook) or as ready modules.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aelab.constraints import Bottleneck
 from aelab.data.noise import Corruption
 from aelab.errors import ConfigError
+from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.base import ReconstructionModule
 from aelab.models.penalties import ContractivePenalty, SparsityPenalty
 from aelab.nets import MLPDecoder, MLPEncoder
-from aelab.nets.layers import check_bottleneck
-
-LOSSES = ("mse", "bce")
-OUTPUT_ACTIVATIONS = ("sigmoid", "identity")
+from aelab.signatures import check_arguments
 
 NetFactory = Callable[..., nn.Module]
 
@@ -67,51 +66,60 @@ class Autoencoder(ReconstructionModule):
         loss: ``mse`` (per-pixel mean squared error, default) or ``bce``.
         output_activation: ``sigmoid`` (pixels in [0, 1]) or ``identity`` (linear AE).
         noise: corruption applied to training inputs (and, with a fixed seed, to val/test).
-        sparse: ``None`` or options of :class:`SparsityPenalty`.
-        contractive: ``None`` or options of :class:`ContractivePenalty`.
+        sparse: ``None`` or a :class:`SparsityPenalty` on the code.
+        contractive: ``None`` or a :class:`ContractivePenalty` on the encoder.
         optimizer, scheduler: partials taking ``params`` / ``optimizer`` (Adam 1e-3 if None).
         monitor, monitor_mode: the validation metric that selects the best checkpoint.
     """
 
     def __init__(
         self,
-        input_shape: Iterable[int],
-        bottleneck: int = 32,
+        input_shape: Sequence[int],
+        bottleneck: Bottleneck = 32,
         encoder: NetFactory | nn.Module | None = None,
         decoder: NetFactory | nn.Module | None = None,
-        loss: str = "mse",
-        output_activation: str = "sigmoid",
+        loss: Literal["mse", "bce"] = "mse",
+        output_activation: Literal["sigmoid", "identity"] = "sigmoid",
         noise: Corruption | None = None,
-        sparse: dict[str, Any] | None = None,
-        contractive: dict[str, Any] | None = None,
+        sparse: SparsityPenalty | None = None,
+        contractive: ContractivePenalty | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         monitor: str = "val/recon_loss",
-        monitor_mode: str = "min",
+        monitor_mode: Literal["min", "max"] = "min",
         eval_seed: int = 12345,
     ):
+        check_arguments(Autoencoder, locals(), "model")
         super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler,
                          scheduler_monitor=monitor, eval_seed=eval_seed)
-        check_bottleneck(bottleneck)
-        if loss not in LOSSES:
-            raise ConfigError(f"model.loss={loss!r} is not one of {list(LOSSES)}")
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ConfigError(f"model.output_activation={output_activation!r} is not one of {list(OUTPUT_ACTIVATIONS)}")
         if loss == "bce" and output_activation != "sigmoid":
             raise ConfigError("model.loss=bce needs model.output_activation=sigmoid (outputs must be probabilities)")
-        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler", "sparse", "contractive"], logger=False)
         self.encoder, self.decoder = build_nets(encoder, decoder, self.input_shape, bottleneck)
         self.loss_name = loss
+        self.recon_label = "reconstruction MSE" if loss == "mse" else "reconstruction BCE"
         self.output_activation = output_activation
-        self.sparsity = SparsityPenalty(**sparse) if sparse else None
+        self.sparsity = sparse
         if self.sparsity is not None and self.sparsity.kind == "kl" and getattr(self.encoder, "code_activation_name", None) != "sigmoid":
             raise ConfigError(
                 "model.sparse.kind=kl compares mean activations with a target in (0, 1): "
                 "set model.encoder.code_activation=sigmoid"
             )
-        self.contraction = ContractivePenalty(**contractive) if contractive else None
+        self.contraction = contractive
         keys = ["recon_loss"] + (["mse"] if loss != "mse" else [])
         self.register_metric_keys(keys)
+
+    def metric_info(self) -> list[MetricInfo]:
+        infos = super().metric_info()
+        if self.loss_name != "mse":
+            infos += stage_metrics("mse", "pixel MSE", False, stages=("val", "test"), summary_stage=None)
+        if self.sparsity is not None:
+            infos.append(MetricInfo("train/sparse_penalty", "sparsity penalty", False))
+        if self.contraction is not None:
+            infos.append(MetricInfo("train/contractive_penalty", "contractive penalty", False))
+        if self.sparsity is not None or self.contraction is not None:
+            infos.append(MetricInfo("train/loss", "training objective", False))
+        return infos
 
     # ------------------------------------------------------------- the net
     def _activate(self, out: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""What every aelab LightningModule shares: corruption, evaluation metrics, optimizers.
+"""What every aelab LightningModule shares: corruption, evaluation metrics, optimizers, the model contract.
 
 A model defines
 
@@ -6,7 +6,11 @@ A model defines
   one value per image for each metric (the validation/test quantities),
 * ``training_step``,
 * ``gap_keys`` — which metrics enter the overfitting gap and their sign,
-* ``encode`` / ``decode`` / ``reconstruct`` for evaluations and image grids.
+* ``encode`` / ``decode`` / ``reconstruct`` for evaluations and image grids,
+* ``metric_info()`` — what each logged metric means (direction, label, summary, table column),
+* ``features`` — what it offers beyond reconstruction (``elbo``, ``prior``, ``iwae``),
+  which evaluation tasks ask for,
+* ``anomaly_scores(x)`` and ``sample(n)``, with defaults here.
 
 Validation and test corrupt inputs with a generator reseeded at the start of
 every evaluation, so their numbers repeat from epoch to epoch and run to run.
@@ -15,7 +19,7 @@ every evaluation, so their numbers repeat from epoch to epoch and run to run.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import lightning as L
 import torch
@@ -23,17 +27,10 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from aelab.data.datamodule import to_float_batch
 from aelab.data.noise import Corruption, NoCorruption
 from aelab.errors import NonFiniteLossError
-
-HIGHER_IS_BETTER = ("psnr", "ssim", "elbo", "acc", "auroc", "ap", "active_units")
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether larger values of ``metric`` (a name such as ``val/psnr``) are better."""
-    leaf = metric.rsplit("/", 1)[-1]
-    return any(leaf == h or leaf.startswith(h + "_") or leaf.endswith("_" + h) for h in HIGHER_IS_BETTER)
+from aelab.batches import map_batches
+from aelab.metric_info import MetricInfo, stage_metrics
 
 
 def _ssim_kernel(height: int, width: int) -> int:
@@ -48,6 +45,10 @@ class ReconstructionModule(L.LightningModule):
     gap_keys: dict[str, int] = {"recon_loss": 1}
     #: metric that names the model's own objective in tables
     objective_key = "recon_loss"
+    #: what ``recon_loss`` measures, for labels
+    recon_label = "reconstruction MSE"
+    #: what the model offers beyond encoding and reconstructing (evaluation tasks ask for these)
+    features: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -98,6 +99,41 @@ class ReconstructionModule(L.LightningModule):
     @property
     def bottleneck(self) -> int:
         return int(self.hparams["bottleneck"])
+
+    def metric_info(self) -> list[MetricInfo]:
+        """What the metrics this model logs mean; subclasses add theirs (see :mod:`aelab.metric_info`)."""
+        infos = stage_metrics("recon_loss", self.recon_label, False, columns=("test", "best/val"))
+        for key in self.gap_keys:
+            infos.append(MetricInfo(f"gap/{key}", f"overfitting gap (val − train {key.replace('_', ' ')})", None, "last", True))
+            infos.append(MetricInfo(f"train_eval/{key}", f"train {key.replace('_', ' ')} (eval mode)", None))
+        infos += stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
+        infos += stage_metrics("ssim", "SSIM", True, stages=("val", "test"), summary_stage=None)
+        return infos
+
+    @torch.no_grad()
+    def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image anomaly scores of clean images ``x``: ``mse``, the reconstruction error."""
+        return {"mse": (self.reconstruct(x) - x).pow(2).flatten(1).mean(1)}
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batches: Iterable[dict] | None = None) -> torch.Tensor:
+        """``n`` generated images: codes drawn from a Gaussian fitted to the codes of ``batches`` (training images).
+
+        A deterministic autoencoder has no prior; VAEs override this with theirs.
+        """
+        if batches is None:
+            raise ValueError("a deterministic autoencoder samples from a Gaussian fitted to training codes: pass batches")
+        codes = map_batches(batches, lambda b: {"z": self.encode(b["image"])})["z"]
+        mean = codes.mean(0)
+        centred = codes - mean
+        cov = centred.T @ centred / max(1, codes.shape[0] - 1)
+        cov = cov + 1e-5 * torch.eye(cov.shape[0]) * cov.diagonal().mean().clamp(min=1e-8)
+        dist = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+        torch.manual_seed(seed)
+        return self.decode(dist.sample((n,)).to(self.device)).cpu()
+
+    #: how :meth:`sample` draws codes, for captions
+    sampling = "codes from a Gaussian fitted to the training codes"
 
     # --------------------------------------------------------- evaluation
     def eval_generator(self) -> torch.Generator:
@@ -170,8 +206,8 @@ class ReconstructionModule(L.LightningModule):
         self.stage_counts["test"].reset()
 
     @torch.no_grad()
-    def evaluate_loader(self, loader: Iterable[dict], seed: int | None = None) -> dict[str, float]:
-        """Mean per-sample metrics over ``loader`` in eval mode, corrupting with a fixed seed.
+    def evaluate_batches(self, batches: Iterable[dict], seed: int | None = None) -> dict[str, float]:
+        """Mean per-sample metrics over float ``batches`` in eval mode, corrupting with a fixed seed.
 
         Used for the overfitting gap: the training images are measured exactly
         like the validation images are.
@@ -179,20 +215,12 @@ class ReconstructionModule(L.LightningModule):
         was_training = self.training
         self.eval()
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed if seed is None else seed)
-        sums: dict[str, float] = {}
-        count = 0
         try:
-            for batch in loader:
-                batch = to_float_batch({k: v.to(self.device) for k, v in batch.items()})
-                metrics, _, _ = self.per_sample_metrics(batch["image"], generator)
-                for key, values in metrics.items():
-                    if key.startswith("_"):
-                        continue
-                    sums[key] = sums.get(key, 0.0) + float(values.double().sum())
-                count += batch["image"].shape[0]
+            values = map_batches(batches, lambda b: {k: v for k, v in self.per_sample_metrics(b["image"], generator)[0].items()
+                                                     if not k.startswith("_")})
         finally:
             self.train(was_training)
-        return {key: total / max(count, 1) for key, total in sums.items()}
+        return {key: float(v.double().mean()) for key, v in values.items()}
 
     # ------------------------------------------------------------ training
     #: what a NaN/inf training loss does: ``stop`` (raise) or ``skip`` (drop the batch); set by aelab-train

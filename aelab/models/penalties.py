@@ -10,25 +10,22 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 from torch import nn
 
-from aelab.errors import ConfigError
-
-SPARSITY_KINDS = ("l1", "kl")
+from aelab.constraints import NonNegativeFloat, PositiveInt, Range
+from aelab.signatures import check_arguments
 
 
 class SparsityPenalty(nn.Module):
     """``weight · mean_batch Σ_j |z_j|`` (``l1``) or ``weight · Σ_j KL(ρ ‖ ρ̂_j)`` (``kl``)."""
 
-    def __init__(self, kind: str = "l1", weight: float = 1e-3, target: float = 0.05):
+    def __init__(self, kind: Literal["l1", "kl"] = "l1", weight: NonNegativeFloat = 1e-3,
+                 target: Annotated[float, Range(gt=0, lt=1, what="a mean activation")] = 0.05):
         super().__init__()
-        if kind not in SPARSITY_KINDS:
-            raise ConfigError(f"model.sparse.kind={kind!r} is not one of {list(SPARSITY_KINDS)}")
-        if float(weight) < 0:
-            raise ConfigError(f"model.sparse.weight must be >= 0 (got {weight})")
-        if not 0.0 < float(target) < 1.0:
-            raise ConfigError(f"model.sparse.target is a mean activation in (0, 1) (got {target})")
+        check_arguments(SparsityPenalty, locals(), "model.sparse")
         self.kind, self.weight, self.target = kind, float(weight), float(target)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -49,12 +46,9 @@ class ContractivePenalty(nn.Module):
     The input must have ``requires_grad`` set before the encoder ran.
     """
 
-    def __init__(self, weight: float = 1e-4, projections: int | None = None):
+    def __init__(self, weight: NonNegativeFloat = 1e-4, projections: PositiveInt | None = None):
         super().__init__()
-        if float(weight) < 0:
-            raise ConfigError(f"model.contractive.weight must be >= 0 (got {weight})")
-        if projections is not None and int(projections) < 1:
-            raise ConfigError(f"model.contractive.projections must be a positive integer or null (got {projections})")
+        check_arguments(ContractivePenalty, locals(), "model.contractive")
         self.weight = float(weight)
         self.projections = None if projections is None else int(projections)
 

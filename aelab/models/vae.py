@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
+from aelab.constraints import Bottleneck, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from aelab.data.noise import Corruption
 from aelab.errors import ConfigError
+from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.autoencoder import NetFactory, build_nets
 from aelab.models.base import ReconstructionModule
-from aelab.nets.layers import check_bottleneck
+from aelab.signatures import check_arguments
 
 log = logging.getLogger(__name__)
-
-LIKELIHOODS = ("bernoulli", "gaussian")
 ACTIVE_UNIT_THRESHOLD = 0.01  # nats: a latent dimension with more mean KL than this is "active"
 LOG_2PI = math.log(2 * math.pi)
 
@@ -88,42 +88,34 @@ class VAE(ReconstructionModule):
 
     gap_keys = {"elbo": -1, "recon_loss": 1}
     objective_key = "loss"
+    features = ("elbo", "prior", "iwae")
+    sampling = "samples from the prior N(0, I)"
 
     def __init__(
         self,
-        input_shape: Iterable[int],
-        bottleneck: int = 16,
+        input_shape: Sequence[int],
+        bottleneck: Bottleneck = 16,
         encoder: NetFactory | nn.Module | None = None,
         decoder: NetFactory | nn.Module | None = None,
-        likelihood: str = "bernoulli",
-        sigma: float = 0.1,
+        likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
+        sigma: PositiveFloat = 0.1,
         learn_sigma: bool = False,
-        beta: float = 1.0,
-        kl_warmup_steps: int = 0,
-        free_bits: float = 0.0,
-        iwae_samples: int = 1000,
-        iwae_chunk: int = 2048,
-        iwae_max_images: int | None = None,
+        beta: NonNegativeFloat = 1.0,
+        kl_warmup_steps: NonNegativeInt = 0,
+        free_bits: NonNegativeFloat = 0.0,
+        iwae_samples: NonNegativeInt = 1000,
+        iwae_chunk: PositiveInt = 2048,
+        iwae_max_images: PositiveInt | None = None,
         noise: Corruption | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         monitor: str = "val/loss",
-        monitor_mode: str = "min",
+        monitor_mode: Literal["min", "max"] = "min",
         eval_seed: int = 12345,
     ):
+        check_arguments(VAE, locals(), "model")
         super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler,
                          scheduler_monitor=monitor, eval_seed=eval_seed)
-        check_bottleneck(bottleneck)
-        if likelihood not in LIKELIHOODS:
-            raise ConfigError(f"model.likelihood={likelihood!r} is not one of {list(LIKELIHOODS)}")
-        if float(beta) < 0:
-            raise ConfigError(f"model.beta must be >= 0 (got {beta})")
-        if float(sigma) <= 0:
-            raise ConfigError(f"model.sigma is a standard deviation and must be > 0 (got {sigma})")
-        if int(kl_warmup_steps) < 0 or float(free_bits) < 0:
-            raise ConfigError("model.kl_warmup_steps and model.free_bits must be >= 0")
-        if int(iwae_samples) < 0 or int(iwae_chunk) < 1:
-            raise ConfigError("model.iwae_samples must be >= 0 and model.iwae_chunk >= 1")
         self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler"], logger=False)
         self.latent = int(bottleneck)
         # the encoder writes mean and log variance (2 x latent), the decoder reads a latent sample
@@ -181,6 +173,29 @@ class VAE(ReconstructionModule):
         """``n`` images decoded from z ~ N(0, I) (the mean of p(x|z))."""
         z = torch.randn(n, self.latent, generator=generator, device=self.device)
         return self.decode(z)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batches: Iterable[dict] | None = None) -> torch.Tensor:
+        """``n`` images from the prior (``batches`` are not needed)."""
+        return self.sample_prior(n, torch.Generator(device=self.device).manual_seed(seed)).cpu()
+
+    @torch.no_grad()
+    def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``mse`` (reconstruction error of the mean code) and ``elbo`` (the negative one-sample ELBO)."""
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        return {**super().anomaly_scores(x), "elbo": -self.terms(x, x, generator)["elbo"]}
+
+    def metric_info(self) -> list[MetricInfo]:
+        infos = super().metric_info()
+        infos += [MetricInfo("test/nll_iwae", "test NLL (IWAE, nats)", False, None, True)]
+        infos += stage_metrics("elbo", "ELBO (nats)", True, columns=("test",))
+        infos += stage_metrics("kl", "KL (nats)", None, columns=("test",), summary_stage=None)
+        infos += [MetricInfo("val/active_units", "active latent units", None, None, True),
+                  MetricInfo("test/active_units", "active latent units", None)]
+        infos += stage_metrics("loss", "objective (negative β-ELBO)", False, columns=())
+        infos += stage_metrics("recon", "−log p(x|z) (nats)", False, columns=(), summary_stage=None)
+        infos += [MetricInfo("train/kl_weight", "KL weight", None), MetricInfo("train/sigma", "likelihood σ", None)]
+        return infos
 
     # -------------------------------------------------------- objectives
     def terms(self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

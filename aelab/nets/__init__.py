@@ -7,7 +7,7 @@ pre-activation images. Decoders with ``uses_indices`` (max-unpooling) also take
 the encoder's pooling indices from ``encoder.forward_with_indices``.
 """
 
-from aelab.nets.conv import DOWNSAMPLE_MODES, UPSAMPLE_MODES, ConvDecoder, ConvEncoder
+from aelab.nets.conv import ConvDecoder, ConvEncoder
 from aelab.nets.mlp import MLPDecoder, MLPEncoder
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "DOWNSAMPLE_MODES", "UPSAMPLE_MODES"]
+__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]

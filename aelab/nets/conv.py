@@ -15,17 +15,26 @@ Any channel count and any height/width divisible by ``2 ** stages`` works.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aelab.constraints import Bottleneck, PositiveInt
 from aelab.errors import ConfigError
-from aelab.nets.layers import check_bottleneck, check_shape, make_activation
+from aelab.nets.layers import Activation, check_shape, make_activation
+from aelab.signatures import check_arguments
 
-DOWNSAMPLE_MODES = ("stride", "pool")
-UPSAMPLE_MODES = ("transpose", "nearest", "bilinear", "unpool")
+
+def check_shape_for_conv(shape: Sequence[int]) -> tuple[int, int, int]:
+    """Images ``(C, H, W)``; vectors are refused with the model that takes them."""
+    if len(tuple(shape)) == 1:
+        raise ConfigError(
+            f"the conv nets take images (channels, height, width), but the data are vectors of {tuple(shape)[0]} "
+            "features: use model=mlp (or model=linear, model=vae) for vector data"
+        )
+    return check_shape(shape)
 
 
 def _check_halvable(shape: tuple[int, int, int], stages: int) -> tuple[int, int]:
@@ -52,21 +61,20 @@ class ConvEncoder(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        bottleneck: int,
-        channels: Sequence[int] = (32, 64),
-        downsample: str = "stride",
-        kernel_size: int = 3,
-        activation: str | None = "relu",
+        bottleneck: Bottleneck,
+        channels: Sequence[PositiveInt] = (32, 64),
+        downsample: Literal["stride", "pool"] = "stride",
+        kernel_size: PositiveInt = 3,
+        activation: Activation | None = "relu",
         batch_norm: bool = False,
-        code_activation: str | None = None,
+        code_activation: Activation | None = None,
     ):
         super().__init__()
-        if downsample not in DOWNSAMPLE_MODES:
-            raise ConfigError(f"model.encoder.downsample={downsample!r} is not one of {list(DOWNSAMPLE_MODES)}")
+        check_arguments(ConvEncoder, locals(), "model.encoder", {"bottleneck": "model.bottleneck"})
         if int(kernel_size) % 2 != 1:
             raise ConfigError(f"model.encoder.kernel_size must be odd (got {kernel_size})")
-        self.input_shape = check_shape(input_shape)
-        self.bottleneck = check_bottleneck(bottleneck)
+        self.input_shape = check_shape_for_conv(input_shape)
+        self.bottleneck = int(bottleneck)
         self.channels = [int(c) for c in channels]
         self.downsample = downsample
         h, w = _check_halvable(self.input_shape, len(self.channels))
@@ -127,23 +135,22 @@ class ConvDecoder(nn.Module):
     def __init__(
         self,
         output_shape: Sequence[int],
-        bottleneck: int,
-        channels: Sequence[int] = (32, 64),
-        upsample: str = "transpose",
-        kernel_size: int = 3,
-        activation: str | None = "relu",
+        bottleneck: Bottleneck,
+        channels: Sequence[PositiveInt] = (32, 64),
+        upsample: Literal["transpose", "nearest", "bilinear", "unpool"] = "transpose",
+        kernel_size: PositiveInt = 3,
+        activation: Activation | None = "relu",
         batch_norm: bool = False,
     ):
         super().__init__()
-        if upsample not in UPSAMPLE_MODES:
-            raise ConfigError(f"model.decoder.upsample={upsample!r} is not one of {list(UPSAMPLE_MODES)}")
+        check_arguments(ConvDecoder, locals(), "model.decoder", {"bottleneck": "model.bottleneck"})
         k = int(kernel_size)
         if k < 1 or (upsample != "transpose" and k % 2 != 1):
             raise ConfigError(f"model.decoder.kernel_size must be odd for {upsample} upsampling (got {kernel_size})")
         if upsample == "transpose" and k < 2:
             raise ConfigError(f"a stride-2 transposed convolution needs model.decoder.kernel_size >= 2 (got {k})")
-        self.output_shape = check_shape(output_shape)
-        self.bottleneck = check_bottleneck(bottleneck)
+        self.output_shape = check_shape_for_conv(output_shape)
+        self.bottleneck = int(bottleneck)
         self.channels = [int(c) for c in channels]
         self.upsample = upsample
         self.uses_indices = upsample == "unpool"

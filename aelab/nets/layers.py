@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
 from aelab.errors import ConfigError
@@ -17,6 +19,10 @@ ACTIVATIONS = {
 }
 
 
+#: the names an activation option accepts (``None`` too)
+Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "softplus", "none", "identity", "linear"]
+
+
 def make_activation(name: str | None, what: str = "activation") -> nn.Module:
     """An activation module by name; ``None``/``"none"``/``"identity"`` give the identity."""
     if name in (None, "none", "identity", "linear"):
@@ -26,18 +32,17 @@ def make_activation(name: str | None, what: str = "activation") -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def check_bottleneck(bottleneck) -> int:
-    """Validate the code size shared by every variant (``model.bottleneck``)."""
-    if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or bottleneck < 1:
-        raise ConfigError(
-            f"model.bottleneck is the size of the code and must be a positive integer (got {bottleneck!r})"
-        )
-    return bottleneck
-
-
 def check_shape(shape) -> tuple[int, int, int]:
     """Validate an image shape ``(channels, height, width)``."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"image shape must be (channels, height, width) with positive sizes (got {shape})")
+    return shape
+
+
+def check_vector_shape(shape) -> tuple[int, ...]:
+    """Validate the shape of one input, an image ``(C, H, W)`` or a vector ``(D,)``."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ConfigError(f"input shape must be (channels, height, width) or (features,) with positive sizes (got {shape})")
     return shape

@@ -13,7 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aelab.nets.layers import check_bottleneck, check_shape, make_activation
+from aelab.constraints import Bottleneck, PositiveInt, Probability
+from aelab.nets.layers import Activation, check_vector_shape, make_activation
+from aelab.signatures import check_arguments
 
 
 def _mlp(sizes: Sequence[int], activation: str | None, dropout: float) -> list[nn.Module]:
@@ -32,15 +34,16 @@ class MLPEncoder(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        bottleneck: int,
-        hidden: Sequence[int] = (512, 256),
-        activation: str | None = "relu",
-        code_activation: str | None = None,
-        dropout: float = 0.0,
+        bottleneck: Bottleneck,
+        hidden: Sequence[PositiveInt] = (512, 256),
+        activation: Activation | None = "relu",
+        code_activation: Activation | None = None,
+        dropout: Probability = 0.0,
     ):
         super().__init__()
-        self.input_shape = check_shape(input_shape)
-        self.bottleneck = check_bottleneck(bottleneck)
+        check_arguments(MLPEncoder, locals(), "model.encoder", {"bottleneck": "model.bottleneck"})
+        self.input_shape = check_vector_shape(input_shape)
+        self.bottleneck = int(bottleneck)
         sizes = [math.prod(self.input_shape), *[int(h) for h in hidden]]
         self.body = nn.Sequential(nn.Flatten(), *_mlp(sizes, activation, dropout))
         self.head = nn.Linear(sizes[-1], self.bottleneck)
@@ -62,14 +65,15 @@ class MLPDecoder(nn.Module):
     def __init__(
         self,
         output_shape: Sequence[int],
-        bottleneck: int,
-        hidden: Sequence[int] = (512, 256),
-        activation: str | None = "relu",
-        dropout: float = 0.0,
+        bottleneck: Bottleneck,
+        hidden: Sequence[PositiveInt] = (512, 256),
+        activation: Activation | None = "relu",
+        dropout: Probability = 0.0,
     ):
         super().__init__()
-        self.output_shape = check_shape(output_shape)
-        self.bottleneck = check_bottleneck(bottleneck)
+        check_arguments(MLPDecoder, locals(), "model.decoder", {"bottleneck": "model.bottleneck"})
+        self.output_shape = check_vector_shape(output_shape)
+        self.bottleneck = int(bottleneck)
         sizes = [self.bottleneck, *[int(h) for h in reversed(list(hidden))]]
         self.body = nn.Sequential(*_mlp(sizes, activation, dropout))
         self.head = nn.Linear(sizes[-1], math.prod(self.output_shape))

@@ -1,0 +1,75 @@
+"""Files that are never half-written: every writer in aelab goes through :func:`atomic_path`.
+
+A writer gets a temporary name next to the target (same folder, so the rename
+is atomic on one file system, same suffix, so tools that pick a format from
+the suffix still work) and the file appears under its real name only when
+the writer finished. On any exit path the temporary file is removed, and the
+new file gets the permissions the umask gives (``tempfile`` would make it
+0600).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_MARK = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary name next to ``path``; on success it is renamed to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a leftover temporary file of :func:`atomic_path`."""
+    return path.name.startswith(".") and TMP_MARK in path.name
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-safe copy: NaN/inf become None, tensors and NumPy scalars plain numbers, paths strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON so that a crash never leaves a half-written file."""
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2) + "\n")

@@ -1,0 +1,160 @@
+"""``metrics.json``: the record of one run, owned by one class.
+
+:class:`RunRecord` is the only code that reads, merges and writes a run's
+``metrics.json``. Within one process the record lives in memory (the training
+job holds one and adds its evaluations to it); the file is how a run tells
+*other* processes what happened (``aelab-eval``, ``aelab-compare``, a sweep's
+summary, a resumed run looking up its W&B id).
+
+The schema (every key optional but ``status``):
+
+=================  ============================================================
+``status``         ``running`` | ``completed`` | ``failed`` | ``interrupted``
+``error``          the user-facing reason of a failure (``error_type``: its class)
+``final``          the last value of every logged metric, plus ``eval/*`` numbers
+``best``           the best value of every ``val/*`` metric with a direction
+``best_epoch``     the epoch of the best monitored value
+``objective``      ``{"metric", "value"}``: what a sweep optimises
+``metric_info``    key → ``{label, higher_is_better, summary, column}``
+                   (see :mod:`aelab.metric_info`), declared by the producers
+``eval``           ``{"metrics", "details", "files", "checkpoint", "evaluated_at"}``
+``checkpoints``    ``{"best", "last"}`` paths
+``wandb``          ``{"id"}`` of the run's W&B run
+facts              ``model``, ``data``, ``noise``, ``experiment`` (group choices),
+                   ``bottleneck``, ``params``, ``seed``, ``epochs``, ``global_step``,
+                   ``wall_time_s``, ``started_at``, ``finished_at(_unix)``,
+                   ``dataset``, ``resumed_from``, ``world_size``, ``overrides``,
+                   ``run_dir``, and model facts (a VAE's ``kl_per_dim``, ...)
+=================  ============================================================
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aelab.errors import RunFolderError
+from aelab.files import write_json_atomic
+from aelab.metric_info import MetricCatalog, MetricInfo
+
+METRICS_FILE = "metrics.json"
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+#: the facts the record keeps that tables show after the metrics
+RECORD_METRICS = (
+    MetricInfo("params", "parameters", None, None, True),
+    MetricInfo("wall_time_s", "wall time (s)", None, None, True),
+)
+
+
+def now_iso() -> str:
+    """The current time, ISO 8601 with timezone."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+class RunRecord:
+    """The ``metrics.json`` of one run folder (see the module docstring for its keys)."""
+
+    def __init__(self, run_dir: str | Path, data: dict[str, Any] | None = None):
+        self.run_dir = Path(run_dir)
+        self.data: dict[str, Any] = dict(data or {})
+
+    # ------------------------------------------------------------ reading
+    @property
+    def path(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> "RunRecord | None":
+        """The run's record, or None when it has none or it cannot be read."""
+        record, _ = cls.read_with_problem(run_dir)
+        return record
+
+    @classmethod
+    def read_with_problem(cls, run_dir: str | Path) -> tuple["RunRecord | None", str | None]:
+        """``(record, None)``, or ``(None, why not)``: missing, unreadable or not JSON."""
+        path = Path(run_dir) / METRICS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None, f"no {METRICS_FILE}"
+        except OSError as exc:
+            return None, f"{METRICS_FILE} cannot be read ({exc.strerror or exc})"
+        except ValueError:
+            return None, f"{METRICS_FILE} is not valid JSON (half-written by another tool?)"
+        if not isinstance(data, dict):
+            return None, f"{METRICS_FILE} does not hold a JSON object"
+        return cls(run_dir, data), None
+
+    @classmethod
+    def require(cls, run_dir: str | Path) -> "RunRecord":
+        """The run's record; a RunFolderError naming the folder when it has none."""
+        record, problem = cls.read_with_problem(run_dir)
+        if record is None:
+            raise RunFolderError(f"{run_dir}: {problem}: it is not a finished aelab run")
+        return record
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    @property
+    def status(self) -> str | None:
+        return self.data.get("status")
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.data.get("final") or {}
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return self.data.get("best") or {}
+
+    @property
+    def objective(self) -> Any:
+        return (self.data.get("objective") or {}).get("value")
+
+    @property
+    def wandb_id(self) -> str | None:
+        value = (self.data.get("wandb") or {}).get("id")
+        return str(value) if value else None
+
+    @property
+    def metric_info(self) -> MetricCatalog:
+        return MetricCatalog.from_json(self.data.get("metric_info")).add(RECORD_METRICS)
+
+    def flat_metrics(self) -> dict[str, Any]:
+        """Every number a table can show: ``final`` values, ``best/<key>`` and the record's facts."""
+        out: dict[str, Any] = {key: self.data.get(key) for key in ("bottleneck", "params", "wall_time_s", "epochs", "seed")}
+        out.update(self.final)
+        out.update({f"best/{k}": v for k, v in self.best.items()})
+        return out
+
+    # ------------------------------------------------------------ writing
+    def update(self, **values: Any) -> "RunRecord":
+        self.data.update(values)
+        return self
+
+    def add_metric_info(self, infos) -> "RunRecord":
+        """Declare metrics (infos already known keep their first declaration)."""
+        catalog = MetricCatalog.from_json(self.data.get("metric_info")).add(infos)
+        self.data["metric_info"] = catalog.to_json()
+        return self
+
+    def add_evaluation(self, metrics: dict[str, Any], details: dict[str, Any], files: dict[str, str],
+                       checkpoint: str | None, infos=()) -> "RunRecord":
+        """Merge evaluation results: numbers into ``final`` and ``eval.metrics``, the rest under ``eval``."""
+        section = self.data.setdefault("eval", {})
+        section.setdefault("metrics", {}).update(metrics)
+        section.setdefault("details", {}).update(details)
+        section.setdefault("files", {}).update(files)
+        section["checkpoint"] = checkpoint
+        section["evaluated_at"] = now_iso()
+        self.data.setdefault("final", {}).update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None})
+        return self.add_metric_info(infos)
+
+    def save(self) -> "RunRecord":
+        """Write ``metrics.json`` atomically (a temporary file, then a rename)."""
+        write_json_atomic(self.path, self.data)
+        return self

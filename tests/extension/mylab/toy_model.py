@@ -1,0 +1,38 @@
+"""A model variant from outside aelab: the autoencoder with an L2 penalty on the code, and its own metric."""
+
+from __future__ import annotations
+
+import torch
+
+from aelab.constraints import NonNegativeFloat
+from aelab.metric_info import MetricInfo
+from aelab.models import Autoencoder
+from aelab.signatures import check_arguments
+
+
+class CodeL2Autoencoder(Autoencoder):
+    """``recon_loss + code_weight · mean ‖z‖²``; logs ``train/code_norm``.
+
+    Args:
+        code_weight: weight of the squared code norm in the training objective.
+        **kwargs: the options of :class:`aelab.models.Autoencoder`.
+    """
+
+    def __init__(self, code_weight: NonNegativeFloat = 1e-3, **kwargs):
+        check_arguments(CodeL2Autoencoder, locals(), "model")
+        super().__init__(**kwargs)
+        self.code_weight = float(code_weight)
+
+    def training_step(self, batch, batch_idx):
+        x = batch["image"]
+        z, out = self(self.noise(x))
+        recon = self._recon_loss(out, x)
+        norm = z.pow(2).sum(1).mean()
+        loss = recon + self.code_weight * norm
+        n = x.shape[0]
+        self.log("train/recon_loss", recon, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log("train/code_norm", norm, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def metric_info(self) -> list[MetricInfo]:
+        return super().metric_info() + [MetricInfo("train/code_norm", "mean squared code norm", None, "last", True)]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from aelab.errors import RunFolderError
+from aelab.errors import ConfigError, RunFolderError
 from aelab.files import atomic_path
 
 
@@ -50,3 +50,25 @@ def newest_resume_checkpoint(ckpt_dir: Path) -> Path | None:
     candidates = [ckpt_dir / "last.ckpt", *ckpt_dir.parent.glob("hpc_ckpt_*.ckpt")]
     existing = [p for p in candidates if p.is_file()]
     return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def resume_checkpoint(run_dir: Path, ckpt_path: str | None, resume: str) -> Path | None:
+    """The checkpoint a run starts from: ``ckpt_path``, or with ``resume=auto`` the run folder's own newest one.
+
+    Checked readable (a truncated file is named before anything starts); ``resume=never`` refuses a
+    folder that already holds checkpoints.
+    """
+    if ckpt_path:
+        path = Path(str(ckpt_path)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint such as <run>/checkpoints/last.ckpt")
+    elif resume == "never":
+        if any((run_dir / "checkpoints").glob("*.ckpt")):
+            raise ConfigError(f"{run_dir} already holds checkpoints and resume=never: delete the folder, "
+                              "choose another name=, or leave resume=auto to continue that run")
+        return None
+    else:
+        path = newest_resume_checkpoint(run_dir / "checkpoints")
+    if path is not None:
+        load_checkpoint(path, mmap=True)
+    return path

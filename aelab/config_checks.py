@@ -13,7 +13,7 @@ a second, before it creates a run folder:
   Lightning's own ``Trainer``, callbacks, loggers, evaluation tasks);
 * a value of the wrong type, outside its range or not among its choices;
 * an evaluation task the model or data cannot serve (its ``needs``);
-* top-level keys against :class:`aelab.train.TrainOptions`, and the output
+* top-level keys against :class:`aelab.train_options.TrainOptions`, and the output
   folder (writable, ``paths.min_free_mb`` free).
 
 :func:`config_problems` returns every problem at once; :func:`check_config`
@@ -42,7 +42,7 @@ HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 COMPONENT_DICTS = ("callbacks", "logger", "eval")
 #: the top-level groups that are one component each
 COMPONENTS = ("data", "noise", "model", "trainer")
-TOP_OPTIONS = "aelab.train.TrainOptions"
+TOP_OPTIONS = "aelab.train_options.TrainOptions"
 RESUME_MODES = ("auto", "never")
 
 

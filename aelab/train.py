@@ -14,135 +14,24 @@ recorded without stopping the others.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import traceback
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from aelab import config_dir
-from aelab.config_checks import config_problems, local_ddp_sweep_problem, world_size
-from aelab.constraints import NonNegativeFloat, PositiveInt
+from aelab.config_checks import config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
 from aelab.record import RECORD_METRICS, RunRecord, now_iso
+from aelab.session import (configure_threads, hydra_choices, is_multirun, loggable_config, own_wandb_service,
+                           quiet_known_warnings, sweep_name)
 
 log = logging.getLogger("aelab.train")
-
-
-# ------------------------------------------------------------------ the top-level options
-@dataclass
-class SweepOptions:
-    name: str | None = None  # sweep folder name under outputs/sweeps (default: a timestamp)
-    resume: bool = False  # reuse the latest sweep folder with the same overrides
-
-
-@dataclass
-class PathsOptions:
-    root_dir: str = "."
-    data_dir: str = "data"
-    output_dir: str = "outputs"
-    run_dir: str | None = None
-    min_free_mb: NonNegativeFloat = 100
-
-
-@dataclass
-class TrainOptions:
-    """The top-level keys of ``conf/config.yaml`` (the groups are components, checked by their own signatures)."""
-
-    seed: int = 0
-    name: str | None = None
-    resume: str = "auto"
-    ckpt_path: str | None = None
-    nonfinite_loss: Literal["stop", "skip"] = "stop"
-    test: bool = True
-    test_ckpt: Literal["best", "last"] = "best"
-    optimized_metric: str = "val/recon_loss"
-    threads: PositiveInt | None = None
-    compile: bool = False
-    tags: list[str] = field(default_factory=list)
-    sweep: SweepOptions = field(default_factory=SweepOptions)
-    paths: PathsOptions = field(default_factory=PathsOptions)
-    data: Any = None
-    model: Any = None
-    noise: Any = None
-    trainer: Any = None
-    logger: Any = None
-    callbacks: Any = None
-    eval: Any = None
-
-
-# ------------------------------------------------------------------ Hydra context
-def hydra_choices() -> dict[str, str]:
-    """The chosen option of each config group (``model``: ``conv``, ...), when Hydra runs."""
-    if not HydraConfig.initialized():
-        return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None and not k.startswith("hydra")}
-
-
-def is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def sweep_name() -> str | None:
-    """The sweep folder's name for a multirun job (the W&B group)."""
-    return Path(str(HydraConfig.get().sweep.dir)).name if is_multirun() else None
-
-
-def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
-    """The run's config as a plain dict for loggers, with the most-swept knobs at the top level."""
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    plain.pop("hydra", None)
-    plain["bottleneck"] = cfg.model.get("bottleneck")  # top level: dashboards plot against it directly
-    plain["overrides"] = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    for group in ("model", "data", "noise", "trainer", "experiment"):
-        if group in choices:
-            plain[f"{group}_name"] = choices[group]
-    return plain
-
-
-def configure_threads(cfg: DictConfig) -> int:
-    """Set torch's CPU threads: ``cfg.threads``, or cores / processes under ddp_cpu or the joblib launcher."""
-    import torch
-
-    threads = cfg.get("threads")
-    trainer_cfg = cfg.get("trainer") or {}
-    processes = world_size(trainer_cfg) // max(1, int(trainer_cfg.get("num_nodes", 1) or 1))
-    if threads is None and processes > 1 and str(trainer_cfg.get("accelerator")) == "cpu":
-        threads = max(1, (os.cpu_count() or 1) // processes)
-    if threads is None and HydraConfig.initialized():
-        launcher = HydraConfig.get().get("launcher") or {}
-        if "joblib" in str(launcher.get("_target_", "")):
-            n_jobs = int(launcher.get("n_jobs") or 1)
-            cores = os.cpu_count() or 1
-            threads = max(1, cores // (cores if n_jobs < 1 else n_jobs))
-    if threads is not None:
-        torch.set_num_threads(max(1, int(threads)))
-    return torch.get_num_threads()
-
-
-def _quiet_known_warnings() -> None:
-    """Silence warnings that do not apply to aelab's in-memory data path; route Lightning's log through Hydra's."""
-    for message in (".*does not have many workers.*", ".*is smaller than the logging interval.*", ".*The number of training batches.*",
-                    ".*Checkpoint directory .* exists and is not empty.*", ".*configured with multiple `ModelCheckpoint` callbacks.*",
-                    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*"):
-        warnings.filterwarnings("ignore", message=message)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(getattr(f, "aelab", False) for f in rank_zero.filters):
-        drop = logging.Filter()
-        drop.filter = lambda record: "Tip:" not in str(record.getMessage())  # Lightning's product tips
-        drop.aelab = True
-        rank_zero.addFilter(drop)
 
 
 # ------------------------------------------------------------------ one job
@@ -168,12 +57,13 @@ class TrainingJob:
 
         from aelab.build import build_components, instantiate_group
         from aelab.callbacks import MetricsHistory, StepSeeding
+        from aelab.checkpoints import resume_checkpoint
         from aelab.metric_info import MetricCatalog
         from aelab.runs import wandb_run_id
         from aelab.tracking import start_loggers
 
         cfg = self.cfg
-        _quiet_known_warnings()
+        quiet_known_warnings()
         threads = configure_threads(cfg)
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         parts = build_components(cfg)
@@ -183,7 +73,7 @@ class TrainingJob:
             for net in (self.model.encoder, self.model.decoder):  # in place: parameter names (and checkpoints) stay
                 net.compile()
         self.tasks = instantiate_group(cfg.get("eval"))  # checked now, run after testing
-        self.resume_from = self.find_resume_checkpoint()
+        self.resume_from = resume_checkpoint(self.run_dir, cfg.get("ckpt_path"), str(cfg.resume))
         self.datamodule.prepare_data()
         self.datamodule.setup("fit")
         callbacks = list(instantiate_group(cfg.get("callbacks")).values())
@@ -250,25 +140,6 @@ class TrainingJob:
         self.evaluation = run_tasks(run, self.tasks)
         self.record.add_evaluation(self.evaluation.metrics, self.evaluation.details, self.evaluation.files, best or None)
         publish_evaluation(self.loggers, self.evaluation.metrics, self.evaluation.images, self.trainer.global_step)
-
-    def find_resume_checkpoint(self) -> Path | None:
-        """``ckpt_path``, or with ``resume=auto`` the run folder's own newest checkpoint; checked readable."""
-        from aelab.checkpoints import load_checkpoint, newest_resume_checkpoint
-
-        if self.cfg.get("ckpt_path"):
-            path = Path(str(self.cfg.ckpt_path)).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"ckpt_path={self.cfg.ckpt_path} does not exist; point it at a checkpoint such as <run>/checkpoints/last.ckpt")
-        elif str(self.cfg.resume) == "never":
-            if any((self.run_dir / "checkpoints").glob("*.ckpt")):
-                raise ConfigError(f"{self.run_dir} already holds checkpoints and resume=never: delete the folder, "
-                                  "choose another name=, or leave resume=auto to continue that run")
-            return None
-        else:
-            path = newest_resume_checkpoint(self.run_dir / "checkpoints")
-        if path is not None:
-            load_checkpoint(path, mmap=True)  # a truncated file: a clear error naming it, before anything starts
-        return path
 
     # ------------------------------------------------------------ the record
     def fields(self, status: str, error: str | None = None, error_type: str | None = None) -> dict:
@@ -346,14 +217,6 @@ def instantiate_trainer(trainer_cfg: DictConfig, callbacks: list, loggers: list)
 def train(cfg: DictConfig) -> dict:
     """Train, test, evaluate and record the run described by ``cfg``; returns its record."""
     return TrainingJob(cfg).run()
-
-
-def own_wandb_service() -> None:
-    """Forget a W&B service inherited from a parent process (``WANDB_SERVICE``): a killed run sharing its
-    parent's service would keep its run id "in use" and block its resume. Each ``aelab-train`` process
-    starts its own (only while this process has not imported W&B itself)."""
-    if "wandb" not in sys.modules:
-        os.environ.pop("WANDB_SERVICE", None)
 
 
 def run_job(cfg: DictConfig) -> float | None:

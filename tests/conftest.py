@@ -14,6 +14,18 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Parallel test workers share the cores: each worker (and every aelab process it starts) gets
+    cores / workers torch threads. Oversubscribed OpenMP threads spin against each other and made
+    the suite more than twice as slow."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
 BIN = Path(sys.executable).parent
 
 # Small and quick: sprites, a few hundred images, no progress bar or model summary.
@@ -53,6 +65,25 @@ def compose_config(run_dir: Path, overrides: list[str], multirun: bool = False):
     HydraConfig.instance().set_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+def train_run_folder(run_dir: Path, overrides: list[str]) -> Path:
+    """Train in-process into ``run_dir`` and give it the ``.hydra/`` files the CLI writes (a complete run folder)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from aelab.train import run_job
+
+    cfg = compose_config(run_dir, overrides)
+    hydra_cfg = cfg.hydra
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(task, run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), run_dir / ".hydra" / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    run_job(cfg)
+    return run_dir
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ class GenerationTask(EvalTask):
                     written["interpolation"] = dirpath / "interpolation.png"
                     publish_image(image_grid(rows, self.steps + 2), written["interpolation"], "generation/interpolation", loggers, step,
                                   caption="test image | decoded points on the line between their codes | test image")
-                kl = list(getattr(model, "kl_per_dim", []) or [])
+                kl = list(model.kl_per_dim)
                 if kl:
                     dims = sorted(range(len(kl)), key=lambda d: -kl[d])[: self.traversal_dims]
                     rows = traversal_rows(model, images[0], dims, self.traversal_span, self.traversal_steps)

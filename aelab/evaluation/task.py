@@ -69,7 +69,7 @@ class EvalTask:
 
     def refusal(self, run) -> str | None:
         """Why this task cannot run on ``run`` (None when it can)."""
-        features = tuple(getattr(run.model, "features", ()))
+        features = tuple(run.model.features)
         for need in self.required():
             if need == "labels" and not run.datamodule.has_labels:
                 return f"the {self.name} task needs class labels, and {run.datamodule.name} has none"

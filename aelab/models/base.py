@@ -47,6 +47,8 @@ class ReconstructionModule(L.LightningModule):
     objective_key = "recon_loss"
     #: what ``recon_loss`` measures, for labels
     recon_label = "reconstruction MSE"
+    #: how much each latent dimension is used (a VAE's mean KL per dimension, nats); empty: no such measure
+    kl_per_dim: list[float] = []
     #: what the model offers beyond encoding and reconstructing (evaluation tasks ask for these)
     features: ClassVar[tuple[str, ...]] = ()
 
@@ -227,6 +229,8 @@ class ReconstructionModule(L.LightningModule):
     nonfinite_loss: str = "stop"
     #: with ``skip``: stop anyway after this many non-finite batches in a row
     max_skipped_in_a_row: int = 100
+    skipped_batches: int = 0
+    _skipped_in_a_row: int = 0
 
     def check_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite (agreed across DDP ranks); if not, stop with a clear message or, with
@@ -238,8 +242,8 @@ class ReconstructionModule(L.LightningModule):
             self._skipped_in_a_row = 0
             return True
         if self.nonfinite_loss == "skip":
-            self._skipped_in_a_row = getattr(self, "_skipped_in_a_row", 0) + 1
-            self.skipped_batches = getattr(self, "skipped_batches", 0) + 1
+            self._skipped_in_a_row += 1
+            self.skipped_batches += 1
             if self._skipped_in_a_row < self.max_skipped_in_a_row:
                 self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False, reduce_fx="max")
                 return False

@@ -1,0 +1,92 @@
+"""The training process around one job: Hydra's context, CPU threads, log routing, W&B's service.
+
+Entry-point support for ``aelab-train`` (it knows Hydra); the job itself is in :mod:`aelab.train`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.config_checks import world_size
+
+
+def hydra_choices() -> dict[str, str]:
+    """The chosen option of each config group (``model``: ``conv``, ...), when Hydra runs."""
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None and not k.startswith("hydra")}
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_name() -> str | None:
+    """The sweep folder's name for a multirun job (the W&B group)."""
+    return Path(str(HydraConfig.get().sweep.dir)).name if is_multirun() else None
+
+
+def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
+    """The run's config as a plain dict for loggers, with the most-swept knobs at the top level."""
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    plain.pop("hydra", None)
+    plain["bottleneck"] = cfg.model.get("bottleneck")  # top level: dashboards plot against it directly
+    plain["overrides"] = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    for group in ("model", "data", "noise", "trainer", "experiment"):
+        if group in choices:
+            plain[f"{group}_name"] = choices[group]
+    return plain
+
+
+def configure_threads(cfg: DictConfig) -> int:
+    """Set torch's CPU threads: ``cfg.threads``, or cores / processes under ddp_cpu or the joblib launcher."""
+    import torch
+
+    threads = cfg.get("threads")
+    trainer_cfg = cfg.get("trainer") or {}
+    processes = world_size(trainer_cfg) // max(1, int(trainer_cfg.get("num_nodes", 1) or 1))
+    if threads is None and processes > 1 and str(trainer_cfg.get("accelerator")) == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // processes)
+    if threads is None and HydraConfig.initialized():
+        launcher = HydraConfig.get().get("launcher") or {}
+        if "joblib" in str(launcher.get("_target_", "")):
+            n_jobs = int(launcher.get("n_jobs") or 1)
+            cores = os.cpu_count() or 1
+            threads = max(1, cores // (cores if n_jobs < 1 else n_jobs))
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    return torch.get_num_threads()
+
+
+def quiet_known_warnings() -> None:
+    """Silence warnings that do not apply to aelab's in-memory data path; route Lightning's log through Hydra's."""
+    for message in (".*does not have many workers.*", ".*is smaller than the logging interval.*", ".*The number of training batches.*",
+                    ".*Checkpoint directory .* exists and is not empty.*", ".*configured with multiple `ModelCheckpoint` callbacks.*",
+                    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*"):
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(getattr(f, "aelab", False) for f in rank_zero.filters):
+        drop = logging.Filter()
+        drop.filter = lambda record: "Tip:" not in str(record.getMessage())  # Lightning's product tips
+        drop.aelab = True
+        rank_zero.addFilter(drop)
+
+
+def own_wandb_service() -> None:
+    """Forget a W&B service inherited from a parent process (``WANDB_SERVICE``): a killed run sharing its
+    parent's service would keep its run id "in use" and block its resume. Each ``aelab-train`` process
+    starts its own (only while this process has not imported W&B itself)."""
+    if "wandb" not in sys.modules:
+        os.environ.pop("WANDB_SERVICE", None)

@@ -1,0 +1,83 @@
+"""The early config check derives from the components' own signatures (read from source, without torch)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from aelab.config_checks import config_problems
+from aelab.record import RunRecord
+from aelab.signatures import signature
+
+
+def problems(make_cfg, *overrides):
+    return config_problems(make_cfg(*overrides))[0]
+
+
+def test_signatures_come_from_source_without_importing_torch():
+    code = ("import sys; from aelab.signatures import signature; "
+            "s = signature('aelab.models.VAE'); t = signature('lightning.pytorch.Trainer'); a = signature('torch.optim.Adam'); "
+            "print(sorted(s.params)[:3], 'precision' in t.params, 'lr' in a.params, 'torch' in sys.modules, 'lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "['beta', 'bottleneck', 'decoder'] True True False False"
+
+
+def test_types_ranges_choices_and_inherited_options_are_read():
+    vae = signature("aelab.models.VAE")
+    assert vae.params["likelihood"].type.values == ("bernoulli", "gaussian")
+    assert vae.params["bottleneck"].type.ranges[0].what == "the size of the code"
+    assert vae.attrs["features"] == ("elbo", "prior", "iwae")
+    sprites = signature("aelab.data.Sprites")  # its own options and, through **kwargs, the DataModule's
+    assert {"image_size", "num_train", "batch_size", "normal_class"} <= set(sprites.params)
+    assert sprites.is_subclass_of("aelab.data.ImageDataModule") and not vae.is_subclass_of("aelab.models.Autoencoder")
+    precision = signature("lightning.pytorch.Trainer").params["precision"].type  # Lightning's own Literal aliases
+    assert "bf16-mixed" in [v for a in precision.args for v in a.values]
+
+
+def test_every_valid_trainer_argument_is_accepted(make_cfg):
+    assert problems(make_cfg, "+trainer.max_time=00:00:01:00", "+trainer.profiler=simple", "+trainer.min_epochs=1") == []
+    found = problems(make_cfg, "+trainer.max_epoch=3")
+    assert found and found[0].startswith("trainer.max_epoch is not an option of trainer; did you mean trainer.max_epochs?")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+seeed=3", "seeed is not a top-level option of aelab-train; did you mean seed?"),
+    ("+model.optimizer.learning_rate=0.1", "model.optimizer.learning_rate is not an option of model.optimizer (torch.optim.Adam takes: params, lr,"),
+    ("model.encoder.channels=[0]", "every entry of model.encoder.channels must be a positive integer (got [0])"),
+    ("+model.bottelneck=8", "model.bottelneck is not an option of model; did you mean model.bottleneck?"),
+    ("+callbacks.overfitting_gap.max_sample=3", "callbacks.overfitting_gap.max_sample is not an option of callbacks.overfitting_gap; did you mean"),
+    ("eval=[nll]", "eval.nll needs a model with 'iwae' (a VAE)"),
+    ("eval=[anomaly]", "eval.anomaly needs a one-class run"),
+    ("+eval.foo=1", "eval.foo is not an evaluation task"),
+    ("model.sparse=null", None),
+])
+def test_misspelt_and_out_of_range_keys_at_any_depth(make_cfg, override, message):
+    found = problems(make_cfg, "model=conv", override)
+    if message is None:
+        assert found == []
+    else:
+        assert any(message in p for p in found), found
+
+
+def test_penalties_are_components_checked_by_their_signature(make_cfg):
+    found = problems(make_cfg, "model=sparse", "model.sparse.kind=l2", "model.sparse.target=1.5")
+    assert "model.sparse.kind='l2' is not one of ['l1', 'kl']" in found
+    assert "model.sparse.target is a mean activation and must be > 0 and < 1 (got 1.5)" in found
+
+
+def test_run_record_merges_evaluations_and_writes_atomically(tmp_path):
+    record = RunRecord(tmp_path, {"status": "completed", "final": {"test/recon_loss": 0.1}})
+    record.add_evaluation({"eval/auroc": 0.9, "eval/anomaly_normal_class": 1}, {"anomaly": {"n": 3}}, {}, "best.ckpt")
+    record.save()
+    again = RunRecord.read(tmp_path)
+    assert again.final == {"test/recon_loss": 0.1, "eval/auroc": 0.9, "eval/anomaly_normal_class": 1}
+    assert again.data["eval"]["details"]["anomaly"] == {"n": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 != 0o600  # the umask's permissions, not tempfile's
+    (tmp_path / "metrics.json").write_text('{"status": "comp')
+    assert RunRecord.read_with_problem(tmp_path) == (None, "metrics.json is not valid JSON (half-written by another tool?)")
+    RunRecord(tmp_path, {"status": "failed", "final": {"val/recon_loss": float("nan")}}).save()
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"] == {"val/recon_loss": None}  # valid JSON

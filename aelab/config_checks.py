@@ -105,6 +105,9 @@ def node_problems(node: Any, path: str, target: str | None = None) -> list[str]:
             if not sig.var_keyword:
                 problems.append(_unknown_key(path, key, sig))
             continue
+        if OmegaConf.is_missing(node, key):
+            problems.append(f"{path}.{key} must be set: {sig.target} needs it (e.g. {path}.{key}=...)")
+            continue
         value = _value(node, key)
         if value is _UNRESOLVED:
             continue
@@ -163,7 +166,8 @@ def _eval_needs(cfg: DictConfig) -> list[str]:
             needs += [need for v, need in by_value.items() if v in values]
         for need in needs:
             if need == "one_class":
-                if (data is None or data.get("normal_class") is None) and task.get("normal_class") is None:
+                dataset_marks = data_sig is not None and data_sig.attrs.get("normal_label") is not None
+                if (data is None or data.get("normal_class") is None) and task.get("normal_class") is None and not dataset_marks:
                     problems.append(f"eval.{name} needs a one-class run: set data.normal_class=k (or eval.{name}.normal_class=k)")
             elif need == "labels":
                 if data_sig is not None and data_sig.attrs.get("has_labels", True) is False:

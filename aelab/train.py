@@ -92,7 +92,8 @@ class TrainingJob:
         self.loggers = list(instantiate_group(cfg.get("logger"), **extra).values())
         self.trainer = instantiate_trainer(cfg.trainer, callbacks, self.loggers)
         if self.trainer.is_global_zero:
-            params = {**loggable_config(cfg, self.choices), "params": self.model.num_parameters(), "metric_info": self.info.to_json()}
+            params = {**loggable_config(cfg, self.choices), "params": self.model.num_parameters(), "metric_info": self.info.to_json(),
+                      "dataset_info": self.datamodule.info()}
             self.loggers, self.wandb_id = start_loggers(self.loggers, params, self.info.summaries())
             self.trainer.loggers = self.loggers
         log.info("run folder: %s%s", self.run_dir, f" (continuing from {self.resume_from.name})" if self.resume_from else "")
@@ -174,6 +175,7 @@ class TrainingJob:
                 "last": str(self.run_dir / "checkpoints" / "last.ckpt") if (self.run_dir / "checkpoints" / "last.ckpt").is_file() else None,
             },
             "dataset": self.datamodule.describe() if self.datamodule is not None else None,
+            "dataset_info": self.datamodule.info() if self.datamodule is not None and self.datamodule.splits else None,
             "resumed_from": str(self.resume_from) if self.resume_from is not None else None,
             "wandb": {"id": self.wandb_id} if self.wandb_id else None,
             "world_size": trainer.world_size if trainer is not None else None,

@@ -30,7 +30,7 @@ class ReconstructionGrid(L.Callback):
     def _fixed_images(self, trainer: "L.Trainer") -> torch.Tensor | None:
         if self._images is None:
             dm = trainer.datamodule
-            if dm is None or "val" not in dm.splits:
+            if dm is None or "val" not in dm.splits or not dm.is_images:  # vectors: no picture to draw
                 return None
             self._images = dm.images("val", limit=self.num_images)
         return self._images

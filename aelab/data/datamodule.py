@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aelab.constraints import NonNegativeInt, PositiveInt
+from aelab.constraints import NonNegativeInt, PositiveInt, Probability
 from aelab.errors import ConfigError
 from aelab.seeds import step_seed
 from aelab.signatures import check_arguments
@@ -29,35 +29,50 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Split:
-    """One split held in memory: images (uint8), labels, source ids and optional generating factors.
+    """One split: images, labels, source ids, and optionally generating factors and per-pixel masks.
 
     ``ids`` number the images of the source: official training images
-    ``0..N-1``, official test images from ``TEST_ID_OFFSET`` on.
+    ``0..N-1``, official test images from ``TEST_ID_OFFSET`` on. Images are
+    uint8 (pixels 0..255) or float32 (values as given, e.g. tabular vectors).
+    When ``rows`` is set, ``images`` is the whole memory-mapped source and the
+    split holds only the index of its rows: selecting and batching never read
+    more than a batch, so a set larger than RAM trains from the memory map.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     ids: torch.Tensor
     factors: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return self.labels.shape[0]
 
     def select(self, index: torch.Tensor) -> "Split":
         """The rows ``index`` of this split, as a new split."""
-        return Split(
-            self.images[index],
-            self.labels[index],
-            self.ids[index],
-            None if self.factors is None else self.factors[index],
-        )
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        if self.rows is not None:
+            return Split(self.images, self.labels[index], self.ids[index], pick(self.factors), pick(self.masks), self.rows[index])
+        return Split(self.images[index], self.labels[index], self.ids[index], pick(self.factors), pick(self.masks))
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """The images of rows ``index`` (read from the memory map when the split is mapped)."""
+        if self.rows is None:
+            return self.images[index]
+        return self.images[self.rows[index.to(self.rows.device)].to(self.images.device)]
+
+    def materialized(self) -> torch.Tensor:
+        """All images of the split in memory."""
+        return self.gather(torch.arange(len(self)))
 
     def with_images(self, images: torch.Tensor) -> "Split":
-        """The same split with other (e.g. binarized) images."""
-        return Split(images, self.labels, self.ids, self.factors)
+        """The same split with other (e.g. binarized) images, held in memory."""
+        return Split(images, self.labels, self.ids, self.factors, self.masks)
 
 
 TEST_ID_OFFSET = 10_000_000
+VAL_ID_OFFSET = 20_000_000
 
 
 class TensorBatches(Dataset):
@@ -70,10 +85,13 @@ class TensorBatches(Dataset):
         return len(self.split)
 
     def __getitem__(self, indices) -> dict[str, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long, device=self.split.images.device)
-        batch = {"image": self.split.images[index], "label": self.split.labels[index], "id": self.split.ids[index]}
-        if self.split.factors is not None:
-            batch["factors"] = self.split.factors[index]
+        split = self.split
+        index = torch.as_tensor(indices, dtype=torch.long, device=split.labels.device)
+        batch = {"image": split.gather(index), "label": split.labels[index], "id": split.ids[index]}
+        if split.factors is not None:
+            batch["factors"] = split.factors[index]
+        if split.masks is not None:
+            batch["mask"] = split.masks[index]
         return batch
 
 
@@ -143,17 +161,24 @@ class BatchIndexSampler(Sampler):
 
 
 def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
-    """Binarize uint8 images once: pixel → 255 with probability pixel/255, using ``seed``."""
+    """Binarize images once: pixel → 255 with probability pixel/255 (uint8) or value (float), using ``seed``."""
     generator = torch.Generator().manual_seed(int(seed))
-    probs = images.float() / 255.0
+    probs = images.float() / 255.0 if images.dtype == torch.uint8 else images.float().clamp(0, 1)
     return (torch.rand(probs.shape, generator=generator) < probs).to(torch.uint8) * 255
 
 
 @dataclass
 class ImageSet:
-    """What a dataset loads: its official train and test splits as uint8 ``[N,C,H,W]`` images and int64 labels.
+    """What a dataset loads: its official splits as ``[N,C,H,W]`` images (uint8, or float32 for values
+    that are not pixels; ``[N, D]`` for vectors) and int64 labels.
 
-    ``factors`` (int64 ``[N, F]``) are the generating factors when they are known (sprites).
+    ``factors`` (int64 ``[N, F]``) are the generating factors when they are known
+    (sprites); ``test_masks`` (uint8 ``[N,1,H,W]``, 1 = anomalous pixel) the
+    ground truth of an anomaly set. ``val_*`` is an explicit validation split
+    (else ``val_size`` images are held out of the training split). ``mapped``:
+    the images are memory-mapped (read per batch, never copied whole); then the
+    splits may share one array and name their rows in ``*_rows``. ``info``
+    describes the source (path, cache file, skipped files) for ``metrics.json``.
     """
 
     train_images: torch.Tensor
@@ -165,6 +190,15 @@ class ImageSet:
     train_factors: torch.Tensor | None = None
     test_factors: torch.Tensor | None = None
     factor_names: list[str] = field(default_factory=list)
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    test_masks: torch.Tensor | None = None
+    mapped: bool = False
+    train_rows: torch.Tensor | None = None
+    val_rows: torch.Tensor | None = None
+    test_rows: torch.Tensor | None = None
+    has_labels: bool = True
+    info: dict = field(default_factory=dict)
 
 
 _LOADED: OrderedDict[tuple, ImageSet] = OrderedDict()
@@ -183,7 +217,9 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         batch_size: training batch size per process; ``eval_batch_size`` for val/test (default: the same).
-        val_size: images held out of the official training split for validation.
+        val_size: images held out of the official training split for validation
+            (when the dataset has no validation split of its own).
+        val_fraction: hold out this share of the training split instead of ``val_size`` images.
         seed: fixes the train/val split, the order of batches and fixed binarization.
         limit_train, limit_val, limit_test: keep only this many images of each split.
         normal_class: one-class protocol — train and val keep only this class; test keeps all.
@@ -208,12 +244,17 @@ class ImageDataModule(L.LightningDataModule):
     has_labels: bool = True
     #: whether the dataset provides the generating factors of its images
     has_factors: bool = False
+    #: the label of normal images when the dataset itself marks anomalies (an MVTec-style set: 0 = good)
+    normal_label: int | None = None
+    #: whether the test split has per-pixel anomaly masks
+    has_masks: bool = False
 
     def __init__(
         self,
         batch_size: PositiveInt = 256,
         eval_batch_size: PositiveInt | None = None,
         val_size: PositiveInt = 5000,
+        val_fraction: Probability | None = None,
         seed: int = 0,
         limit_train: PositiveInt | None = None,
         limit_val: PositiveInt | None = None,
@@ -231,6 +272,7 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.val_size = int(val_size)
+        self.val_fraction = None if val_fraction is None else float(val_fraction)
         self.seed = int(seed)
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.normal_class = None if normal_class is None else int(normal_class)
@@ -256,12 +298,19 @@ class ImageDataModule(L.LightningDataModule):
         key = (type(self).__module__, type(self).__qualname__, *self.cache_key())
         if key in _LOADED:
             _LOADED.move_to_end(key)
+            self._adopt(_LOADED[key])
             return _LOADED[key]
         data = self.load()
         _LOADED[key] = data
         while len(_LOADED) > _KEEP_LOADED:
             _LOADED.popitem(last=False)
+        self._adopt(data)
         return data
+
+    def _adopt(self, data: ImageSet) -> None:
+        """What the loaded data tell about the dataset (a cached load tells every instance)."""
+        self.has_labels = bool(data.has_labels)
+        self.has_masks = data.test_masks is not None
 
     def _check_normal_class(self, class_names: list[str]) -> None:
         if self.normal_class is not None and class_names and not 0 <= self.normal_class < len(class_names):
@@ -275,7 +324,7 @@ class ImageDataModule(L.LightningDataModule):
         """``(channels, height, width)`` of the images (read from the data when the dataset does not know it)."""
         if self.shape is not None:
             return tuple(self.shape)
-        return tuple(self._data().train_images.shape[1:])
+        return tuple(int(s) for s in self._data().train_images.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -295,13 +344,25 @@ class ImageDataModule(L.LightningDataModule):
         self._check_normal_class(self.class_names)
         self.factor_names = list(data.factor_names)
         self.origin = data.origin
-        pool = Split(data.train_images, data.train_labels, torch.arange(len(data.train_labels)), data.train_factors)
-        test = Split(data.test_images, data.test_labels, TEST_ID_OFFSET + torch.arange(len(data.test_labels)), data.test_factors)
-        if not 0 < self.val_size < len(pool):
-            raise ConfigError(f"data.val_size must lie between 1 and {len(pool) - 1} for {self.name} (got {self.val_size})")
+        def rows(name: str, n: int) -> torch.Tensor | None:  # the rows of a memory-mapped array this split holds
+            given = getattr(data, f"{name}_rows")
+            return None if not data.mapped else given if given is not None else torch.arange(n)
+
+        n_train, n_test = len(data.train_labels), len(data.test_labels)
+        pool = Split(data.train_images, data.train_labels, torch.arange(n_train), data.train_factors, rows=rows("train", n_train))
+        test = Split(data.test_images, data.test_labels, TEST_ID_OFFSET + torch.arange(n_test), data.test_factors,
+                     data.test_masks, rows=rows("test", n_test))
         generator = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(pool), generator=generator)
-        val, train = pool.select(order[: self.val_size]), pool.select(order[self.val_size :])
+        if data.val_images is not None:  # the dataset has its own validation split
+            n_val = len(data.val_labels)
+            val, train = Split(data.val_images, data.val_labels, VAL_ID_OFFSET + torch.arange(n_val), rows=rows("val", n_val)), pool
+        else:
+            val_size = max(1, round(self.val_fraction * len(pool))) if self.val_fraction is not None else self.val_size
+            if not 0 < val_size < len(pool):
+                what = f"data.val_fraction={self.val_fraction} gives {val_size} images" if self.val_fraction is not None else f"got {val_size}"
+                raise ConfigError(f"data.val_size must lie between 1 and {len(pool) - 1} for {self.name} ({what})")
+            order = torch.randperm(len(pool), generator=generator)
+            val, train = pool.select(order[:val_size]), pool.select(order[val_size:])
         if self.normal_class is not None:
             train = train.select((train.labels == self.normal_class).nonzero().flatten())
             val = val.select((val.labels == self.normal_class).nonzero().flatten())
@@ -315,7 +376,7 @@ class ImageDataModule(L.LightningDataModule):
             for offset, name in enumerate(("train", "val", "test")):
                 if name == "train" and self.binarize == "dynamic":
                     continue
-                splits[name] = splits[name].with_images(binarize_fixed(splits[name].images, self.seed + 101 + offset))
+                splits[name] = splits[name].with_images(binarize_fixed(splits[name].materialized(), self.seed + 101 + offset))
         self.splits = splits
         log.info("%s", self.describe())
 
@@ -327,6 +388,21 @@ class ImageDataModule(L.LightningDataModule):
         other.normal_class, other.splits, other._on_device = None, {}, {}
         other.setup()
         return other
+
+    def info(self) -> dict:
+        """What the dataset is, for ``metrics.json`` and the loggers: name, source, split sizes, shape, cache."""
+        data = self._data()
+        out = {"name": self.name, "origin": self.origin or data.origin, "shape": list(self.dims),
+               "dtype": str(data.train_images.dtype).replace("torch.", ""), "classes": len(self.class_names or data.class_names),
+               "memory_mapped": bool(data.mapped), **data.info}
+        if self.splits:
+            out["sizes"] = {k: len(v) for k, v in self.splits.items()}
+        return out
+
+    @property
+    def is_images(self) -> bool:
+        """Whether the data are images ``(C, H, W)`` (else vectors ``(D,)``)."""
+        return len(self.dims) == 3
 
     def describe(self) -> str:
         """One line: dataset, split sizes and image shape."""
@@ -362,13 +438,13 @@ class ImageDataModule(L.LightningDataModule):
     def _placed(self, split: Split, keep: bool = True) -> Split:
         """``split`` on the device that trains, when ``data.device`` says so (copied once when ``keep``)."""
         device = self._data_device()
-        if device is None or split.images.device == device:
+        if device is None or split.images.device == device or split.rows is not None:  # a memory map stays in host memory
             return split
         key = id(split)
         if key in self._on_device:
             return self._on_device[key][1]
-        moved = Split(split.images.to(device), split.labels.to(device), split.ids.to(device),
-                      None if split.factors is None else split.factors.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        moved = Split(split.images.to(device), split.labels.to(device), split.ids.to(device), move(split.factors), move(split.masks))
         if keep:
             self._on_device[key] = (split, moved)  # holding the original keeps its id unique
         return moved
@@ -387,7 +463,7 @@ class ImageDataModule(L.LightningDataModule):
         if limit is not None and limit < len(split):
             split = split.select(torch.arange(int(limit)))
         if name == "train" and self.binarize == "dynamic":
-            split = split.with_images(binarize_fixed(split.images, self.seed + 100))
+            split = split.with_images(binarize_fixed(split.materialized(), self.seed + 100))
         return self._loader(split, batch_size or self.eval_batch_size, False, keep_on_device=False)
 
     def batches(self, split: str, limit: int | None = None, device: torch.device | str | None = None,
@@ -429,11 +505,14 @@ class ImageDataModule(L.LightningDataModule):
 
 
 def to_float_batch(batch: dict, dynamic_binarize: bool = False, generator: torch.Generator | None = None) -> dict:
-    """Turn a batch's uint8 ``image`` into float pixels in [0, 1] (a no-op for float images)."""
+    """Turn a batch's uint8 ``image`` into float pixels in [0, 1] (float values are kept as they are)."""
     images = batch["image"]
-    if images.dtype != torch.uint8:
+    if images.dtype == torch.uint8:
+        x = images.float().div_(255.0)
+    elif dynamic_binarize:
+        x = images.float().clamp(0, 1)
+    else:
         return batch
-    x = images.float().div_(255.0)
     if dynamic_binarize:
         x = torch.bernoulli(x, generator=generator)
     return {**batch, "image": x}

@@ -97,6 +97,7 @@ class ArtifactsTask(EvalTask):
     """
 
     name = "artifacts"
+    needs = ("images",)
 
     def __init__(self, num_images: PositiveInt = 1000):
         check_arguments(ArtifactsTask, locals(), "eval.artifacts")

@@ -84,6 +84,7 @@ class DenoiseTask(EvalTask):
         model = run.model
         results: dict[str, float] = {}
         table, files = [], {}
+        images = run.datamodule.is_images
         for i, (name, corruption) in enumerate(self.corruptions.items()):
             corruption = corruption.to(model.device)
             generator = torch.Generator(device=model.device).manual_seed(self.seed + i)
@@ -92,20 +93,21 @@ class DenoiseTask(EvalTask):
                 x = batch["image"]
                 noisy = corruption(x, generator)
                 denoised = model.reconstruct(noisy).clamp(0, 1)
-                return {
-                    "psnr": psnr_per_image(denoised, x), "psnr_input": psnr_per_image(noisy, x),
-                    "ssim": ssim_per_image(denoised, x), "ssim_input": ssim_per_image(noisy, x),
-                }
+                out = {"psnr": psnr_per_image(denoised, x), "psnr_input": psnr_per_image(noisy, x)}
+                if images:  # SSIM is a measure of images; vectors get PSNR only
+                    out.update(ssim=ssim_per_image(denoised, x), ssim_input=ssim_per_image(noisy, x))
+                return out
 
             values = map_batches(run.datamodule.batches("test", limit=self.num_images, device=model.device), measure, self.num_images)
             row = {k: float(v.mean()) for k, v in values.items()}
             for key, value in row.items():
                 results[f"eval/denoise/{name}/{key}"] = value
             table.append({"level": name, **row})
-            x = run.datamodule.images("test", limit=self.grid_images, device=model.device)
-            noisy = corruption(x, torch.Generator(device=model.device).manual_seed(self.seed + i))
-            with torch.no_grad():
-                files[name] = save_png(image_grid([x, noisy, model.reconstruct(noisy)]), out_dir / f"denoise_{name}.png")
+            if images:
+                x = run.datamodule.images("test", limit=self.grid_images, device=model.device)
+                noisy = corruption(x, torch.Generator(device=model.device).manual_seed(self.seed + i))
+                with torch.no_grad():
+                    files[name] = save_png(image_grid([x, noisy, model.reconstruct(noisy)]), out_dir / f"denoise_{name}.png")
         results["eval/denoise_psnr_gain"] = sum(r["psnr"] - r["psnr_input"] for r in table) / len(table)
         results["eval/denoise_psnr"] = sum(r["psnr"] for r in table) / len(table)
         return EvalResult(results, {"levels": table}, files)

@@ -62,6 +62,7 @@ class GenerationTask(EvalTask):
     """
 
     name = "generation"
+    needs = ("images",)
 
     def __init__(self, num_samples: PositiveInt = 64, num_pairs: PositiveInt = 6, steps: PositiveInt = 10,
                  traversal_dims: PositiveInt = 10, traversal_span: PositiveFloat = 3.0, traversal_steps: PositiveInt = 9,

@@ -15,6 +15,7 @@ A task states what it needs in ``needs``:
 * ``one_class`` — the run was trained on one class (``data.normal_class``) or
   the task names its normal class (option ``normal_class``),
 * ``factors`` — the dataset has known generating factors,
+* ``images`` — the data are images (not vectors), ``masks`` — per-pixel anomaly masks,
 
 and ``needs_when`` the needs of some option values (``{"scores": {"elbo": "elbo"}}``).
 The early config check reads both from the source, without importing the task.
@@ -32,7 +33,7 @@ from aelab.metric_info import MetricInfo
 
 log = logging.getLogger("aelab.eval")
 
-DATA_NEEDS = ("labels", "one_class", "factors")
+DATA_NEEDS = ("labels", "one_class", "factors", "images", "masks")
 
 
 @dataclass
@@ -73,7 +74,12 @@ class EvalTask:
         for need in self.required():
             if need == "labels" and not run.datamodule.has_labels:
                 return f"the {self.name} task needs class labels, and {run.datamodule.name} has none"
-            if need == "one_class" and run.datamodule.normal_class is None and getattr(self, "normal_class", None) is None:
+            if need == "images" and not run.datamodule.is_images:
+                return f"the {self.name} task needs images; {run.datamodule.name} holds vectors of {run.datamodule.dims[0]} values"
+            if need == "masks" and not run.datamodule.has_masks:
+                return f"the {self.name} task needs per-pixel anomaly masks (data=anomaly_folder with ground_truth/)"
+            if (need == "one_class" and run.datamodule.normal_class is None and run.datamodule.normal_label is None
+                    and getattr(self, "normal_class", None) is None):
                 return (f"the {self.name} task needs a one-class run: train with data.normal_class=k "
                         f"(or name the normal class with eval.{self.name}.normal_class=k)")
             if need == "factors" and not run.datamodule.factor_names:

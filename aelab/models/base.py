@@ -71,13 +71,16 @@ class ReconstructionModule(L.LightningModule):
         self._eval_generator: torch.Generator | None = None
         self.stage_means = nn.ModuleDict()
         self.stage_counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
-        _, h, w = self.input_shape
+        self.is_images = len(self.input_shape) == 3  # else vectors (D,): no SSIM, no image grids
+        dims = tuple(range(1, len(self.input_shape) + 1))
         self.psnr = nn.ModuleDict(
-            {s: PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean") for s in ("val", "test")}
+            {s: PeakSignalNoiseRatio(data_range=1.0, dim=dims, reduction="elementwise_mean") for s in ("val", "test")}
         )
-        self.ssim = nn.ModuleDict(
-            {s: StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=_ssim_kernel(h, w)) for s in ("val", "test")}
-        )
+        if self.is_images:
+            _, h, w = self.input_shape
+            self.ssim = nn.ModuleDict(
+                {s: StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=_ssim_kernel(h, w)) for s in ("val", "test")}
+            )
 
     # ------------------------------------------------------------ interface
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,13 +112,20 @@ class ReconstructionModule(L.LightningModule):
             infos.append(MetricInfo(f"gap/{key}", f"overfitting gap (val − train {key.replace('_', ' ')})", None, "last", True))
             infos.append(MetricInfo(f"train_eval/{key}", f"train {key.replace('_', ' ')} (eval mode)", None))
         infos += stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
-        infos += stage_metrics("ssim", "SSIM", True, stages=("val", "test"), summary_stage=None)
+        if self.is_images:
+            infos += stage_metrics("ssim", "SSIM", True, stages=("val", "test"), summary_stage=None)
         return infos
 
     @torch.no_grad()
     def anomaly_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-image anomaly scores of clean images ``x``: ``mse``, the reconstruction error."""
-        return {"mse": (self.reconstruct(x) - x).pow(2).flatten(1).mean(1)}
+        return {"mse": self.error_map(x).flatten(1).mean(1)}
+
+    @torch.no_grad()
+    def error_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel squared reconstruction error of ``x``, averaged over channels: ``[N, 1, H, W]`` (vectors: ``[N, D]``)."""
+        err = (self.reconstruct(x) - x).pow(2)
+        return err.mean(1, keepdim=True) if err.dim() == 4 else err
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batches: Iterable[dict] | None = None) -> torch.Tensor:
@@ -190,9 +200,10 @@ class ReconstructionModule(L.LightningModule):
         self.stage_counts[stage].update(torch.tensor(float(n), device=self.device))
         x_hat = x_hat.clamp(0, 1)
         self.psnr[stage].update(x_hat, x)
-        self.ssim[stage].update(x_hat, x)
         self.log(f"{stage}/psnr", self.psnr[stage], on_step=False, on_epoch=True, batch_size=n)
-        self.log(f"{stage}/ssim", self.ssim[stage], on_step=False, on_epoch=True, batch_size=n)
+        if self.is_images:
+            self.ssim[stage].update(x_hat, x)
+            self.log(f"{stage}/ssim", self.ssim[stage], on_step=False, on_epoch=True, batch_size=n)
         return metrics
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -150,11 +150,11 @@ class VAE(ReconstructionModule):
     def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per image (summed over pixels), from decoder outputs ``out``."""
         if self.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").flatten(-3).sum(-1)
+            return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").flatten(-len(self.input_shape)).sum(-1)
         mean = torch.sigmoid(out)
         log_sigma = self.log_sigma
         per = -0.5 * ((x - mean) / log_sigma.exp()).pow(2) - log_sigma - 0.5 * LOG_2PI
-        return per.flatten(-3).sum(-1)
+        return per.flatten(-len(self.input_shape)).sum(-1)
 
     def mean_image(self, out: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z): pixel probabilities (Bernoulli) or means (Gaussian)."""

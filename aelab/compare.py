@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aelab import make_callable
 from aelab.analysis.plots import curves_figure, denoise_figure, metric_figures, variant_keys, variant_name, x_key
 from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records, with_group_means
 from aelab.errors import AelabError, RunFolderError
@@ -214,3 +215,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+make_callable(sys.modules[__name__], compare)  # aelab.compare(paths, ...) is this module's compare()

@@ -175,6 +175,8 @@ def _eval_needs(cfg: DictConfig) -> list[str]:
             elif need == "factors":
                 if data_sig is not None and not data_sig.attrs.get("has_factors", False):
                     problems.append(f"eval.{name} needs a dataset with known generating factors (such as data=sprites)")
+            elif need in ("images", "masks"):
+                continue  # told by the data themselves (an array file may hold images or vectors): checked when it runs
             elif model_sig.known and need not in features:
                 problems.append(f"eval.{name} needs a model with '{need}' (a VAE); model {model._target_} offers "
                                 f"{list(features) or 'none of these'}")

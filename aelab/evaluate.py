@@ -43,7 +43,7 @@ def pick_device(name: str) -> str:
 
 def auto_task_names(run, auto: dict) -> list[str]:
     """The automatic tasks for a run: ``auto.one_class`` for one-class runs, else ``auto.other``."""
-    return list(auto["one_class"] if run.datamodule.normal_class is not None else auto["other"])
+    return list(auto["one_class"] if run.data.normal_class is not None else auto["other"])
 
 
 def compose_tasks(names: list[str]) -> dict[str, Any]:

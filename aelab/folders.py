@@ -119,6 +119,33 @@ def _exit_on(problems: list[str]) -> None:
         raise SystemExit("aelab-train: error: " + "\n".join(problems))
 
 
+def prepare_run_dir(config: DictConfig) -> Path:
+    """Check the config, then choose and create the run folder of a single run (``aelab-train``, ``aelab.train()``).
+
+    A bad config exits before any folder exists. The folder is ``hydra.run.dir`` when given explicitly,
+    the folder to continue (``resume=<folder>``), the named one (``name=``), or a fresh unique one.
+    """
+    check_config(config)  # before any folder exists: a bad config leaves nothing behind
+    run_dir = Path(str(config.hydra.run.dir))
+    if _has_override(config, "hydra.run.dir"):
+        _exit_on(output_problems(run_dir, _min_free_mb(config)))
+        return run_dir  # an explicit folder: used as it is
+    resume = config.get("resume")
+    if resume not in (None, "auto", "never"):
+        chosen = Path(str(resume)).expanduser().resolve()  # continue that run folder
+        if not is_run_dir(chosen):
+            raise SystemExit(f"aelab-train: error: resume={resume} is not an aelab run folder (no .hydra/config.yaml)")
+    elif config.get("name"):
+        chosen = Path(str(config.paths.output_dir)) / "runs" / str(config.name)  # the same name: the same folder
+    else:
+        chosen = None  # a fresh, unique <time>_<model>_<data> folder
+    _exit_on(output_problems((chosen or run_dir).parent, _min_free_mb(config)))
+    if chosen is None:
+        return _unique_dir(run_dir)
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen
+
+
 class RunFolderCallback(Callback):
     """Unique run folders, resumable sweep folders, and the end-of-sweep summary."""
 
@@ -128,26 +155,7 @@ class RunFolderCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get("LOCAL_RANK") not in (None, "0") or os.environ.get("NODE_RANK") not in (None, "0"):
             return  # a DDP worker started by Lightning: it joins rank 0's run folder (hydra.run.dir)
-        check_config(config)  # before any folder exists: a bad config leaves nothing behind
-        run_dir = Path(str(config.hydra.run.dir))
-        if _has_override(config, "hydra.run.dir"):
-            _exit_on(output_problems(run_dir, _min_free_mb(config)))
-            return  # an explicit folder: used as it is
-        resume = config.get("resume")
-        if resume not in (None, "auto", "never"):
-            chosen = Path(str(resume)).expanduser().resolve()  # continue that run folder
-            if not is_run_dir(chosen):
-                raise SystemExit(f"aelab-train: error: resume={resume} is not an aelab run folder (no .hydra/config.yaml)")
-        elif config.get("name"):
-            chosen = Path(str(config.paths.output_dir)) / "runs" / str(config.name)  # the same name: the same folder
-        else:
-            chosen = None  # a fresh, unique <time>_<model>_<data> folder
-        _exit_on(output_problems((chosen or run_dir).parent, _min_free_mb(config)))
-        if chosen is None:
-            run_dir = _unique_dir(run_dir)
-        else:
-            run_dir = chosen
-            run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = prepare_run_dir(config)
         with read_write(config.hydra.run), open_dict(config.hydra.run):
             config.hydra.run.dir = str(run_dir)
 

@@ -15,9 +15,11 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], nrow: int | None =
     from torchvision.utils import make_grid
 
     if not isinstance(images, torch.Tensor):
-        rows = list(images)
+        rows = [r.detach().float().cpu() for r in images]
         nrow = rows[0].shape[0]
-        images = torch.cat([r.detach().float().cpu() for r in rows])
+        if any(r.shape[1] == 3 for r in rows):  # grayscale rows next to colour ones (heat maps) become grey RGB
+            rows = [r.expand(-1, 3, -1, -1) for r in rows]
+        images = torch.cat(rows)
     images = images.detach().float().clamp(0, 1).cpu()
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)

@@ -88,14 +88,27 @@ def run_choices(run_dir: str | Path) -> dict[str, str]:
 
 
 class LoadedRun:
-    """A trained run brought back: its config, model (eval mode), DataModule and record."""
+    """A trained run brought back: its config, model (eval mode, on its device), data and record.
 
-    def __init__(self, run_dir: Path, cfg, model, datamodule, checkpoint: Path | None):
+    From Python (a notebook)::
+
+        run = aelab.load_run("outputs/runs/<run>")
+        codes = run.encode(images)            # NumPy or torch, uint8 or float, [N,H,W] / [N,H,W,C] / [N,C,H,W] or [N,D]
+        recon = run.reconstruct(images)
+        scores = run.score(images)            # {"mse": ..., "elbo": ... (VAEs)}, per input
+        dm = run.datamodule()                 # the run's DataModule, set up
+    """
+
+    def __init__(self, run_dir: Path, cfg, model, data, checkpoint: Path | None):
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.model = model
-        self.datamodule = datamodule
+        self.data = data
         self.checkpoint = checkpoint
+
+    @property
+    def config(self):
+        return self.cfg
 
     @property
     def record(self) -> RunRecord | None:
@@ -105,6 +118,46 @@ class LoadedRun:
     def metrics(self) -> dict:
         record = self.record
         return record.data if record is not None else {}
+
+    def datamodule(self):
+        """The run's DataModule, set up (its splits as in training)."""
+        self.data.setup()
+        return self.data
+
+    @property
+    def input_spec(self):
+        """What the model takes and how raw inputs become it (:class:`aelab.inputs.InputSpec`)."""
+        from aelab.inputs import InputSpec
+
+        return InputSpec.of_run(self.cfg, self.data.dims, self.metrics.get("dataset_info"))
+
+    def _map(self, x, fn, batch_size: int = 1024) -> dict:
+        import torch
+
+        from aelab.batches import map_batches
+
+        prepared = self.input_spec.prepare(x)
+        batches = ({"image": part.to(self.model.device)} for part in prepared.split(batch_size))
+        with torch.no_grad():
+            return {k: v.numpy() for k, v in map_batches(batches, fn).items()}
+
+    def encode(self, x, batch_size: int = 1024):
+        """Codes of inputs ``x`` (the mean codes for VAEs), as a NumPy array ``[N, bottleneck]``."""
+        return self._map(x, lambda b: {"z": self.model.encode(b["image"])}, batch_size)["z"]
+
+    def reconstruct(self, x, batch_size: int = 1024):
+        """Reconstructions of inputs ``x`` in [0, 1], as a NumPy array in the model's input shape."""
+        return self._map(x, lambda b: {"r": self.model.reconstruct(b["image"]).clamp(0, 1)}, batch_size)["r"]
+
+    def score(self, x, score: str = "mean", topk: float = 0.01, batch_size: int = 1024) -> dict:
+        """Per-input anomaly scores, defined as ``aelab-eval``'s anomaly task defines them: ``mse`` (the error map's
+        mean, or with ``score="topk"`` the mean of its ``topk`` largest share) and, for VAEs, ``elbo``."""
+        from aelab.evaluation.anomaly import image_score
+
+        def scores(b):
+            return {**self.model.anomaly_scores(b["image"]), "mse": image_score(self.model.error_map(b["image"]), score, topk)}
+
+        return self._map(x, scores, batch_size)
 
     def fresh_model(self):
         """The run's model at initialisation: the same config and seed, no training."""
@@ -117,10 +170,15 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setup_data: bool = True) -> LoadedRun:
-    """Rebuild a run's model from its config and load its ``best`` or ``last`` checkpoint.
+    """Rebuild a run's model from its config and load its ``best`` or ``last`` checkpoint onto ``device``
+    (``auto``: a GPU when there is one).
 
     Raises :class:`RunFolderError` for a folder without config or checkpoint.
     """
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     from aelab.build import build_components
     from aelab.checkpoints import load_checkpoint
 

@@ -24,7 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from aelab import config_dir
+from aelab import config_dir, make_callable
 from aelab.config_checks import config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
 from aelab.record import RECORD_METRICS, RunRecord, now_iso
@@ -221,8 +221,11 @@ def train(cfg: DictConfig) -> dict:
     return TrainingJob(cfg).run()
 
 
-def run_job(cfg: DictConfig) -> float | None:
-    """The Hydra task: skip a completed run, refuse bad configs, run the job, record any failure; returns the objective."""
+def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
+    """The Hydra task: skip a completed run, refuse bad configs, run the job, record any failure; returns the objective.
+
+    ``cli=False`` (the Python API) raises a failed run's error instead of exiting with its message.
+    """
     own_wandb_service()
     multirun = is_multirun()
     run_dir = Path(str(cfg.paths.run_dir))
@@ -250,7 +253,7 @@ def run_job(cfg: DictConfig) -> float | None:
         if multirun:
             log.error("job %s failed: %s (traceback in %s)", run_dir.name, message, run_dir / "error.log")
             return None
-        if find_aelab_error(exc) is not None:
+        if cli and find_aelab_error(exc) is not None:
             raise SystemExit(f"aelab-train: error: {message}\n(run folder: {run_dir})") from None
         raise
 
@@ -263,3 +266,12 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main()
+
+
+def _api_train(*args, **kwargs):
+    from aelab.api import train as api_train
+
+    return api_train(*args, **kwargs)
+
+
+make_callable(sys.modules[__name__], _api_train)  # aelab.train(overrides) is the Python API's train

@@ -21,7 +21,7 @@ def reconstruction_rows(run_dirs: list[Path], num_images: int = 10) -> tuple[tor
     Inputs are corrupted as each run evaluates them (its fixed test corruption).
     """
     first = load_run(run_dirs[0])
-    images = first.datamodule.images("test", limit=num_images)
+    images = first.data.images("test", limit=num_images)
     rows = []
     for run_dir in run_dirs:
         run = first if run_dir == run_dirs[0] else load_run(run_dir, setup_data=False)

@@ -130,6 +130,7 @@ class ArrayFile(ImageDataModule):
         if self.normalize == "minmax":
             axis = 0 if train.ndim == 2 else None  # per feature for vectors, over all pixels for images
             lo, hi = train.min(axis=axis), train.max(axis=axis)
+            self._minmax = {"lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist()}  # recorded: predictions scale alike
             span = np.where(hi > lo, hi - lo, 1.0)
             return (train - lo) / span, (test - lo) / span  # test values may leave [0, 1]: that is what an anomaly looks like
         if self.normalize == "auto":
@@ -155,6 +156,7 @@ class ArrayFile(ImageDataModule):
             n_test = max(1, round(self.test_fraction * len(x)))
             test_x, x = x[order[:n_test]], x[order[n_test:]]
             test_y, y = (None, None) if y is None else (y[order[:n_test]], y[order[n_test:]])
+        self._minmax = None
         x, test_x = self._scale(x, test_x)
         labels = lambda v, n: torch.zeros(n, dtype=torch.long) if v is None else torch.from_numpy(v.astype(np.int64))  # noqa: E731
         train_labels, test_labels = labels(y, len(x)), labels(test_y, len(test_x))
@@ -166,5 +168,5 @@ class ArrayFile(ImageDataModule):
             class_names=[str(i) for i in range(n_classes)] if y is not None else ["row"], has_labels=y is not None,
             origin=f"{kind} from {self.path}" + (f" and {self.test_path}" if self.test_path else ""),
             info={"path": str(self.path), "test_path": str(self.test_path) if self.test_path else None, "kind": kind,
-                  "normalize": self.normalize},
+                  "normalize": self.normalize, **({"minmax": self._minmax} if self._minmax else {})},
         )

@@ -193,6 +193,16 @@ class ImageFolder(ImageDataModule):
             return _mapped(array), True
         return torch.from_numpy(np.array(array)), False
 
+    def read_all(self) -> tuple[torch.Tensor, list[str], list[int] | None, list[str]]:
+        """Every image under ``path`` in file order, without splits (for prediction): images, relative file
+        names, labels (None when unlabelled) and class names."""
+        files = self.layout()
+        class_names, labels = self._labels(files)
+        paths = [p for s in files for p in files[s]]
+        meta, array = self.decode(paths, {})
+        return (torch.from_numpy(np.array(array)), meta["files"], [v for s in files for v in labels[s]] if class_names else None,
+                class_names)
+
     # ------------------------------------------------------------ the dataset
     def load(self) -> ImageSet:
         files = self.layout()

@@ -113,6 +113,15 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(f1[:-1]))]) if len(thresholds) else float(scores.max())
 
 
+def image_score(maps: torch.Tensor, score: str = "mean", topk: float = 0.01) -> torch.Tensor:
+    """An image's anomaly score from its per-pixel error map: the ``mean``, or the mean of its ``topk`` largest share."""
+    flat = maps.flatten(1)
+    if score == "mean":
+        return flat.mean(1)
+    k = max(1, int(round(topk * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean(1)
+
+
 def heatmap(maps: torch.Tensor) -> torch.Tensor:
     """Error maps ``[N, 1, H, W]`` as RGB heat maps in [0, 1] (each scaled to the largest error shown)."""
     from matplotlib import colormaps
@@ -157,15 +166,8 @@ class AnomalyTask(EvalTask):
                   MetricInfo("eval/pro", "PRO at the best-F1 pixel threshold", True, None, True)]
         return infos + [MetricInfo("eval/anomaly_normal_class", "normal class"), MetricInfo("eval/anomaly_fraction", "anomalous share of the test split")]
 
-    def _image_score(self, maps: torch.Tensor) -> torch.Tensor:
-        flat = maps.flatten(1)
-        if self.score == "mean":
-            return flat.mean(1)
-        k = max(1, int(round(self.topk * flat.shape[1])))
-        return flat.topk(k, dim=1).values.mean(1)
-
     def run(self, run, out_dir: Path) -> EvalResult:
-        dm, model = run.datamodule, run.model
+        dm, model = run.data, run.model
         normal = next(v for v in (self.normal_class, dm.normal_class, dm.normal_label) if v is not None)
         names = list(self.scores) + (["elbo"] if "elbo" in model.features and "elbo" not in self.scores else [])
         pixel_level = dm.is_images and dm.has_masks
@@ -173,7 +175,8 @@ class AnomalyTask(EvalTask):
         def score(batch):
             x = batch["image"]
             maps = model.error_map(x)
-            out = {"map_score": self._image_score(maps), "label": batch["label"], **{k: v for k, v in model.anomaly_scores(x).items()}}
+            out = {"map_score": image_score(maps, self.score, self.topk), "label": batch["label"], "id": batch["id"],
+                   **model.anomaly_scores(x)}
             if pixel_level:
                 out["map"] = maps.half()
                 out["mask"] = batch["mask"]
@@ -193,7 +196,7 @@ class AnomalyTask(EvalTask):
             results[f"eval/ap{suffix}"] = average_precision(labels, values)
         results["eval/anomaly_fraction"] = float(labels.mean())
         details: dict = {"normal_class": normal, "test_images": int(len(labels)), "score": self.score}
-        files: dict = {}
+        files: dict = {"scores": self._write_scores(out_dir / "anomaly_scores.csv", scores, names)}
         kinds = {k: n for k, n in enumerate(dm.class_names) if k != normal and (class_labels == k).any()}
         per_kind = {}
         for k, kind in kinds.items():
@@ -217,6 +220,18 @@ class AnomalyTask(EvalTask):
                     results[f"eval/anomaly/{kind}/{metric}"] = value
         return EvalResult(results, details, files)
 
+    @staticmethod
+    def _write_scores(path: Path, scores: dict, names: list[str]) -> Path:
+        """Every test image's scores: ``id,label,<score>...`` (the ids are the dataset's, as ``aelab-predict`` writes them)."""
+        from aelab.files import write_text_atomic
+
+        lines = ["id,label," + ",".join(names)]
+        columns = [scores[n].numpy() for n in names]
+        for i, (ident, label) in enumerate(zip(scores["id"].tolist(), scores["label"].tolist())):
+            lines.append(f"{ident},{label}," + ",".join(f"{c[i]:.8g}" for c in columns))
+        write_text_atomic(path, "\n".join(lines) + "\n")
+        return path
+
     def _pixel_sample(self, n: int, pixels: int) -> np.ndarray:
         keep = max(1, self.max_pixels // pixels)
         if n <= keep:
@@ -234,7 +249,7 @@ class AnomalyTask(EvalTask):
 
     def _draw_maps(self, run, scores: dict, class_labels: np.ndarray, kinds: dict, normal: int, out_dir: Path) -> dict:
         """One PNG per defect type: image | reconstruction | error heat map | mask, for ``map_images`` images."""
-        dm, model = run.datamodule, run.model
+        dm, model = run.data, run.model
         images = None
         files = {}
         for k, kind in {normal: dm.class_names[normal], **kinds}.items():

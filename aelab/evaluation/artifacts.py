@@ -109,7 +109,7 @@ class ArtifactsTask(EvalTask):
 
     def run(self, run, out_dir: Path) -> EvalResult:
         periods = decoder_periods(run.model)
-        images = run.datamodule.images("test", limit=self.num_images)
+        images = run.data.images("test", limit=self.num_images)
         data = checkerboard_score(images, periods)
         trained = checkerboard_score(decoder_outputs(run.model, images), periods)
         init = checkerboard_score(decoder_outputs(run.fresh_model(), images), periods)

@@ -83,7 +83,7 @@ class PCATask(EvalTask):
 
     def run(self, run, out_dir: Path) -> EvalResult:
         k = int(run.model.bottleneck)
-        dm, model = run.datamodule, run.model
+        dm, model = run.data, run.model
         pca = fit_pca(split_matrix(dm, "train", self.num_train), k)
         test = split_matrix(dm, "test")
         pca_mse = pca_test_mse(pca, test)

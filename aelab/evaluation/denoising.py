@@ -84,7 +84,7 @@ class DenoiseTask(EvalTask):
         model = run.model
         results: dict[str, float] = {}
         table, files = [], {}
-        images = run.datamodule.is_images
+        images = run.data.is_images
         for i, (name, corruption) in enumerate(self.corruptions.items()):
             corruption = corruption.to(model.device)
             generator = torch.Generator(device=model.device).manual_seed(self.seed + i)
@@ -98,13 +98,13 @@ class DenoiseTask(EvalTask):
                     out.update(ssim=ssim_per_image(denoised, x), ssim_input=ssim_per_image(noisy, x))
                 return out
 
-            values = map_batches(run.datamodule.batches("test", limit=self.num_images, device=model.device), measure, self.num_images)
+            values = map_batches(run.data.batches("test", limit=self.num_images, device=model.device), measure, self.num_images)
             row = {k: float(v.mean()) for k, v in values.items()}
             for key, value in row.items():
                 results[f"eval/denoise/{name}/{key}"] = value
             table.append({"level": name, **row})
             if images:
-                x = run.datamodule.images("test", limit=self.grid_images, device=model.device)
+                x = run.data.images("test", limit=self.grid_images, device=model.device)
                 noisy = corruption(x, torch.Generator(device=model.device).manual_seed(self.seed + i))
                 with torch.no_grad():
                     files[name] = save_png(image_grid([x, noisy, model.reconstruct(noisy)]), out_dir / f"denoise_{name}.png")

@@ -118,7 +118,7 @@ class ProbeTask(EvalTask):
                 MetricInfo("eval/chance_acc", "chance accuracy (majority class)")]
 
     def run(self, run, out_dir: Path) -> EvalResult:
-        dm = run.datamodule.all_classes()
+        dm = run.data.all_classes()
         model = run.model
         train_z, train_y = encode(model, dm.batches("train", limit=self.num_train, device=model.device), self.num_train)
         test_z, test_y = encode(model, dm.batches("test", limit=self.num_test, device=model.device), self.num_test)
@@ -134,5 +134,5 @@ class ProbeTask(EvalTask):
                              self.embedding, self.seed,
                              title=f"test codes, bottleneck {test_z.shape[1]} (probe {results['eval/probe_acc']:.3f})")
         return EvalResult(results, {"train_codes": int(len(train_z)), "test_codes": int(len(test_z)),
-                                    "one_class_run_probed_on_all_classes": run.datamodule.normal_class is not None},
+                                    "one_class_run_probed_on_all_classes": run.data.normal_class is not None},
                           {"codes_scatter": path})

@@ -77,7 +77,7 @@ class GenerationTask(EvalTask):
         existing = {p.stem: p for p in (run.run_dir / "samples").glob("*.png") if p.stem in names}
         if existing and not self.regenerate:
             return EvalResult(files=existing, details={"reused": sorted(existing)})
-        return EvalResult(files=self.draw(run.model, run.datamodule, out_dir))
+        return EvalResult(files=self.draw(run.model, run.data, out_dir))
 
     def draw(self, model, datamodule, dirpath: Path, loggers: Iterable = (), step: int = 0) -> dict[str, Path]:
         """Draw the grids of ``model`` into ``dirpath`` (and the loggers); returns the files written."""

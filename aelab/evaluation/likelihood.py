@@ -35,7 +35,7 @@ class NLLTask(EvalTask):
     def run(self, run, out_dir: Path) -> EvalResult:
         model = run.model
         generator = torch.Generator(device=model.device).manual_seed(0)
-        bound = map_batches(run.datamodule.batches("test", limit=self.num_images, device=model.device),
+        bound = map_batches(run.data.batches("test", limit=self.num_images, device=model.device),
                             lambda b: {"bound": model.iwae_bound(b["image"], self.samples, generator)}, self.num_images)["bound"]
         return EvalResult({"eval/nll_iwae": float(-bound.mean()), "eval/nll_iwae_samples": self.samples},
                           {"images": int(len(bound)), "samples": self.samples})

@@ -72,17 +72,17 @@ class EvalTask:
         """Why this task cannot run on ``run`` (None when it can)."""
         features = tuple(run.model.features)
         for need in self.required():
-            if need == "labels" and not run.datamodule.has_labels:
-                return f"the {self.name} task needs class labels, and {run.datamodule.name} has none"
-            if need == "images" and not run.datamodule.is_images:
-                return f"the {self.name} task needs images; {run.datamodule.name} holds vectors of {run.datamodule.dims[0]} values"
-            if need == "masks" and not run.datamodule.has_masks:
+            if need == "labels" and not run.data.has_labels:
+                return f"the {self.name} task needs class labels, and {run.data.name} has none"
+            if need == "images" and not run.data.is_images:
+                return f"the {self.name} task needs images; {run.data.name} holds vectors of {run.data.dims[0]} values"
+            if need == "masks" and not run.data.has_masks:
                 return f"the {self.name} task needs per-pixel anomaly masks (data=anomaly_folder with ground_truth/)"
-            if (need == "one_class" and run.datamodule.normal_class is None and run.datamodule.normal_label is None
+            if (need == "one_class" and run.data.normal_class is None and run.data.normal_label is None
                     and getattr(self, "normal_class", None) is None):
                 return (f"the {self.name} task needs a one-class run: train with data.normal_class=k "
                         f"(or name the normal class with eval.{self.name}.normal_class=k)")
-            if need == "factors" and not run.datamodule.factor_names:
+            if need == "factors" and not run.data.factor_names:
                 return f"the {self.name} task needs a dataset with known generating factors (such as data=sprites)"
             if need not in DATA_NEEDS and need not in features:
                 return (f"the {self.name} task needs a model with '{need}' (a VAE); "

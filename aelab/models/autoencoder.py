@@ -142,6 +142,11 @@ class Autoencoder(ReconstructionModule):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self._activate(self(x)[1])
 
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, out = self(x)
+        return z, self._activate(out).clamp(0, 1)
+
     def _recon_loss(self, out: torch.Tensor, x: torch.Tensor, reduce: bool = True) -> torch.Tensor:
         if self.loss_name == "bce":
             per = F.binary_cross_entropy_with_logits(out, x, reduction="none")

@@ -122,10 +122,16 @@ class ReconstructionModule(L.LightningModule):
         return {"mse": self.error_map(x).flatten(1).mean(1)}
 
     @torch.no_grad()
-    def error_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-pixel squared reconstruction error of ``x``, averaged over channels: ``[N, 1, H, W]`` (vectors: ``[N, D]``)."""
-        err = (self.reconstruct(x) - x).pow(2)
+    def error_map(self, x: torch.Tensor, recon: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-pixel squared reconstruction error of ``x`` (or of a given ``recon``), averaged over channels:
+        ``[N, 1, H, W]`` (vectors: ``[N, D]``)."""
+        err = ((self.reconstruct(x) if recon is None else recon) - x).pow(2)
         return err.mean(1, keepdim=True) if err.dim() == 4 else err
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(codes, reconstructions in [0, 1])`` of ``x`` in one pass (what prediction needs)."""
+        return self.encode(x), self.reconstruct(x).clamp(0, 1)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batches: Iterable[dict] | None = None) -> torch.Tensor:

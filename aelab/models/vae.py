@@ -169,6 +169,11 @@ class VAE(ReconstructionModule):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu = self.encode(x)
+        return mu, self.decode(mu).clamp(0, 1)
+
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images decoded from z ~ N(0, I) (the mean of p(x|z))."""
         z = torch.randn(n, self.latent, generator=generator, device=self.device)

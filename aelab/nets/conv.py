@@ -107,6 +107,17 @@ class ConvEncoder(nn.Module):
         return self.forward_with_indices(x)[0]
 
 
+def unpool2x(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """2x2 max-unpooling: each value to its recorded position in a plane twice the size, zeros elsewhere.
+
+    The same as ``F.max_unpool2d(x, indices, 2)``, written as one scatter so that it traces
+    (TorchScript) and exports (ONNX) with a dynamic batch size.
+    """
+    b, c, h, w = x.shape
+    out = x.new_zeros(b, c, 4 * h * w).scatter(2, indices.flatten(2), x.flatten(2))
+    return out.view(b, c, 2 * h, 2 * w)
+
+
 class _UnpoolStage(nn.Module):
     """Max-unpool (with the encoder's indices, or fixed top-left switches) then a convolution."""
 
@@ -122,7 +133,7 @@ class _UnpoolStage(nn.Module):
             rows = torch.arange(h, device=x.device) * 2 * (2 * w)
             cols = torch.arange(w, device=x.device) * 2
             indices = (rows[:, None] + cols[None, :]).expand(b, c, h, w)
-        return self.conv(F.max_unpool2d(x, indices, 2))
+        return self.conv(unpool2x(x, indices))
 
 
 class ConvDecoder(nn.Module):

@@ -31,7 +31,7 @@ class CodeStatsTask(EvalTask):
 
     def run(self, run, out_dir: Path) -> EvalResult:
         model = run.model
-        z = map_batches(run.datamodule.batches("test", self.num_images, model.device), lambda b: {"z": model.encode(b["image"])},
+        z = map_batches(run.data.batches("test", self.num_images, model.device), lambda b: {"z": model.encode(b["image"])},
                         self.num_images)["z"]
         return EvalResult({"eval/code_norm": float(z.norm(dim=1).mean()), "eval/code_std": float(z.std(0).mean())},
                           {"images": int(len(z))})

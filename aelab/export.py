@@ -1,0 +1,222 @@
+"""``aelab-export``: a trained encoder, decoder or whole autoencoder as ONNX or TorchScript, checked against PyTorch.
+
+    aelab-export run=outputs/runs/<run> format=onnx part=autoencoder
+    aelab-export run=outputs/runs/<run> format=torchscript part=encoder
+
+Writes ``<run>/export/<part>.onnx`` (or ``.pt``) with a dynamic batch dimension and
+``<part>.json`` beside it: input/output names, shapes, the preprocessing inputs need
+(:class:`aelab.inputs.InputSpec`), and the parity figure. After writing, the exported
+file is run — onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — on a batch of
+the run's real test inputs (and on a batch of another size, to prove the dynamic batch
+dimension) and compared with the PyTorch model; a largest absolute difference above
+``tolerance`` (1e-4 in fp32) fails the command.
+
+The parts:
+
+* ``encoder``: images → codes (VAEs: images → mean and log-variance);
+* ``decoder``: codes → images in [0, 1] (a max-unpooling decoder uses the fixed top-left switches
+  it decodes sampled codes with, as ``model.decode`` does);
+* ``autoencoder``: images → reconstructions in [0, 1] (max-unpooling with the encoder's own switches;
+  VAEs through the mean code).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from aelab import config_dir
+from aelab.errors import ConfigError, find_aelab_error
+
+log = logging.getLogger("aelab.export")
+
+FORMATS = ("onnx", "torchscript")
+PARTS = ("encoder", "decoder", "autoencoder")
+
+
+def wrap(model, part: str):
+    """An ``nn.Module`` computing ``part`` of ``model`` with plain tensors in and out."""
+    import torch
+    from torch import nn
+
+    vae = "elbo" in model.features
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor):
+            if vae:
+                mu, logvar = self.model.posterior(image)
+                return mu, logvar
+            return self.model.encode(image)
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, code: torch.Tensor):
+            return self.model.decode(code)
+
+    class Whole(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor):
+            return self.model.reconstruct(image).clamp(0, 1)
+
+    return {"encoder": Encoder, "decoder": Decoder, "autoencoder": Whole}[part]().eval()
+
+
+def io_names(model, part: str) -> tuple[list[str], list[str]]:
+    vae = "elbo" in model.features
+    return {"encoder": (["image"], ["mean", "log_variance"] if vae else ["code"]),
+            "decoder": (["code"], ["image"]),
+            "autoencoder": (["image"], ["reconstruction"])}[part]
+
+
+def example_inputs(run, part: str, n: int):
+    """Real test inputs of the run (decoders: the codes of real test images)."""
+    import torch
+
+    x = run.data.images("test", limit=n).to(run.model.device)
+    if part == "decoder":
+        with torch.no_grad():
+            return run.model.encode(x)
+    return x
+
+
+def export(run, fmt: str, part: str, out_dir: Path | None = None, batch: int = 16, tolerance: float = 1e-4, opset: int = 18) -> dict:
+    """Write ``part`` of a loaded run as ``fmt``, check it against PyTorch, describe it in a JSON; returns that description."""
+    import torch
+
+    from aelab.files import atomic_path, write_json_atomic
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r} is not one of {list(FORMATS)}")
+    if part not in PARTS:
+        raise ConfigError(f"part={part!r} is not one of {list(PARTS)}")
+    model = run.model.float().eval()
+    module = wrap(model, part)
+    inputs, outputs = io_names(model, part)
+    out_dir = Path(out_dir) if out_dir else run.run_dir / "export"
+    path = out_dir / f"{part}.{'onnx' if fmt == 'onnx' else 'pt'}"
+    x = example_inputs(run, part, batch)
+    other = example_inputs(run, part, batch + 5)[: max(1, min(batch + 5, 3 * batch // 2))]
+    started = time.perf_counter()
+    with torch.no_grad(), atomic_path(path) as tmp:
+        if fmt == "onnx":
+            import warnings
+
+            dynamic = {name: {0: "batch"} for name in inputs + outputs}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(module, (x,), dynamo=True, input_names=inputs, output_names=outputs,
+                                            dynamic_axes=dynamic, opset_version=opset, verbose=False)
+            program.save(str(tmp))
+        else:
+            model._jit_is_scripting = True  # Lightning's own flag while it scripts: `trainer` reads None, not an error
+            try:
+                torch.jit.save(torch.jit.trace(module, (x,), check_trace=False), str(tmp))
+            finally:
+                model._jit_is_scripting = False
+    seconds = time.perf_counter() - started
+    diffs = [parity(path, fmt, module, t) for t in (x, other)]
+    worst = max(diffs)
+    spec = run.input_spec
+    description = {
+        "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "format": fmt, "part": part, "file": str(path),
+        "inputs": [{"name": n, "shape": ["batch", *list(x.shape[1:])], "dtype": "float32"} for n in inputs],
+        "outputs": [{"name": n, "shape": ["batch", *s]} for n, s in zip(outputs, _output_shapes(module, x))],
+        "preprocessing": spec.describe() if part != "decoder" else {"input": f"codes of size {x.shape[1]}"},
+        "output_values": "pixels in [0, 1]" if part != "encoder" else "codes",
+        "opset": opset if fmt == "onnx" else None,
+        "parity": {"max_abs_diff": worst, "tolerance": tolerance, "batches": [len(x), len(other)],
+                   "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load"},
+        "export_seconds": round(seconds, 2),
+    }
+    write_json_atomic(path.with_suffix(".json"), description)
+    if not worst <= tolerance:
+        raise ConfigError(f"the exported {part} differs from the PyTorch model by up to {worst:.3g} (> {tolerance:g}) on real "
+                          f"test inputs; {path} is kept for inspection")
+    return description
+
+
+def _output_shapes(module, x) -> list[list[int]]:
+    import torch
+
+    with torch.no_grad():
+        out = module(x)
+    out = out if isinstance(out, tuple) else (out,)
+    return [list(o.shape[1:]) for o in out]
+
+
+def parity(path: Path, fmt: str, module, x) -> float:
+    """The largest absolute difference between the exported file's outputs and the PyTorch module's on ``x``."""
+    import torch
+
+    with torch.no_grad():
+        expected = module(x)
+    expected = [e.cpu().numpy() for e in (expected if isinstance(expected, tuple) else (expected,))]
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})
+    else:
+        loaded = torch.jit.load(str(path), map_location="cpu")
+        with torch.no_grad():
+            out = loaded(x.cpu())
+        got = [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+    return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))
+
+
+def export_main(cfg: DictConfig) -> int:
+    from aelab.runs import load_run
+
+    try:
+        if OmegaConf.is_missing(cfg, "run"):
+            raise ConfigError("name the run: aelab-export run=<run folder> format=onnx|torchscript part=encoder|decoder|autoencoder")
+        if str(cfg.format) not in FORMATS or str(cfg.part) not in PARTS:
+            raise ConfigError(f"format={cfg.format} must be one of {list(FORMATS)} and part={cfg.part} one of {list(PARTS)}")
+        run = load_run(cfg.run, which=str(cfg.checkpoint), device="cpu")
+        result = export(run, str(cfg.format), str(cfg.part), cfg.out, int(cfg.batch), float(cfg.tolerance), int(cfg.opset))
+    except Exception as exc:  # noqa: BLE001
+        err = find_aelab_error(exc)
+        if err is None:
+            raise
+        print(f"aelab-export: error: {err}", file=sys.stderr)
+        return 2
+    p = result["parity"]
+    print(f"exported {result['part']} of {result['run']} → {result['file']}")
+    print(f"parity with PyTorch on {p['batches'][0]} and {p['batches'][1]} real test inputs ({p['runtime']}): "
+          f"max |difference| = {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g})")
+    print(f"description: {Path(result['file']).with_suffix('.json')}")
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+def _hydra_main(cfg: DictConfig) -> None:
+    code = export_main(cfg)
+    if code:
+        sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point ``aelab-export``."""
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -15,8 +15,11 @@ The Python API (:mod:`aelab.api`), imported lazily so ``import aelab`` stays ins
 ``aelab-compare`` entry points; calling them calls the API.
 """
 
+import time
 import types
 from pathlib import Path
+
+IMPORTED_AT = time.time()
 
 __version__ = "0.1.0"
 

@@ -90,3 +90,16 @@ def own_wandb_service() -> None:
     starts its own (only while this process has not imported W&B itself)."""
     if "wandb" not in sys.modules:
         os.environ.pop("WANDB_SERVICE", None)
+
+
+def process_started_at() -> float:
+    """When this process started (``time.time()`` scale): from ``/proc`` on Linux, else when aelab was imported."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return boot + start / ticks
+    except (OSError, ValueError, StopIteration, IndexError):
+        import aelab
+
+        return aelab.IMPORTED_AT

@@ -29,7 +29,7 @@ from aelab.config_checks import config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
 from aelab.record import RECORD_METRICS, RunRecord, now_iso
 from aelab.session import (configure_threads, hydra_choices, is_multirun, loggable_config, own_wandb_service,
-                           quiet_known_warnings, sweep_name)
+                           process_started_at, quiet_known_warnings, sweep_name)
 
 log = logging.getLogger("aelab.train")
 
@@ -45,6 +45,8 @@ class TrainingJob:
         self.record = RunRecord(self.run_dir)
         self.choices = hydra_choices()
         self.started, self.started_at = time.time(), now_iso()
+        self.timing: dict = {"process_start": process_started_at()}
+        self.clock = None
         self.datamodule = self.model = self.trainer = self.history = self.checkpoint = self.evaluation = self.info = None
         self.loggers: list = []
         self.tasks: dict = {}
@@ -53,10 +55,14 @@ class TrainingJob:
 
     def build(self) -> None:
         """Instantiate every part; config errors surface here, before any training."""
+        imports = time.time()
+        import torch  # noqa: F401 — timed: the libraries' share of the start-up
         import lightning as L
 
+        self.timing["imports_s"] = round(time.time() - imports, 3)
+
         from aelab.build import build_components, instantiate_group
-        from aelab.callbacks import MetricsHistory, StepSeeding
+        from aelab.callbacks import MetricsHistory, StepSeeding, Timing
         from aelab.checkpoints import resume_checkpoint
         from aelab.metric_info import MetricCatalog
         from aelab.runs import wandb_run_id
@@ -78,7 +84,8 @@ class TrainingJob:
         self.datamodule.setup("fit")
         callbacks = list(instantiate_group(cfg.get("callbacks")).values())
         self.history = next((c for c in callbacks if isinstance(c, MetricsHistory)), None) or MetricsHistory()
-        callbacks += [c for c in (self.history, StepSeeding(int(cfg.seed))) if not any(type(c) is type(d) for d in callbacks)]
+        self.clock = Timing()
+        callbacks += [c for c in (self.history, StepSeeding(int(cfg.seed)), self.clock) if not any(type(c) is type(d) for d in callbacks)]
         self.checkpoint = next((c for c in callbacks if type(c).__name__ == "ModelCheckpoint" and c.monitor), None)
         self.info = MetricCatalog(self.model.metric_info())
         for task in self.tasks.values():
@@ -182,7 +189,22 @@ class TrainingJob:
             **(model.summary_extras() if model is not None else {}),
             "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
             "metric_info": info.to_json() if info is not None else {},
+            "timing": self.timings(finished),
         }
+
+    def timings(self, now: float) -> dict:
+        """Where the wall time went: start-up to the first batch (the libraries' imports named), training, the end."""
+        clock, t = self.clock, dict(self.timing)
+        if clock is not None and clock.first_batch_at is not None:
+            t["startup_s"] = round(clock.first_batch_at - t["process_start"], 3)
+            end = clock.fit_end_at or now
+            t["training_s"] = round(end - clock.first_batch_at, 3)
+            if clock.fit_end_at is not None:
+                t["after_fit_s"] = round(now - clock.fit_end_at, 3)
+            if clock.train_seconds > 0:
+                t["train_images_per_s"] = round(clock.images / clock.train_seconds, 1)
+            t["first_batch_at"], t["fit_end_at"] = clock.first_batch_at, clock.fit_end_at
+        return t
 
     def write(self, status: str, error: str | None = None, error_type: str | None = None) -> dict:
         """Update the run record and write ``metrics.json`` (atomically); returns its content."""

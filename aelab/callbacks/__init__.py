@@ -7,5 +7,6 @@ from aelab.callbacks.generation import GenerationGrids
 from aelab.callbacks.history import MetricsHistory
 from aelab.callbacks.samples import ReconstructionGrid
 from aelab.callbacks.seeding import StepSeeding
+from aelab.callbacks.timing import Timing
 
-__all__ = ["StepSeeding", "FaultInjection", "GenerationGrids", "MetricsHistory", "OverfittingGap", "ReconstructionGrid", "SaveOnFailure"]
+__all__ = ["StepSeeding", "FaultInjection", "GenerationGrids", "MetricsHistory", "OverfittingGap", "ReconstructionGrid", "SaveOnFailure", "Timing"]

@@ -30,12 +30,19 @@ log = logging.getLogger(__name__)
 SERIAL_BELOW = 1500  # files: decoded in this process (starting workers costs more than it saves)
 
 
-def file_key(paths: list[Path], root: Path, settings: dict) -> str:
-    """A hash of the files (relative path, size, mtime) and the settings."""
+def _context():
+    """Fork where there is fork: workers start at once and never re-run the user's script (spawn re-imports
+    ``__main__``, which breaks scripts without an ``if __name__ == "__main__"`` guard). The workers use only
+    Pillow and NumPy, so forking a process with torch threads is safe."""
+    import multiprocessing
+
+    return get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def file_key(files: list, settings: dict) -> str:
+    """A hash of the files (``.rel``, ``.size``, ``.mtime_ns``: relative path, size, modification time) and the settings."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in paths:
-        st = path.stat()
-        h.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    h.update("".join(f"{f.rel}\0{f.size}\0{f.mtime_ns}\n" for f in files).encode())
     return h.hexdigest()[:20]
 
 
@@ -76,7 +83,7 @@ def decode_files(paths: list[str], array_path: Path, shape: tuple[int, ...], siz
         return decode_into(str(array_path), 0, paths, size, channels, image_shape, nearest)
     chunk = max(256, len(paths) // (workers * 8))
     bad: list[tuple[int, str]] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
         jobs = [pool.submit(decode_into, str(array_path), start, paths[start:start + chunk], size, channels, image_shape, nearest)
                 for start in range(0, len(paths), chunk)]
         for job in jobs:
@@ -91,7 +98,7 @@ def scan_files(paths: list[str], workers: int) -> list[tuple[int, int, int] | st
     if len(paths) < SERIAL_BELOW or workers <= 1:
         return scan(paths)
     chunk = max(256, len(paths) // (workers * 8))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
         parts = pool.map(scan, [paths[i:i + chunk] for i in range(0, len(paths), chunk)])
         return [item for part in parts for item in part]
 

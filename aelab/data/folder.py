@@ -19,12 +19,12 @@ anomaly detection (``eval=[anomaly]``).
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -42,10 +42,37 @@ SPLITS = ("train", "val", "test")
 ImageSize = Annotated[int, Range(ge=1)] | list[Annotated[int, Range(ge=1)]]
 
 
-def find_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """Image files below ``folder`` (recursively, hidden files and folders skipped), sorted."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in extensions and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+class ImageFile(NamedTuple):
+    path: str  # where it is
+    rel: str  # relative to the dataset's folder, "/"-separated
+    size: int
+    mtime_ns: int
+
+
+def find_images(folder: Path, extensions: tuple[str, ...], root: Path | None = None) -> list[ImageFile]:
+    """Image files below ``folder`` (recursively; hidden files and folders skipped), sorted, named relative to ``root``.
+
+    One ``os.scandir`` walk and one ``stat`` per file: 60,000 files are listed in a fraction of a second.
+    """
+    root = root or folder
+    base = os.path.relpath(folder, root)
+    base = "" if base == "." else base.replace(os.sep, "/")
+    out: list[ImageFile] = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(folder, rel) if rel else folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir():
+                    stack.append(name)
+                elif os.path.splitext(entry.name)[1].lower() in extensions and entry.is_file():
+                    st = entry.stat()
+                    out.append(ImageFile(entry.path, f"{base}/{name}" if base else name, st.st_size, st.st_mtime_ns))
+    out.sort(key=lambda f: f.rel)
+    return out
 
 
 def default_cache_dir(path: Path) -> Path:
@@ -113,11 +140,11 @@ class ImageFolder(ImageDataModule):
         return (str(self.path), self.size, self.channels, self.test_fraction, self.extensions, self.skip_bad, self.seed)
 
     # ------------------------------------------------------------ the files
-    def layout(self) -> dict[str, list[Path]]:
+    def layout(self) -> dict[str, list[ImageFile]]:
         """The image files of each split found under ``path`` (``all`` when there are no split folders)."""
         if not self.path.is_dir():
             raise DatasetNotFoundError(f"data.path={self.path} is not a folder")
-        found = {s: find_images(self.path / s, self.extensions) for s in SPLITS if (self.path / s).is_dir()}
+        found = {s: find_images(self.path / s, self.extensions, self.path) for s in SPLITS if (self.path / s).is_dir()}
         if "train" not in found:
             found = {"all": find_images(self.path, self.extensions)}
         if not any(found.values()):
@@ -126,17 +153,16 @@ class ImageFolder(ImageDataModule):
                 "point data.path at the folder that holds them, or set data.extensions")
         return found
 
-    def _labels(self, files: dict[str, list[Path]]) -> tuple[list[str], dict[str, list[int]]]:
+    def _labels(self, files: dict[str, list[ImageFile]]) -> tuple[list[str], dict[str, list[int]]]:
         """Class names from the first-level subfolders of each split folder (empty: unlabelled)."""
-        roots = {s: self.path if s == "all" else self.path / s for s in files}
-        relative = {s: [p.relative_to(roots[s]) for p in paths] for s, paths in files.items()}
-        if all(len(r.parts) > 1 for rel in relative.values() for r in rel):
-            names = sorted({r.parts[0] for rel in relative.values() for r in rel})
+        parts = {s: [f.rel.split("/")[0 if s == "all" else 1:] for f in group] for s, group in files.items()}
+        if all(len(p) > 1 for group in parts.values() for p in group):
+            names = sorted({p[0] for group in parts.values() for p in group})
             index = {n: i for i, n in enumerate(names)}
-            return names, {s: [index[r.parts[0]] for r in rel] for s, rel in relative.items()}
-        return [], {s: [0] * len(rel) for s, rel in relative.items()}
+            return names, {s: [index[p[0]] for p in group] for s, group in parts.items()}
+        return [], {s: [0] * len(group) for s, group in parts.items()}
 
-    def _decide_shape(self, paths: list[Path], headers: list) -> tuple[int, tuple[int, int]]:
+    def _decide_shape(self, paths: list[str], headers: list) -> tuple[int, tuple[int, int]]:
         """Channels and (height, width) of the cache, from the settings or the files' headers."""
         good = [(p, h) for p, h in zip(paths, headers) if not isinstance(h, str)]
         if not good:
@@ -159,18 +185,18 @@ class ImageFolder(ImageDataModule):
                               f"{second[1]}x{second[0]} ({len(sizes)} sizes); set data.image_size=[height,width] to resize them")
         return channels, next(iter(sizes))
 
-    def decode(self, paths: list[Path], extra: dict) -> tuple[dict, np.ndarray]:
-        """Decode ``paths`` into the cache (or open the cache that holds them); returns its metadata and array."""
+    def decode(self, files: list[ImageFile], extra: dict) -> tuple[dict, np.ndarray]:
+        """Decode ``files`` into the cache (or open the cache that holds them); returns its metadata and array."""
         settings = {"size": self.size, "channels": self.channels, "skip_bad": self.skip_bad, **extra}
-        key = file_key(paths, self.path, settings)
+        key = file_key(files, settings)
+        paths = [f.path for f in files]
         stem = self.cache_dir / f"{self.path.name or 'images'}-{key}"
 
         def build(tmp: Path) -> dict:
-            names = [str(p) for p in paths]
-            headers = scan_files(names, self.workers)
+            headers = scan_files(paths, self.workers)
             channels, size = self._decide_shape(paths, headers)
             bad = [(i, f"cannot be read ({h})") for i, h in enumerate(headers) if isinstance(h, str)]
-            bad += decode_files(names, tmp, (len(paths), channels, *size), self.size, size, self.workers)
+            bad += decode_files(paths, tmp, (len(paths), channels, *size), self.size, size, self.workers)
             bad = sorted(dict(bad).items())
             if bad and not self.skip_bad:
                 listed = "; ".join(f"{paths[i]} {why}" for i, why in bad[:3])
@@ -179,8 +205,8 @@ class ImageFolder(ImageDataModule):
                                   "differently sized images, or set data.skip_bad=true to leave them out")
             for i, why in bad:
                 log.warning("skipped %s: %s", paths[i], why)
-            return {"files": [str(p.relative_to(self.path)) for p in paths], "bad": [i for i, _ in bad],
-                    "bad_files": [f"{paths[i].relative_to(self.path)}: {why}" for i, why in bad], "settings": settings}
+            return {"files": [f.rel for f in files], "bad": [i for i, _ in bad],
+                    "bad_files": [f"{files[i].rel}: {why}" for i, why in bad], "settings": settings}
 
         log.info("reading %d image files under %s", len(paths), self.path)
         meta, array = build_cache(stem, build)
@@ -270,12 +296,12 @@ class AnomalyFolder(ImageFolder):
         train_dir, test_dir, truth_dir = self.path / "train" / "good", self.path / "test", self.path / "ground_truth"
         if not train_dir.is_dir() or not test_dir.is_dir():
             raise DatasetNotFoundError(f"{self.path} is not laid out like MVTec AD: it needs train/good/ and test/<good|defect>/ folders")
-        train = find_images(train_dir, self.extensions)
+        train = find_images(train_dir, self.extensions, self.path)
         defects = sorted(d.name for d in test_dir.iterdir() if d.is_dir() and d.name != "good")
         class_names = ["good", *defects]
-        test = [(p, 0) for p in find_images(test_dir / "good", self.extensions)] if (test_dir / "good").is_dir() else []
+        test = [(p, 0) for p in find_images(test_dir / "good", self.extensions, self.path)] if (test_dir / "good").is_dir() else []
         for i, d in enumerate(defects, start=1):
-            test += [(p, i) for p in find_images(test_dir / d, self.extensions)]
+            test += [(p, i) for p in find_images(test_dir / d, self.extensions, self.path)]
         if not train or not test:
             raise DatasetNotFoundError(f"no images in {train_dir if not train else test_dir} (searched for {', '.join(self.extensions)})")
         masks = self._mask_files(test, class_names, truth_dir) if truth_dir.is_dir() else None
@@ -299,12 +325,13 @@ class AnomalyFolder(ImageFolder):
                 "masks": test_masks is not None, "skipped_files": meta.get("bad_files", [])}
         return self._image_set(images, labels, {"train": rows_train, "test": rows_test}, class_names, mapped, info, test_masks)
 
-    def _mask_files(self, test: list[tuple[Path, int]], class_names: list[str], truth_dir: Path) -> list[Path | None]:
+    def _mask_files(self, test: list[tuple[ImageFile, int]], class_names: list[str], truth_dir: Path) -> list[Path | None]:
         out, missing = [], []
-        for path, label in test:
+        for image, label in test:
             if label == 0:
                 out.append(None)
                 continue
+            path = Path(image.path)
             candidates = [truth_dir / class_names[label] / f"{path.stem}_mask{ext}" for ext in (path.suffix, ".png")]
             mask = next((c for c in candidates if c.is_file()), None)
             if mask is None:

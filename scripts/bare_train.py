@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""The bare PyTorch script that ``scripts/bench_e2e.py`` races ``aelab-train`` against.
+
+It does the work a default ``aelab-train`` run does, without aelab around it: the same
+net (built from ``aelab.nets``), the same Fashion-MNIST training/validation split
+(55,000 / 5,000 from the seed), batches of 256 reshuffled every epoch, Adam 1e-3, a
+validation pass after every epoch and a checkpoint (model + optimizer) after every
+epoch. No test pass (the benchmark runs aelab with ``test=false``).
+
+    python scripts/bare_train.py --net conv --epochs 2 --out /tmp/bare
+    python scripts/bare_train.py --net vae --epochs 5 --out /tmp/bare      # fixed binarization, Bernoulli ELBO
+
+It prints one line ``TIMES <first batch at> <fit end at>`` (``time.time()``) for the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aelab.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    data = gzip.decompress(path.read_bytes())
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def nets(net: str):
+    shape = (1, 28, 28)
+    if net == "conv":
+        return ConvEncoder(shape, 32), ConvDecoder(shape, 32)
+    if net == "mlp":
+        return MLPEncoder(shape, 32, hidden=[512, 256]), MLPDecoder(shape, 32, hidden=[512, 256])
+    return (MLPEncoder(shape, 100, hidden=[200, 200], activation="tanh"),  # VAE: mean and log variance of 50 latents
+            MLPDecoder(shape, 50, hidden=[200, 200], activation="tanh"))
+
+
+def loss_of(net: str, enc, dec, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    if net != "vae":
+        return (torch.sigmoid(dec(enc(x))) - x).pow(2).flatten(1).mean(1).mean()
+    mu, logvar = enc(x).chunk(2, dim=1)
+    z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator)
+    recon = F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").flatten(1).sum(1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return (recon + kl).mean()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--net", choices=("conv", "mlp", "vae"), default="conv")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    images = torch.from_numpy(read_idx(FMNIST / "train-images-idx3-ubyte.gz").copy())[:, None]
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    val, train = images[order[:5000]], images[order[5000:]]
+    if args.net == "vae":  # fixed binarization, once
+        g = torch.Generator().manual_seed(1)
+        train = (torch.rand(train.shape, generator=g) < train.float() / 255).to(torch.uint8) * 255
+        val = (torch.rand(val.shape, generator=g) < val.float() / 255).to(torch.uint8) * 255
+    enc, dec = nets(args.net)
+    optimizer = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    first_batch = None
+    for epoch in range(args.epochs):
+        enc.train(), dec.train()
+        perm = torch.randperm(len(train))
+        for start in range(0, len(train), args.batch):
+            x = train[perm[start:start + args.batch]].float().div_(255)
+            if first_batch is None:
+                first_batch = time.time()
+            loss = loss_of(args.net, enc, dec, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        enc.eval(), dec.eval()
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(12345)
+            val_loss = sum(float(loss_of(args.net, enc, dec, val[i:i + 1000].float().div_(255), g)) * len(val[i:i + 1000])
+                           for i in range(0, len(val), 1000)) / len(val)
+        assert math.isfinite(val_loss)
+        torch.save({"encoder": enc.state_dict(), "decoder": dec.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+                   out / "last.ckpt")
+    print(f"TIMES {first_batch} {time.time()} {val_loss}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""End-to-end speed: the whole ``aelab-train`` process against a bare PyTorch script doing the same work.
+
+What the user waits for: each side is a fresh process started from here on a pseudo-terminal (so
+the progress bar draws as it does in a terminal), timed from launch to exit.
+
+* **aelab**: ``aelab-train`` with its defaults — the default callbacks (checkpoints best + last, the
+  overfitting gap, reconstruction grids, step seeding, metric history, learning-rate monitor, the
+  Rich progress bar) and the CSV logger — on Fashion-MNIST, ``test=false``;
+* **bare**: ``scripts/bare_train.py`` — the same net from ``aelab.nets``, the same split, batch 256,
+  Adam 1e-3, a validation pass and a checkpoint every epoch.
+
+Jobs: the conv AE (2 epochs), the MLP AE 784-512-256-32 (3 epochs), the VAE 784-200-200-50
+(5 epochs, fixed binarization). Runs alternate aelab / bare (bare first in odd rounds); the median
+of ``--rounds`` is shown. aelab's time is split with the timestamps its run record keeps
+(``metrics.json`` → ``timing``): **start-up** (launch → first training batch; the import of torch
+and Lightning measured in the same run, and aelab's own share), **training** (first batch → end of
+fit: every epoch with its validation and checkpoints) against the bare script's same span, and the
+**end** (end of fit → exit). Peak RSS of each process (``wait4``).
+
+Then **sweeps**: a Hydra multirun of 8 MLP jobs (2 epochs, 10,000 training images) with the basic
+launcher (one process) and with joblib (2 workers), against 8 bare runs back to back; the per-job
+overhead is (sweep wall time − the first job's start-up − the jobs' training spans) / 8.
+
+    .venv/bin/python scripts/bench_e2e.py [--rounds 3] [--jobs conv,mlp,vae] [--no-sweeps]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SCRIPTS = Path(__file__).resolve().parent
+JOBS = {
+    "conv": (["model=conv"], 2),
+    "mlp": (["model=mlp"], 3),
+    "vae": (["model=vae", "data.binarize=fixed"], 5),
+}
+COMMON = ["data=fashion_mnist", "test=false", "trainer.accelerator=cpu"]
+
+
+def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, str]:
+    """Run ``cmd`` on a pseudo-terminal; returns (launch time, exit time, peak RSS MB, output)."""
+    import pty  # noqa: F401 — Linux
+
+    master, slave = os.openpty()
+    chunks: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    started = time.time()
+    pid = os.fork()
+    if pid == 0:  # the child: the pty is its terminal
+        os.setsid()
+        os.dup2(slave, 0), os.dup2(slave, 1), os.dup2(slave, 2)
+        os.chdir(cwd)
+        os.execve(cmd[0], cmd, env)
+    os.close(slave)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(pid, 0)
+    ended = time.time()
+    reader.join(timeout=5)
+    os.close(master)
+    output = b"".join(chunks).decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
+    return started, ended, usage.ru_maxrss / 1024, output
+
+
+def aelab_run(job: str, out: Path, env: dict, name: str) -> dict:
+    overrides, epochs = JOBS[job]
+    cmd = [str(BIN / "aelab-train"), *COMMON, *overrides, f"trainer.max_epochs={epochs}", f"paths.output_dir={out}", f"name={name}"]
+    started, ended, rss, _ = launch(cmd, out, env)
+    t = json.loads((out / "runs" / name / "metrics.json").read_text())["timing"]
+    return {"wall": ended - started, "startup": t["first_batch_at"] - started, "imports": t["imports_s"],
+            "training": t["fit_end_at"] - t["first_batch_at"], "end": ended - t["fit_end_at"], "rss": rss}
+
+
+def bare_run(job: str, out: Path, env: dict) -> dict:
+    epochs = JOBS[job][1]
+    cmd = [sys.executable, str(SCRIPTS / "bare_train.py"), "--net", job, "--epochs", str(epochs), "--out", str(out / "bare")]
+    started, ended, rss, output = launch(cmd, out, env)
+    line = next(l for l in output.splitlines() if l.startswith("TIMES"))
+    first, fit_end = (float(v) for v in line.split()[1:3])
+    return {"wall": ended - started, "startup": first - started, "training": fit_end - first, "end": ended - fit_end, "rss": rss}
+
+
+def med(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def sweeps(work: Path, env: dict) -> None:
+    data = ["data.limit_train=10000", "trainer.max_epochs=2", "model=mlp"]
+    results = {}
+    for launcher in ("basic", "joblib"):
+        extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+        cmd = [str(BIN / "aelab-train"), "-m", *COMMON, *data, *extra, "model.bottleneck=2,4,8,16,24,32,48,64",
+               f"paths.output_dir={work / launcher}", f"sweep.name={launcher}"]
+        started, ended, rss, _ = launch(cmd, work, env)
+        records = [json.loads(p.read_text()) for p in (work / launcher / "sweeps" / launcher).glob("*/metrics.json")]
+        assert len(records) == 8 and all(r["status"] == "completed" for r in records), "a sweep job did not complete"
+        first = min(r["timing"]["first_batch_at"] for r in records)
+        training = sum(r["timing"]["training_s"] for r in records)
+        results[launcher] = (ended - started, (ended - started - (first - started) - training) / 8)
+    bare_total = 0.0
+    for i in range(8):
+        (work / f"bare{i}").mkdir()
+        cmd = [sys.executable, str(SCRIPTS / "bare_train.py"), "--net", "mlp", "--epochs", "2", "--out", str(work / f"bare{i}")]
+        started, ended, _, _ = launch(cmd, work, env)
+        bare_total += ended - started
+    print("\nsweeps: 8 MLP jobs, 2 epochs on 10,000 images each (bare: the full 55,000-image split, 8 separate processes)")
+    for launcher, (wall, overhead) in results.items():
+        print(f"  {launcher:7s} launcher: {wall:6.1f} s for the sweep, per-job overhead after the first job's start-up "
+              f"{overhead:.2f} s (target < 1 s)")
+    print(f"  8 bare runs back to back: {bare_total:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", default="conv,mlp,vae")
+    parser.add_argument("--no-sweeps", action="store_true")
+    args = parser.parse_args()
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="120", TERM=os.environ.get("TERM", "xterm"))
+    env.pop("WANDB_SERVICE", None)
+    work = Path(tempfile.mkdtemp(prefix="aelab-bench-e2e-"))
+    rows = []
+    try:
+        for job in args.jobs.split(","):
+            a, b = [], []
+            for r in range(args.rounds):
+                out = work / f"{job}{r}"
+                out.mkdir()
+                pair = [lambda: a.append(aelab_run(job, out, env, f"{job}{r}")), lambda: b.append(bare_run(job, out, env))]
+                for step in (pair if r % 2 == 0 else pair[::-1]):
+                    step()
+            rows.append((job, a, b))
+            print(f"{job}: aelab {[round(x['wall'], 1) for x in a]} s, bare {[round(x['wall'], 1) for x in b]} s", flush=True)
+        print(f"\nwhole process, median of {args.rounds} (CPU, {os.cpu_count()} cores; seconds):")
+        print("| job | aelab-train | bare | ratio | aelab start-up (torch+Lightning import / aelab's own) | bare start-up "
+              "| training aelab / bare = ratio | end aelab / bare | peak RSS aelab / bare |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for job, a, b in rows:
+            epochs = JOBS[job][1]
+            own = med(a, "startup") - med(a, "imports")
+            print(f"| {job} ({epochs} ep) | {med(a, 'wall'):.1f} | {med(b, 'wall'):.1f} | {med(a, 'wall') / med(b, 'wall'):.2f} "
+                  f"| {med(a, 'startup'):.1f} ({med(a, 'imports'):.1f} / {own:.1f}) | {med(b, 'startup'):.1f} "
+                  f"| {med(a, 'training'):.1f} / {med(b, 'training'):.1f} = {med(a, 'training') / med(b, 'training'):.3f} "
+                  f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |")
+        if not args.no_sweeps:
+            sweeps(work, env)
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                print("\nGPU rows skipped: no CUDA device on this machine (scripts/bench_train.py has the GPU throughput rows)")
+        except ImportError:
+            pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

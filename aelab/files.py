@@ -73,3 +73,10 @@ def json_safe(value: Any) -> Any:
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON so that a crash never leaves a half-written file."""
     write_text_atomic(path, json.dumps(json_safe(data), indent=2) + "\n")
+
+
+def user_cache_dir() -> Path:
+    """Where aelab keeps what it can recompute: ``$AELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/aelab``, else ``~/.cache/aelab``."""
+    if os.environ.get("AELAB_CACHE_DIR"):
+        return Path(os.environ["AELAB_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aelab"

@@ -213,3 +213,6 @@ class RunFolderCallback(Callback):
         for entry in groups["missing"]:
             lines.append(f"  missing: {entry['job']}: {entry['reason']}")
         log.info("\n".join(lines))
+        from aelab.session import fast_exit
+
+        fast_exit()

@@ -103,3 +103,16 @@ def process_started_at() -> float:
         import aelab
 
         return aelab.IMPORTED_AT
+
+
+def fast_exit() -> None:
+    """Let the process end quickly: move every object into the garbage collector's permanent generation.
+
+    With torch and Lightning loaded, the interpreter's final collections take about a second
+    (measured: 1.25 s after ``import lightning`` against 0.21 s with the objects frozen). Nothing is
+    skipped: destructors and ``atexit`` handlers still run. Called by the entry points when their
+    work is done (a sweep's jobs return to Hydra before it, so it freezes what they left).
+    """
+    import gc
+
+    gc.freeze()

@@ -36,8 +36,21 @@ _SAFE_MODULES = ("aelab.constraints",)
 _TYPING = ("typing", "typing_extensions", "collections.abc", "collections")
 _BUILTIN_TYPES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "bytes": "str",
                   "list": "list", "tuple": "list", "set": "list", "frozenset": "list", "dict": "dict", "object": "any"}
-_NO_DEFAULT = object()
-_UNEVALUATED = object()  # a default value that is not a literal
+class _Sentinel:
+    """A marker that survives pickling as itself (the signature cache on disk keeps identities)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __reduce__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_NO_DEFAULT = _Sentinel("_NO_DEFAULT")
+_UNEVALUATED = _Sentinel("_UNEVALUATED")  # a default value that is not a literal
 
 
 @dataclass
@@ -174,6 +187,8 @@ def _module(name: str) -> _Module | None:
         mtime = os.stat(path).st_mtime
     except OSError:
         return None
+    for deps in _TOUCHED:  # the signatures being read depend on this file
+        deps[str(path)] = mtime
     cached = _MODULES.get(name)
     if cached is not None and cached[0] == mtime:
         return cached[1]
@@ -468,31 +483,99 @@ def _class_signature(info: _Module, node: ast.ClassDef, target: str, depth: int)
 
 
 _SIGNATURES: dict[str, Signature] = {}
+_DEPS: dict[str, dict[str, float]] = {}  # target -> the source files (and their mtimes) its signature was read from
+_TOUCHED: list[dict[str, float]] = []  # the dependency sets being collected (nested signature reads)
+_DISK: dict | None = None  # the signature cache on disk: target -> (signature, deps)
+_DIRTY = False
+
+
+def _disk_path() -> Path:
+    from aelab.files import user_cache_dir
+
+    return user_cache_dir() / f"signatures-py{sys.version_info[0]}{sys.version_info[1]}.pkl"
+
+
+def _from_disk(target: str) -> Signature | None:
+    """A signature read in an earlier process, if none of the files it was read from has changed since."""
+    global _DISK
+    if _DISK is None:
+        import atexit
+        import pickle
+
+        try:
+            _DISK = pickle.loads(_disk_path().read_bytes())
+        except Exception:  # noqa: BLE001 — missing, from another version, corrupt: start afresh
+            _DISK = {}
+        atexit.register(_save_disk)
+    entry = _DISK.get(target)
+    if entry is None:
+        return None
+    sig, deps = entry
+    try:
+        if any(os.stat(path).st_mtime != mtime for path, mtime in deps.items()):
+            return None
+    except OSError:
+        return None
+    _DEPS[target] = deps
+    return sig
+
+
+def _save_disk() -> None:
+    if not _DIRTY or _DISK is None:
+        return
+    import pickle
+
+    from aelab.files import atomic_path
+
+    try:
+        with atomic_path(_disk_path()) as tmp:
+            tmp.write_bytes(pickle.dumps({**_DISK, **{t: (s, _DEPS[t]) for t, s in _SIGNATURES.items() if t in _DEPS}}))
+    except OSError:
+        pass  # a read-only home: the next process reads the sources again
 
 
 def signature(target: str, depth: int = 0) -> Signature:
-    """The :class:`Signature` of the class or function at import path ``target``."""
-    cached = _SIGNATURES.get(target)
+    """The :class:`Signature` of the class or function at import path ``target``.
+
+    Read from source once per process, and kept on disk (``~/.cache/aelab``) with the files it
+    was read from: a later process reuses it while none of those files has changed.
+    """
+    global _DIRTY
+    cached = _SIGNATURES.get(target) or _from_disk(target)
     if cached is not None:
+        _SIGNATURES[target] = cached
+        for deps in _TOUCHED:
+            deps.update(_DEPS.get(target, {}))
         return cached
-    sig = Signature(target, known=False, var_keyword=True)
-    if depth <= 30:
-        found = _lookup(target)
-        if found is not None:
-            info, name, node = found
-            if isinstance(node, ast.ClassDef):
-                sig = _class_signature(info, node, target, depth)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                params, var_keyword = _params_of(info, node, skip_first=False)
-                sig = Signature(target, params, var_keyword)
-    _SIGNATURES[target] = sig
+    deps: dict[str, float] = {}
+    _TOUCHED.append(deps)
+    try:
+        sig = Signature(target, known=False, var_keyword=True)
+        if depth <= 30:
+            found = _lookup(target)
+            if found is not None:
+                info, name, node = found
+                if isinstance(node, ast.ClassDef):
+                    sig = _class_signature(info, node, target, depth)
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    params, var_keyword = _params_of(info, node, skip_first=False)
+                    sig = Signature(target, params, var_keyword)
+    finally:
+        _TOUCHED.pop()
+    for outer in _TOUCHED:
+        outer.update(deps)
+    _SIGNATURES[target], _DEPS[target] = sig, deps
+    _DIRTY = _DIRTY or (sig.known and bool(deps))
     return sig
 
 
 def clear_cache() -> None:
-    """Forget parsed modules and signatures (tests that write components on the fly)."""
+    """Forget parsed modules and signatures, in memory and on disk (tests that write components on the fly)."""
+    global _DISK
     _MODULES.clear()
     _SIGNATURES.clear()
+    _DEPS.clear()
+    _DISK = {}
     _module_path.cache_clear()
 
 

@@ -28,7 +28,7 @@ from aelab import config_dir, make_callable
 from aelab.config_checks import config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
 from aelab.record import RECORD_METRICS, RunRecord, now_iso
-from aelab.session import (configure_threads, hydra_choices, is_multirun, loggable_config, own_wandb_service,
+from aelab.session import (configure_threads, fast_exit, hydra_choices, is_multirun, loggable_config, own_wandb_service,
                            process_started_at, quiet_known_warnings, sweep_name)
 
 log = logging.getLogger("aelab.train")
@@ -283,7 +283,11 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point ``aelab-train``."""
-    return run_job(cfg)
+    try:
+        return run_job(cfg)
+    finally:
+        if not is_multirun():  # a sweep freezes once, at its end (freezing between jobs would keep their garbage)
+            fast_exit()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ and Lightning measured in the same run, and aelab's own share), **training** (fi
 fit: every epoch with its validation and checkpoints) against the bare script's same span, and the
 **end** (end of fit → exit). Peak RSS of each process (``wait4``).
 
-Then **sweeps**: a Hydra multirun of 8 MLP jobs (2 epochs, 10,000 training images) with the basic
+Then **feature costs**: the MLP job with each default feature switched off (and SSIM at every
+validation, off by default, switched on), training phase against the default. Then **sweeps**: a Hydra multirun of 8 MLP jobs (2 epochs, 10,000 training images) with the basic
 launcher (one process) and with joblib (2 workers), against 8 bare runs back to back; the per-job
 overhead is (sweep wall time − the first job's start-up − the jobs' training spans) / 8.
 
@@ -85,9 +86,10 @@ def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, s
     return started, ended, usage.ru_maxrss / 1024, output
 
 
-def aelab_run(job: str, out: Path, env: dict, name: str) -> dict:
+def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] = ()) -> dict:
     overrides, epochs = JOBS[job]
-    cmd = [str(BIN / "aelab-train"), *COMMON, *overrides, f"trainer.max_epochs={epochs}", f"paths.output_dir={out}", f"name={name}"]
+    cmd = [str(BIN / "aelab-train"), *COMMON, *overrides, f"trainer.max_epochs={epochs}", f"paths.output_dir={out}", f"name={name}",
+           *extra]
     started, ended, rss, _ = launch(cmd, out, env)
     t = json.loads((out / "runs" / name / "metrics.json").read_text())["timing"]
     return {"wall": ended - started, "startup": t["first_batch_at"] - started, "imports": t["imports_s"],
@@ -133,11 +135,39 @@ def sweeps(work: Path, env: dict) -> None:
     print(f"  8 bare runs back to back: {bare_total:.1f} s")
 
 
+FEATURES = {
+    "overfitting gap": ("callbacks.overfitting_gap=null",),
+    "reconstruction grids": ("callbacks.reconstruction_grid=null",),
+    "progress bar": ("callbacks.progress_bar=null",),
+    "checkpoints (best + last)": ("callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null"),
+}
+
+
+def feature_costs(work: Path, env: dict, rounds: int) -> None:
+    """What each default feature costs in the MLP job's training phase: default against the feature switched off,
+    and SSIM at every validation (off by default) switched on."""
+    variants = {"default": (), **{f"without {k}": v for k, v in FEATURES.items()}, "with SSIM at validation": ("model.val_ssim=true",)}
+    got: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(rounds):
+        for name, extra in (list(variants.items()) if r % 2 == 0 else list(variants.items())[::-1]):
+            out = work / f"feat{r}_{len(got[name])}_{abs(hash(name)) % 10000}"
+            out.mkdir()
+            got[name].append(aelab_run("mlp", out, env, "f", extra)["training"])
+    base = statistics.median(got["default"])
+    print(f"\nfeature costs, MLP job (3 epochs), training phase, median of {rounds}:")
+    print("| run | training phase (s) | against the default |")
+    print("|---|---|---|")
+    for name, values in got.items():
+        m = statistics.median(values)
+        print(f"| {name} | {m:.2f} | {100 * (m - base) / base:+.1f} % |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", default="conv,mlp,vae")
     parser.add_argument("--no-sweeps", action="store_true")
+    parser.add_argument("--no-features", action="store_true")
     args = parser.parse_args()
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="120", TERM=os.environ.get("TERM", "xterm"))
     env.pop("WANDB_SERVICE", None)
@@ -165,6 +195,8 @@ def main() -> None:
                   f"| {med(a, 'startup'):.1f} ({med(a, 'imports'):.1f} / {own:.1f}) | {med(b, 'startup'):.1f} "
                   f"| {med(a, 'training'):.1f} / {med(b, 'training'):.1f} = {med(a, 'training') / med(b, 'training'):.3f} "
                   f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |")
+        if not args.no_features:
+            feature_costs(work, env, args.rounds)
         if not args.no_sweeps:
             sweeps(work, env)
         try:

@@ -56,7 +56,7 @@ def test_three_channel_non_square_images_train(run_train):
 
 
 def test_run_folder_and_metrics_json(run_train):
-    summary, run_dir = run_train("model=conv", "trainer.max_epochs=2", "model.bottleneck=12")
+    summary, run_dir = run_train("model=conv", "trainer.max_epochs=2", "model.bottleneck=12", "model.val_ssim=true")
     assert (run_dir / "metrics.json").is_file()
     data = json.loads((run_dir / "metrics.json").read_text())
     assert data["status"] == "completed" and data["error"] is None

@@ -49,6 +49,9 @@ class MetricsHistory(L.Callback):
     def on_train_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         self._record(trainer)
 
+    def on_fit_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        self._record(trainer)  # the module logs its epoch means after the callbacks' on_train_epoch_end
+
     def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         self._record(trainer)
 

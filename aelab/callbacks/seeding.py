@@ -29,4 +29,6 @@ class StepSeeding(L.Callback):
         value = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         random.seed(value)
         np.random.seed(value)
-        torch.manual_seed(value)  # seeds every CUDA device too
+        torch.random.default_generator.manual_seed(value)
+        if torch.cuda.is_initialized():  # torch.manual_seed would queue a lazy CUDA call (and format a stack trace) every step
+            torch.cuda.manual_seed_all(value)

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from aelab.files import atomic_path, write_json_atomic
+from aelab.files import atomic_path, user_cache_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +123,25 @@ def build_cache(stem: Path, build: Callable[[Path], dict]) -> tuple[dict, np.nda
 
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def decoded_file(path: Path, decode: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """``decode(path)``, kept as an ``.npy`` in the user cache keyed by the file's path, size and modification time.
+
+    Decompressing Fashion-MNIST's gzipped IDX files takes about 0.45 s of every run's start-up; the
+    cached array loads in a few milliseconds. An unwritable cache only costs the saving.
+    """
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    cached = user_cache_dir() / "decoded" / f"{path.name}-{key}.npy"
+    try:
+        return np.load(cached)
+    except (OSError, ValueError):
+        pass
+    array = decode(path)
+    try:
+        with atomic_path(cached) as tmp:
+            np.save(tmp, array)
+    except OSError as exc:
+        log.debug("could not cache %s: %s", path, exc)
+    return array

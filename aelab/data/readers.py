@@ -18,7 +18,13 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
-    """Read an IDX file (``.gz`` or uncompressed) into a tensor of its stored shape."""
+    """Read an IDX file (``.gz`` or uncompressed) into a tensor of its stored shape (decoded once, then cached)."""
+    from aelab.data.cache import decoded_file
+
+    return torch.from_numpy(decoded_file(Path(path), _decode_idx))
+
+
+def _decode_idx(path: Path) -> np.ndarray:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
@@ -34,8 +40,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
     expected = int(np.prod(shape))
     if array.size != expected:
         raise ValueError(f"{path}: header says {expected} values, file holds {array.size}")
-    native = np.array(array.reshape(shape), dtype=array.dtype.newbyteorder("="))  # copy, native byte order
-    return torch.from_numpy(native)
+    return np.array(array.reshape(shape), dtype=array.dtype.newbyteorder("="))  # copy, native byte order
 
 
 def read_cifar_batches(folder: str | Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -88,10 +88,11 @@ class Autoencoder(ReconstructionModule):
         monitor: str = "val/recon_loss",
         monitor_mode: Literal["min", "max"] = "min",
         eval_seed: int = 12345,
+        val_ssim: bool = False,
     ):
         check_arguments(Autoencoder, locals(), "model")
         super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler,
-                         scheduler_monitor=monitor, eval_seed=eval_seed)
+                         scheduler_monitor=monitor, eval_seed=eval_seed, val_ssim=val_ssim)
         if loss == "bce" and output_activation != "sigmoid":
             raise ConfigError("model.loss=bce needs model.output_activation=sigmoid (outputs must be probabilities)")
         self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler", "sparse", "contractive"], logger=False)
@@ -164,21 +165,20 @@ class Autoencoder(ReconstructionModule):
         z, out = self(x_in)
         recon = self._recon_loss(out, x)
         loss = recon
-        n = x.shape[0]
+        values = {"train/recon_loss": recon}
         if self.sparsity is not None:
-            penalty = self.sparsity(z)
+            values["train/sparse_penalty"] = penalty = self.sparsity(z)
             loss = loss + penalty
-            self.log("train/sparse_penalty", penalty, on_step=True, on_epoch=False, batch_size=n)
         if self.contraction is not None:
-            penalty = self.contraction(x_in, z)
+            values["train/contractive_penalty"] = penalty = self.contraction(x_in, z)
             loss = loss + penalty
-            self.log("train/contractive_penalty", penalty, on_step=True, on_epoch=False, batch_size=n)
         if not self.check_finite(loss):
             return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
-        self.log("train/recon_loss", recon, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-        self.log("train/recon_loss_epoch", recon, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         if loss is not recon:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=n)
+            values["train/loss"] = loss
+        n = x.shape[0]
+        self.log_step(values, n, prog_bar="train/recon_loss")
+        self.accumulate_epoch({"train/recon_loss_epoch": recon}, n)
         return loss
 
     def per_sample_metrics(self, x: torch.Tensor, generator: torch.Generator | None):

@@ -112,10 +112,11 @@ class VAE(ReconstructionModule):
         monitor: str = "val/loss",
         monitor_mode: Literal["min", "max"] = "min",
         eval_seed: int = 12345,
+        val_ssim: bool = False,
     ):
         check_arguments(VAE, locals(), "model")
         super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler,
-                         scheduler_monitor=monitor, eval_seed=eval_seed)
+                         scheduler_monitor=monitor, eval_seed=eval_seed, val_ssim=val_ssim)
         self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler"], logger=False)
         self.latent = int(bottleneck)
         # the encoder writes mean and log variance (2 x latent), the decoder reads a latent sample
@@ -241,14 +242,13 @@ class VAE(ReconstructionModule):
         if not self.check_finite(loss):
             return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
         n = x.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-        self.log("train/elbo", terms["elbo"].mean(), on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/recon", terms["recon"].mean(), on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/kl", terms["kl"].mean(), on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/kl_weight", self.kl_weight(), on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        if self.log_sigma.requires_grad:
-            self.log("train/sigma", self.log_sigma.exp(), on_step=True, on_epoch=False, batch_size=n)
+        if self._step_log_due():
+            values = {"train/loss": loss, "train/elbo": terms["elbo"].mean(), "train/recon": terms["recon"].mean(),
+                      "train/kl": terms["kl"].mean(), "train/kl_weight": self.kl_weight()}
+            if self.log_sigma.requires_grad:
+                values["train/sigma"] = self.log_sigma.exp()
+            self.log_step(values, n, prog_bar="train/loss")
+        self.accumulate_epoch({"train/loss_epoch": loss}, n)
         return loss
 
     def per_sample_metrics(self, x: torch.Tensor, generator: torch.Generator | None):

@@ -149,6 +149,18 @@ def prepare_run_dir(config: DictConfig) -> Path:
 class RunFolderCallback(Callback):
     """Unique run folders, resumable sweep folders, and the end-of-sweep summary."""
 
+    @staticmethod
+    def print_jobs(sweep_dir: Path, groups: dict, config: DictConfig) -> None:
+        """The table of the sweep's jobs (swept values, objective, status) and the aelab-compare command."""
+        from rich.console import Console
+
+        from aelab.summary import sweep_summary
+
+        jobs = [{**j, "skipped": kind == "skipped"} for kind in ("completed", "skipped", "failed") for j in groups[kind]]
+        jobs += [{"job": j["job"], "status": "missing"} for j in groups["missing"]]
+        renderable, plain = sweep_summary(sweep_dir, sorted(jobs, key=lambda j: j["job"]), OmegaConf.select(config, "optimized_metric"))
+        Console(soft_wrap=True).print(renderable)
+
     def __init__(self) -> None:
         self.started = time.time()
 
@@ -213,6 +225,7 @@ class RunFolderCallback(Callback):
         for entry in groups["missing"]:
             lines.append(f"  missing: {entry['job']}: {entry['reason']}")
         log.info("\n".join(lines))
+        self.print_jobs(sweep_dir, groups, config)
         from aelab.session import fast_exit
 
         fast_exit()

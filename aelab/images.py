@@ -10,8 +10,17 @@ import torch
 from aelab.files import atomic_path
 
 
-def image_grid(images: torch.Tensor | Sequence[torch.Tensor], nrow: int | None = None, pad: int = 2) -> torch.Tensor:
-    """A grid ``[3, H', W']`` in [0, 1]: ``images`` ``[n, C, H, W]`` with ``nrow`` per row, or a list of equally long rows."""
+#: images smaller than this (pixels, the longer side) are enlarged (nearest neighbour) so a person can see them
+MIN_SIDE = 64
+
+
+def image_grid(images: torch.Tensor | Sequence[torch.Tensor], nrow: int | None = None, pad: int = 2,
+               row_labels: Sequence[str] | None = None, title: str | None = None, min_side: int = MIN_SIDE) -> torch.Tensor:
+    """A grid ``[3, H', W']`` in [0, 1]: ``images`` ``[n, C, H, W]`` with ``nrow`` per row, or a list of equally long rows.
+
+    Small images are enlarged by a whole factor (nearest neighbour: pixels stay sharp) to at least
+    ``min_side``; ``row_labels`` are written left of the rows and ``title`` above them.
+    """
     from torchvision.utils import make_grid
 
     if not isinstance(images, torch.Tensor):
@@ -23,7 +32,34 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], nrow: int | None =
     images = images.detach().float().clamp(0, 1).cpu()
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
-    return make_grid(images, nrow=nrow or 8, padding=pad, pad_value=0.5)
+    factor = -(-min_side // max(images.shape[-2:])) if min_side else 1
+    if factor > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+    grid = make_grid(images, nrow=nrow or 8, padding=pad, pad_value=0.5)
+    if row_labels or title:
+        grid = _annotate(grid, images.shape[-2] + pad, pad, list(row_labels or []), title)
+    return grid
+
+
+def _annotate(grid: torch.Tensor, row_height: int, pad: int, labels: list[str], title: str | None) -> torch.Tensor:
+    """The grid with a white margin: ``labels`` left of the rows, ``title`` above."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(10, min(16, row_height // 4)))
+    image = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    left = max((int(draw.textlength(label, font=font)) for label in labels), default=0) + (12 if labels else 0)
+    top = (font.size + 10) if title else 0
+    canvas = Image.new("RGB", (image.width + left, image.height + top), "white")
+    canvas.paste(image, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((left + pad, 4), title, fill="black", font=font)
+    for i, label in enumerate(labels):
+        y = top + pad + i * row_height + (row_height - pad - font.size) // 2
+        draw.text((6, y), label, fill="black", font=font)
+    return torch.from_numpy(np.array(canvas)).permute(2, 0, 1).float() / 255
 
 
 def save_png(grid: torch.Tensor, path: str | Path) -> Path:

@@ -135,12 +135,14 @@ def predict(run, source, out_dir: Path | None = None, outputs=OUTPUTS, denoise: 
         per_row = min(8, len(x))
         rows = [part for pair in zip(x.split(per_row), recon.split(per_row)) for part in pair if len(part) == per_row]
         if rows:
-            files["recon_grid"] = str(save_png(image_grid(rows), out_dir / "recon_grid.png"))
+            labels = ["input", "reconstruction"] * (len(rows) // 2)
+            files["recon_grid"] = str(save_png(image_grid(rows, row_labels=labels), out_dir / "recon_grid.png"))
         if shown["maps"] and maps_wanted:
             maps = torch.cat(shown["maps"])[:grid_images]
             rows = [part for pair in zip(x.split(per_row), heatmap(maps).split(per_row)) for part in pair if len(part) == per_row]
             if rows:
-                files["maps_grid"] = str(save_png(image_grid(rows), out_dir / "maps_grid.png"))
+                labels = ["input", "error"] * (len(rows) // 2)
+                files["maps_grid"] = str(save_png(image_grid(rows, row_labels=labels), out_dir / "maps_grid.png"))
     if denoised_dir is not None:
         files["denoised"] = str(denoised_dir)
     return {"out": out_dir, "files": files, "rows": n, "seconds": time.perf_counter() - started}

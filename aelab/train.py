@@ -262,9 +262,12 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
         problems += [p for p in [local_ddp_sweep_problem(cfg.get("trainer"), launcher) if multirun else None] if p]
         if problems:
             raise ConfigError("; ".join(problems))
-        return (job.run().get("objective") or {}).get("value")
+        value = (job.run().get("objective") or {}).get("value")
+        summarize(job, multirun)
+        return value
     except (KeyboardInterrupt, SystemExit) as exc:
         job.record_failure(exc, "interrupted")
+        summarize(job, multirun)
         print(f"aelab-train: interrupted ({type(exc).__name__}); what was written is kept in {run_dir}; "
               "run the same command again to continue from checkpoints/last.ckpt", file=sys.stderr)
         if type(exc).__name__ == "SIGTERMException":
@@ -272,12 +275,25 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
         raise
     except Exception as exc:
         message = job.record_failure(exc, "failed")
+        summarize(job, multirun)
         if multirun:
             log.error("job %s failed: %s (traceback in %s)", run_dir.name, message, run_dir / "error.log")
             return None
         if cli and find_aelab_error(exc) is not None:
             raise SystemExit(f"aelab-train: error: {message}\n(run folder: {run_dir})") from None
         raise
+
+
+def summarize(job: TrainingJob, multirun: bool) -> None:
+    """The end-of-run summary of a single run (rank 0): on the terminal and in ``train.log``. Sweeps end with a table instead."""
+    if multirun or (job.trainer is not None and not job.trainer.is_global_zero):
+        return
+    from aelab.summary import print_run_summary
+
+    try:
+        print_run_summary(job.run_dir)
+    except Exception as exc:  # noqa: BLE001 — a summary must never turn a finished run into a failure
+        log.warning("no summary: %s", exc)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")

@@ -28,6 +28,12 @@ def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["model.bottleneck=2", "model.bottleneck=32", "model.bottleneck=8"]
     assert "3 done, 0 failed, 0 skipped" in result.stdout + result.stderr
+    # the sweep ends with a table of its jobs (objective, status) and the command to compare them
+    assert "compare: aelab-compare outputs/sweeps/bneck" in result.stdout
+    for job in jobs:
+        (line,) = [l for l in result.stdout.splitlines() if l.split() and l.split()[0] == job]
+        objective = metrics_of(sweep / job)["objective"]["value"]
+        assert line.split()[-1] == "completed" and float(line.split()[1]) == pytest.approx(objective, rel=1e-3)
     # joblib: each job gets cores / n_jobs threads
     for job in jobs:
         assert "1 CPU threads" in (sweep / job / "train.log").read_text() or __import__("os").cpu_count() < 2

@@ -81,14 +81,23 @@ def test_run_folder_and_metrics_json(run_train):
 def test_sample_grid_shows_input_corrupted_and_reconstruction(run_train):
     from PIL import Image
 
+    import numpy as np
+    import torch
+
+    from aelab.images import image_grid
+
     _, run_dir = run_train("model=mlp", "noise=masking", "noise.p=0.5")
     grid = Image.open(run_dir / "samples" / "recon_epoch=000.png")
-    width, height = grid.size
-    assert height == 3 * 28 + 4 * 2 and width == 8 * 28 + 9 * 2  # 3 rows of 8 images, 2-pixel padding
-    import numpy as np
-
+    # the layout: 8 images a row, enlarged x3 (28 -> 84 pixels), labelled rows, a title line
+    labels = ["input", "corrupted", "reconstruction"]
+    plain = image_grid([torch.zeros(8, 1, 28, 28)] * 3)
+    labelled = image_grid([torch.zeros(8, 1, 28, 28)] * 3, row_labels=labels, title="epoch 0: input | masking(p=0.5) input | reconstruction")
+    assert plain.shape[1:] == (3 * 84 + 4 * 2, 8 * 84 + 9 * 2)
+    assert grid.size == (labelled.shape[2], labelled.shape[1])
+    left, top = labelled.shape[2] - plain.shape[2], labelled.shape[1] - plain.shape[1]
     a = np.asarray(grid.convert("L"), dtype=float)
-    row = lambda i: a[2 + i * 30 : 30 + i * 30]  # noqa: E731
+    assert (a[top:, :left] < 100).any()  # the row labels are written in the margin
+    row = lambda i: a[top + 2 + i * 86: top + 86 + i * 86, left:]  # noqa: E731
     assert np.abs(row(0) - row(1)).mean() > 1  # masking changed the input
     assert np.abs(row(0) - row(2)).mean() > 0.1
 
@@ -159,3 +168,42 @@ def test_scheduler_as_a_partial_config(run_train):
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-4)
+
+
+def test_end_of_run_summary_shows_the_records_numbers(run_train, capsys):
+    import re
+
+    from aelab.record import RunRecord
+    from aelab.summary import headline
+
+    summary, run_dir = run_train("model=conv", "trainer.max_epochs=2", "model.bottleneck=6")
+    out = capsys.readouterr().out
+    record = RunRecord.read(run_dir)
+    assert f"aelab-train: completed in" in out and "2 epochs" in out and f"best epoch {summary['best_epoch']}" in out
+    assert f"run folder: {run_dir}" in out
+    assert f"reconstructions: {run_dir / 'samples' / 'recon_epoch=001.png'}" in out
+    assert f"aelab-eval run={run_dir}" in out
+    rows = headline(record)
+    keys = {key for key, _, _ in rows}
+    assert {"test/recon_loss", "test/psnr", "test/ssim", "gap/recon_loss", "best/val/recon_loss"} <= keys
+    for key, label, _ in rows:  # each printed number is the record's, to the shown precision
+        (line,) = [l for l in out.splitlines() if l.rstrip().endswith(key) and l.lstrip().startswith(label)]
+        shown = float(re.findall(r"-?[\d,]*\.?\d+(?:e[-+]?\d+)?", line[len(label) + line.index(label):])[0].replace(",", ""))
+        value = summary["best"][key[5:]] if key.startswith("best/") else summary["final"][key]
+        assert shown == pytest.approx(value, rel=1e-3, abs=1e-6), (key, line)
+    # the same summary closes train.log
+    log = (run_dir / "train.log").read_text()
+    assert "aelab-train: completed in" in log and f"test/recon_loss" in log
+
+
+def test_a_failed_run_summary_names_the_error_and_what_was_kept(run_train, capsys):
+    with pytest.raises((Exception, SystemExit)):
+        run_train("model=conv", "trainer.max_epochs=2", "model.optimizer.lr=1e9")
+    out = capsys.readouterr().out
+    assert "aelab-train: failed" in out and "error:" in out and "traceback:" in out and "error.log" in out
+    assert f"kept: {run_dir_of(out)}/checkpoints/last.ckpt" in out and "continue: aelab-train" in out
+    assert "metric  value" not in out  # no empty metrics table
+
+
+def run_dir_of(out: str) -> str:
+    return [l for l in out.splitlines() if l.startswith("run folder: ")][0][len("run folder: "):]

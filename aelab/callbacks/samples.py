@@ -36,7 +36,7 @@ class ReconstructionGrid(L.Callback):
         return self._images
 
     @torch.no_grad()
-    def render(self, pl_module: "L.LightningModule", images: torch.Tensor) -> torch.Tensor:
+    def render(self, pl_module: "L.LightningModule", images: torch.Tensor, title: str | None = None) -> torch.Tensor:
         """The grid for ``images`` under the model's current weights."""
         was_training = pl_module.training
         pl_module.eval()
@@ -45,7 +45,8 @@ class ReconstructionGrid(L.Callback):
             _, x_in, x_hat = pl_module.per_sample_metrics(x, pl_module.eval_generator())
         finally:
             pl_module.train(was_training)
-        return image_grid([x, x_in, x_hat])
+        corrupted = "corrupted" if pl_module.noise.name != "none" else "input (no corruption)"
+        return image_grid([x, x_in, x_hat], row_labels=["input", corrupted, "reconstruction"], title=title)
 
     @rank_zero_only
     def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
@@ -58,7 +59,7 @@ class ReconstructionGrid(L.Callback):
         images = self._fixed_images(trainer)
         if images is None:
             return
-        grid = self.render(pl_module, images)
+        grid = self.render(pl_module, images, title=f"epoch {epoch}: input | {pl_module.noise.describe()} input | reconstruction")
         publish_image(
             grid,
             self.dirpath / f"recon_epoch={epoch:03d}.png",

@@ -32,7 +32,7 @@ class Corruption(nn.Module):
         raise NotImplementedError
 
     def describe(self) -> str:
-        """A short label for plots and tables, e.g. ``gaussian(σ=0.3)``."""
+        """A short label for plots and tables, e.g. ``gaussian(sigma=0.3)``."""
         return self.name
 
 
@@ -62,7 +62,7 @@ class GaussianNoise(Corruption):
         return noisy.clamp(0.0, 1.0) if self.clip else noisy
 
     def describe(self) -> str:
-        return f"gaussian(σ={self.sigma:g})"
+        return f"gaussian(sigma={self.sigma:g})"
 
 
 class SaltAndPepperNoise(Corruption):

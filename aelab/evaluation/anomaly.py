@@ -264,6 +264,7 @@ class AnomalyTask(EvalTask):
             maps = scores["map"][torch.as_tensor(index)].float()
             masks = scores["mask"][torch.as_tensor(index)].float()
             rows = [x, recon, heatmap(maps), masks]
-            files[f"map_{kind}"] = save_png(image_grid([r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]),
+            files[f"map_{kind}"] = save_png(image_grid([r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows],
+                                                       row_labels=["image", "reconstruction", "error", "mask"], title=f"anomaly maps: {kind}"),
                                             out_dir / f"anomaly_map_{kind}.png")
         return files

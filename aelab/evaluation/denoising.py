@@ -107,7 +107,8 @@ class DenoiseTask(EvalTask):
                 x = run.data.images("test", limit=self.grid_images, device=model.device)
                 noisy = corruption(x, torch.Generator(device=model.device).manual_seed(self.seed + i))
                 with torch.no_grad():
-                    files[name] = save_png(image_grid([x, noisy, model.reconstruct(noisy)]), out_dir / f"denoise_{name}.png")
+                    files[name] = save_png(image_grid([x, noisy, model.reconstruct(noisy)], row_labels=["clean", name, "denoised"],
+                                                      title=f"denoising {name}"), out_dir / f"denoise_{name}.png")
         results["eval/denoise_psnr_gain"] = sum(r["psnr"] - r["psnr_input"] for r in table) / len(table)
         results["eval/denoise_psnr"] = sum(r["psnr"] for r in table) / len(table)
         return EvalResult(results, {"levels": table}, files)

@@ -89,12 +89,13 @@ class GenerationTask(EvalTask):
                 images = datamodule.images("test", limit=2 * self.num_pairs)
                 samples = model.sample(self.num_samples, batches=datamodule.batches("train", limit=self.fit_codes, device=model.device))
                 written["samples"] = dirpath / "samples.png"
-                publish_image(image_grid(samples, 8), written["samples"], "generation/samples", loggers, step, caption=model.sampling)
+                publish_image(image_grid(samples, 8, title=model.sampling), written["samples"], "generation/samples", loggers, step, caption=model.sampling)
                 pairs = images.shape[0] // 2
                 if pairs >= 1:
                     rows = interpolation_rows(model, images[:pairs], images[pairs: 2 * pairs], self.steps)
                     written["interpolation"] = dirpath / "interpolation.png"
-                    publish_image(image_grid(rows, self.steps + 2), written["interpolation"], "generation/interpolation", loggers, step,
+                    publish_image(image_grid(rows, self.steps + 2, title="test image | points on the line between their codes | test image"),
+                                  written["interpolation"], "generation/interpolation", loggers, step,
                                   caption="test image | decoded points on the line between their codes | test image")
                 kl = list(model.kl_per_dim)
                 if kl:
@@ -102,7 +103,9 @@ class GenerationTask(EvalTask):
                     rows = traversal_rows(model, images[0], dims, self.traversal_span, self.traversal_steps)
                     written["traversal"] = dirpath / "traversal.png"
                     caption = "one row per latent dimension, by KL: " + ", ".join(f"z{d} ({kl[d]:.2f} nats)" for d in dims)
-                    publish_image(image_grid(rows, self.traversal_steps), written["traversal"], "generation/traversal", loggers, step,
+                    publish_image(image_grid(rows, self.traversal_steps, row_labels=[f"z{d}" for d in dims],
+                                             title=f"latent traversals, -{self.traversal_span:g} to +{self.traversal_span:g} prior std"),
+                                  written["traversal"], "generation/traversal", loggers, step,
                                   caption=caption)
         finally:
             model.train(was_training)

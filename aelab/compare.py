@@ -3,6 +3,7 @@
     aelab-compare outputs/sweeps/<sweep>                 # → <sweep>/comparison/
     aelab-compare outputs/sweeps/a outputs/sweeps/b --out outputs/comparisons/ab
     aelab-compare --wandb my-team/aelab --group <sweep>   # the same from W&B (needs network)
+    aelab-compare --mlflow sqlite:///outputs/mlflow.db --experiment aelab --group <sweep>   # from MLflow
 
 Writes ``comparison.csv`` (per setting: mean, std, n of each metric),
 ``runs.csv`` (one row per run), ``comparison.md``, PNG plots (each metric
@@ -31,6 +32,7 @@ from aelab.errors import AelabError, RunFolderError
 from aelab.files import atomic_path, write_text_atomic
 
 log = logging.getLogger("aelab.compare")
+TRACKED = ("wandb:", "mlflow:")  # runs read from a tracking service: no local files for curves and grids
 
 
 @dataclass
@@ -65,7 +67,7 @@ def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, P
 
     done = table.completed
     notes: list[str] = []
-    if done.empty or done["run"].str.startswith("wandb:").any():
+    if done.empty or done["run"].str.startswith(TRACKED).any():
         return {}, notes
     if "data" in table.setting_keys:
         notes.append("reconstruction grids skipped: the runs use different datasets")
@@ -97,9 +99,20 @@ def compare(
     grid_images: int = 10,
     wandb_path: str | None = None,
     wandb_group: str | None = None,
+    mlflow_uri: str | None = None,
+    mlflow_experiment: str = "aelab",
 ) -> Comparison:
-    """Compare the runs under ``paths`` (or in a W&B project) and write tables, plots and a report."""
-    if wandb_path:
+    """Compare the runs under ``paths`` (or in a W&B project, or an MLflow experiment) and write tables, plots and a report.
+
+    ``wandb_group`` also selects one sweep of an MLflow experiment (its ``sweep`` tag).
+    """
+    if mlflow_uri:
+        from aelab.analysis.mlflow_runs import load_mlflow_runs
+
+        table = table_from_records(load_mlflow_runs(mlflow_uri, mlflow_experiment, wandb_group), metrics)
+        sources = [f"MLflow {mlflow_uri}, experiment {mlflow_experiment}" + (f", sweep {wandb_group}" if wandb_group else "")]
+        out = Path(out_dir) if out_dir else Path("outputs") / "comparisons" / (f"mlflow_{mlflow_experiment}" + (f"_{wandb_group}" if wandb_group else ""))
+    elif wandb_path:
         from aelab.analysis.wandb_runs import load_wandb_runs
 
         table = table_from_records(load_wandb_runs(wandb_path, wandb_group), metrics)
@@ -131,7 +144,7 @@ def compare(
         if denoise:
             files["denoise_psnr"] = denoise
         chosen = _chosen_curve_runs(table, curves)
-        if not chosen["run"].str.startswith("wandb:").any():
+        if not chosen["run"].str.startswith(TRACKED).any():
             path = curves_figure(table, chosen, out / "curves.png")
             if path:
                 files["curves"] = path
@@ -192,13 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curves", type=int, default=12, help="how many runs get training curves (first seed of each setting)")
     parser.add_argument("--grid-images", type=int, default=10, help="test images in the reconstruction grid (0: no grid)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a W&B project instead (needs network)")
-    parser.add_argument("--group", help="with --wandb: only this group (a sweep's name)")
+    parser.add_argument("--mlflow", metavar="TRACKING_URI", help="read the runs from an MLflow store instead (e.g. sqlite:///outputs/mlflow.db)")
+    parser.add_argument("--experiment", default="aelab", help="with --mlflow: the experiment (default: aelab)")
+    parser.add_argument("--group", help="with --wandb or --mlflow: only this sweep (W&B group, MLflow sweep tag)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = compare(
             args.paths, args.out, args.metrics.split(",") if args.metrics else None, args.curves, args.grid_images,
-            args.wandb, args.group,
+            args.wandb, args.group, args.mlflow, args.experiment,
         )
     except AelabError as exc:
         print(f"aelab-compare: error: {exc}", file=sys.stderr)

@@ -73,14 +73,14 @@ def save_png(grid: torch.Tensor, path: str | Path) -> Path:
 
 
 def publish_image(grid: torch.Tensor, path: str | Path | None, key: str, loggers: Iterable, step: int, caption: str = "") -> None:
-    """Save ``grid`` to ``path`` (PNG) and log it under ``key`` to W&B and TensorBoard loggers."""
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+    """Save ``grid`` to ``path`` (PNG) and log it under ``key`` to the image-taking loggers (W&B, MLflow, TensorBoard)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     if path is not None:
         save_png(grid, path)
     for logger in loggers or ():
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, global_step=step)
+        elif hasattr(logger, "log_image"):  # W&B and MLflow: (key, images, step, caption)
             array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
             logger.log_image(key=key, images=[array], step=step, caption=[caption] if caption else None)
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, global_step=step)

@@ -121,6 +121,11 @@ class RunRecord:
         return str(value) if value else None
 
     @property
+    def mlflow_id(self) -> str | None:
+        value = (self.data.get("mlflow") or {}).get("run_id")
+        return str(value) if value else None
+
+    @property
     def metric_info(self) -> MetricCatalog:
         return MetricCatalog.from_json(self.data.get("metric_info")).add(RECORD_METRICS)
 

@@ -4,7 +4,7 @@ Everything shown is read from the run record (``metrics.json``): the status,
 epochs and best epoch, the headline metrics the model and its evaluations
 declared (their ``metric_info`` columns, with labels), wall time and
 throughput, where the files are (run folder, newest reconstruction grid,
-samples, the W&B run and how to upload it) and the commands that come next.
+samples, the W&B run and how to upload it, the MLflow run and how to browse it) and the commands that come next.
 A failed run shows its error, the file holding the traceback, and what was
 kept. A sweep ends with a table of its jobs.
 """
@@ -59,6 +59,15 @@ def _wandb_lines(run_dir: Path) -> list[str]:
     return []
 
 
+def _mlflow_lines(record: RunRecord) -> list[str]:
+    tracked = record.get("mlflow") or {}
+    if not tracked.get("run_id"):
+        return []
+    uri = tracked.get("tracking_uri", "")
+    browse = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+    return [f"MLflow: run {tracked['run_id']} in experiment {tracked.get('experiment')!r}", f"  browse: {browse}"]
+
+
 def _command(record: RunRecord) -> str:
     overrides = [str(o) for o in record.get("overrides") or []]
     return "aelab-train " + " ".join(shlex.quote(o) for o in overrides)
@@ -103,7 +112,7 @@ def run_summary(record: RunRecord) -> tuple[object, str]:
     samples = [p for p in (run_dir / "samples" / n for n in ("samples.png", "interpolation.png", "traversal.png")) if p.is_file()]
     if samples:
         lines.append("generated: " + ", ".join(str(p) for p in samples))
-    lines += _wandb_lines(run_dir)
+    lines += _wandb_lines(run_dir) + _mlflow_lines(record)
     if status == "completed":
         lines.append(f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   aelab-predict run={run_dir} input=<images>")
     else:

@@ -51,7 +51,7 @@ class TrainingJob:
         self.loggers: list = []
         self.tasks: dict = {}
         self.resume_from: Path | None = None
-        self.wandb_id: str | None = None
+        self.tracked: dict = {}  # the W&B and MLflow runs this run logs to (kept in the record)
 
     def build(self) -> None:
         """Instantiate every part; config errors surface here, before any training."""
@@ -65,7 +65,6 @@ class TrainingJob:
         from aelab.callbacks import MetricsHistory, StepSeeding, Timing
         from aelab.checkpoints import resume_checkpoint
         from aelab.metric_info import MetricCatalog
-        from aelab.runs import wandb_run_id
         from aelab.tracking import start_loggers
 
         cfg = self.cfg
@@ -91,23 +90,34 @@ class TrainingJob:
         for task in self.tasks.values():
             self.info.add(task.metric_info())
         self.info.add(RECORD_METRICS)
-        extra: dict[str, Any] = {}
-        if cfg.get("logger") and cfg.logger.get("wandb") is not None:
-            extra["wandb"] = {"group": cfg.logger.wandb.get("group") or sweep_name()}
-            if self.resume_from is not None and wandb_run_id(self.run_dir):  # the same W&B run continues
-                extra["wandb"]["id"] = wandb_run_id(self.run_dir)
-        self.loggers = list(instantiate_group(cfg.get("logger"), **extra).values())
+        self.loggers = list(instantiate_group(cfg.get("logger"), **self.logger_arguments()).values())
         self.trainer = instantiate_trainer(cfg.trainer, callbacks, self.loggers)
         if self.trainer.is_global_zero:
             params = {**loggable_config(cfg, self.choices), "params": self.model.num_parameters(), "metric_info": self.info.to_json(),
                       "dataset_info": self.datamodule.info()}
-            self.loggers, self.wandb_id = start_loggers(self.loggers, params, self.info.summaries())
+            self.loggers, self.tracked = start_loggers(self.loggers, params, self.info.summaries())
             self.trainer.loggers = self.loggers
         log.info("run folder: %s%s", self.run_dir, f" (continuing from {self.resume_from.name})" if self.resume_from else "")
         log.info("data: %s", self.datamodule.describe())
         log.info("model: %s, bottleneck %s, %s parameters, noise %s, %d CPU threads", self.choices.get("model", type(self.model).__name__),
                  cfg.model.get("bottleneck"), f"{self.model.num_parameters():,}", parts.noise.describe(), threads)
         self.warn_identity(parts.noise)
+
+    def logger_arguments(self) -> dict[str, dict[str, Any]]:
+        """What the loggers learn from the run: the sweep (W&B group, MLflow tag) and, when a run continues, its tracked runs' ids."""
+        from aelab.runs import wandb_run_id
+
+        loggers, extra = self.cfg.get("logger") or {}, {}
+        previous = RunRecord.read(self.run_dir) if self.resume_from is not None else None
+        if loggers.get("wandb") is not None:
+            extra["wandb"] = {"group": loggers.wandb.get("group") or sweep_name()}
+            if self.resume_from is not None and wandb_run_id(self.run_dir):  # the same W&B run continues
+                extra["wandb"]["id"] = wandb_run_id(self.run_dir)
+        if loggers.get("mlflow") is not None:
+            extra["mlflow"] = {"sweep": sweep_name(), "save_dir": str(self.run_dir)}
+            if previous is not None and previous.mlflow_id:  # the same MLflow run continues
+                extra["mlflow"]["run_id"] = previous.mlflow_id
+        return extra
 
     def warn_identity(self, noise) -> None:
         """A bottleneck that does not compress (without a penalty or a corruption) can learn the identity."""
@@ -184,7 +194,8 @@ class TrainingJob:
             "dataset": self.datamodule.describe() if self.datamodule is not None else None,
             "dataset_info": self.datamodule.info() if self.datamodule is not None and self.datamodule.splits else None,
             "resumed_from": str(self.resume_from) if self.resume_from is not None else None,
-            "wandb": {"id": self.wandb_id} if self.wandb_id else None,
+            "wandb": self.tracked.get("wandb"),
+            "mlflow": self.tracked.get("mlflow"),
             "world_size": trainer.world_size if trainer is not None else None,
             **(model.summary_extras() if model is not None else {}),
             "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],

@@ -237,7 +237,7 @@ def _task_overrides(cfg: DictConfig) -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+        return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)] if HydraConfig.initialized() else []
     except Exception:  # noqa: BLE001 — no Hydra context (a notebook)
         return []
 

@@ -86,9 +86,13 @@ def evaluate_path(path: str | Path, tasks: dict[str, Any] | None, checkpoint: st
     results: dict[str, Any] = {}
     for run_dir in run_dirs:
         record = RunRecord.read(run_dir)
-        status = record.status if record else None
-        if status != "completed":
-            results[str(run_dir)] = RunFolderError(f"not evaluated: its status is {status or 'unknown (no metrics.json)'}")
+        status = record.live_status() if record else None
+        has_weights = any((run_dir / "checkpoints").glob("*.ckpt"))
+        if status == "interrupted" and has_weights:  # killed: its checkpoints are still worth evaluating
+            log.warning("%s was interrupted (no live process owns it); evaluating the checkpoints it kept", run_dir)
+        elif status != "completed":
+            results[str(run_dir)] = RunFolderError(f"not evaluated: its status is {status or 'unknown (no metrics.json)'}"
+                                                   + (" and it kept no checkpoint" if status == "interrupted" else ""))
             continue
         try:
             run = load_run(run_dir, which=checkpoint, device=device)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from aelab.config_checks import check_config, local_ddp_sweep_problem, output_problems
 from aelab.files import write_json_atomic
+from aelab.locks import FolderInUse, is_extra_rank, lock_folder, owner_alive
 from aelab.record import METRICS_FILE, RunRecord, now_iso
 from aelab.runs import is_run_dir
 
@@ -91,7 +92,7 @@ def find_previous_sweep(sweeps_dir: Path, overrides: list[str]) -> Path | None:
 
 def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, Any]]]:
     """Sort a sweep's job folders by what happened to them since ``started`` (a timestamp)."""
-    groups: dict[str, list[dict[str, Any]]] = {"completed": [], "failed": [], "skipped": [], "missing": []}
+    groups: dict[str, list[dict[str, Any]]] = {"completed": [], "pruned": [], "failed": [], "skipped": [], "stale": [], "missing": []}
     for cfg_file in sorted(sweep_dir.glob("**/.hydra/config.yaml")):
         job = cfg_file.parent.parent
         metrics = RunRecord.read(job)
@@ -104,10 +105,51 @@ def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, A
         entry = {"job": name, "status": status}
         if status == "completed":
             groups["completed" if ran_now else "skipped"].append(entry)
+        elif status == "pruned":
+            groups["pruned"].append(entry)
+        elif status == "running" and not ran_now and not owner_alive(job):  # left by a killed earlier process, not rerun
+            entry["error"] = "interrupted in an earlier process (killed?); not run again"
+            groups["stale"].append(entry)
         else:
             entry["error"] = metrics.get("error")
             groups["failed"].append(entry)
     return groups
+
+
+def swept_value_problems(overrides: list[str]) -> list[str]:
+    """Every invalid value of a swept key (``model.bottleneck=2,0,8``), found before the first job starts.
+
+    Each value of each swept key is composed with the other keys at their first value and
+    checked like a single run's config; optimizer-style ranges (Optuna's ``interval``) are left to the jobs.
+    """
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from aelab.config_checks import config_problems
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 — Hydra reports bad override syntax itself
+        return []
+    swept = {}
+    for override in parsed:
+        if override.is_sweep_override() and not override.is_interval_sweep():
+            swept[override.get_key_element()] = [str(v) for v in override.sweep_string_iterator()]
+    if not swept:
+        return []
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    firsts = {key: values[0] for key, values in swept.items()}
+    problems: list[str] = []
+    for key, values in swept.items():
+        for value in values:
+            chosen = [f"{k}={firsts[k] if k != key else value}" for k in swept]
+            try:
+                cfg = compose(config_name="config", overrides=fixed + chosen)
+                found = config_problems(cfg, fixed + chosen)[0]
+            except Exception as exc:  # noqa: BLE001 — e.g. an unknown group option
+                found = [str(exc).splitlines()[0]]
+            problems += [f"{key}={value} (one of the swept values): {p}" for p in found if p not in problems]
+    return problems
 
 
 def _min_free_mb(config: DictConfig) -> float:
@@ -123,12 +165,14 @@ def prepare_run_dir(config: DictConfig) -> Path:
     """Check the config, then choose and create the run folder of a single run (``aelab-train``, ``aelab.train()``).
 
     A bad config exits before any folder exists. The folder is ``hydra.run.dir`` when given explicitly,
-    the folder to continue (``resume=<folder>``), the named one (``name=``), or a fresh unique one.
+    the folder to continue (``resume=<folder>``), the named one (``name=``), for a run that ``wandb agent``
+    started ``outputs/sweeps/wandb-<sweep id>/<run id>``, or a fresh unique one.
     """
     check_config(config)  # before any folder exists: a bad config leaves nothing behind
     run_dir = Path(str(config.hydra.run.dir))
     if _has_override(config, "hydra.run.dir"):
         _exit_on(output_problems(run_dir, _min_free_mb(config)))
+        _own(run_dir, "run folder")
         return run_dir  # an explicit folder: used as it is
     resume = config.get("resume")
     if resume not in (None, "auto", "never"):
@@ -137,13 +181,24 @@ def prepare_run_dir(config: DictConfig) -> Path:
             raise SystemExit(f"aelab-train: error: resume={resume} is not an aelab run folder (no .hydra/config.yaml)")
     elif config.get("name"):
         chosen = Path(str(config.paths.output_dir)) / "runs" / str(config.name)  # the same name: the same folder
+    elif os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):  # started by `wandb agent`: one folder per sweep
+        chosen = Path(str(config.paths.output_dir)) / "sweeps" / f"wandb-{os.environ['WANDB_SWEEP_ID']}" / os.environ["WANDB_RUN_ID"]
     else:
         chosen = None  # a fresh, unique <time>_<model>_<data> folder
     _exit_on(output_problems((chosen or run_dir).parent, _min_free_mb(config)))
     if chosen is None:
-        return _unique_dir(run_dir)
+        chosen = _unique_dir(run_dir)
     chosen.mkdir(parents=True, exist_ok=True)
+    _own(chosen, "run folder")  # before Hydra writes .hydra/ into it
     return chosen
+
+
+def _own(folder: Path, what: str):
+    """This process's lock on ``folder``; another live owner ends the command with a message naming it."""
+    try:
+        return lock_folder(folder, what)
+    except FolderInUse as exc:
+        raise SystemExit(f"aelab-train: error: {exc}") from None
 
 
 class RunFolderCallback(Callback):
@@ -156,16 +211,17 @@ class RunFolderCallback(Callback):
 
         from aelab.summary import sweep_summary
 
-        jobs = [{**j, "skipped": kind == "skipped"} for kind in ("completed", "skipped", "failed") for j in groups[kind]]
+        jobs = [{**j, "skipped": kind == "skipped"} for kind in ("completed", "skipped", "pruned", "failed", "stale") for j in groups[kind]]
         jobs += [{"job": j["job"], "status": "missing"} for j in groups["missing"]]
         renderable, plain = sweep_summary(sweep_dir, sorted(jobs, key=lambda j: j["job"]), OmegaConf.select(config, "optimized_metric"))
         Console(soft_wrap=True).print(renderable)
 
     def __init__(self) -> None:
         self.started = time.time()
+        self.lock = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if os.environ.get("LOCAL_RANK") not in (None, "0") or os.environ.get("NODE_RANK") not in (None, "0"):
+        if is_extra_rank():
             return  # a DDP worker started by Lightning: it joins rank 0's run folder (hydra.run.dir)
         run_dir = prepare_run_dir(config)
         with read_write(config.hydra.run), open_dict(config.hydra.run):
@@ -173,12 +229,13 @@ class RunFolderCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
-        check_config(config)  # the base config; each job's swept values are checked when it starts
+        check_config(config)  # the base config
+        _exit_on(swept_value_problems([str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]))
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         problem = local_ddp_sweep_problem(config.get("trainer"), launcher)
         _exit_on([problem] if problem else [])
         _exit_on(output_problems(Path(str(config.paths.output_dir)) / "sweeps", _min_free_mb(config)))
-        overrides = [str(o) for o in config.hydra.overrides.task]
+        overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]  # as typed: ${...} unresolved
         sweeps_dir = Path(str(config.paths.output_dir)) / "sweeps"
         if _has_override(config, "hydra.sweep.dir"):
             sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -209,6 +266,7 @@ class RunFolderCallback(Callback):
             default_subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.override_dirname}"
             if not swept and default_subdir and not _has_override(config, "hydra.sweep.subdir"):
                 config.hydra.overrides.hydra.append("hydra.sweep.subdir='job${hydra.job.num}'")
+        self.lock = _own(sweep_dir, "sweep folder")  # one sweep process per folder (its jobs lock their own folders)
         marker = sweep_dir / SWEEP_FILE
         if not marker.exists():
             OmegaConf.save(OmegaConf.create({"overrides": overrides, "started_at": now_iso()}), marker)
@@ -219,13 +277,22 @@ class RunFolderCallback(Callback):
         counts = {k: len(v) for k, v in groups.items()}
         write_json_atomic(sweep_dir / SUMMARY_FILE, {"sweep_dir": str(sweep_dir), "finished_at": now_iso(), "counts": counts, **groups})
         lines = [f"sweep {sweep_dir}: {counts['completed']} done, {counts['failed']} failed, {counts['skipped']} skipped (completed earlier)"
+                 + (f", {counts['pruned']} pruned" if counts["pruned"] else "")
                  + (f", {counts['missing']} without metrics.json" if counts["missing"] else "")]
         for entry in groups["failed"]:
             lines.append(f"  failed: {entry['job']}: {entry.get('error')}")
         for entry in groups["missing"]:
             lines.append(f"  missing: {entry['job']}: {entry['reason']}")
+        for entry in groups["stale"]:
+            lines.append(f"  earlier: {entry['job']}: {entry['error']}")
         log.info("\n".join(lines))
         self.print_jobs(sweep_dir, groups, config)
+        if self.lock is not None:
+            self.lock.release()
         from aelab.session import fast_exit
 
         fast_exit()
+        if groups["failed"]:  # the sweep ran every job, but a script waiting on it must see that some failed
+            names = ", ".join(e["job"] for e in groups["failed"])
+            raise SystemExit(f"aelab-train: {len(groups['failed'])} of the sweep's jobs failed: {names} "
+                             f"(errors above; each job's error.log has its traceback)")

@@ -40,7 +40,7 @@ from aelab.files import write_json_atomic
 from aelab.metric_info import MetricCatalog, MetricInfo
 
 METRICS_FILE = "metrics.json"
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted", "pruned")  # pruned: stopped early by an Optuna search
 
 #: the facts the record keeps that tables show after the metrics
 RECORD_METRICS = (
@@ -102,6 +102,14 @@ class RunRecord:
     @property
     def status(self) -> str | None:
         return self.data.get("status")
+
+    def live_status(self) -> str | None:
+        """The status, with ``running`` read as ``interrupted`` when no live process owns the run folder any more."""
+        from aelab.locks import owner_alive
+
+        if self.status == "running" and not owner_alive(self.run_dir):
+            return "interrupted"
+        return self.status
 
     @property
     def final(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from aelab.config_checks import world_size
+
+log = logging.getLogger(__name__)
 
 
 def hydra_choices() -> dict[str, str]:
@@ -40,7 +43,7 @@ def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     plain.pop("hydra", None)
     plain["bottleneck"] = cfg.model.get("bottleneck")  # top level: dashboards plot against it directly
-    plain["overrides"] = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    plain["overrides"] = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else []
     for group in ("model", "data", "noise", "trainer", "experiment"):
         if group in choices:
             plain[f"{group}_name"] = choices[group]
@@ -116,3 +119,38 @@ def fast_exit() -> None:
     import gc
 
     gc.freeze()
+
+
+_watching_parent = False
+job_running = __import__("threading").Event()  # set while a sweep job trains in this worker process
+
+
+def stop_with_parent(interval: float = 1.0) -> None:
+    """In a worker process of a parallel sweep (joblib/loky): SIGTERM this process when the launcher dies.
+
+    A ``kill -9`` of the launcher leaves its workers re-parented and training; a later
+    ``sweep.resume=true`` would then train the same jobs beside them. Within ``interval``
+    seconds of the launcher's death the job gets SIGTERM, which Lightning turns into a
+    clean stop: ``last.ckpt`` is saved and the record says ``interrupted``; then the worker exits.
+    """
+    global _watching_parent
+    if _watching_parent:
+        return
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        if job_running.is_set():
+            log.warning("the sweep's launcher (process %d) is gone: stopping this job", parent)
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.time() + 120  # time to save last.ckpt and record "interrupted"
+            while job_running.is_set() and time.time() < deadline:
+                time.sleep(0.2)
+        os._exit(128 + signal.SIGTERM)  # no launcher to return to: the worker ends too
+
+    threading.Thread(target=watch, name="aelab-parent-watch", daemon=True).start()
+    _watching_parent = True

@@ -14,6 +14,7 @@ recorded without stopping the others.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -22,13 +23,14 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir, make_callable
 from aelab.config_checks import config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
+from aelab.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
 from aelab.record import RECORD_METRICS, RunRecord, now_iso
-from aelab.session import (configure_threads, fast_exit, hydra_choices, is_multirun, loggable_config, own_wandb_service,
+from aelab.session import (configure_threads, fast_exit, job_running, stop_with_parent, hydra_choices, is_multirun, loggable_config, own_wandb_service,
                            process_started_at, quiet_known_warnings, sweep_name)
 
 log = logging.getLogger("aelab.train")
@@ -52,6 +54,7 @@ class TrainingJob:
         self.tasks: dict = {}
         self.resume_from: Path | None = None
         self.tracked: dict = {}  # the W&B and MLflow runs this run logs to (kept in the record)
+        self.pruning = None  # OptunaPruning, in a job of an Optuna search
 
     def build(self) -> None:
         """Instantiate every part; config errors surface here, before any training."""
@@ -85,6 +88,13 @@ class TrainingJob:
         self.history = next((c for c in callbacks if isinstance(c, MetricsHistory)), None) or MetricsHistory()
         self.clock = Timing()
         callbacks += [c for c in (self.history, StepSeeding(int(cfg.seed)), self.clock) if not any(type(c) is type(d) for d in callbacks)]
+        search = cfg.get("search") or {}
+        if search.get("trial") is not None:  # a job of an Optuna search: report every epoch, stop when pruned
+            from aelab.callbacks.pruning import OptunaPruning, make_pruner
+
+            self.pruning = OptunaPruning(str(search.storage), str(search.study), int(search.trial), str(cfg.model.monitor),
+                                         make_pruner(search), str(cfg.model.get("monitor_mode", "min")))
+            callbacks.append(self.pruning)
         self.checkpoint = next((c for c in callbacks if type(c).__name__ == "ModelCheckpoint" and c.monitor), None)
         self.info = MetricCatalog(self.model.metric_info())
         for task in self.tasks.values():
@@ -110,7 +120,8 @@ class TrainingJob:
         loggers, extra = self.cfg.get("logger") or {}, {}
         previous = RunRecord.read(self.run_dir) if self.resume_from is not None else None
         if loggers.get("wandb") is not None:
-            extra["wandb"] = {"group": loggers.wandb.get("group") or sweep_name()}
+            # the W&B group: the configured one, the sweep folder's name, or the id of the W&B sweep whose agent started the run
+            extra["wandb"] = {"group": loggers.wandb.get("group") or sweep_name() or os.environ.get("WANDB_SWEEP_ID")}
             if self.resume_from is not None and wandb_run_id(self.run_dir):  # the same W&B run continues
                 extra["wandb"]["id"] = wandb_run_id(self.run_dir)
         if loggers.get("mlflow") is not None:
@@ -138,6 +149,10 @@ class TrainingJob:
         self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=str(self.resume_from) if self.resume_from else None)
         if self.trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
+        if self.pruning is not None and self.pruning.pruned is not None:  # stopped by the search: no test, no evaluation
+            data = self.write("pruned", error=self.pruning.reason) if self.trainer.is_global_zero else {}
+            self.finish_loggers(data, exit_code=0)
+            return data
         if self.cfg.test:
             best = self.cfg.test_ckpt == "best" and self.checkpoint is not None and bool(self.checkpoint.best_model_path)
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
@@ -198,7 +213,7 @@ class TrainingJob:
             "mlflow": self.tracked.get("mlflow"),
             "world_size": trainer.world_size if trainer is not None else None,
             **(model.summary_extras() if model is not None else {}),
-            "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+            "overrides": OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else [],
             "metric_info": info.to_json() if info is not None else {},
             "timing": self.timings(finished),
         }
@@ -262,6 +277,24 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
     own_wandb_service()
     multirun = is_multirun()
     run_dir = Path(str(cfg.paths.run_dir))
+    if not is_extra_rank():  # rank 0 owns the folder; Lightning's other DDP ranks join it
+        try:
+            lock_folder(run_dir)
+        except FolderInUse as exc:  # another live process writes this folder: touch nothing in it
+            if multirun:
+                log.error("job %s not run: %s", run_dir.name, exc)
+                return None
+            if cli:
+                raise SystemExit(f"aelab-train: error: {exc}") from None
+            raise
+    try:
+        return _run_owned(cfg, run_dir, multirun, cli)
+    finally:
+        job_running.clear()
+        release_folder(run_dir)
+
+
+def _run_owned(cfg: DictConfig, run_dir: Path, multirun: bool, cli: bool) -> float | None:
     previous = RunRecord.read(run_dir)
     if previous and previous.status == "completed" and str(cfg.get("resume", "auto")) != "never" and not cfg.get("ckpt_path"):
         log.info("skipping %s: completed earlier (metrics.json says so; delete the folder to train it again)", run_dir.name)
@@ -273,6 +306,9 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
         problems += [p for p in [local_ddp_sweep_problem(cfg.get("trainer"), launcher) if multirun else None] if p]
         if problems:
             raise ConfigError("; ".join(problems))
+        if "joblib" in launcher:  # a worker process: it must not outlive a killed launcher
+            stop_with_parent()
+        job_running.set()
         value = (job.run().get("objective") or {}).get("value")
         summarize(job, multirun)
         return value

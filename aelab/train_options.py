@@ -9,13 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aelab.constraints import NonNegativeFloat, PositiveInt
+from aelab.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 
 @dataclass
 class SweepOptions:
     name: str | None = None  # sweep folder name under outputs/sweeps (default: a timestamp)
     resume: bool = False  # reuse the latest sweep folder with the same overrides
+
+
+@dataclass
+class SearchOptions:
+    pruner: Literal["none", "median"] = "none"  # median: stop trials worse than the median of earlier ones at that epoch
+    warmup_epochs: NonNegativeInt = 1
+    startup_trials: NonNegativeInt = 2
+    storage: str | None = None  # set by aelab's Optuna search for its jobs
+    study: str | None = None
+    trial: NonNegativeInt | None = None
 
 
 @dataclass
@@ -43,6 +53,7 @@ class TrainOptions:
     compile: bool = False
     tags: list[str] = field(default_factory=list)
     sweep: SweepOptions = field(default_factory=SweepOptions)
+    search: SearchOptions = field(default_factory=SearchOptions)
     paths: PathsOptions = field(default_factory=PathsOptions)
     data: Any = None
     model: Any = None

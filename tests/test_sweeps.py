@@ -66,25 +66,26 @@ def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
 
 
 def test_failed_job_is_recorded_and_resume_skips_completed_jobs(cli, tmp_path):
-    args = ["-m", *SWEEP_BASE, "trainer.max_epochs=1", "model.bottleneck=4,0"]
+    args = ["-m", *SWEEP_BASE, "trainer.max_epochs=1", "model.optimizer.lr=0.001,1e30"]  # the second diverges (NaN)
     first = cli(*args)
-    assert first.returncode == 0, first.stderr[-3000:]  # the sweep itself goes on
+    assert first.returncode == 1, first.stderr[-3000:]  # the sweep goes on, and then says it had a failure
     out = first.stdout + first.stderr
     assert "1 done, 1 failed, 0 skipped" in out
-    assert "failed: model.bottleneck=0: model.bottleneck is the size of the code" in out
+    assert "failed: model.optimizer.lr=1e+30: the training loss became nan" in out
+    assert "aelab-train: 1 of the sweep's jobs failed: model.optimizer.lr=1e+30" in first.stderr
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    good, bad = sweep / "model.bottleneck=4", sweep / "model.bottleneck=0"
+    good, bad = sweep / "model.optimizer.lr=0.001", sweep / "model.optimizer.lr=1e+30"
     assert metrics_of(good)["status"] == "completed"
-    assert metrics_of(bad)["status"] == "failed" and "positive integer" in metrics_of(bad)["error"]
+    assert metrics_of(bad)["status"] == "failed" and "became nan" in metrics_of(bad)["error"]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["counts"] == {"completed": 1, "failed": 1, "skipped": 0, "missing": 0}
+    assert summary["counts"] == {"completed": 1, "pruned": 0, "failed": 1, "skipped": 0, "stale": 0, "missing": 0}
 
     stamp = {p: p.stat().st_mtime_ns for p in [good / "metrics.json", good / "checkpoints" / "last.ckpt"]}
     time.sleep(1)
     again = cli(*args, "sweep.resume=true")
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 1, again.stderr[-3000:]
     out = again.stdout + again.stderr
-    assert "skipping model.bottleneck=4: completed earlier" in out
+    assert "skipping model.optimizer.lr=0.001: completed earlier" in out
     assert "0 done, 1 failed, 1 skipped" in out
     assert [p.name for p in (tmp_path / "outputs" / "sweeps").iterdir()] == [sweep.name]  # same folder
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # not retrained, nothing overwritten
@@ -129,6 +130,59 @@ def test_optuna_search_returns_the_best_value(cli, tmp_path):
     assert len(values) == 3
     assert best.best_value == pytest.approx(min(values))
     assert set(best.best_params) == {"model.bottleneck", "model.optimizer.lr", "noise"}
+
+
+def test_a_killed_optuna_search_continues_its_stored_study_and_prunes_hopeless_trials(cli, tmp_path):
+    import signal
+
+    import optuna
+    from optuna.trial import TrialState
+
+    search = ["-m", "hparams_search=bottleneck_optuna", "hydra.sweeper.n_trials=6", *SWEEP_BASE, "trainer.max_epochs=3",
+              "search.startup_trials=2", "search.warmup_epochs=0", "sweep.name=opt",
+              # the process dies (SIGKILL) in the 4th trial, after trials 0-2 finished
+              "+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=0",
+              "+callbacks.fault.run_dir=${paths.run_dir}", "+callbacks.fault.only_run=3_*"]
+    killed = cli(*search)
+    assert killed.returncode == -signal.SIGKILL
+    sweep = tmp_path / "outputs" / "sweeps" / "opt"
+    storage = f"sqlite:///{sweep / 'optuna.db'}"
+    study = optuna.load_study(study_name="bottleneck", storage=storage)
+    assert [t.state for t in study.trials] == [*[t.state for t in study.trials[:3]], TrialState.RUNNING]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials[:3])
+
+    resumed = cli(*search)  # the same command: the same folder, the same study, on to 6 finished trials
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "3 trials finished earlier, 3 to go" in resumed.stdout + resumed.stderr
+    study = optuna.load_study(study_name="bottleneck", storage=storage)
+    states = [t.state for t in study.trials]
+    assert len(states) == 7 and states[3] == TrialState.FAIL  # the killed trial, closed as failed
+    finished = [s for s in states if s in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 6
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "the median pruner stopped no trial"
+    for trial in study.trials:
+        (job,) = sweep.glob(f"{trial.number}_*")
+        record = metrics_of(job)
+        if trial.state == TrialState.PRUNED:  # recorded as pruned, not failed, with fewer epochs than asked for
+            assert record["status"] == "pruned" and "pruned by Optuna" in record["error"]
+            assert record["epochs"] < 3 and len(trial.intermediate_values) == record["epochs"]
+        elif trial.state == TrialState.COMPLETE:
+            assert record["status"] == "completed" and trial.value == pytest.approx(record["objective"]["value"])
+            assert sorted(trial.intermediate_values) == [0, 1, 2]
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert results.trials.pruned == len(pruned) and results.trials.fail == 1
+    compared = cli(str(sweep), tool="aelab-compare")
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert f"{len(pruned)} pruned" in compared.stdout
+
+
+def test_an_invalid_swept_value_is_refused_before_the_first_job(cli, tmp_path):
+    started = time.time()
+    result = cli("-m", *SWEEP_BASE, "model.bottleneck=2,0,8", "model=mlp,conv")
+    assert result.returncode == 1 and time.time() - started < 15
+    assert "model.bottleneck=0 (one of the swept values): model.bottleneck is the size of the code" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()  # no job ran, no folder was made
 
 
 def test_sweep_over_an_unknown_key_is_refused(cli):

@@ -91,7 +91,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
             run_record, problem = RunRecord.read_with_problem(run_dir)
             record = {
                 "run": str(run_dir),
-                "status": run_record.status if run_record else "running/no metrics.json" if problem.startswith("no ") else "unreadable",
+                "status": run_record.live_status() if run_record else "running/no metrics.json" if problem.startswith("no ") else "unreadable",
                 "error": run_record.get("error") if run_record else (None if problem.startswith("no ") else problem),
                 "_config": flatten(cfg),
                 "_choices": run_choices(run_dir),

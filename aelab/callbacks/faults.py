@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal as signals
 from pathlib import Path
@@ -22,14 +23,17 @@ class FaultInjection(L.Callback):
             +callbacks.fault.at_epoch=2 +callbacks.fault.marker_dir='${paths.run_dir}'
     """
 
-    def __init__(self, at_epoch: int = 1, signal: str = "SIGKILL", once: bool = True, marker_dir: str | Path | None = None):
+    def __init__(self, at_epoch: int = 1, signal: str = "SIGKILL", once: bool = True, marker_dir: str | Path | None = None,
+                 run_dir: str | Path | None = None, only_run: str | None = None):
         super().__init__()
         self.at_epoch = int(at_epoch)
         self.signal = getattr(signals, str(signal))
         self.marker = Path(marker_dir) / ".fault_injected" if once and marker_dir else None
+        # in a sweep: fire only in the job whose folder name matches the pattern only_run (e.g. "3_*", the 4th Optuna trial)
+        self.armed = only_run is None or fnmatch.fnmatch(Path(str(run_dir)).name, only_run)
 
     def on_train_epoch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
-        if trainer.current_epoch != self.at_epoch or (self.marker is not None and self.marker.exists()):
+        if not self.armed or trainer.current_epoch != self.at_epoch or (self.marker is not None and self.marker.exists()):
             return
         if self.marker is not None:
             self.marker.write_text(f"{self.signal.name} at epoch {self.at_epoch}\n")

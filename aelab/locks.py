@@ -1,0 +1,117 @@
+"""One live writer per run folder and per sweep folder.
+
+A process that writes a folder holds an exclusive ``flock`` on ``<folder>/.aelab.lock``,
+a small JSON file naming the owner (PID, host, start time, command). A second process
+is refused with a message naming that owner. The kernel drops the lock when its owner
+dies, however it dies (SIGKILL, a lost node), so a stale lock never needs cleaning: the
+next process simply takes it over. The same test tells readers whether a run recorded as
+``running`` still has a live process (:func:`owner_alive`); if not, it was interrupted.
+
+The file descriptor is close-on-exec, so processes started with ``exec`` never inherit it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from aelab.errors import AelabError
+
+LOCK_FILE = ".aelab.lock"
+
+_held: dict[Path, "FolderLock"] = {}
+
+
+class FolderInUse(AelabError):
+    """Another live process owns the folder."""
+
+
+def _owner_text(path: Path) -> str:
+    try:
+        owner = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["started"])) if owner.get("started") else "?"
+    return f"process {owner.get('pid', '?')} on {owner.get('host', '?')} (since {since}: {owner.get('command', '?')})"
+
+
+class FolderLock:
+    """An exclusive, owner-naming lock on ``folder`` (see the module docstring)."""
+
+    def __init__(self, folder: Path, what: str = "run folder"):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise FolderInUse(
+                f"the {self.what} {self.folder} is in use by {_owner_text(self.path)}. Two processes writing one folder "
+                "would mix their checkpoints and logs: wait for it to finish (or stop it), or use another "
+                + ("name=..." if self.what == "run folder" else "sweep.name=...")
+            ) from None
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(owner).encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+        _held.pop(self.folder.resolve(), None)
+
+
+def is_extra_rank() -> bool:
+    """Whether this process is a DDP rank other than 0 (started by Lightning or SLURM): it joins rank 0's folder."""
+    return any(os.environ.get(k) not in (None, "0") for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def lock_folder(folder: Path, what: str = "run folder") -> FolderLock:
+    """Own ``folder`` for this process (again: a no-op); raises :class:`FolderInUse` naming the live owner."""
+    key = Path(folder).resolve()
+    if key not in _held:
+        _held[key] = FolderLock(key, what).acquire()
+    return _held[key]
+
+
+def release_folder(folder: Path) -> None:
+    lock = _held.get(Path(folder).resolve())
+    if lock is not None:
+        lock.release()
+
+
+def owner_alive(folder: Path) -> bool:
+    """Whether a live process (this one included) holds ``folder``'s lock."""
+    key = Path(folder).resolve()
+    if key in _held:
+        return True
+    path = key / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False

@@ -1,0 +1,86 @@
+"""One live writer per folder: a second process is refused, a killed launcher stops its jobs, and a run whose
+process is gone reads as interrupted (and is still evaluated) instead of running forever."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import BIN, TINY
+from test_resume import KILL_AT_EPOCH_2
+
+LONG = [o for o in TINY if not o.startswith("trainer.max_epochs")] + ["model=mlp", "trainer.max_epochs=300"]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([str(BIN / "aelab-train"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_second_process_is_refused_from_a_live_run_folder(cli, tmp_path):
+    first = start([*LONG, "trainer.max_epochs=3", "name=dup"], tmp_path)
+    run_dir = tmp_path / "outputs" / "runs" / "dup"
+    wait_for(lambda: status(run_dir) == "running", what="the first run to start")
+    second = cli(*LONG, "trainer.max_epochs=3", "name=dup")
+    assert second.returncode == 1
+    assert f"the run folder {run_dir} is in use by process {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert status(run_dir) == "completed"
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert len(names) == 2 and names[0].startswith("best-epoch=") and names[1] == "last.ckpt"  # no -v1 twins, no tmp files
+    again = cli(*LONG, "trainer.max_epochs=3", "name=dup")  # the owner is gone: the folder is free (completed: skipped)
+    assert again.returncode == 0 and "completed earlier" in again.stdout + again.stderr
+
+
+def test_killing_a_joblib_sweep_stops_its_jobs(tmp_path):
+    sweep = start(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, "model.bottleneck=4,8", "sweep.name=k"], tmp_path)
+    jobs = [tmp_path / "outputs" / "sweeps" / "k" / f"model.bottleneck={b}" for b in (4, 8)]
+    wait_for(lambda: all((j / "checkpoints" / "last.ckpt").is_file() for j in jobs), what="both jobs to finish an epoch")
+    workers = [json.loads((j / ".aelab.lock").read_text())["pid"] for j in jobs]
+    assert sweep.pid not in workers and all(alive(p) for p in workers)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    wait_for(lambda: not any(alive(p) for p in workers), timeout=60, what="the orphaned workers to stop")
+    from aelab.locks import owner_alive
+
+    for job in jobs:  # each job stopped cleanly: recorded, checkpoint kept, folder free for a resume
+        assert status(job) == "interrupted" and (job / "checkpoints" / "last.ckpt").is_file() and not owner_alive(job)
+
+
+def test_a_killed_run_reads_as_interrupted_and_its_checkpoints_are_evaluated(cli, tmp_path):
+    killed = cli(*TINY, "model=mlp", "trainer.max_epochs=4", "name=k", *KILL_AT_EPOCH_2)
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "outputs" / "runs" / "k"
+    assert status(run_dir) == "running"  # what the dead process left in the file
+    compared = cli(str(run_dir), "--out", str(tmp_path / "cmp"), tool="aelab-compare")
+    assert "1 interrupted" in compared.stdout, compared.stdout + compared.stderr
+    evaluated = cli(f"run={run_dir}", "eval=[artifacts]", tool="aelab-eval")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "was interrupted" in evaluated.stdout + evaluated.stderr

@@ -256,6 +256,28 @@ def world_size(trainer: DictConfig | dict | None) -> int:
     return max(1, n) * max(1, int(trainer.get("num_nodes", 1) or 1))
 
 
+def accelerator_problem(trainer: DictConfig | dict | None) -> str | None:
+    """Why ``trainer.accelerator`` cannot run on this machine (a GPU asked for, none visible), or None.
+
+    Imports torch, so only when a GPU is asked for; checked where the job runs (a SLURM
+    login node without GPUs may submit GPU jobs).
+    """
+    accelerator = str((trainer or {}).get("accelerator", "auto"))
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return None
+    import torch
+
+    if accelerator == "mps":
+        ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    else:
+        ok = torch.cuda.is_available()
+    if ok:
+        return None
+    return (f"trainer.accelerator={accelerator}, but torch {torch.__version__} sees no "
+            f"{'CUDA GPU' if accelerator != 'mps' else 'Apple GPU'} on this machine: use trainer=cpu "
+            "(or trainer.accelerator=auto to take a GPU when there is one)")
+
+
 def local_ddp_sweep_problem(trainer: DictConfig | dict | None, launcher_target: str) -> str | None:
     """Why a multirun job with this trainer cannot run under this Hydra launcher, or None.
 

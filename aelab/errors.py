@@ -40,3 +40,7 @@ def find_aelab_error(exc: BaseException | None) -> AelabError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class DataFileError(AelabError, OSError):
+    """A data file that exists but cannot be used: truncated, not the format, unreadable."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
 from aelab.errors import AelabError, ConfigError, RunFolderError, find_aelab_error
@@ -110,6 +110,10 @@ def evaluate_main(cfg: DictConfig) -> int:
     """The body of ``aelab-eval``: evaluate, print a summary, return the exit code."""
     from aelab.build import instantiate_group
 
+    if OmegaConf.is_missing(cfg, "run"):
+        print("aelab-eval: error: which run? name it with run=<run folder or sweep folder>, e.g.\n"
+              "  aelab-eval run=outputs/runs/<run> eval=[probe]", file=sys.stderr)
+        return 2
     try:
         device = pick_device(str(cfg.device))
         tasks = instantiate_group(cfg.get("eval")) or None

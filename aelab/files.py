@@ -46,6 +46,21 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and TMP_MARK in path.name
 
 
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the leftover temporary files of :func:`atomic_path` in ``folder`` and ``folder/checkpoints``.
+
+    Call only while owning the folder (:mod:`aelab.locks`): every temporary file is then a dead process's.
+    """
+    removed = []
+    for sub in (folder, folder / "checkpoints"):
+        if sub.is_dir():
+            for path in sub.iterdir():
+                if is_temporary(path) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     with atomic_path(path) as tmp:

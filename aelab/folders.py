@@ -26,7 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from aelab.config_checks import check_config, local_ddp_sweep_problem, output_problems
+from aelab.config_checks import accelerator_problem, check_config, local_ddp_sweep_problem, output_problems
 from aelab.files import write_json_atomic
 from aelab.locks import FolderInUse, is_extra_rank, lock_folder, owner_alive
 from aelab.record import METRICS_FILE, RunRecord, now_iso
@@ -169,6 +169,7 @@ def prepare_run_dir(config: DictConfig) -> Path:
     started ``outputs/sweeps/wandb-<sweep id>/<run id>``, or a fresh unique one.
     """
     check_config(config)  # before any folder exists: a bad config leaves nothing behind
+    _exit_on([p for p in [accelerator_problem(config.get("trainer"))] if p])
     run_dir = Path(str(config.hydra.run.dir))
     if _has_override(config, "hydra.run.dir"):
         _exit_on(output_problems(run_dir, _min_free_mb(config)))

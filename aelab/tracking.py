@@ -65,6 +65,33 @@ def resolve_wandb_mode(mode: str | None) -> str:
     return mode
 
 
+_wandb_probe: dict[str, str | None] = {}
+
+
+def wandb_unreachable(timeout: float) -> str | None:
+    """Why the W&B server cannot be reached (a TCP connection within ``timeout`` s), or None; asked once per process.
+
+    With an API key but no network, ``wandb.init`` waits for its own timeout (about a minute)
+    before giving up; this probe makes that a few seconds, and a sweep's later jobs in the
+    same process go offline without asking again or repeating the warning.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    base = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    if base not in _wandb_probe:
+        url = urlparse(base)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+            _wandb_probe[base] = None
+        except OSError as exc:
+            _wandb_probe[base] = f"{type(exc).__name__}: {exc}"
+            log.warning("W&B server %s cannot be reached (%s): W&B runs offline in this process; "
+                        "upload later with `wandb sync <run>/wandb/offline-run-*`", base, _wandb_probe[base])
+    return _wandb_probe[base]
+
+
 def wandb_logger(
     project: str = "aelab",
     save_dir: str = ".",
@@ -75,7 +102,7 @@ def wandb_logger(
     tags: Iterable[str] | None = None,
     mode: str | None = None,
     log_model: bool = False,
-    init_timeout: float = 60,
+    init_timeout: float = 15,
     **kwargs: Any,
 ) -> WandbLogger:
     """A Lightning ``WandbLogger`` in the right mode, writing under ``save_dir/wandb``."""
@@ -83,7 +110,9 @@ def wandb_logger(
 
     mode = resolve_wandb_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    if mode == "offline":
+    if mode == "online" and wandb_unreachable(min(float(init_timeout), 3.0)):
+        mode = "offline"
+    elif mode == "offline":
         log.info("W&B runs offline (no API key or WANDB_MODE=offline); upload later with `wandb sync %s/wandb/offline-run-*`", save_dir)
     settings = wandb.Settings(init_timeout=float(init_timeout), console="off")
     logger = ResilientWandbLogger(
@@ -472,7 +501,7 @@ def publish_to_wandb_run(run_dir: Path, wandb_cfg: dict | None, run_id: str, met
     mode = resolve_wandb_mode(wandb_cfg.get("mode"))
     try:
         wb = wandb.init(id=run_id, resume="allow", project=wandb_cfg.get("project", "aelab"), entity=wandb_cfg.get("entity"),
-                        dir=str(run_dir), mode=mode, settings=wandb.Settings(init_timeout=60, console="off"))
+                        dir=str(run_dir), mode=mode, settings=wandb.Settings(init_timeout=15, console="off"))
     except Exception as exc:  # never lose the results already written to metrics.json
         log.warning("W&B run %s not updated (%s); the results are in metrics.json", run_id, exc)
         return

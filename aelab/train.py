@@ -26,8 +26,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir, make_callable
-from aelab.config_checks import config_problems, local_ddp_sweep_problem
+from aelab.config_checks import accelerator_problem, config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
+from aelab.files import remove_temporaries
 from aelab.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
 from aelab.record import RECORD_METRICS, RunRecord, now_iso
 from aelab.session import (configure_threads, fast_exit, job_running, stop_with_parent, hydra_choices, is_multirun, loggable_config, own_wandb_service,
@@ -287,6 +288,8 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
             if cli:
                 raise SystemExit(f"aelab-train: error: {exc}") from None
             raise
+        for stray in remove_temporaries(run_dir):  # half-written files of a killed process
+            log.info("removed %s, left half-written by an earlier process", stray)
     try:
         return _run_owned(cfg, run_dir, multirun, cli)
     finally:
@@ -303,7 +306,8 @@ def _run_owned(cfg: DictConfig, run_dir: Path, multirun: bool, cli: bool) -> flo
     try:
         problems, _ = config_problems(cfg)  # a sweep job's swept values
         launcher = str((HydraConfig.get().get("launcher") or {}).get("_target_", "")) if multirun else ""
-        problems += [p for p in [local_ddp_sweep_problem(cfg.get("trainer"), launcher) if multirun else None] if p]
+        problems += [p for p in [local_ddp_sweep_problem(cfg.get("trainer"), launcher) if multirun else None,
+                                 accelerator_problem(cfg.get("trainer"))] if p]
         if problems:
             raise ConfigError("; ".join(problems))
         if "joblib" in launcher:  # a worker process: it must not outlive a killed launcher

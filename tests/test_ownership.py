@@ -84,3 +84,15 @@ def test_a_killed_run_reads_as_interrupted_and_its_checkpoints_are_evaluated(cli
     evaluated = cli(f"run={run_dir}", "eval=[artifacts]", tool="aelab-eval")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "was interrupted" in evaluated.stdout + evaluated.stderr
+
+
+def test_a_resumed_run_removes_the_half_written_files_of_the_killed_one(cli, tmp_path):
+    args = [*TINY, "model=mlp", "trainer.max_epochs=3", "name=s", *KILL_AT_EPOCH_2]
+    assert cli(*args).returncode == -signal.SIGKILL
+    checkpoints = tmp_path / "outputs" / "runs" / "s" / "checkpoints"
+    stray = checkpoints / ".last.tmp-999999.ckpt"  # what a kill during torch.save leaves
+    stray.write_bytes(b"\0" * 4096)
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not stray.exists() and status(checkpoints.parent) == "completed"
+    assert not [p for p in checkpoints.parent.rglob("*") if ".tmp-" in p.name]

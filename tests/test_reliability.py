@@ -108,3 +108,32 @@ def test_wandb_run_id_is_found_in_metrics_or_in_the_folder_names(tmp_path):
     assert wandb_run_id(tmp_path) == "u8bsiv6v"  # a resume in the same second adds "-1": not the id
     write_json_atomic(tmp_path / "metrics.json", {"wandb": {"id": "abc123"}})
     assert wandb_run_id(tmp_path) == "abc123"
+
+
+@pytest.mark.parametrize("fault", ["truncated", "garbage", "not_gzip", "short_header"])
+def test_a_broken_idx_file_is_one_line_naming_it(cli, tmp_path, fault):
+    import gzip
+    import shutil
+
+    real = Path("/usr/share/datasets/fashion-mnist")
+    if not real.is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for f in real.glob("*.gz"):
+        shutil.copy(f, folder / f.name)
+    broken = folder / "train-images-idx3-ubyte.gz"
+    data = broken.read_bytes()
+    if fault == "truncated":
+        broken.write_bytes(data[: len(data) // 2])
+    elif fault == "garbage":
+        broken.write_bytes(b"\x1f\x8b" + b"garbage" * 1000)
+    elif fault == "not_gzip":
+        broken.write_bytes(b"plain text, not gzip" * 10)
+    else:  # a valid gzip stream holding too few bytes for its own header
+        broken.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (60000).to_bytes(4, "big") + b"\x00" * 100))
+    result = cli("data=fashion_mnist", f"data.root={tmp_path / 'data'}", "model=mlp", "trainer.max_epochs=1", "name=r")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("aelab-train: error:")]
+    assert str(broken) in line

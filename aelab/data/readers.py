@@ -9,19 +9,34 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from aelab.errors import DataFileError
+
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
-    """Read an IDX file (``.gz`` or uncompressed) into a tensor of its stored shape (decoded once, then cached)."""
+    """Read an IDX file (``.gz`` or uncompressed) into a tensor of its stored shape (decoded once, then cached).
+
+    A file that cannot be used is one :class:`DataFileError` naming it and what is wrong with it.
+    """
     from aelab.data.cache import decoded_file
 
-    return torch.from_numpy(decoded_file(Path(path), _decode_idx))
+    try:
+        return torch.from_numpy(decoded_file(Path(path), _decode_idx))
+    except PermissionError:
+        raise DataFileError(f"{path} cannot be read: permission denied (check its owner and mode)") from None
+    except EOFError:
+        raise DataFileError(f"{path} is truncated: the compressed stream ends early (download or copy it again)") from None
+    except gzip.BadGzipFile as exc:
+        raise DataFileError(f"{path} is not a gzip file ({exc}); a .gz IDX file must be gzip-compressed") from None
+    except (ValueError, OSError, zlib.error) as exc:
+        raise DataFileError(f"{path} is not a usable IDX file: {exc}") from None
 
 
 def _decode_idx(path: Path) -> np.ndarray:
@@ -30,16 +45,16 @@ def _decode_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as fh:
         data = fh.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        raise ValueError("bad magic number (not an IDX file)")
     dtype_code, ndim = data[2], data[3]
     if dtype_code not in _IDX_DTYPES:
-        raise ValueError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
+        raise ValueError(f"unknown IDX element type 0x{dtype_code:02x}")
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     array = np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code], offset=header)
     expected = int(np.prod(shape))
     if array.size != expected:
-        raise ValueError(f"{path}: header says {expected} values, file holds {array.size}")
+        raise ValueError(f"the header says {expected} values, the file holds {array.size} (truncated?)")
     return np.array(array.reshape(shape), dtype=array.dtype.newbyteorder("="))  # copy, native byte order
 
 

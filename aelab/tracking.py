@@ -400,6 +400,32 @@ class _AppendingWriter(ExperimentWriter):
 class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` that appends to ``metrics.csv`` when a run is resumed (Lightning's would delete it)."""
 
+    def drop_rows_from(self, step: int) -> int:
+        """Remove the rows logged at ``step`` or later (by a run that went on past its checkpoint and died); returns how many.
+
+        A resumed run trains those steps again, so they would otherwise appear twice.
+        """
+        import csv
+        import io
+
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return 0
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows or "step" not in rows[0]:
+            return 0
+        at = rows[0].index("step")
+        kept = [rows[0]] + [r for r in rows[1:] if not (len(r) > at and r[at] and float(r[at]) >= step)]
+        dropped = len(rows) - len(kept)
+        if dropped:
+            from aelab.files import write_text_atomic
+
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\n").writerows(kept)
+            write_text_atomic(path, out.getvalue())
+        return dropped
+
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:

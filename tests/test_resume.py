@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -53,6 +54,32 @@ def test_sigkill_then_same_command_resumes_to_identical_metrics(cli, tmp_path):
     ids = {d.name.rsplit("-", 1)[-1] for d in offline_runs(runs / "killed")}
     assert len(offline_runs(runs / "killed")) == 2 and len(ids) == 1
     assert b["wandb"]["id"] in ids
+
+
+def test_sigterm_mid_epoch_then_same_command_resumes_at_the_next_batch_to_identical_metrics(cli, tmp_path):
+    """The SLURM preemption path: SIGTERM in the middle of an epoch, then the same command (CPU, deterministic)."""
+    runs = tmp_path / "outputs" / "runs"
+    base = [*RESUMABLE, "logger=csv"]
+    whole = cli(*base, "name=whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    term = ["+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=1",
+            "+callbacks.fault.at_batch=5", "+callbacks.fault.signal=SIGTERM", "+callbacks.fault.marker_dir=${paths.run_dir}"]
+    stopped = cli(*base, "name=t", *term)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    record = metrics(runs / "t")
+    assert record["status"] == "interrupted"
+    steps_per_epoch = metrics(runs / "whole")["global_step"] // metrics(runs / "whole")["epochs"]
+    assert record["global_step"] == steps_per_epoch + 6  # batch 5, during which the signal came, finished; then it stopped
+    resumed = cli(*base, "name=t", *term)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "not resumable" not in resumed.stdout + resumed.stderr  # Lightning's warning about replaying the epoch
+    a, b = metrics(runs / "whole"), metrics(runs / "t")
+    assert (a["epochs"], a["global_step"]) == (b["epochs"], b["global_step"])
+    assert a["final"] == b["final"] and a["best"] == b["best"]  # the interrupted epoch's mean included
+    with open(runs / "t" / "csv" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    train_steps = [r["step"] for r in rows if r.get("train/recon_loss")]
+    assert len(train_steps) == len(set(train_steps))  # no step logged twice
 
 
 def test_completed_named_run_is_not_retrained_and_resume_never_protects_it(cli, tmp_path):

@@ -95,6 +95,21 @@ class TensorBatches(Dataset):
         return batch
 
 
+class ResumableLoader(DataLoader):
+    """The training DataLoader with its sampler's position as state (Lightning saves and restores it).
+
+    Lightning's loops resume from a mid-epoch checkpoint (SIGTERM, SLURM preemption) at
+    the next batch index; with this state the data resumes there too, instead of replaying
+    the epoch from its first batch.
+    """
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
+
+
 class BatchIndexSampler(Sampler):
     """Yields lists of indices, one list per batch: this process's share of each global batch.
 
@@ -125,10 +140,19 @@ class BatchIndexSampler(Sampler):
         self.world_size = world_size
         self.even = even
         self.epoch = 0
+        self.yielded = 0  # batches handed out in the current epoch (skipped ones included)
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained) of a mid-epoch checkpoint
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of training epoch ``epoch``."""
         self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the epoch stands: saved in checkpoints, so a run stopped mid-epoch resumes at the next batch."""
+        return {"epoch": self.epoch, "batches": self.yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = (int(state["epoch"]), int(state["batches"]))
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -152,8 +176,14 @@ class BatchIndexSampler(Sampler):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = self._order()
-        for lo, hi in self._slices():
+        order, slices = self._order(), self._slices()
+        skip = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch and self.resume_at[1] < len(slices):
+            skip = self.resume_at[1]  # the batches of this epoch the checkpoint had already trained on
+        self.resume_at = None
+        self.yielded = skip
+        for lo, hi in slices[skip:]:
+            self.yielded += 1
             yield order[lo:hi].tolist()
 
     def __len__(self) -> int:
@@ -424,7 +454,8 @@ class ImageDataModule(L.LightningDataModule):
                 shard: bool = False, even: bool = False, keep_on_device: bool = True) -> DataLoader:
         rank, world = self._ranks() if shard else (0, 1)
         sampler = BatchIndexSampler(len(split), batch_size, shuffle, drop_last, seed=self.seed, rank=rank, world_size=world, even=even)
-        return DataLoader(TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0)
+        loader = ResumableLoader if even else DataLoader  # training (even) resumes mid-epoch; evaluation always starts over
+        return loader(TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], self.batch_size, self.shuffle, self.drop_last, shard=True, even=True)

@@ -271,6 +271,19 @@ class ReconstructionModule(L.LightningModule):
             total, count = sums.get(key, (0.0, 0))
             sums[key] = (total + value.detach().double() * batch_size, count + batch_size)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A mid-epoch checkpoint keeps the epoch's running sums: the resumed epoch's means cover all its batches."""
+        sums = self.__dict__.get("_epoch_sums")
+        sampler = getattr(getattr(self._trainer, "train_dataloader", None), "sampler", None) if self._trainer is not None else None
+        mid_epoch = sampler is not None and hasattr(sampler, "yielded") and 0 < sampler.yielded < len(sampler)
+        if sums and mid_epoch:  # (an end-of-epoch checkpoint resumes with a fresh epoch)
+            checkpoint["aelab_epoch_sums"] = {k: (float(t), int(c)) for k, (t, c) in sums.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sums = checkpoint.get("aelab_epoch_sums")
+        if sums:
+            self.__dict__["_epoch_sums"] = {k: (torch.tensor(t, dtype=torch.float64), c) for k, (t, c) in sums.items()}
+
     def on_train_epoch_end(self) -> None:
         for key, (total, count) in self.__dict__.pop("_epoch_sums", {}).items():
             stats = torch.stack([torch.as_tensor(total, dtype=torch.float64, device=self.device),

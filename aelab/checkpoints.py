@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from aelab.errors import ConfigError, RunFolderError
+from aelab.errors import ConfigError, DiskFullError, RunFolderError
 from aelab.files import atomic_path
 
 
@@ -20,8 +20,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # closed on any error: its space comes back at once
+                torch.save(checkpoint, fh)
+        except (OSError, RuntimeError) as exc:
+            raise disk_full_error(Path(path), exc) or exc
+
+
+def disk_full_error(path: Path, exc: BaseException) -> "DiskFullError | None":
+    """A :class:`DiskFullError` naming ``path`` when ``exc`` is the disk filling up (torch's zip writer says
+    "unexpected pos" instead of ENOSPC), or None."""
+    import errno
+    import shutil
+
+    full = getattr(exc, "errno", None) == errno.ENOSPC
+    if not full and "unexpected pos" in str(exc):
+        try:
+            full = shutil.disk_usage(path.parent).free < 64 * 1024**2
+        except OSError:
+            full = True
+    if not full:
+        return None
+    last = path.parent / "last.ckpt"
+    kept = f"the last complete checkpoint, {last}, is kept" if last.is_file() and last != path else (
+        f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint was written")
+    return DiskFullError(f"no space left on device while writing {path}: {kept}. Free some space on that disk "
+                         "and run the same command again to continue from the last checkpoint")
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:

@@ -44,3 +44,7 @@ def find_aelab_error(exc: BaseException | None) -> AelabError | None:
 
 class DataFileError(AelabError, OSError):
     """A data file that exists but cannot be used: truncated, not the format, unreadable."""
+
+
+class DiskFullError(AelabError, OSError):
+    """The disk filled up while aelab was writing a file; what was written before is kept."""

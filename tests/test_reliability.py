@@ -137,3 +137,36 @@ def test_a_broken_idx_file_is_one_line_naming_it(cli, tmp_path, fault):
     assert "Traceback" not in result.stderr
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("aelab-train: error:")]
     assert str(broken) in line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MiB tmpfs (needs root and mount rights; skipped elsewhere), unmounted afterwards."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_disk_that_fills_during_the_run_is_named_recorded_and_loses_nothing(small_disk):
+    from conftest import run_cli
+
+    # an MLP's last.ckpt (weights + Adam state) is 13 MB, its best checkpoint 4 MB: the second epoch's last.ckpt does not fit
+    result = run_cli([*TINY, "model=mlp", "trainer.max_epochs=4", "paths.min_free_mb=0", "name=full"], small_disk)
+    assert result.returncode == 1
+    run_dir = small_disk / "outputs" / "runs" / "full"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"aelab-train: error: no space left on device while writing {last}" in result.stderr
+    assert "Traceback" not in result.stderr
+    record = metrics(run_dir)
+    assert record["status"] == "failed" and "no space left on device" in record["error"]
+    assert "DiskFullError" in (run_dir / "error.log").read_text()
+    assert torch.load(last, weights_only=False)["epoch"] == 0  # the last complete checkpoint, readable
+    assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]  # no temporary file left behind

@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
+from aelab.errors import find_aelab_error
+
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,9 @@ class SaveOnFailure(L.Callback):
 
     def on_exception(self, trainer: "L.Trainer", pl_module: "L.LightningModule", exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
+            return
+        if find_aelab_error(exception).__class__.__name__ == "DiskFullError":
+            log.warning("the disk is full: not writing %s again (the earlier one is kept)", self.path)
             return
         finite = all(torch.isfinite(p).all() for p in pl_module.parameters())
         if not finite:

@@ -9,6 +9,7 @@ alike; :func:`instantiate_group` the entries of a dict-of-components group
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -23,7 +24,7 @@ class Components:
     model: Any
 
 
-def build_components(cfg: DictConfig) -> Components:
+def build_components(cfg: DictConfig, before_model=None) -> Components:
     """Instantiate ``cfg.data``, ``cfg.noise`` and ``cfg.model`` (the model gets the data's input shape and the noise).
 
     ``_convert_="all"`` hands plain lists and dicts to the constructors (and into checkpoints).
@@ -31,9 +32,61 @@ def build_components(cfg: DictConfig) -> Components:
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.data, _convert_="all")
+    if before_model is not None:  # e.g. a size check that must come before the model's memory is allocated
+        before_model(datamodule)
     noise = instantiate(cfg.noise, _convert_="all")
     model = instantiate(cfg.model, input_shape=list(datamodule.dims), noise=noise, _convert_="all")
     return Components(datamodule, noise, model)
+
+
+def parameter_count(cfg: DictConfig, input_shape: list[int]) -> int:
+    """The model's number of parameters, built on PyTorch's meta device (no memory, no initialisation)."""
+    import torch
+    from hydra.utils import instantiate
+
+    noise = instantiate(cfg.noise, _convert_="all")
+    with torch.device("meta"):
+        model = instantiate(cfg.model, input_shape=list(input_shape), noise=noise, _convert_="all")
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_problem(params: int, run_dir: Path, on_gpu: bool) -> str | None:
+    """Why a model of ``params`` float32 parameters would not fit this machine's free memory or ``run_dir``'s disk, or None.
+
+    Training holds weights, gradients and Adam's two moments (16 bytes per parameter);
+    ``last.ckpt`` keeps weights and optimizer state (12 bytes), the best checkpoint the weights (4).
+    """
+    import shutil
+
+    gib = 1024**3
+    train_bytes, disk_bytes = 16 * params, 16 * params
+    problems = []
+    if not on_gpu:
+        available = _available_memory()
+        if available is not None and train_bytes > 0.9 * available:
+            problems.append(f"training needs about {train_bytes / gib:.1f} GiB of memory (weights, gradients, Adam state), "
+                            f"and {available / gib:.1f} GiB are available")
+    try:
+        free = shutil.disk_usage(run_dir if run_dir.exists() else run_dir.parent).free
+    except OSError:
+        free = None
+    if free is not None and disk_bytes > free:
+        problems.append(f"its checkpoints need about {disk_bytes / gib:.1f} GiB and {run_dir} has {free / gib:.1f} GiB free")
+    if not problems:
+        return None
+    return (f"the model has {params / 1e6:,.1f} M parameters: " + "; ".join(problems)
+            + ". Choose a smaller model.bottleneck (or hidden sizes), or run it on a bigger machine")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def instantiate_group(group: DictConfig | None, **extra: dict[str, Any]) -> dict[str, Any]:

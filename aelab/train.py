@@ -75,7 +75,7 @@ class TrainingJob:
         quiet_known_warnings()
         threads = configure_threads(cfg)
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        parts = build_components(cfg)
+        parts = build_components(cfg, before_model=self.check_size)
         self.datamodule, self.model = parts.datamodule, parts.model
         self.model.nonfinite_loss = str(cfg.nonfinite_loss)
         if cfg.get("compile"):
@@ -113,6 +113,18 @@ class TrainingJob:
         log.info("model: %s, bottleneck %s, %s parameters, noise %s, %d CPU threads", self.choices.get("model", type(self.model).__name__),
                  cfg.model.get("bottleneck"), f"{self.model.num_parameters():,}", parts.noise.describe(), threads)
         self.warn_identity(parts.noise)
+
+    def check_size(self, datamodule) -> None:
+        """Refuse a model whose training or checkpoints would not fit, before its memory is allocated."""
+        import torch
+
+        from aelab.build import parameter_count, size_problem
+
+        accelerator = str(self.cfg.trainer.get("accelerator", "auto"))
+        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        problem = size_problem(parameter_count(self.cfg, list(datamodule.dims)), self.run_dir, on_gpu)
+        if problem:
+            raise ConfigError(problem)
 
     def logger_arguments(self) -> dict[str, dict[str, Any]]:
         """What the loggers learn from the run: the sweep (W&B group, MLflow tag) and, when a run continues, its tracked runs' ids."""

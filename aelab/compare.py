@@ -88,6 +88,9 @@ def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, P
             files[f"recon_grid{suffix}"] = reconstruction_figure(runs, labels, out_dir / f"recon_grid{suffix}.png", num_images, title)
         except AelabError as exc:
             notes.append(f"reconstruction grid for {title or 'the runs'} skipped: {exc}")
+        except Exception as exc:  # noqa: BLE001 — a figure must never cost the user the table
+            log.warning("reconstruction grid for %s failed: %s", title or "the runs", exc)
+            notes.append(f"reconstruction grid for {title or 'the runs'} skipped: {type(exc).__name__}: {exc}")
     return files, notes
 
 

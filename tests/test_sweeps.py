@@ -236,3 +236,13 @@ def test_one_class_sweeps_get_a_mean_row_over_classes():
     mean = summary[summary["data.normal_class"] == "mean"].iloc[0]
     assert mean["eval/auroc"] == pytest.approx(0.9) and mean["eval/auroc n"] == 3
     assert "| mean | 0.9000 ± 0.1000 |" in markdown_table(summary, table)
+
+
+def test_compare_a_sweep_over_the_input_shape_tabulates_and_skips_the_shared_grid(cli, tmp_path):
+    result = cli("-m", *SWEEP_BASE, "trainer.max_epochs=1", "data.channels=1,3", "sweep.name=ch")
+    assert result.returncode == 0, result.stderr[-3000:]
+    compared = cli(str(tmp_path / "outputs" / "sweeps" / "ch"), "--out", str(tmp_path / "cmp"), tool="aelab-compare")
+    assert compared.returncode == 0 and "Traceback" not in compared.stderr, compared.stderr[-3000:]
+    assert "compared 2 runs (2 completed)" in compared.stdout
+    assert "inputs of different shapes" in (tmp_path / "cmp" / "report.md").read_text()
+    assert (tmp_path / "cmp" / "comparison.csv").is_file()

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from aelab.errors import RunFolderError  # noqa: E402
 from aelab.files import atomic_path  # noqa: E402
 from aelab.runs import load_run  # noqa: E402
 
@@ -25,6 +26,10 @@ def reconstruction_rows(run_dirs: list[Path], num_images: int = 10) -> tuple[tor
     rows = []
     for run_dir in run_dirs:
         run = first if run_dir == run_dirs[0] else load_run(run_dir, setup_data=False)
+        shape = tuple(getattr(run.model, "input_shape", images.shape[1:]))
+        if shape != tuple(images.shape[1:]):
+            raise RunFolderError(f"the runs take inputs of different shapes ({tuple(images.shape[1:])} in {run_dirs[0].name}, "
+                                 f"{shape} in {run_dir.name}): their reconstructions cannot share a grid")
         _, _, x_hat = run.model.per_sample_metrics(images, run.model.eval_generator())
         rows.append(x_hat.clamp(0, 1).cpu())
     return images, rows

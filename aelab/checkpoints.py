@@ -62,7 +62,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     except Exception as exc:  # truncated zip, unpickling error, EOF ...
         raise RunFolderError(
             f"checkpoint {path} is truncated or corrupt and cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Delete it to start that run over (or to fall back to another checkpoint), or point ckpt_path at a good one."
+            "To train that run again from the start, delete its run folder (or use another name=); to start from a "
+            "good checkpoint instead, pass ckpt_path=<file> (it trains into a new run folder)."
         ) from None
     if not isinstance(state, dict) or "state_dict" not in state:
         raise RunFolderError(f"checkpoint {path} is not a Lightning checkpoint (it has no state_dict)")

@@ -150,6 +150,14 @@ def _accepts(t: Type, value: Any) -> bool:
     return True
 
 
+def _quote_hint(key: str, value: Any, t: Type) -> str:
+    """A hint when the command line turned a text value into a number or a bool (name=nan, name=123, tag=yes)."""
+    wants_text = t.kind == "str" or (t.kind == "union" and any(a.kind == "str" for a in t.args))
+    if wants_text and isinstance(value, (int, float, bool)):
+        return f"; the command line read it as a {type(value).__name__}: quote it for Hydra, \"{key}='{value}'\""
+    return ""
+
+
 def value_problems(key: str, value: Any, t: Type) -> list[str]:
     """What is wrong with option ``key`` = ``value`` under type ``t`` (empty when nothing is)."""
     if t.kind == "union":
@@ -158,13 +166,13 @@ def value_problems(key: str, value: Any, t: Type) -> list[str]:
             literals = [v for a in t.args if a.kind == "literal" for v in a.values]
             if literals and isinstance(value, str) and all(a.kind in ("literal", "none") for a in t.args):
                 return [f"{key}={value!r} is not one of {literals}"]
-            return [f"{key}={value!r} has the wrong type: expected {describe(t)}"]
+            return [f"{key}={value!r} has the wrong type: expected {describe(t)}{_quote_hint(key, value, t)}"]
         problems = [value_problems(key, value, a) for a in fitting]
         return [] if any(not p for p in problems) else problems[0]
     if not _accepts(t, value):
         if t.kind == "literal":
             return [f"{key}={value!r} is not one of {list(t.values)}"]
-        return [f"{key}={value!r} has the wrong type: expected {describe(t)}"]
+        return [f"{key}={value!r} has the wrong type: expected {describe(t)}{_quote_hint(key, value, t)}"]
     for r in t.ranges:
         numbers = [v for v in (value if _is_list(value) else [value]) if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if any(not r.contains(v) for v in numbers):

@@ -47,7 +47,7 @@ test: install data
 	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: install data
-	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m slow -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-all: install data
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -33,6 +33,7 @@ def record(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_run_and_a_three_job_sweep_land_in_the_sqlite_store(cli, tmp_path):
     single = cli(*QUICK, "name=one")
     assert single.returncode == 0, single.stderr[-3000:]

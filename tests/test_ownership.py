@@ -3,6 +3,8 @@ process is gone reads as interrupted (and is still evaluated) instead of running
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -59,6 +61,7 @@ def test_a_second_process_is_refused_from_a_live_run_folder(cli, tmp_path):
     assert again.returncode == 0 and "completed earlier" in again.stdout + again.stderr
 
 
+@pytest.mark.slow
 def test_killing_a_joblib_sweep_stops_its_jobs(tmp_path):
     sweep = start(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, "model.bottleneck=4,8", "sweep.name=k"], tmp_path)
     jobs = [tmp_path / "outputs" / "sweeps" / "k" / f"model.bottleneck={b}" for b in (4, 8)]

@@ -110,7 +110,8 @@ def test_wandb_run_id_is_found_in_metrics_or_in_the_folder_names(tmp_path):
     assert wandb_run_id(tmp_path) == "abc123"
 
 
-@pytest.mark.parametrize("fault", ["truncated", "garbage", "not_gzip", "short_header"])
+@pytest.mark.parametrize("fault", ["truncated", "garbage", pytest.param("not_gzip", marks=pytest.mark.slow),
+                                   pytest.param("short_header", marks=pytest.mark.slow)])
 def test_a_broken_idx_file_is_one_line_naming_it(cli, tmp_path, fault):
     import gzip
     import shutil

@@ -132,6 +132,7 @@ def test_optuna_search_returns_the_best_value(cli, tmp_path):
     assert set(best.best_params) == {"model.bottleneck", "model.optimizer.lr", "noise"}
 
 
+@pytest.mark.slow
 def test_a_killed_optuna_search_continues_its_stored_study_and_prunes_hopeless_trials(cli, tmp_path):
     import signal
 
@@ -238,6 +239,7 @@ def test_one_class_sweeps_get_a_mean_row_over_classes():
     assert "| mean | 0.9000 ± 0.1000 |" in markdown_table(summary, table)
 
 
+@pytest.mark.slow
 def test_compare_a_sweep_over_the_input_shape_tabulates_and_skips_the_shared_grid(cli, tmp_path):
     result = cli("-m", *SWEEP_BASE, "trainer.max_epochs=1", "data.channels=1,3", "sweep.name=ch")
     assert result.returncode == 0, result.stderr[-3000:]

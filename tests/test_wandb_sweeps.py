@@ -70,6 +70,7 @@ def test_each_example_sweep_becomes_a_valid_aelab_train_command(path):
     assert "bottelneck" in problem
 
 
+@pytest.mark.slow
 def test_a_wandb_agent_trains_a_run_into_the_sweeps_folder_and_group(tmp_path, monkeypatch):
     """``wandb agent``'s own run step (Agent._command_run: run id, sweep config file, macros, subprocess), offline."""
     from wandb import wandb_agent

@@ -71,6 +71,7 @@ def test_a_run_and_a_three_job_sweep_land_in_the_sqlite_store(cli, tmp_path):
         assert f"{value:.6g}"[:6] in runs
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_keeps_its_mlflow_run(cli, tmp_path):
     killed = cli(*QUICK, "trainer.max_epochs=4", "name=k", *KILL_AT_EPOCH_2)
     assert killed.returncode == -signal.SIGKILL

@@ -59,7 +59,7 @@ def test_sigkill_then_same_command_resumes_to_identical_metrics(cli, tmp_path):
 def test_sigterm_mid_epoch_then_same_command_resumes_at_the_next_batch_to_identical_metrics(cli, tmp_path):
     """The SLURM preemption path: SIGTERM in the middle of an epoch, then the same command (CPU, deterministic)."""
     runs = tmp_path / "outputs" / "runs"
-    base = [*RESUMABLE, "logger=csv"]
+    base = [*RESUMABLE, "logger=csv", "model=mlp"]  # an MLP with Gaussian corruption: the same path, half the time
     whole = cli(*base, "name=whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
     term = ["+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=1",

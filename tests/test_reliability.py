@@ -180,3 +180,19 @@ def test_a_model_too_big_for_this_machine_is_refused_before_it_is_built(cli, tmp
     assert "model.bottleneck" in result.stderr
     run_dir = tmp_path / "outputs" / "runs" / "big"
     assert metrics(run_dir)["status"] == "failed" and not (run_dir / "checkpoints").exists()
+
+
+def test_sampling_a_code_too_large_for_a_full_covariance_uses_independent_dimensions():
+    from functools import partial
+
+    from aelab.models import Autoencoder
+    from aelab.nets import MLPDecoder, MLPEncoder
+
+    torch.manual_seed(0)
+    model = Autoencoder([1, 8, 8], bottleneck=5000, encoder=partial(MLPEncoder, hidden=[16]), decoder=partial(MLPDecoder, hidden=[16]))
+    batches = [{"image": torch.rand(32, 1, 8, 8)} for _ in range(2)]  # 64 codes of 5000 dimensions: no full covariance
+    images = model.sample(6, seed=1, batches=batches)
+    assert images.shape == (6, 1, 8, 8) and torch.isfinite(images).all()
+    assert "independent dimensions" in model.sampling
+    small = Autoencoder([1, 8, 8], bottleneck=4, encoder=partial(MLPEncoder, hidden=[16]), decoder=partial(MLPDecoder, hidden=[16]))
+    assert small.sample(3, batches=batches).shape == (3, 1, 8, 8) and "independent" not in small.sampling

@@ -147,11 +147,21 @@ class ReconstructionModule(L.LightningModule):
         codes = map_batches(batches, lambda b: {"z": self.encode(b["image"])})["z"]
         mean = codes.mean(0)
         centred = codes - mean
+        if codes.shape[1] > min(self.FULL_COVARIANCE_MAX_DIM, codes.shape[0]):
+            # a D×D covariance of a huge code (100,000 dims: 40 GB) is out of reach, and with fewer codes than
+            # dimensions it could not be estimated anyway: independent dimensions instead
+            self.sampling = "codes from a Gaussian with independent dimensions fitted to the training codes"
+            std = centred.std(0).clamp(min=1e-6)
+            torch.manual_seed(seed)
+            return self.decode((mean + std * torch.randn(n, codes.shape[1])).to(self.device)).cpu()
         cov = centred.T @ centred / max(1, codes.shape[0] - 1)
         cov = cov + 1e-5 * torch.eye(cov.shape[0]) * cov.diagonal().mean().clamp(min=1e-8)
         dist = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
         torch.manual_seed(seed)
         return self.decode(dist.sample((n,)).to(self.device)).cpu()
+
+    #: the largest code size whose full covariance :meth:`sample` fits (4096² floats: 64 MB)
+    FULL_COVARIANCE_MAX_DIM = 4096
 
     #: how :meth:`sample` draws codes, for captions
     sampling = "codes from a Gaussian fitted to the training codes"

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -59,6 +60,17 @@ def _chosen_curve_runs(table: RunTable, limit: int) -> pd.DataFrame:
     if table.setting_keys:
         done = done.sort_values("seed", na_position="last").groupby(table.setting_keys, dropna=False, sort=True).head(1)
     return done.head(limit)
+
+
+def _not_started(paths: list[Path]) -> list[dict[str, Any]]:
+    """The jobs of a stopped grid sweep that never started (they have no folder to find)."""
+    from aelab.folders import never_started_jobs
+
+    out = []
+    for path in paths:
+        for name in never_started_jobs(Path(path)):
+            out.append({"run": str(Path(path) / name), "status": "not started", "error": "the sweep stopped before this job began"})
+    return out
 
 
 def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, Path], list[str]]:
@@ -126,6 +138,7 @@ def compare(
             raise RunFolderError("give one or more sweep or run folders (or --wandb entity/project)")
         paths = [Path(p) for p in paths]
         table = build_table(paths, metrics)
+        table.problems += _not_started(paths)
         sources = [str(p) for p in paths]
         out = Path(out_dir) if out_dir else _default_out(paths)
     out.mkdir(parents=True, exist_ok=True)

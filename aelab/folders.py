@@ -116,6 +116,38 @@ def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, A
     return groups
 
 
+def never_started_jobs(sweep_dir: Path) -> list[str]:
+    """The job folders a grid sweep (basic or joblib launcher) was to create but did not: the sweep was stopped first.
+
+    Read from the sweep's ``aelab_sweep.yaml`` (its overrides) and expanded the way Hydra's basic
+    sweeper expands them, each job named as Hydra names its folder. Optuna searches (their jobs
+    are not known ahead) and sweeps without swept keys give an empty list.
+    """
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    marker = sweep_dir / SWEEP_FILE
+    try:
+        overrides = [str(o) for o in OmegaConf.load(marker).get("overrides", [])]
+        parser = OverridesParser.create()
+        parsed = parser.parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 — no marker, or overrides this Hydra cannot read: nothing to say
+        return []
+    if any(o.key_or_group in ("hparams_search", "hydra/sweeper") for o in parsed):
+        return []
+    swept = [o for o in parsed if o.is_sweep_override()]
+    if not swept or any(o.is_interval_sweep() for o in swept):
+        return []
+    from aelab import config_dir
+
+    defaults = OmegaConf.load(config_dir() / "hydra" / "default.yaml").job.config.override_dirname.exclude_keys
+    excluded = {o.key_or_group for o in parsed if not o.is_sweep_override()} | {str(k) for k in defaults}
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    names = [get_overrides_dirname(parser.parse_overrides(list(job)), sorted(excluded), ",", "=") for job in jobs]
+    return [n for n in names if not (sweep_dir / n).is_dir()]
+
+
 def swept_value_problems(overrides: list[str]) -> list[str]:
     """Every invalid value of a swept key (``model.bottleneck=2,0,8``), found before the first job starts.
 

@@ -96,3 +96,15 @@ def test_a_killed_run_reads_as_interrupted_is_evaluated_and_its_half_written_fil
     assert not stray.exists() and status(run_dir) == "completed"
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
 
+
+
+def test_the_jobs_a_stopped_grid_sweep_never_began_are_named(tmp_path):
+    from aelab.folders import never_started_jobs
+
+    sweep = tmp_path / "st"
+    (sweep / "model.bottleneck=2,model=mlp").mkdir(parents=True)
+    marker = {"overrides": ["model=mlp,conv", "model.bottleneck=2,4", "trainer.max_epochs=3", "sweep.name=st", "hydra/launcher=joblib"]}
+    (sweep / "aelab_sweep.yaml").write_text(json.dumps(marker))  # JSON is YAML
+    assert never_started_jobs(sweep) == ["model.bottleneck=4,model=mlp", "model.bottleneck=2,model=conv", "model.bottleneck=4,model=conv"]
+    (sweep / "aelab_sweep.yaml").write_text(json.dumps({"overrides": ["hparams_search=bottleneck_optuna"]}))
+    assert never_started_jobs(sweep) == []  # an Optuna search's trials are not known ahead

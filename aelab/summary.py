@@ -46,6 +46,9 @@ def headline(record: RunRecord) -> list[tuple[str, str, str]]:
         value = best.get(key[len("best/"):]) if key.startswith("best/") else final.get(key)
         if isinstance(value, (int, float)):
             rows.append((key, info.label(key), _fmt(value)))
+            spread = final.get(f"{key}_ci95") if key.startswith("gap/") else None
+            if isinstance(spread, (int, float)):  # the gap's interval, right under it
+                rows.append((f"{key}_ci95", info.label(f"{key}_ci95"), _fmt(spread)))
     return rows
 
 

@@ -185,7 +185,8 @@ def test_end_of_run_summary_shows_the_records_numbers(run_train, capsys):
     assert f"aelab-eval run={run_dir}" in out
     rows = headline(record)
     keys = {key for key, _, _ in rows}
-    assert {"test/recon_loss", "test/psnr", "test/ssim", "gap/recon_loss", "best/val/recon_loss"} <= keys
+    assert {"test/recon_loss", "test/psnr", "test/ssim", "gap/recon_loss", "gap/recon_loss_ci95", "best/val/recon_loss"} <= keys
+    assert 0 < summary["final"]["gap/recon_loss_ci95"] < 0.05  # the gap's 95 % half-width: real spread, not zero
     for key, label, _ in rows:  # each printed number is the record's, to the shown precision
         (line,) = [l for l in out.splitlines() if l.rstrip().endswith(key) and l.lstrip().startswith(label)]
         shown = float(re.findall(r"-?[\d,]*\.?\d+(?:e[-+]?\d+)?", line[len(label) + line.index(label):])[0].replace(",", ""))

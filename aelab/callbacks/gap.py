@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import lightning as L
 
@@ -16,7 +17,10 @@ class OverfittingGap(L.Callback):
     as many training images as validation evaluated (a fixed subset), with the
     same seeded corruption. The training loss that the progress bar shows is
     not comparable — it is taken in train mode on ever-changing corruptions.
-    Also logs the training-side value as ``train_eval/<key>``.
+    Also logs the training-side value as ``train_eval/<key>`` and ``gap/<key>_ci95``,
+    the half-width of the gap's 95 % interval: 1.96 × the standard error of the
+    difference of two means over different images (each side's variance over
+    its images), so a gap inside ±ci95 of zero is not evidence of overfitting.
 
     Args:
         max_samples: cap on the images measured on each side (``None``: all
@@ -39,10 +43,16 @@ class OverfittingGap(L.Callback):
             n = min(n, int(self.max_samples))
         if n <= 0:
             return
-        train_means = pl_module.evaluate_batches(dm.batches("train", limit=n, device=pl_module.device))
+        train_means = pl_module.evaluate_batches(dm.batches("train", limit=n, device=pl_module.device), spread=True)
+        n_val = pl_module.stage_count("val")
         for key, sign in pl_module.gap_keys.items():
             if key not in train_means:
                 continue
             val_mean = float(pl_module.stage_mean("val", key))
             pl_module.log(f"train_eval/{key}", train_means[key], on_step=False, on_epoch=True, sync_dist=True)
             pl_module.log(f"gap/{key}", sign * (val_mean - train_means[key]), on_step=False, on_epoch=True, sync_dist=True)
+            val_var = pl_module.stage_variance("val", key)
+            if val_var is not None and n_val > 1 and train_means.get("__n", 0) > 1:
+                # the two means are over different images: their difference's standard error, 95 % normal interval
+                se = math.sqrt(val_var / n_val + train_means[f"{key}__var"] / train_means["__n"])
+                pl_module.log(f"gap/{key}_ci95", 1.96 * se, on_step=False, on_epoch=True, sync_dist=True)

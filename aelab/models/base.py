@@ -113,6 +113,7 @@ class ReconstructionModule(L.LightningModule):
         infos = stage_metrics("recon_loss", self.recon_label, False, columns=("test", "best/val"))
         for key in self.gap_keys:
             infos.append(MetricInfo(f"gap/{key}", f"overfitting gap (val − train {key.replace('_', ' ')})", None, "last", True))
+            infos.append(MetricInfo(f"gap/{key}_ci95", "± (95 % interval of the gap)", None, "last"))
             infos.append(MetricInfo(f"train_eval/{key}", f"train {key.replace('_', ' ')} (eval mode)", None))
         infos += stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
         if self.is_images:
@@ -181,6 +182,9 @@ class ReconstructionModule(L.LightningModule):
         for stage in ("val", "test"):
             for key in self.metric_keys:
                 self.stage_means[f"{stage}__{key}"] = MeanMetric()
+        for key in self.gap_keys:  # second moments: the spread of the validation side of the gap
+            if key in self.metric_keys:
+                self.stage_means[f"val__{key}__sq"] = MeanMetric()
 
     def _means(self, stage: str, keys: Iterable[str]) -> dict[str, MeanMetric]:
         return {key: self.stage_means[f"{stage}__{key}"] for key in keys}
@@ -188,6 +192,14 @@ class ReconstructionModule(L.LightningModule):
     def stage_mean(self, stage: str, key: str) -> torch.Tensor:
         """The running mean of ``key`` in the current ``stage`` epoch (synced across ranks)."""
         return self.stage_means[f"{stage}__{key}"].compute()
+
+    def stage_variance(self, stage: str, key: str) -> float | None:
+        """The variance over images of ``key`` in the current ``stage`` epoch, when its second moment is kept."""
+        square = self.stage_means[f"{stage}__{key}__sq"] if f"{stage}__{key}__sq" in self.stage_means else None
+        if square is None or square.update_count == 0:
+            return None
+        mean = float(self.stage_mean(stage, key))
+        return max(0.0, float(square.compute()) - mean * mean)
 
     def stage_count(self, stage: str) -> int:
         """How many images the current ``stage`` epoch has evaluated (all ranks)."""
@@ -216,6 +228,8 @@ class ReconstructionModule(L.LightningModule):
         for key, metric in self._means(stage, metrics).items():
             metric.update(metrics[key])
             self.log(f"{stage}/{key}", metric, on_step=False, on_epoch=True, batch_size=n, prog_bar=key == self.objective_key)
+            if stage == "val" and f"val__{key}__sq" in self.stage_means:
+                self.stage_means[f"val__{key}__sq"].update(metrics[key].double().pow(2))
         self.stage_counts[stage].update(torch.tensor(float(n), device=self.device))
         x_hat = x_hat.clamp(0, 1)
         self.psnr[stage].update(x_hat, x)
@@ -233,16 +247,20 @@ class ReconstructionModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.stage_counts["val"].reset()
+        for name, metric in self.stage_means.items():
+            if name.endswith("__sq"):  # not logged, so Lightning does not reset it
+                metric.reset()
 
     def on_test_epoch_end(self) -> None:
         self.stage_counts["test"].reset()
 
     @torch.no_grad()
-    def evaluate_batches(self, batches: Iterable[dict], seed: int | None = None) -> dict[str, float]:
+    def evaluate_batches(self, batches: Iterable[dict], seed: int | None = None, spread: bool = False) -> dict[str, float]:
         """Mean per-sample metrics over float ``batches`` in eval mode, corrupting with a fixed seed.
 
         Used for the overfitting gap: the training images are measured exactly
-        like the validation images are.
+        like the validation images are. ``spread=True`` adds ``<key>__var`` (the
+        variance over images) and ``__n`` (how many images).
         """
         was_training = self.training
         self.eval()
@@ -252,7 +270,11 @@ class ReconstructionModule(L.LightningModule):
                                                      if not k.startswith("_")})
         finally:
             self.train(was_training)
-        return {key: float(v.double().mean()) for key, v in values.items()}
+        out = {key: float(v.double().mean()) for key, v in values.items()}
+        if spread and values:
+            out.update({f"{key}__var": float(v.double().var(unbiased=True)) if v.numel() > 1 else 0.0 for key, v in values.items()})
+            out["__n"] = float(next(iter(values.values())).numel())
+        return out
 
     # ------------------------------------------------------------ training
     #: the progress bar's training values refresh every this many steps (besides the steps the loggers write)

@@ -31,8 +31,8 @@ from aelab.errors import ConfigError, find_aelab_error
 from aelab.files import remove_temporaries
 from aelab.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
 from aelab.record import RECORD_METRICS, RunRecord, now_iso
-from aelab.session import (configure_threads, fast_exit, job_running, stop_with_parent, hydra_choices, is_multirun, loggable_config, own_wandb_service,
-                           process_started_at, quiet_known_warnings, sweep_name)
+from aelab.session import (configure_threads, fast_exit, hydra_choices, is_multirun, job_running, loggable_config, own_wandb_service,
+                           process_started_at, quiet_known_warnings, stop_with_parent, sweep_name)
 
 log = logging.getLogger("aelab.train")
 

@@ -78,6 +78,29 @@ def size_problem(params: int, run_dir: Path, on_gpu: bool) -> str | None:
             + ". Choose a smaller model.bottleneck (or hidden sizes), or run it on a bigger machine")
 
 
+#: library imports done before the training job's own (the size check before the run folder imports torch)
+EARLY_IMPORT_SECONDS: dict[str, float] = {}
+
+
+def model_size_problem(cfg: DictConfig, folder: Path) -> str | None:
+    """:func:`size_problem` for the model ``cfg`` describes (its data's input shape, counted on the meta device)."""
+    import sys
+    import time
+
+    started, first = time.time(), "lightning" not in sys.modules
+    import lightning  # noqa: F401 — the DataModule's base class; imported here, timed as the libraries' share
+    import torch
+    from hydra.utils import instantiate
+
+    if first:  # the run's start-up accounting counts library imports wherever they happen
+        EARLY_IMPORT_SECONDS["torch + lightning"] = time.time() - started
+
+    dims = list(instantiate(cfg.data, _convert_="all").dims)
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return size_problem(parameter_count(cfg, dims), folder, on_gpu)
+
+
 def _available_memory() -> int | None:
     try:
         with open("/proc/meminfo") as fh:

@@ -201,7 +201,7 @@ def prepare_run_dir(config: DictConfig) -> Path:
     started ``outputs/sweeps/wandb-<sweep id>/<run id>``, or a fresh unique one.
     """
     check_config(config)  # before any folder exists: a bad config leaves nothing behind
-    _exit_on([p for p in [accelerator_problem(config.get("trainer"))] if p])
+    _exit_on([p for p in [accelerator_problem(config.get("trainer")), _size_problem(config)] if p])
     run_dir = Path(str(config.hydra.run.dir))
     if _has_override(config, "hydra.run.dir"):
         _exit_on(output_problems(run_dir, _min_free_mb(config)))
@@ -224,6 +224,17 @@ def prepare_run_dir(config: DictConfig) -> Path:
     chosen.mkdir(parents=True, exist_ok=True)
     _own(chosen, "run folder")  # before Hydra writes .hydra/ into it
     return chosen
+
+
+def _size_problem(config: DictConfig) -> str | None:
+    """A model too big for this machine's memory or the output disk (see :func:`aelab.build.size_problem`)."""
+    from aelab.build import model_size_problem
+
+    try:
+        return model_size_problem(config, Path(str(config.paths.output_dir)))
+    except Exception as exc:  # noqa: BLE001 — an estimate that cannot be made is left to the run's own checks
+        log.debug("no size estimate before the run folder: %s", exc)
+        return None
 
 
 def _own(folder: Path, what: str):

@@ -63,7 +63,9 @@ class TrainingJob:
         import torch  # noqa: F401 — timed: the libraries' share of the start-up
         import lightning as L
 
-        self.timing["imports_s"] = round(time.time() - imports, 3)
+        from aelab.build import EARLY_IMPORT_SECONDS
+
+        self.timing["imports_s"] = round(time.time() - imports + sum(EARLY_IMPORT_SECONDS.values()), 3)
 
         from aelab.build import build_components, instantiate_group
         from aelab.callbacks import MetricsHistory, StepSeeding, Timing
@@ -115,14 +117,15 @@ class TrainingJob:
         self.warn_identity(parts.noise)
 
     def check_size(self, datamodule) -> None:
-        """Refuse a model whose training or checkpoints would not fit, before its memory is allocated."""
-        import torch
+        """Refuse a model whose training or checkpoints would not fit, before its memory is allocated.
 
-        from aelab.build import parameter_count, size_problem
+        A single run was checked before its folder existed (``prepare_run_dir``); a sweep job is checked here,
+        on the machine that runs it."""
+        if not is_multirun():
+            return
+        from aelab.build import model_size_problem
 
-        accelerator = str(self.cfg.trainer.get("accelerator", "auto"))
-        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        problem = size_problem(parameter_count(self.cfg, list(datamodule.dims)), self.run_dir, on_gpu)
+        problem = model_size_problem(self.cfg, self.run_dir)
         if problem:
             raise ConfigError(problem)
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from aelab.config_checks import accelerator_problem, check_config, local_ddp_sweep_problem, output_problems
 from aelab.files import write_json_atomic
-from aelab.locks import FolderInUse, is_extra_rank, lock_folder, owner_alive
+from aelab.locks import FolderInUse, is_extra_rank, lock_folder
 from aelab.record import METRICS_FILE, RunRecord, now_iso
 from aelab.runs import is_run_dir
 
@@ -52,8 +52,8 @@ def _unique_dir(path: Path) -> Path:
             candidate = path.with_name(f"{path.name}_{n}")
 
 
-def _quote(value: str) -> str:
-    """Quote a value for a Hydra override (commas and brackets stay literal)."""
+def quote_override(value: str) -> str:
+    """Quote a value for a Hydra override (commas, brackets and colons stay literal)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -107,7 +107,7 @@ def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, A
             groups["completed" if ran_now else "skipped"].append(entry)
         elif status == "pruned":
             groups["pruned"].append(entry)
-        elif status == "running" and not ran_now and not owner_alive(job):  # left by a killed earlier process, not rerun
+        elif metrics.live_status() == "interrupted" and status == "running" and not ran_now:  # a killed earlier process's, not rerun
             entry["error"] = "interrupted in an earlier process (killed?); not run again"
             groups["stale"].append(entry)
         else:
@@ -299,13 +299,13 @@ class RunFolderCallback(Callback):
             sweep_dir = _unique_dir(Path(str(config.hydra.sweep.dir)))
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.sweep.dir = str(sweep_dir)
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quote(str(sweep_dir))}")
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quote_override(str(sweep_dir))}")
             # Job folders are named from the swept keys only: the constant overrides are the same for all.
             swept, constant = split_overrides(overrides)
             swept += list((config.hydra.sweeper.get("params") or {}).keys())  # sweeps declared in a config
             excludes = list(config.hydra.job.config.override_dirname.exclude_keys) + constant
             config.hydra.overrides.hydra.append(
-                "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(_quote(k) for k in excludes) + "]"
+                "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(quote_override(k) for k in excludes) + "]"
             )
             default_subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.override_dirname}"
             if not swept and default_subdir and not _has_override(config, "hydra.sweep.subdir"):

@@ -33,6 +33,8 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from aelab.folders import quote_override
+
 log = logging.getLogger(__name__)
 
 #: the overrides each job receives (excluded from job folder names by conf/hydra/default.yaml)
@@ -42,10 +44,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 def default_storage(sweep_dir: str | Path) -> str:
     return f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class OptunaSearch(OptunaSweeperImpl):
@@ -91,7 +89,7 @@ class OptunaSearch(OptunaSweeperImpl):
             batch = min(to_go, self.n_jobs)
             trials = [study.ask() for _ in range(batch)]
             overrides = [
-                (*job, f"search.storage={_quote(storage)}", f"search.study={_quote(study_name)}", f"search.trial={trial.number}")
+                (*job, f"search.storage={quote_override(storage)}", f"search.study={quote_override(study_name)}", f"search.trial={trial.number}")
                 for job, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
             ]
             returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)

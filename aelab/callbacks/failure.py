@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from aelab.errors import find_aelab_error
+from aelab.errors import DiskFullError, find_aelab_error
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class SaveOnFailure(L.Callback):
     def on_exception(self, trainer: "L.Trainer", pl_module: "L.LightningModule", exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             return
-        if find_aelab_error(exception).__class__.__name__ == "DiskFullError":
+        if isinstance(find_aelab_error(exception), DiskFullError):
             log.warning("the disk is full: not writing %s again (the earlier one is kept)", self.path)
             return
         finite = all(torch.isfinite(p).all() for p in pl_module.parameters())

@@ -424,6 +424,7 @@ class ResumableCSVLogger(CSVLogger):
             out = io.StringIO()
             csv.writer(out, lineterminator="\n").writerows(kept)
             write_text_atomic(path, out.getvalue())
+            self._experiment = None  # the writer re-reads the trimmed file's header before appending
         return dropped
 
     @property

@@ -42,8 +42,8 @@ class MetricsHistory(L.Callback):
     def on_train_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         if trainer.global_step > 0 and trainer.is_global_zero:  # resumed: steps past the checkpoint are trained again
             for logger in trainer.loggers:
-                if hasattr(logger, "drop_rows_from") and logger.drop_rows_from(trainer.global_step):
-                    logger._experiment = None  # noqa: SLF001 — re-read the trimmed file's header before appending
+                if hasattr(logger, "drop_rows_from"):
+                    logger.drop_rows_from(trainer.global_step)
 
     def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
         if trainer.sanity_checking:

@@ -495,6 +495,13 @@ def _disk_path() -> Path:
     return user_cache_dir() / f"signatures-py{sys.version_info[0]}{sys.version_info[1]}.pkl"
 
 
+def _disk_key(target: str) -> str:
+    """The cache key of ``target``: its name and where its top-level package lives, so that two checkouts
+    (a fresh clone beside the working copy) never read each other's signatures."""
+    origin, locations = _spec_locations(target.split(".")[0])
+    return f"{target}@{origin or (locations[0] if locations else '')}"
+
+
 def _from_disk(target: str) -> Signature | None:
     """A signature read in an earlier process, if none of the files it was read from has changed since."""
     global _DISK
@@ -507,7 +514,7 @@ def _from_disk(target: str) -> Signature | None:
         except Exception:  # noqa: BLE001 — missing, from another version, corrupt: start afresh
             _DISK = {}
         atexit.register(_save_disk)
-    entry = _DISK.get(target)
+    entry = _DISK.get(_disk_key(target))
     if entry is None:
         return None
     sig, deps = entry
@@ -529,7 +536,7 @@ def _save_disk() -> None:
 
     try:
         with atomic_path(_disk_path()) as tmp:
-            tmp.write_bytes(pickle.dumps({**_DISK, **{t: (s, _DEPS[t]) for t, s in _SIGNATURES.items() if t in _DEPS}}))
+            tmp.write_bytes(pickle.dumps({**_DISK, **{_disk_key(t): (s, _DEPS[t]) for t, s in _SIGNATURES.items() if t in _DEPS}}))
     except OSError:
         pass  # a read-only home: the next process reads the sources again
 

@@ -1,9 +1,14 @@
 """LightningModules of the autoencoder family: one deterministic Autoencoder (plain, denoising, sparse,
-contractive, linear are its options) and the VAE family, on the shared ReconstructionModule."""
+contractive, linear, WAE-MMD are its options), VQ-VAE, and the VAE family (VAE, β-VAE, β-TC-VAE, IWAE),
+on the shared ReconstructionModule."""
 
 from aelab.models.autoencoder import Autoencoder
 from aelab.models.base import ReconstructionModule
-from aelab.models.penalties import ContractivePenalty, SparsityPenalty
+from aelab.models.iwae import IWAE
+from aelab.models.penalties import ContractivePenalty, MMDPenalty, SparsityPenalty
+from aelab.models.tcvae import BetaTCVAE
 from aelab.models.vae import VAE
+from aelab.models.vqvae import VQVAE
 
-__all__ = ["Autoencoder", "ContractivePenalty", "ReconstructionModule", "SparsityPenalty", "VAE"]
+__all__ = ["IWAE", "VAE", "VQVAE", "Autoencoder", "BetaTCVAE", "ContractivePenalty", "MMDPenalty", "ReconstructionModule",
+           "SparsityPenalty"]

@@ -24,7 +24,7 @@ from aelab.data.noise import Corruption
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.base import ReconstructionModule
-from aelab.models.penalties import ContractivePenalty, SparsityPenalty
+from aelab.models.penalties import ContractivePenalty, MMDPenalty, SparsityPenalty
 from aelab.nets import MLPDecoder, MLPEncoder
 from aelab.signatures import check_arguments
 
@@ -68,6 +68,8 @@ class Autoencoder(ReconstructionModule):
         noise: corruption applied to training inputs (and, with a fixed seed, to val/test).
         sparse: ``None`` or a :class:`SparsityPenalty` on the code.
         contractive: ``None`` or a :class:`ContractivePenalty` on the encoder.
+        mmd: ``None`` or an :class:`MMDPenalty` pulling the codes' distribution to ``N(0, I)`` (the Wasserstein
+            autoencoder, WAE-MMD); such a model samples from that prior.
         optimizer, scheduler: partials taking ``params`` / ``optimizer`` (Adam 1e-3 if None).
         monitor, monitor_mode: the validation metric that selects the best checkpoint.
     """
@@ -83,6 +85,7 @@ class Autoencoder(ReconstructionModule):
         noise: Corruption | None = None,
         sparse: SparsityPenalty | None = None,
         contractive: ContractivePenalty | None = None,
+        mmd: MMDPenalty | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         monitor: str = "val/recon_loss",
@@ -95,7 +98,7 @@ class Autoencoder(ReconstructionModule):
                          scheduler_monitor=monitor, eval_seed=eval_seed, val_ssim=val_ssim)
         if loss == "bce" and output_activation != "sigmoid":
             raise ConfigError("model.loss=bce needs model.output_activation=sigmoid (outputs must be probabilities)")
-        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler", "sparse", "contractive"], logger=False)
+        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler", "sparse", "contractive", "mmd"], logger=False)
         self.encoder, self.decoder = build_nets(encoder, decoder, self.input_shape, bottleneck)
         self.loss_name = loss
         self.recon_label = "reconstruction MSE" if loss == "mse" else "reconstruction BCE"
@@ -107,6 +110,9 @@ class Autoencoder(ReconstructionModule):
                 "set model.encoder.code_activation=sigmoid"
             )
         self.contraction = contractive
+        self.mmd = mmd
+        if mmd is not None:
+            self.sampling = "samples from the prior N(0, I) the MMD penalty matches the codes to"
         keys = ["recon_loss"] + (["mse"] if loss != "mse" else [])
         self.register_metric_keys(keys)
 
@@ -118,7 +124,9 @@ class Autoencoder(ReconstructionModule):
             infos.append(MetricInfo("train/sparse_penalty", "sparsity penalty", False))
         if self.contraction is not None:
             infos.append(MetricInfo("train/contractive_penalty", "contractive penalty", False))
-        if self.sparsity is not None or self.contraction is not None:
+        if self.mmd is not None:
+            infos.append(MetricInfo("train/mmd_penalty", "MMD penalty (weight × MMD²)", False))
+        if self.sparsity is not None or self.contraction is not None or self.mmd is not None:
             infos.append(MetricInfo("train/loss", "training objective", False))
         return infos
 
@@ -172,6 +180,9 @@ class Autoencoder(ReconstructionModule):
         if self.contraction is not None:
             values["train/contractive_penalty"] = penalty = self.contraction(x_in, z)
             loss = loss + penalty
+        if self.mmd is not None:
+            values["train/mmd_penalty"] = penalty = self.mmd(z)
+            loss = loss + penalty
         if not self.check_finite(loss):
             return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
         if loss is not recon:
@@ -189,3 +200,12 @@ class Autoencoder(ReconstructionModule):
         if self.loss_name != "mse":
             metrics["mse"] = (x_hat - x).pow(2).flatten(1).mean(1)
         return metrics, x_in, x_hat
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batches=None) -> torch.Tensor:
+        """With an MMD penalty (WAE), ``n`` images decoded from the prior ``N(0, I)``; otherwise from a Gaussian
+        fitted to the training codes (see :meth:`ReconstructionModule.sample`)."""
+        if self.mmd is None:
+            return super().sample(n, seed, batches)
+        z = torch.randn(n, self.bottleneck, generator=torch.Generator().manual_seed(seed))
+        return self.decode(z.to(self.device)).cpu()

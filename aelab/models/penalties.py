@@ -68,3 +68,42 @@ class ContractivePenalty(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.weight * self.frobenius_sq(x, z).mean()
+
+
+class MMDPenalty(nn.Module):
+    """``weight · MMD²(q(z), p(z))`` between the batch's codes and as many draws from the prior ``N(0, I)``.
+
+    The Wasserstein autoencoder's regulariser (Tolstikhin et al. 2018, WAE-MMD): the unbiased U-statistic
+    of the squared maximum mean discrepancy with the inverse multiquadratics kernel
+    ``k(x, y) = C / (C + ‖x − y‖²)``, summed over the scales ``C = s · 2·D·σ²`` (σ² = 1, the prior's variance;
+    the paper's code uses s in {0.1, 0.2, 0.5, 1, 2, 5, 10}). ``weight`` is λ in units of the per-pixel MSE:
+    the paper's λ = 10 on the summed squared error of a 28×28 image is ``weight ≈ 10 / 784 ≈ 0.013``.
+    """
+
+    def __init__(self, weight: NonNegativeFloat = 0.01, kernel: Literal["imq", "rbf"] = "imq",
+                 scales: list[Annotated[float, Range(gt=0, what="a kernel scale")]] | None = None):
+        super().__init__()
+        check_arguments(MMDPenalty, locals(), "model.mmd")
+        self.weight, self.kernel = float(weight), kernel
+        self.scales = [float(s) for s in (scales or (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0))]
+
+    def _kernel_sum(self, sq_dist: torch.Tensor, dim: int) -> torch.Tensor:
+        out = torch.zeros_like(sq_dist)
+        for s in self.scales:
+            c = 2.0 * dim * s
+            out = out + (c / (c + sq_dist) if self.kernel == "imq" else torch.exp(-sq_dist / c))
+        return out
+
+    def mmd(self, z: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """The unbiased estimate of MMD² between the rows of ``z`` and of ``prior`` (both ``[n, D]``, n ≥ 2)."""
+        n, dim = z.shape
+        off = 1.0 - torch.eye(n, device=z.device, dtype=z.dtype)
+        k_zz = self._kernel_sum(torch.cdist(z, z).pow(2), dim)
+        k_pp = self._kernel_sum(torch.cdist(prior, prior).pow(2), dim)
+        k_zp = self._kernel_sum(torch.cdist(z, prior).pow(2), dim)
+        return ((k_zz * off).sum() + (k_pp * off).sum()) / (n * (n - 1)) - 2.0 * k_zp.mean()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[0] < 2:
+            return z.new_zeros(())
+        return self.weight * self.mmd(z, torch.randn_like(z))

@@ -212,7 +212,8 @@ class VAE(ReconstructionModule):
         out = self.decoder_output(z)
         recon = -self.log_likelihood(out, x)
         kl_dims = kl_to_standard_normal(mu, logvar)
-        return {"recon": recon, "kl_dims": kl_dims, "kl": kl_dims.sum(1), "elbo": -recon - kl_dims.sum(1), "mu": mu}
+        return {"recon": recon, "kl_dims": kl_dims, "kl": kl_dims.sum(1), "elbo": -recon - kl_dims.sum(1), "mu": mu,
+                "logvar": logvar, "z": z}
 
     def kl_weight(self) -> float:
         """β times the warm-up factor at the current step."""
@@ -247,6 +248,7 @@ class VAE(ReconstructionModule):
                       "train/kl": terms["kl"].mean(), "train/kl_weight": self.kl_weight()}
             if self.log_sigma.requires_grad:
                 values["train/sigma"] = self.log_sigma.exp()
+            values.update(self.step_values(terms))
             self.log_step(values, n, prog_bar="train/loss")
         self.accumulate_epoch({"train/loss_epoch": loss}, n)
         return loss
@@ -262,8 +264,17 @@ class VAE(ReconstructionModule):
             "kl": terms["kl"],
             "recon_loss": (x_hat - x).pow(2).flatten(1).mean(1),
             "_kl_dims": terms["kl_dims"],
+            **self.extra_metrics(terms),
         }
         return metrics, x_in, x_hat
+
+    def step_values(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Objective-specific training values logged beside the ELBO terms (none for the VAE)."""
+        return {}
+
+    def extra_metrics(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Objective-specific per-image validation/test metrics (registered with :meth:`register_metric_keys`)."""
+        return {}
 
     def update_extras(self, stage: str, extras: dict[str, torch.Tensor], x: torch.Tensor) -> None:
         """KL per latent dimension (val/test) and the IWAE estimate (test only)."""
@@ -298,17 +309,12 @@ class VAE(ReconstructionModule):
             self.log("test/nll_iwae", self.test_nll.compute().reshape(-1)[0], sync_dist=False)
 
     # --------------------------------------------------------------- IWAE
-    @torch.no_grad()
-    def iwae_bound(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The importance-weighted bound L_k (Burda et al. 2016) per image, in nats.
+    def log_weights(self, x_in: torch.Tensor, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``log p(x, z_i) − log q(z_i|x_in)`` for ``k`` samples ``z_i ~ q(z|x_in)``: ``[k, B]`` (differentiable).
 
-        ``log (1/k) Σ_i p(x, z_i) / q(z_i|x)`` with ``z_i ~ q(z|x)``; the decoder
-        sees at most ``iwae_chunk`` (samples × images) inputs per pass. L_1 is a one-sample ELBO estimate and
-        L_k grows towards log p(x) with k; its negative is the NLL estimate.
+        The decoder sees at most ``iwae_chunk`` (samples × images) inputs per pass.
         """
-        if x.shape[0] > self.iwae_chunk:  # bound the decoder batch: images in groups, then samples
-            return torch.cat([self.iwae_bound(part, k, generator) for part in x.split(self.iwae_chunk)])
-        mu, logvar = self.posterior(x)
+        mu, logvar = self.posterior(x_in)
         std = (0.5 * logvar).exp()
         log_weights = []
         per_pass = max(1, self.iwae_chunk // x.shape[0])  # samples per decoder pass
@@ -321,8 +327,18 @@ class VAE(ReconstructionModule):
             log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
             log_qz = gaussian_log_density(z, mu, logvar)
             log_weights.append(log_px_z + log_pz - log_qz)
-        log_w = torch.cat(log_weights, dim=0)
-        return torch.logsumexp(log_w, dim=0) - math.log(k)
+        return torch.cat(log_weights, dim=0)
+
+    @torch.no_grad()
+    def iwae_bound(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The importance-weighted bound L_k (Burda et al. 2016) per image, in nats.
+
+        ``log (1/k) Σ_i p(x, z_i) / q(z_i|x)`` with ``z_i ~ q(z|x)``. L_1 is a one-sample ELBO estimate and
+        L_k grows towards log p(x) with k; its negative is the NLL estimate.
+        """
+        if x.shape[0] > self.iwae_chunk:  # bound the decoder batch: images in groups, then samples
+            return torch.cat([self.iwae_bound(part, k, generator) for part in x.split(self.iwae_chunk)])
+        return torch.logsumexp(self.log_weights(x, x, k, generator), dim=0) - math.log(k)
 
     def summary_extras(self) -> dict[str, Any]:
         """VAE facts for metrics.json: KL per latent dimension and the IWAE settings."""

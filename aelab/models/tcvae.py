@@ -94,7 +94,7 @@ class BetaTCVAE(VAE):
         check_arguments(BetaTCVAE, locals(), "model")
         super().__init__(beta=beta, **kwargs)
         self.alpha, self.gamma = float(alpha), float(gamma)
-        self.sampling = sampling
+        self.tc_sampling = sampling
         self.dataset_size = None if dataset_size is None else int(dataset_size)
         self.register_metric_keys(self.metric_keys + ["tc"])
 
@@ -107,7 +107,7 @@ class BetaTCVAE(VAE):
 
     def decomposition(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.dataset_size or terms["z"].shape[0]
-        return decomposed_kl(terms["z"], terms["mu"], terms["logvar"], n, self.sampling)
+        return decomposed_kl(terms["z"], terms["mu"], terms["logvar"], n, self.tc_sampling)
 
     def kl_weight(self) -> float:
         """The warm-up factor alone (α, β, γ weigh the three terms)."""

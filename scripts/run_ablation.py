@@ -31,6 +31,9 @@ ABLATIONS = (
     "anomaly_oneclass",
     "vae_beta_latent",
     "vae_reference",
+    "bottleneck_overfitting",
+    "objectives",
+    "disentanglement_beta",
 )
 
 

@@ -248,3 +248,31 @@ def test_compare_a_sweep_over_the_input_shape_tabulates_and_skips_the_shared_gri
     assert "compared 2 runs (2 completed)" in compared.stdout
     assert "inputs of different shapes" in (tmp_path / "cmp" / "report.md").read_text()
     assert (tmp_path / "cmp" / "comparison.csv").is_file()
+
+
+def test_compare_carries_the_gaps_interval_into_its_plot(tmp_path):
+    from aelab.analysis.plots import metric_figures
+    from aelab.analysis.table import aggregate, table_from_records
+
+    records = [
+        {"run": f"b{b}s{s}", "status": "completed", "seed": s, "gap/recon_loss": g, "gap/recon_loss_ci95": 0.001,
+         "test/recon_loss": 0.02, "_config": {"model.bottleneck": b, "seed": s}, "_choices": {"model": "mlp"},
+         "_overrides": ["model.bottleneck", "seed"]}
+        for b, gaps in ((2, (0.0001, 0.0003)), (64, (0.004, 0.006))) for s, g in enumerate(gaps)
+    ]
+    table = table_from_records(records, ["gap/recon_loss", "test/recon_loss"])
+    summary = aggregate(table)
+    # the interval rides along with the gap, so the plot can tell a gap inside its noise floor from one outside it
+    assert list(summary["gap/recon_loss_ci95"]) == pytest.approx([0.001, 0.001])
+    files = metric_figures(summary, table, tmp_path, table.metrics)
+    assert files["gap/recon_loss"].is_file()
+    import matplotlib.pyplot as plt
+    from aelab.analysis.plots import plot_metric
+
+    fig, ax = plt.subplots()
+    plot_metric(summary, table, "gap/recon_loss", ax)
+    from matplotlib.collections import PolyCollection
+
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]  # the shaded interval around the mean gap
+    assert len(bands) == 1 and "95 %" in ax.get_title()
+    plt.close(fig)

@@ -41,16 +41,23 @@ def plot_metric(summary: pd.DataFrame, table: RunTable, metric: str, ax: plt.Axe
     keys = variant_keys(table, x)
     if x is None:
         names = [variant_name(r, keys) for r in summary.to_dict("records")]
-        ax.bar(range(len(names)), summary[metric], yerr=summary[f"{metric} std"].fillna(0), capsize=3)
+        interval = summary[f"{metric}_ci95"].fillna(0) if f"{metric}_ci95" in summary else None
+        ax.bar(range(len(names)), summary[metric], yerr=summary[f"{metric} std"].fillna(0) if interval is None else interval, capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        if interval is not None:
+            ax.set_title("bars: 95 % interval of one run's gap (mean over seeds)", fontsize=8)
     else:
         groups = summary.groupby(keys, sort=True, dropna=False) if keys else [((), summary)]
         for name, group in groups:
             name = name if isinstance(name, tuple) else (name,)
             xs = pd.to_numeric(group[x], errors="coerce")
             order = xs.argsort()
-            ax.errorbar(xs.iloc[order], group[metric].iloc[order], yerr=group[f"{metric} std"].iloc[order].fillna(0),
-                        marker="o", capsize=3, label=", ".join(f"{k}={v}" for k, v in zip(keys, name)) or None)
+            line = ax.errorbar(xs.iloc[order], group[metric].iloc[order], yerr=group[f"{metric} std"].iloc[order].fillna(0),
+                               marker="o", capsize=3, label=", ".join(f"{k}={v}" for k, v in zip(keys, name)) or None)
+            if f"{metric}_ci95" in group and group[f"{metric}_ci95"].notna().any():
+                # the gap's own noise floor: the 95 % interval of one run's estimate (mean over seeds), as a band
+                mean, ci = group[metric].iloc[order], group[f"{metric}_ci95"].iloc[order].fillna(0)
+                ax.fill_between(xs.iloc[order], mean - ci, mean + ci, color=line[0].get_color(), alpha=0.15, lw=0)
         xs_all = pd.to_numeric(summary[x], errors="coerce")
         if x.endswith("bottleneck") and (xs_all > 0).all():
             ax.set_xscale("log", base=2)
@@ -63,6 +70,8 @@ def plot_metric(summary: pd.DataFrame, table: RunTable, metric: str, ax: plt.Axe
         ax.set_yscale("log")
     if metric.startswith("gap/"):
         ax.axhline(0, color="grey", lw=0.8, ls=":")
+        if f"{metric}_ci95" in summary and x is not None:
+            ax.set_title("bars: std over seeds; band: 95 % interval of one run's gap", fontsize=8)
     ax.set_ylabel(table.info.label(metric))
     ax.grid(alpha=0.3)
 

@@ -180,6 +180,8 @@ def aggregate(table: RunTable) -> pd.DataFrame:
         return pd.DataFrame()
     keys = table.setting_keys
     numeric = [m for m in table.metrics if m in done.columns]
+    # a gap's 95 % interval rides along with the gap (for the plots), shown as a column only when asked for
+    numeric += [f"{m}_ci95" for m in numeric if m.startswith("gap/") and f"{m}_ci95" in done.columns and f"{m}_ci95" not in numeric]
     values = done[keys + numeric].copy()
     for m in numeric:
         values[m] = pd.to_numeric(values[m], errors="coerce")

@@ -7,8 +7,8 @@ codebook of ``codebook_size`` vectors, and the decoder reads the quantised vecto
 quantisation straight through; the loss is the reconstruction error plus ``commitment · ‖z_e − sg(e)‖²``
 (β = 0.25 in the paper). The codebook is learned by exponential moving averages of the assigned
 encoder outputs (the paper's appendix; Razavi et al. 2019), not by gradients; an entry that no code
-has chosen for a while (EMA usage below ``dead_code_threshold``) is restarted at a random encoder
-output of the current batch. Across DDP ranks the usage counts and sums are all-reduced and restarts
+has chosen for ``dead_code_steps`` training steps is restarted at a random encoder output of the
+current batch (the usual remedy for codebook collapse, where one entry follows the moving encoder outputs alone). Across DDP ranks the usage counts and sums are all-reduced and restarts
 are broadcast from rank 0, so every rank keeps the same codebook.
 
 Logged: ``train/perplexity`` (of the batch's code choices), ``val/perplexity`` and ``val/codebook_usage``
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelab.batches import map_batches
-from aelab.constraints import NonNegativeFloat, PositiveInt, Range
+from aelab.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.autoencoder import Autoencoder
@@ -56,13 +56,14 @@ class VectorQuantizer(nn.Module):
     ``mean ‖z_e − sg(z_q)‖²``. :meth:`update` moves the codebook towards the encoder outputs (training only).
     """
 
-    def __init__(self, size: int, dim: int, decay: float = 0.99, eps: float = 1e-5, dead_code_threshold: float = 1e-3):
+    def __init__(self, size: int, dim: int, decay: float = 0.99, eps: float = 1e-5, dead_code_steps: int = 20):
         super().__init__()
         self.size, self.dim, self.decay, self.eps = int(size), int(dim), float(decay), float(eps)
-        self.dead_code_threshold = float(dead_code_threshold)
+        self.dead_code_steps = int(dead_code_steps)
         self.register_buffer("embedding", torch.randn(self.size, self.dim))
-        self.register_buffer("cluster_size", torch.zeros(self.size))
+        self.register_buffer("cluster_size", torch.ones(self.size))
         self.register_buffer("embed_sum", self.embedding.clone())
+        self.register_buffer("steps_unused", torch.zeros(self.size, dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
 
@@ -84,10 +85,9 @@ class VectorQuantizer(nn.Module):
         """One EMA step of the codebook towards the outputs ``z_e`` assigned to each entry; restart dead entries."""
         flat = z_e.detach().reshape(-1, self.dim).float()
         idx = indices.reshape(-1)
-        if not bool(self.initialized):  # first batch: entries start at random encoder outputs (k-means++-like seeding)
+        if not bool(self.initialized):  # first batch: entries start at random encoder outputs
             self._restart(torch.arange(self.size, device=flat.device), flat)
             self.initialized.fill_(True)
-            self.cluster_size.fill_(1.0)
             self.embed_sum.copy_(self.embedding)
             return
         one_hot = F.one_hot(idx, self.size).float()
@@ -98,11 +98,16 @@ class VectorQuantizer(nn.Module):
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.size * self.eps) * n  # Laplace smoothing
         self.embedding.copy_(self.embed_sum / smoothed[:, None])
-        dead = (self.cluster_size < self.dead_code_threshold).nonzero().flatten()
+        self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+        if self.dead_code_steps <= 0:
+            return
+        dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
         if len(dead):
             self._restart(dead, flat)
-            self.cluster_size[dead] = 1.0
-            self.embed_sum[dead] = self.embedding[dead]
+            usage = counts.sum() / self.size  # a restarted entry starts with the average usage
+            self.cluster_size[dead] = usage
+            self.embed_sum[dead] = self.embedding[dead] * usage
+            self.steps_unused[dead] = 0
             self.restarts += len(dead)
 
     def _restart(self, entries: torch.Tensor, flat: torch.Tensor) -> None:
@@ -136,7 +141,7 @@ class VQVAE(Autoencoder):
         code_dim: numbers per slot (the codebook vectors' size); must divide ``bottleneck``.
         commitment: β of the commitment loss.
         ema_decay: decay of the codebook's moving averages.
-        dead_code_threshold: EMA usage (assignments per step) below which an entry is restarted.
+        dead_code_steps: steps without being chosen after which an entry is restarted (0 = never).
         **kwargs: the options of :class:`~aelab.models.Autoencoder` (nets, loss, noise, ...).
     """
 
@@ -146,7 +151,7 @@ class VQVAE(Autoencoder):
         code_dim: PositiveInt = 4,
         commitment: NonNegativeFloat = 0.25,
         ema_decay: Annotated[float, Range(ge=0, lt=1, what="a decay")] = 0.99,
-        dead_code_threshold: NonNegativeFloat = 1e-3,
+        dead_code_steps: NonNegativeInt = 20,
         **kwargs,
     ):
         check_arguments(VQVAE, locals(), "model")
@@ -162,7 +167,7 @@ class VQVAE(Autoencoder):
                                   "does not apply to a VQ-VAE (its code is quantised)")
         self.code_dim, self.codebook_size, self.commitment = int(code_dim), int(codebook_size), float(commitment)
         self.slots = self.bottleneck // self.code_dim
-        self.quantizer = VectorQuantizer(self.codebook_size, self.code_dim, ema_decay, dead_code_threshold=dead_code_threshold)
+        self.quantizer = VectorQuantizer(self.codebook_size, self.code_dim, ema_decay, dead_code_steps=dead_code_steps)
         self.code_counts = nn.ModuleDict({s: CodeCounts(self.codebook_size) for s in ("val", "test")})
         self.sampling = "codes drawn slot by slot from the training codes' entry frequencies (slots independent)"
 

@@ -122,7 +122,8 @@ def ablation_metrics(sweep_dir: Path) -> list[str] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=ABLATIONS)
-    parser.add_argument("--scale", choices=("quick", "full"), default="quick")
+    parser.add_argument("--scale", choices=("quick", "cpu", "full"), default="quick",
+                        help="quick (minutes on a CPU), cpu (the full protocol sized for a CPU, where the experiment defines it), full")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel jobs (joblib launcher); 1 = sequential")
     parser.add_argument("--no-compare", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")

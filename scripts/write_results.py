@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,6 +151,73 @@ def verdict_vae(s: pd.DataFrame) -> str:
             + "; ".join(lines) + ".")
 
 
+def _by(s: pd.DataFrame, key: str) -> pd.DataFrame:
+    return s.assign(_k=pd.to_numeric(s[key], errors="coerce")).sort_values("_k")
+
+
+def verdict_bottleneck_overfitting(s: pd.DataFrame) -> str:
+    g = _by(s, "model.bottleneck")
+    sizes = [int(b) for b in g["_k"]]
+    gap, ci = g["gap/recon_loss"].to_numpy(), g.get("gap/recon_loss_ci95", pd.Series([math.nan] * len(g))).to_numpy()
+    train, test = g["train_eval/recon_loss"].to_numpy(), g["test/recon_loss"].to_numpy()
+    rank = pd.Series(gap).rank().corr(pd.Series(range(len(gap))).rank())  # Spearman: gap vs bottleneck order
+    outside = [b for b, v, c in zip(sizes, gap, ci) if not math.isnan(c) and v > c]
+    best = sizes[int(test.argmin())]
+    grows = rank > 0.8
+    falls = bool((pd.Series(train).diff().dropna() <= 1e-6).all())
+    interior = sizes[0] < best < sizes[-1]
+    held = grows and falls and interior
+    seeds = int(g["gap/recon_loss n"].max()) if "gap/recon_loss n" in g else 1
+    return (f"{'Held' if held else 'Partly held' if grows or interior else 'Did not hold'} ({seeds} seeds per size): the gap "
+            f"(validation − training MSE, eval mode, equal image counts) rises with the bottleneck (Spearman ρ = {rank:.2f}) from "
+            f"{gap[0]:.5f} at {sizes[0]} to {gap[-1]:.5f} at {sizes[-1]}; it lies outside its own 95 % interval at "
+            f"{', '.join(map(str, outside)) or 'no size'}; the training error {'falls' if falls else 'does not fall'} monotonically "
+            f"({train[0]:.4f} → {train[-1]:.4f}); the test error is lowest at bottleneck {best} ({test.min():.4f}; "
+            f"{'an intermediate size' if interior else 'an end of the range'}), {test[0]:.4f} at {sizes[0]} and {test[-1]:.4f} at "
+            f"{sizes[-1]}.")
+
+
+def verdict_objectives(s: pd.DataFrame) -> str:
+    parts = []
+    for b, g in s.groupby("model.bottleneck"):
+        g = g.set_index("model")
+        recon = g["test/recon_loss"].sort_values()
+        text = f"bottleneck {b}: reconstruction best {recon.index[0]} ({recon.iloc[0]:.4f}), worst {recon.index[-1]} ({recon.iloc[-1]:.4f})"
+        if "eval/probe_acc" in g:
+            probe = g["eval/probe_acc"].sort_values(ascending=False)
+            text += f"; probe accuracy best {probe.index[0]} ({probe.iloc[0]:.3f}), worst {probe.index[-1]} ({probe.iloc[-1]:.3f})"
+        if "test/nll_iwae" in g and {"vae", "iwae"} <= set(g.index):
+            v, i = float(g.loc["vae", "test/nll_iwae"]), float(g.loc["iwae", "test/nll_iwae"])
+            text += f"; test NLL (IWAE bound) IWAE-5 {i:.1f} vs VAE {v:.1f} nats ({'tighter' if i < v else 'not tighter'})"
+        parts.append(text)
+    iwae_better = all(float(g.set_index("model").loc["iwae", "test/nll_iwae"]) < float(g.set_index("model").loc["vae", "test/nll_iwae"])
+                      for _, g in s.groupby("model.bottleneck")
+                      if "test/nll_iwae" in g and {"vae", "iwae"} <= set(g["model"]))
+    return ("The deterministic objectives (AE, WAE) reconstruct best and the KL-weighted ones (β-VAE, β-TC-VAE) worst, as their "
+            "objectives trade reconstruction for a prior-shaped code; " + "; ".join(parts) + ". "
+            + ("Held: IWAE-5 training gives a lower NLL than the VAE at every bottleneck (Burda et al. 2016)."
+               if iwae_better else "IWAE-5 does not beat the VAE's NLL at every bottleneck at this budget."))
+
+
+def verdict_disentanglement(s: pd.DataFrame) -> str:
+    lines, rises = [], []
+    for model, g in s.groupby("model"):
+        g = _by(g, "model.beta")
+        mig = g["eval/mig"].to_numpy()
+        std = g.get("eval/mig std", pd.Series([math.nan] * len(g))).to_numpy()
+        recon = g["test/recon"].to_numpy() if "test/recon" in g else None
+        rises.append(mig[-1] > mig[0])
+        text = f"{model}: MIG " + ", ".join(f"β={b:g} {m:.3f} ± {sd:.3f}" for b, m, sd in zip(g["_k"], mig, std))
+        if "eval/dci_disentanglement" in g:
+            text += "; DCI-D " + ", ".join(f"{d:.3f}" for d in g["eval/dci_disentanglement"])
+        if recon is not None:
+            text += f"; −log p(x|z) {recon[0]:.1f} → {recon[-1]:.1f} nats"
+        lines.append(text)
+    verdict = "Held" if all(rises) else "Partly held" if any(rises) else "Did not hold"
+    return (f"{verdict}: " + "; ".join(lines) + ". The spread over seeds is of the size of the differences between settings, "
+            "as Locatello et al. (2019) found: read single runs with care.")
+
+
 ABLATION_TEXT = {
     "bottleneck_linear_vs_pca": Ablation(
         "bottleneck_linear_vs_pca", "Linear autoencoder vs PCA",
@@ -182,12 +250,39 @@ ABLATION_TEXT = {
         "The one-stochastic-layer VAE of Burda et al. (2016) (50 latents, 784-200-200 tanh MLPs, Bernoulli decoder) reaches "
         "86.76 nats on dynamically binarized MNIST (k = 5000); about 235 nats has been reported for it on binarized Fashion-MNIST.",
         "curves.png", verdict_vae_reference),
+    "bottleneck_overfitting": Ablation(
+        "bottleneck_overfitting", "Bottleneck size and overfitting (the seed's claim)",
+        "Smaller bottlenecks lower the risk of overfitting, but the smaller the bottleneck the more information is lost: on a "
+        "small training set the overfitting gap grows with the bottleneck while the training error falls, and the test error "
+        "is lowest at an intermediate size.", "overview.png", verdict_bottleneck_overfitting),
+    "objectives": Ablation(
+        "objectives", "Objectives at one bottleneck: AE, VAE, β-VAE, β-TC-VAE, WAE, VQ-VAE, IWAE",
+        "At a fixed architecture and code size the objective decides what the code keeps: KL-weighted objectives trade "
+        "reconstruction for a prior-shaped code; the IWAE bound gives a better likelihood than the ELBO (Burda et al. 2016).",
+        "overview.png", verdict_objectives),
+    "disentanglement_beta": Ablation(
+        "disentanglement_beta", "Disentanglement against β (β-VAE, β-TC-VAE on sprites)",
+        "Raising β makes the code more disentangled — MIG and DCI disentanglement rise — while reconstruction worsens "
+        "(Higgins et al. 2017; Chen et al. 2018); the variance over seeds is large (Locatello et al. 2019).",
+        "eval_mig.png", verdict_disentanglement),
 }
+
+
+def previous_sections(path: Path) -> dict[str, str]:
+    """The sections of an earlier results page, by ablation name (sections whose sweep ran somewhere else)."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for chunk in re.split(r"(?m)^(?=## \d+\. )", path.read_text()):
+        found = re.match(r"## \d+\. .*\(`([a-z_]+)`\)", chunk)
+        if found and "_Not run yet._" not in chunk:
+            out[found.group(1)] = chunk.rstrip() + "\n"
+    return out
 
 
 def pick_sweep(outputs: Path, name: str) -> Path | None:
     """The full sweep when it completed, else the quick one, else None."""
-    for scale in ("full", "quick"):
+    for scale in ("full", "cpu", "quick"):
         sweep = outputs / "sweeps" / f"{name}_{scale}"
         summary = sweep / "sweep_summary.json"
         if summary.is_file():
@@ -244,7 +339,7 @@ def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path)
     lines += [
         f"**Command.** `{info.get('command', f'python scripts/run_ablation.py {ab.name} --scale {scale}')}`",
         "",
-        f"**Run.** `{scale}` variant{' (fewer epochs and seeds than the paper protocol)' if scale == 'quick' else ''}; "
+        f"**Run.** `{scale}` variant{' (fewer epochs and seeds than the paper protocol)' if scale == 'quick' else ' (the full protocol sized for a CPU: all training images, one seed)' if scale == 'cpu' else ''}; "
         f"{len(result.table.completed)} runs; {where}; sweep wall time {info.get('wall_time_s', '?')} s "
         f"(sum of job times {info.get('jobs_wall_time_s', '?')} s); torch {hw.get('torch', '?')}. "
         f"Sweep folder `{sweep.relative_to(sweep.parents[2]) if len(sweep.parents) > 2 else sweep}`.",
@@ -278,14 +373,20 @@ def main() -> None:
         "# Results: paper-style ablations",
         "",
         "_Generated by `scripts/write_results.py` from the sweep folders under `outputs/sweeps/` on "
-        f"{datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')} — do not edit by hand._ "
+        f"{datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')} — do not edit by hand; a section whose sweep folder is not "
+        "on the machine that regenerates the page keeps the text of the run that wrote it (its own date and wall time)._ "
         "Each section says which variant produced it: `quick` runs fit a 2-core CPU in minutes (fewer epochs, one seed, "
         "subsets); `full` is the paper-style protocol for a GPU (`--scale full`). Reconstruction errors are per-pixel MSE on "
         "[0, 1] pixels unless stated; ×784 gives squared error per 28×28 image.",
         "",
     ]
+    previous = previous_sections(out)
     for i, name in enumerate(ABLATIONS, 1):
-        parts.append(section(i, ABLATION_TEXT[name], pick_sweep(outputs, name), figures, docs))
+        sweep = pick_sweep(outputs, name)
+        if sweep is None and name in previous:  # no sweep folder here: keep what an earlier run wrote, renumbered
+            parts.append(re.sub(r"^## \d+\.", f"## {i}.", previous[name], count=1))
+            continue
+        parts.append(section(i, ABLATION_TEXT[name], sweep, figures, docs))
     out.write_text("\n".join(parts))
     print(f"wrote {out}")
 

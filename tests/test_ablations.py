@@ -64,5 +64,18 @@ def test_results_writer_without_sweeps_says_how_to_run_them(tmp_path):
                              "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
-    assert text.count("_Not run yet._") == 7
+    assert text.count("_Not run yet._") == 10
     assert "python scripts/run_ablation.py upsampling" in text
+    assert "python scripts/run_ablation.py bottleneck_overfitting" in text
+
+
+def test_results_writer_keeps_the_sections_whose_sweeps_ran_elsewhere(tmp_path):
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n\n## 3. Decoder upsampling (`upsampling`)\n\n**Result.** Held: measured on another machine.\n\n"
+                   "## 4. Denoising autoencoders (`denoising`)\n\n_Not run yet._ Run it.\n")
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "write_results.py"), "--outputs", str(tmp_path / "none"),
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = out.read_text()
+    assert "Held: measured on another machine." in text  # kept, not replaced by "Not run yet"
+    assert text.count("_Not run yet._") == 9

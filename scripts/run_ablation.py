@@ -128,6 +128,12 @@ def main() -> None:
     parser.add_argument("--no-compare", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")
     args = parser.parse_args()
+    from omegaconf import OmegaConf
+
+    scales = [k for k in OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{args.name}.yaml").ablation
+              if k not in ("name", "scale", "metrics")]
+    if args.scale not in scales:
+        raise SystemExit(f"run_ablation.py: {args.name} has no --scale {args.scale}; it defines {', '.join(scales)}")
     run(args.name, args.scale, args.n_jobs, args.overrides, compare=not args.no_compare)
 
 

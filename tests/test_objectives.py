@@ -146,3 +146,41 @@ def test_iwae_bound_is_tighter_than_the_elbo_and_grows_with_k(sprites):
     elbo = float(model.terms(x, x, g())["elbo"].mean())
     l5, l50 = (float(model.iwae_bound(x, k, g()).mean()) for k in (5, 50))
     assert elbo < l5 < l50, (elbo, l5, l50)
+
+
+@pytest.mark.slow
+def test_vqvae_killed_and_resumed_matches_an_uninterrupted_run(cli, tmp_path):
+    """The codebook is EMA state in buffers, restarts draw random numbers: both must survive a SIGKILL exactly."""
+    import json
+    import signal
+
+    from conftest import TINY
+
+    base = [*TINY, "model=vqvae", "model.bottleneck=8", "model.code_dim=2", "model.codebook_size=64", "model.dead_code_steps=3",
+            "trainer.max_epochs=4", "trainer.deterministic=true"]
+    kill = ["+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=2",
+            "+callbacks.fault.signal=SIGKILL", "+callbacks.fault.marker_dir=${paths.run_dir}"]
+    runs = tmp_path / "outputs" / "runs"
+    assert cli(*base, "name=whole").returncode == 0
+    assert cli(*base, "name=killed", *kill).returncode == -signal.SIGKILL
+    resumed = cli(*base, "name=killed", *kill)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (json.loads((runs / n / "metrics.json").read_text()) for n in ("whole", "killed"))
+    assert a["final"] == b["final"] and a["final"]["val/codebook_usage"] > 1
+    assert a["codebook"]["restarts"] == b["codebook"]["restarts"] > 0
+
+
+@pytest.mark.slow
+def test_vqvae_and_tcvae_train_under_ddp_on_two_cpu_processes(cli, tmp_path):
+    import json
+
+    from conftest import TINY
+
+    for model in ("vqvae", "tcvae"):
+        result = cli(*TINY, f"model={model}", "trainer=ddp_cpu", "trainer.max_epochs=1", "model.bottleneck=8",
+                     *(["model.iwae_samples=0"] if model == "tcvae" else ["model.code_dim=2"]), f"name={model}", timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        record = json.loads((tmp_path / "outputs" / "runs" / model / "metrics.json").read_text())
+        assert record["status"] == "completed" and record["world_size"] == 2
+        if model == "vqvae":
+            assert record["final"]["test/codebook_usage"] > 1

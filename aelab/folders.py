@@ -230,9 +230,16 @@ def _size_problem(config: DictConfig) -> str | None:
     """A model too big for this machine's memory or the output disk (see :func:`aelab.build.size_problem`)."""
     from aelab.build import model_size_problem
 
+    from aelab.errors import ConfigError
+
     try:
         return model_size_problem(config, Path(str(config.paths.output_dir)))
     except Exception as exc:  # noqa: BLE001 — an estimate that cannot be made is left to the run's own checks
+        cause: BaseException | None = exc
+        while cause is not None:  # a component's own check (model.code_dim=3 with bottleneck 32): refused before the folder
+            if isinstance(cause, ConfigError):
+                return str(cause)
+            cause = cause.__cause__ or cause.__context__
         log.debug("no size estimate before the run folder: %s", exc)
         return None
 

@@ -95,3 +95,13 @@ def user_cache_dir() -> Path:
     if os.environ.get("AELAB_CACHE_DIR"):
         return Path(os.environ["AELAB_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aelab"
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure to ``path`` atomically (PNG by the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return Path(path)

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from aelab.analysis.table import RunTable  # noqa: E402
-from aelab.files import atomic_path  # noqa: E402
+from aelab.files import save_figure  # noqa: E402
 
 
 def x_key(table: RunTable) -> str | None:
@@ -85,9 +85,7 @@ def metric_figures(summary: pd.DataFrame, table: RunTable, out_dir: Path, metric
         plot_metric(summary, table, metric, ax)
         fig.tight_layout()
         path = out_dir / f"{metric.replace('/', '_')}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
         out[metric] = path
     panels = [m for m in ("test/recon_loss", "gap/recon_loss", "eval/probe_acc", "params") if m in metrics]
     panels += [m for m in metrics if m not in panels][: 4 - len(panels)]
@@ -101,9 +99,7 @@ def metric_figures(summary: pd.DataFrame, table: RunTable, out_dir: Path, metric
             ax.axis("off")
         fig.tight_layout()
         path = out_dir / "overview.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
         out["overview"] = path
     return out
 
@@ -141,9 +137,7 @@ def curves_figure(table: RunTable, runs: pd.DataFrame, out_path: Path) -> Path |
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_path)
     return out_path
 
 
@@ -167,7 +161,5 @@ def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_path)
     return out_path

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aelab.errors import RunFolderError  # noqa: E402
-from aelab.files import atomic_path  # noqa: E402
+from aelab.files import save_figure  # noqa: E402
 from aelab.runs import load_run  # noqa: E402
 
 
@@ -53,7 +53,5 @@ def reconstruction_figure(run_dirs: list[Path], labels: list[str], out_path: Pat
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.96) if title else None)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_path)
     return out_path

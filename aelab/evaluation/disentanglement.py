@@ -31,7 +31,7 @@ import numpy as np
 from aelab.batches import map_batches
 from aelab.constraints import PositiveInt
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.files import atomic_path
+from aelab.files import save_figure
 from aelab.metric_info import MetricInfo
 from aelab.signatures import check_arguments
 
@@ -160,9 +160,7 @@ def heatmap(matrix: np.ndarray, factor_names: list[str], path: Path, title: str)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

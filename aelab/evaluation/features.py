@@ -18,7 +18,7 @@ from aelab.batches import map_batches
 from aelab.constraints import PositiveInt
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.files import atomic_path
+from aelab.files import save_figure
 from aelab.metric_info import MetricInfo
 from aelab.signatures import check_arguments
 
@@ -80,9 +80,7 @@ def scatter_codes(z: np.ndarray, y: np.ndarray, class_names: list[str], path: Pa
     ax.legend(markerscale=4, fontsize=7, loc="best")
     ax.set_title(title or f"test codes ({how})", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -131,9 +131,16 @@ def verdict_anomaly(s: pd.DataFrame) -> str:
     classes = s[s["data.normal_class"].astype(str) != "mean"] if "data.normal_class" in s else s
     mean = classes["eval/auroc"].mean()
     best, worst = classes.loc[classes["eval/auroc"].idxmax()], classes.loc[classes["eval/auroc"].idxmin()]
+    reference = sum(float(v.split(" ± ")[0]) for v in RUFF_2018_DCAE_MNIST.values()) / len(RUFF_2018_DCAE_MNIST)
     return (f"Mean AUROC over the {len(classes)} normal classes: {mean:.3f} (best class {best['data.normal_class']}: "
             f"{best['eval/auroc']:.3f}, worst {worst['data.normal_class']}: {worst['eval/auroc']:.3f}); reconstruction error "
-            "separates most classes well above chance (0.5), as the autoencoder baselines in the literature do.")
+            "separates most classes well above chance (0.5). The published plain-autoencoder baseline of this protocol is "
+            f"Ruff et al.'s DCAE on MNIST, {reference:.1f} % mean AUROC (per class in the table below when run on MNIST); on "
+            "Fashion-MNIST no per-class plain-autoencoder number could be verified from this machine. Where differences come from: "
+            "the classes that fail are those whose images the others resemble (shirt, pullover, coat; a model of one reconstructs "
+            "the others well, so their error does not rise), not the training budget — the loss has converged; the DCAE is a "
+            "smaller, bias-free LeNet-style net trained with a different schedule, and Fashion-MNIST's mean AUROC is not "
+            "comparable with MNIST's class by class.")
 
 
 def verdict_vae(s: pd.DataFrame) -> str:
@@ -193,8 +200,14 @@ def verdict_objectives(s: pd.DataFrame) -> str:
     iwae_better = all(float(g.set_index("model").loc["iwae", "test/nll_iwae"]) < float(g.set_index("model").loc["vae", "test/nll_iwae"])
                       for _, g in s.groupby("model.bottleneck")
                       if "test/nll_iwae" in g and {"vae", "iwae"} <= set(g["model"]))
-    return ("The deterministic objectives (AE, WAE) reconstruct best and the KL-weighted ones (β-VAE, β-TC-VAE) worst, as their "
-            "objectives trade reconstruction for a prior-shaped code; " + "; ".join(parts) + ". "
+    deterministic, weighted = {"mlp", "wae", "vqvae"}, {"beta_vae", "tcvae"}
+    order_held = all(g.set_index("model")["test/recon_loss"].idxmin() in deterministic
+                     and g.set_index("model")["test/recon_loss"].idxmax() in weighted for _, g in s.groupby("model.bottleneck"))
+    return (("Held: a deterministic objective (AE, WAE, VQ-VAE) reconstructs best and a KL-weighted one (β-VAE, β-TC-VAE) "
+             "worst at every bottleneck" if order_held else
+             "Not at every bottleneck do the deterministic objectives reconstruct best and the KL-weighted ones worst")
+            + " (MSE against the binarized test images: every model's error includes the binarization noise, so the differences are small); "
+            + "; ".join(parts) + ". "
             + ("Held: IWAE-5 training gives a lower NLL than the VAE at every bottleneck (Burda et al. 2016)."
                if iwae_better else "IWAE-5 does not beat the VAE's NLL at every bottleneck at this budget."))
 
@@ -214,8 +227,13 @@ def verdict_disentanglement(s: pd.DataFrame) -> str:
             text += f"; −log p(x|z) {recon[0]:.1f} → {recon[-1]:.1f} nats"
         lines.append(text)
     verdict = "Held" if all(rises) else "Partly held" if any(rises) else "Did not hold"
-    return (f"{verdict}: " + "; ".join(lines) + ". The spread over seeds is of the size of the differences between settings, "
-            "as Locatello et al. (2019) found: read single runs with care.")
+    spread = float(s["eval/mig std"].mean()) if "eval/mig std" in s else math.nan
+    steps = [float(g.assign(_b=pd.to_numeric(g["model.beta"])).sort_values("_b")["eval/mig"].diff().abs().mean())
+             for _, g in s.groupby("model")]
+    return (f"{verdict}: " + "; ".join(lines) + f". The seed-to-seed standard deviation of MIG (mean {spread:.3f}) is "
+            f"{'as large as' if spread >= 0.5 * max(steps) else 'smaller than'} the change between neighbouring β "
+            f"({', '.join(f'{x:.3f}' for x in steps)}) — Locatello et al. (2019)'s warning, visible here with "
+            f"{int(s['eval/mig n'].max()) if 'eval/mig n' in s else '?'} seeds per setting.")
 
 
 ABLATION_TEXT = {
@@ -258,7 +276,8 @@ ABLATION_TEXT = {
     "objectives": Ablation(
         "objectives", "Objectives at one bottleneck: AE, VAE, β-VAE, β-TC-VAE, WAE, VQ-VAE, IWAE",
         "At a fixed architecture and code size the objective decides what the code keeps: KL-weighted objectives trade "
-        "reconstruction for a prior-shaped code; the IWAE bound gives a better likelihood than the ELBO (Burda et al. 2016).",
+        "reconstruction for a prior-shaped code; training on the IWAE bound gives a better likelihood than training on the "
+        "ELBO (Burda et al. 2016: IWAE-5 beats the VAE's NLL at equal k).",
         "overview.png", verdict_objectives),
     "disentanglement_beta": Ablation(
         "disentanglement_beta", "Disentanglement against β (β-VAE, β-TC-VAE on sprites)",

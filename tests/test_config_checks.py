@@ -81,3 +81,20 @@ def test_run_record_merges_evaluations_and_writes_atomically(tmp_path):
     assert RunRecord.read_with_problem(tmp_path) == (None, "metrics.json is not valid JSON (half-written by another tool?)")
     RunRecord(tmp_path, {"status": "failed", "final": {"val/recon_loss": float("nan")}}).save()
     assert json.loads((tmp_path / "metrics.json").read_text())["final"] == {"val/recon_loss": None}  # valid JSON
+
+
+def test_the_signature_cache_never_serves_one_checkout_to_another(tmp_path):
+    """Two checkouts of the same package (a fresh clone beside the working copy) share ~/.cache/aelab: each must read its own."""
+    import subprocess
+    import sys
+
+    for name, option in (("a", "alpha"), ("b", "beta")):
+        pkg = tmp_path / name / "sigpkg"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text(f"class Thing:\n    def __init__(self, {option}: int = 1):\n        pass\n")
+    probe = "from aelab.signatures import signature; print(sorted(signature('sigpkg.Thing').params))"
+    env = {"AELAB_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    seen = [subprocess.run([sys.executable, "-c", probe], env={**env, "PYTHONPATH": str(tmp_path / name)}, capture_output=True,
+                           text=True, check=True).stdout.strip() for name in ("a", "b", "a")]
+    assert seen == ["['alpha']", "['beta']", "['alpha']"]
+    assert (tmp_path / "cache").is_dir()  # the cache was written (and read on the third call)

@@ -172,7 +172,8 @@ def verdict_bottleneck_overfitting(s: pd.DataFrame) -> str:
     rho_gap, rho_ratio = pd.Series(gap).rank().corr(order), pd.Series(ratio).rank().corr(order)  # Spearman vs bottleneck
     outside = [b for b, v, c in zip(sizes, gap, ci) if not math.isnan(c) and v > c]
     best = sizes[int(test.argmin())]
-    falls = bool((pd.Series(train).diff().dropna() <= 1e-6).all())
+    rho_train = pd.Series(train).rank().corr(order)
+    falls = rho_train < -0.8
     interior = sizes[0] < best < sizes[-1]
     smallest_least = int(gap.argmin()) == 0 and gap[0] + ci[0] < min(gap[1:] - ci[1:]) if len(gap) > 1 else False
     held = rho_gap > 0.8 and falls and interior
@@ -184,7 +185,7 @@ def verdict_bottleneck_overfitting(s: pd.DataFrame) -> str:
             f"{', '.join(map(str, outside)) or 'no size'}{'; the smallest bottleneck overfits least, clearly' if smallest_least else ''}. "
             f"Relative to the training error the overfitting grows with the bottleneck (validation/training error "
             f"{', '.join(f'{r:.1f}×' for r in ratio)}; ρ = {rho_ratio:.2f}). The training error "
-            f"{'falls monotonically' if falls else 'does not fall monotonically'} ({train[0]:.4f} → {train[-1]:.4f}). The test "
+            f"{'falls' if falls else 'does not fall'} as the bottleneck grows ({train[0]:.4f} → {train[-1]:.4f}, ρ = {rho_train:.2f}). The test "
             f"error is lowest at bottleneck {best} ({test.min():.4f}; {'an intermediate size' if interior else 'an end of the range'}; "
             f"{test[0]:.4f} at {sizes[0]}) — {'the predicted minimum' if interior else 'no intermediate minimum at this budget; note that the test pass uses the checkpoint with the best validation loss (early stopping), which takes away much of what overfitting would cost the test error'}.")
 

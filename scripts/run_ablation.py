@@ -71,7 +71,7 @@ def run(name: str, scale: str, n_jobs: int, extra: list[str], compare: bool = Tr
     result = subprocess.run(command)
     elapsed = time.time() - started
     sweep_dir = outputs_dir() / "sweeps" / sweep_name
-    if result.returncode != 0 or not sweep_dir.is_dir():
+    if not sweep_dir.is_dir():
         raise SystemExit(f"the {name} sweep failed (exit code {result.returncode}); see the output above")
     jobs_time = 0.0
     for metrics in sweep_dir.glob("*/metrics.json"):
@@ -90,8 +90,13 @@ def run(name: str, scale: str, n_jobs: int, extra: list[str], compare: bool = Tr
     previous = sweep_dir / "ablation.json"
     if previous.is_file():  # a continued sweep: keep the first full run's timing next to this one
         old = json.loads(previous.read_text())
-        record["earlier_runs"] = old.get("earlier_runs", []) + [{k: old[k] for k in ("finished_at", "wall_time_s") if k in old}]
+        record["earlier_runs"] = old.get("earlier_runs", []) + [{k: old[k] for k in ("finished_at", "wall_time_s", "failed") if k in old}]
+    if result.returncode != 0:  # some jobs failed: the record keeps this run's time, so a continuation adds to it
+        record["failed"] = True
     (sweep_dir / "ablation.json").write_text(json.dumps(record, indent=2) + "\n")
+    if result.returncode != 0:
+        raise SystemExit(f"the {name} sweep had failed jobs (exit code {result.returncode}); see the output above. "
+                         "The same command continues it (completed jobs are skipped)")
     if compare:
         from aelab.compare import compare as compare_runs
 

@@ -346,6 +346,15 @@ def anomaly_reference_table(summary: pd.DataFrame, dataset: str) -> str:
     return "\n".join(lines) + f"\n\nReference column: {RUFF_2018_SOURCE}.\n"
 
 
+def _wall_time(info: dict) -> str:
+    """The sweep's wall time, summed over the sittings that built it (a continued sweep has earlier runs)."""
+    earlier = [float(r.get("wall_time_s") or 0) for r in info.get("earlier_runs", [])]
+    if "wall_time_s" not in info:
+        return "? s"
+    total = float(info["wall_time_s"]) + sum(earlier)
+    return f"{total:.1f} s" + (f" in {len(earlier) + 1} sittings" if earlier else "")
+
+
 def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path) -> str:
     from aelab.analysis.table import with_group_means
     from aelab.compare import compare
@@ -365,7 +374,7 @@ def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path)
         f"**Command.** `{info.get('command', f'python scripts/run_ablation.py {ab.name} --scale {scale}')}`",
         "",
         f"**Run.** `{scale}` variant{' (fewer epochs and seeds than the paper protocol)' if scale == 'quick' else ' (the full protocol sized for a CPU: all training images, one seed)' if scale == 'cpu' else ''}; "
-        f"{len(result.table.completed)} runs; {where}; sweep wall time {info.get('wall_time_s', '?')} s "
+        f"{len(result.table.completed)} runs; {where}; sweep wall time {_wall_time(info)} "
         f"(sum of job times {info.get('jobs_wall_time_s', '?')} s); torch {hw.get('torch', '?')}. "
         f"Sweep folder `{sweep.relative_to(sweep.parents[2]) if len(sweep.parents) > 2 else sweep}`.",
         "",

@@ -137,10 +137,9 @@ def verdict_anomaly(s: pd.DataFrame) -> str:
             "separates most classes well above chance (0.5). The published plain-autoencoder baseline of this protocol is "
             f"Ruff et al.'s DCAE on MNIST, {reference:.1f} % mean AUROC (per class in the table below when run on MNIST); on "
             "Fashion-MNIST no per-class plain-autoencoder number could be verified from this machine. Where differences come from: "
-            "the classes that fail are those whose images the others resemble (shirt, pullover, coat; a model of one reconstructs "
-            "the others well, so their error does not rise), not the training budget — the loss has converged; the DCAE is a "
-            "smaller, bias-free LeNet-style net trained with a different schedule, and Fashion-MNIST's mean AUROC is not "
-            "comparable with MNIST's class by class.")
+            "the weak classes are those whose images other classes resemble (a model of shirts reconstructs pullovers and coats "
+            "well, so their error does not rise); the DCAE is a smaller, bias-free LeNet-style net trained longer with a "
+            "different schedule; and Fashion-MNIST's classes are not MNIST's, so the means compare protocols, not models.")
 
 
 def verdict_vae(s: pd.DataFrame) -> str:

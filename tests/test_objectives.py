@@ -93,6 +93,13 @@ def test_vqvae_code_dim_must_divide_the_bottleneck(tmp_path):
     assert not (tmp_path / "outputs" / "runs" / "bad").exists()
 
 
+def test_iwae_refuses_the_kl_options_it_would_ignore():
+    from aelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.beta=4.0 do"):
+        IWAE(input_shape=SHAPE, bottleneck=4, beta=4.0)
+
+
 def brute_force_tc(z, mu, logvar):
     """The exact TC, MI and dimension-wise KL when the batch is the whole dataset (q(z) = 1/M Σ_j q(z|x_j)), by loops."""
     m, d = len(z), len(z[0])

@@ -14,6 +14,7 @@ import math
 import torch
 
 from aelab.constraints import PositiveInt
+from aelab.errors import ConfigError
 from aelab.metric_info import stage_metrics
 from aelab.models.vae import VAE
 from aelab.signatures import check_arguments
@@ -30,6 +31,11 @@ class IWAE(VAE):
     def __init__(self, train_samples: PositiveInt = 5, **kwargs):
         check_arguments(IWAE, locals(), "model")
         super().__init__(**kwargs)
+        ignored = [f"model.{k}={v}" for k, v, neutral in (("beta", self.beta, 1.0), ("free_bits", self.free_bits, 0.0),
+                                                           ("kl_warmup_steps", self.kl_warmup_steps, 0)) if v != neutral]
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)} do(es) not apply to the IWAE bound, which has no separate KL term; "
+                              "use model=vae or model=beta_vae for a weighted KL")
         self.train_samples = int(train_samples)
         self.register_metric_keys(self.metric_keys + ["iwae_bound"])
 

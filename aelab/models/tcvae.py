@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from aelab.constraints import NonNegativeFloat, PositiveInt
+from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.vae import LOG_2PI, VAE
 from aelab.signatures import check_arguments
@@ -93,6 +94,9 @@ class BetaTCVAE(VAE):
     ):
         check_arguments(BetaTCVAE, locals(), "model")
         super().__init__(beta=beta, **kwargs)
+        if self.free_bits > 0:
+            raise ConfigError(f"model.free_bits={self.free_bits} does not apply to the β-TC-VAE, whose KL is split into "
+                              "three weighted terms (use alpha, beta, gamma)")
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.tc_sampling = sampling
         self.dataset_size = None if dataset_size is None else int(dataset_size)

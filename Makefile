@@ -44,7 +44,7 @@ train: install data
 	$(VENV)/bin/aelab-train $(ARGS)
 
 test: install data
-	$(VENV)/bin/pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not slow" -n 3 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: install data
 	$(VENV)/bin/pytest -m slow -n 2 --dist loadfile $(PYTEST_ARGS)

@@ -63,6 +63,7 @@ def test_bad_values_fail_in_seconds_without_a_run_folder(cli, tmp_path, override
     [
         (["model=conv", "data.image_size=30"], "height and width must be divisible by 4; the images are 30x30"),
         (["model=conv", "model.decoder.upsample=unpool"], "needs the encoder's max-pooling indices"),
+        (["model=vqvae", "model.code_dim=3"], "model.code_dim=3 must divide model.bottleneck=32"),
     ],
 )
 def test_structural_errors_fail_before_training_with_one_message(cli, tmp_path, overrides, message):

@@ -19,6 +19,7 @@ def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # two processes, two runs: ~50 s of CPU; CI runs it
 def test_ddp_cpu_one_folder_one_wandb_run_and_the_metrics_of_one_process(cli, tmp_path):
     ddp = cli(*SAME_STEPS, "trainer=ddp_cpu", "data.batch_size=32", "logger=wandb", "name=ddp", timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-4000:]

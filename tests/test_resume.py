@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import BIN, TINY
@@ -29,6 +30,7 @@ def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # 40 s; the SIGTERM mid-epoch test below covers exact resumption in the fast suite
 def test_sigkill_then_same_command_resumes_to_identical_metrics(cli, tmp_path):
     runs = tmp_path / "outputs" / "runs"
     whole = cli(*RESUMABLE, "name=whole")

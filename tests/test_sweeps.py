@@ -110,6 +110,7 @@ def test_a_new_sweep_never_reuses_an_earlier_folder(cli, tmp_path):
     assert a != b and a.is_dir() and b.name == "t_2"
 
 
+@pytest.mark.slow  # submitit's local executor polls its jobs: ~18 s; CI runs it
 def test_submitit_local_runs_a_two_job_sweep(cli, tmp_path):
     result = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *SWEEP_BASE,
                  "trainer.max_epochs=1", "model.bottleneck=2,4", "sweep.name=sub")

@@ -233,8 +233,7 @@ def verdict_disentanglement(s: pd.DataFrame) -> str:
         lines.append(text)
     verdict = "Held" if all(rises) else "Partly held" if any(rises) else "Did not hold"
     spread = float(s["eval/mig std"].mean()) if "eval/mig std" in s else math.nan
-    steps = [float(g.assign(_b=pd.to_numeric(g["model.beta"])).sort_values("_b")["eval/mig"].diff().abs().mean())
-             for _, g in s.groupby("model")]
+    steps = [float(_by(g, "model.beta")["eval/mig"].diff().abs().mean()) for _, g in s.groupby("model")]
     return (f"{verdict}: " + "; ".join(lines) + f". The seed-to-seed standard deviation of MIG (mean {spread:.3f}) is "
             f"{'as large as' if spread >= 0.5 * max(steps) else 'smaller than'} the change between neighbouring β "
             f"({', '.join(f'{x:.3f}' for x in steps)}) — Locatello et al. (2019)'s warning, visible here with "

@@ -27,14 +27,8 @@ import torch
 from aelab.constraints import NonNegativeFloat, PositiveInt
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
-from aelab.models.vae import LOG_2PI, VAE
+from aelab.models.vae import VAE, gaussian_log_density
 from aelab.signatures import check_arguments
-
-
-def pairwise_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``log q(z_i,d | x_j)`` for every pair of the batch and every dimension: ``[M, M, D]`` (i: sample, j: posterior)."""
-    z, mu, logvar = z[:, None, :], mu[None, :, :], logvar[None, :, :]
-    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
 
 
 def stratified_log_weights(batch_size: int, dataset_size: int, device=None) -> torch.Tensor:
@@ -57,9 +51,8 @@ def decomposed_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, datas
     ``z`` are samples from ``q(z|x_i)`` with mean ``mu`` and log variance ``logvar`` (all ``[M, D]``).
     """
     m = z.shape[0]
-    log_qz_x = (-0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))).sum(1)
-    log_pz = (-0.5 * (LOG_2PI + z.pow(2))).sum(1)
-    pair = pairwise_log_density(z, mu, logvar)  # [M, M, D]
+    log_qz_x, log_pz = gaussian_log_density(z, mu, logvar), gaussian_log_density(z)
+    pair = gaussian_log_density(z[:, None, :], mu[None], logvar[None], per_dim=True)  # [M, M, D]: log q(z_i,d | x_j)
     if sampling == "mws":
         norm = math.log(m * dataset_size)
         log_qz = torch.logsumexp(pair.sum(2), dim=1) - norm
@@ -109,24 +102,25 @@ class BetaTCVAE(VAE):
             splits = getattr(datamodule, "splits", None) or {}
             self.dataset_size = len(splits["train"]) if "train" in splits else None
 
-    def decomposition(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def terms(self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The VAE's one-sample terms plus the per-image ``mi``, ``tc`` and ``dwkl`` estimated on this batch."""
+        terms = super().terms(x_in, x, generator)
         n = self.dataset_size or terms["z"].shape[0]
-        return decomposed_kl(terms["z"], terms["mu"], terms["logvar"], n, self.tc_sampling)
+        terms.update(decomposed_kl(terms["z"], terms["mu"], terms["logvar"], n, self.tc_sampling))
+        return terms
 
     def kl_weight(self) -> float:
         """The warm-up factor alone (α, β, γ weigh the three terms)."""
         return 1.0 if self.kl_warmup_steps <= 0 else min(1.0, self.global_step / self.kl_warmup_steps)
 
     def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = terms.get("decomposition") or terms.setdefault("decomposition", self.decomposition(terms))
-        return terms["recon"] + self.kl_weight() * (self.alpha * parts["mi"] + self.beta * parts["tc"] + self.gamma * parts["dwkl"])
+        return terms["recon"] + self.kl_weight() * (self.alpha * terms["mi"] + self.beta * terms["tc"] + self.gamma * terms["dwkl"])
 
     def step_values(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        parts = terms.get("decomposition") or self.decomposition(terms)
-        return {f"train/{k}": v.mean() for k, v in parts.items()}
+        return {f"train/{k}": terms[k].mean() for k in ("mi", "tc", "dwkl")}
 
     def extra_metrics(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"tc": (terms.get("decomposition") or self.decomposition(terms))["tc"]}
+        return {"tc": terms["tc"]}
 
     def metric_info(self) -> list[MetricInfo]:
         infos = super().metric_info()

@@ -58,9 +58,12 @@ class VectorMean(Metric):
         return (self.total / self.count.clamp(min=1)).float()
 
 
-def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, exp(logvar)) summed over the last dimension."""
-    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
+def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0,
+                         per_dim: bool = False) -> torch.Tensor:
+    """log N(z; mu, exp(logvar)) summed over the last dimension (or per dimension); the defaults give log N(z; 0, I)."""
+    logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
+    per = -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
+    return per if per_dim else per.sum(-1)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -324,7 +327,7 @@ class VAE(ReconstructionModule):
             z = mu + std * eps  # [kc, B, D]
             out = self.decoder_output(z.reshape(-1, self.latent)).reshape(kc, x.shape[0], *x.shape[1:])
             log_px_z = self.log_likelihood(out, x.unsqueeze(0))
-            log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
+            log_pz = gaussian_log_density(z)
             log_qz = gaussian_log_density(z, mu, logvar)
             log_weights.append(log_px_z + log_pz - log_qz)
         return torch.cat(log_weights, dim=0)

@@ -33,6 +33,7 @@ from aelab.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Ran
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.autoencoder import Autoencoder
+from aelab.models.vae import VectorMean
 from aelab.signatures import check_arguments
 
 
@@ -117,22 +118,6 @@ class VectorQuantizer(nn.Module):
             dist.broadcast(self.embedding, 0)
 
 
-class CodeCounts(nn.Module):
-    """How often each codebook entry was chosen over an evaluation (summed over DDP ranks at read-out)."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.register_buffer("counts", torch.zeros(size, dtype=torch.float64), persistent=False)
-
-    def add(self, indices: torch.Tensor, size: int) -> None:
-        self.counts += torch.bincount(indices.reshape(-1), minlength=size).double()
-
-    def read_and_reset(self) -> torch.Tensor:
-        out = _all_reduce(self.counts.clone())
-        self.counts.zero_()
-        return out
-
-
 class VQVAE(Autoencoder):
     """VQ-VAE: the autoencoder with the code quantised by an EMA codebook (see the module docstring).
 
@@ -168,7 +153,8 @@ class VQVAE(Autoencoder):
         self.code_dim, self.codebook_size, self.commitment = int(code_dim), int(codebook_size), float(commitment)
         self.slots = self.bottleneck // self.code_dim
         self.quantizer = VectorQuantizer(self.codebook_size, self.code_dim, ema_decay, dead_code_steps=dead_code_steps)
-        self.code_counts = nn.ModuleDict({s: CodeCounts(self.codebook_size) for s in ("val", "test")})
+        # how often each entry is chosen over an evaluation: the mean per-batch count (perplexity and usage ignore the scale)
+        self.code_counts = nn.ModuleDict({s: VectorMean(self.codebook_size) for s in ("val", "test")})
         self.sampling = "codes drawn slot by slot from the training codes' entry frequencies (slots independent)"
 
     # ------------------------------------------------------------- the net
@@ -221,10 +207,11 @@ class VQVAE(Autoencoder):
         return metrics, x_in, x_hat
 
     def update_extras(self, stage: str, extras: dict[str, torch.Tensor], x: torch.Tensor) -> None:
-        self.code_counts[stage].add(extras["_codes"], self.codebook_size)
+        self.code_counts[stage].update(torch.bincount(extras["_codes"].reshape(-1), minlength=self.codebook_size)[None])
 
     def _log_usage(self, stage: str) -> None:
-        counts = self.code_counts[stage].read_and_reset()
+        counts = self.code_counts[stage].compute()  # synced over DDP ranks by torchmetrics
+        self.code_counts[stage].reset()
         if counts.sum() > 0:
             self.log(f"{stage}/perplexity", perplexity(counts), sync_dist=False)
             self.log(f"{stage}/codebook_usage", float((counts > 0).sum()), sync_dist=False)

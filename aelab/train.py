@@ -48,7 +48,7 @@ class TrainingJob:
         self.record = RunRecord(self.run_dir)
         self.choices = hydra_choices()
         self.started, self.started_at = time.time(), now_iso()
-        self.timing: dict = {"process_start": process_started_at()}
+        self.timing: dict = {"process_start": process_started_at(), "pid": os.getpid()}  # a joblib worker runs several jobs
         self.clock = None
         self.datamodule = self.model = self.trainer = self.history = self.checkpoint = self.evaluation = self.info = None
         self.loggers: list = []

@@ -120,9 +120,9 @@ def sweeps(work: Path, env: dict) -> None:
         records = [json.loads(p.read_text()) for p in (work / launcher / "sweeps" / launcher).glob("*/metrics.json")]
         assert len(records) == 8 and all(r["status"] == "completed" for r in records), "a sweep job did not complete"
         training = sum(r["timing"]["training_s"] for r in records)
-        workers: dict[float, list[dict]] = {}  # the jobs of one process (a joblib worker runs several) share its start time
+        workers: dict[int, list[dict]] = {}  # the jobs of one process (a joblib worker runs several)
         for r in records:
-            workers.setdefault(r["timing"]["process_start"], []).append(r)
+            workers.setdefault(r["timing"]["pid"], []).append(r)
         # each process, from its first job's first batch to its last job's record: all but that first start-up
         spans = sum(max(r["finished_at_unix"] for r in rs) - min(r["timing"]["first_batch_at"] for r in rs) for rs in workers.values())
         results[launcher] = (ended - started, (spans - training) / 8, len(workers))

@@ -19,7 +19,9 @@ fit: every epoch with its validation and checkpoints) against the bare script's 
 **end** (end of fit → exit). Peak RSS of each process (``wait4``).
 
 Then **feature costs**: the MLP job with each default feature switched off (and SSIM at every
-validation, off by default, switched on), training phase against the default. Then **sweeps**: a Hydra multirun of 8 MLP jobs (2 epochs, 10,000 training images) with the basic
+validation, off by default, switched on), training phase against the default; and each default callback's share of
+the fit of each job, timed inside its hooks by Lightning's ``SimpleProfiler`` (precise where the off-switch runs are
+within this machine's noise). Then **sweeps**: a Hydra multirun of 8 MLP jobs (2 epochs, 10,000 training images) with the basic
 launcher (one process) and with joblib (2 workers), against 8 bare runs back to back; the per-job
 overhead is (Σ over worker processes of the span from its first job's first batch to its last job's end − the jobs' training spans) / 8.
 
@@ -166,13 +168,69 @@ def feature_costs(work: Path, env: dict, rounds: int) -> None:
         print(f"| {name} | {m:.2f} | {100 * (m - base) / base:+.1f} % |")
 
 
+def profile_child(job: str, work: str) -> None:
+    """In this process: the job as ``aelab-train`` builds it, fitted under Lightning's ``SimpleProfiler``; prints the
+    seconds inside each callback's hooks (all hooks of one class summed) and the fit's wall time as JSON."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from aelab.api import compose_train_config
+    from aelab.train import TrainingJob
+
+    overrides, epochs = JOBS[job]
+    cfg = compose_train_config([*COMMON, *overrides, f"trainer.max_epochs={epochs}", f"paths.output_dir={work}", "name=profiled",
+                                "+trainer.profiler=simple"])
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(Path(work) / "runs" / "profiled")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    run = TrainingJob(cfg)
+    run.build()
+    started = time.perf_counter()
+    run.trainer.fit(run.model, datamodule=run.datamodule)
+    fit = time.perf_counter() - started
+    spent: dict[str, float] = {}
+    for action, durations in run.trainer.profiler.recorded_durations.items():
+        if action.startswith("[Callback]"):
+            name = action[len("[Callback]"):].split(".")[0].split("{")[0]
+            spent[name] = spent.get(name, 0.0) + sum(durations)
+    print("RESULT", json.dumps({"fit": fit, "callbacks": spent}))
+
+
+def callback_shares(work: Path, env: dict, jobs: list[str]) -> None:
+    """Each default callback's share of the fit (time inside its hooks, from Lightning's SimpleProfiler), per job."""
+    import subprocess
+
+    print("\ntime inside each callback's hooks, share of the fit (Lightning's SimpleProfiler, one run each):")
+    print("| callback | " + " | ".join(jobs) + " |")
+    print("|---|" + "---|" * len(jobs))
+    results = {}
+    for job in jobs:
+        out = work / f"profile_{job}"
+        out.mkdir()
+        done = subprocess.run([sys.executable, __file__, "--profile-child", job, str(out)], capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise SystemExit(done.stderr[-3000:])
+        results[job] = json.loads(done.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+    names = sorted({n for r in results.values() for n in r["callbacks"]}, key=lambda n: -max(r["callbacks"].get(n, 0) / r["fit"] for r in results.values()))
+    for name in names:
+        cells = [f"{100 * r['callbacks'].get(name, 0.0) / r['fit']:.2f} % ({r['callbacks'].get(name, 0.0):.2f} s)" for r in results.values()]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("| (fit, wall) | " + " | ".join(f"{r['fit']:.1f} s" for r in results.values()) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", default="conv,mlp,vae")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-features", action="store_true")
+    parser.add_argument("--profile-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile_child:
+        profile_child(*args.profile_child)
+        return
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="120", TERM=os.environ.get("TERM", "xterm"))
     env.pop("WANDB_SERVICE", None)
     work = Path(tempfile.mkdtemp(prefix="aelab-bench-e2e-"))
@@ -202,6 +260,7 @@ def main() -> None:
                       f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |")
         if not args.no_features:
             feature_costs(work, env, args.rounds)
+            callback_shares(work, env, list(JOBS))
         if not args.no_sweeps:
             sweeps(work, env)
         try:

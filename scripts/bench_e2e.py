@@ -171,22 +171,10 @@ def feature_costs(work: Path, env: dict, rounds: int) -> None:
 def profile_child(job: str, work: str) -> None:
     """In this process: the job as ``aelab-train`` builds it, fitted under Lightning's ``SimpleProfiler``; prints the
     seconds inside each callback's hooks (all hooks of one class summed) and the fit's wall time as JSON."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from aelab.api import compose_train_config
-    from aelab.train import TrainingJob
+    from bench_steps import built_job
 
     overrides, epochs = JOBS[job]
-    cfg = compose_train_config([*COMMON, *overrides, f"trainer.max_epochs={epochs}", f"paths.output_dir={work}", "name=profiled",
-                                "+trainer.profiler=simple"])
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(Path(work) / "runs" / "profiled")
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    run = TrainingJob(cfg)
-    run.build()
+    run = built_job([*COMMON, *overrides, f"trainer.max_epochs={epochs}", "+trainer.profiler=simple"], work, "profiled")
     started = time.perf_counter()
     run.trainer.fit(run.model, datamodule=run.datamodule)
     fit = time.perf_counter() - started

@@ -32,6 +32,25 @@ def median_step_ms(times: list[float]) -> float:
     return statistics.median(b - a for a, b in zip(times, times[1:])) * 1000
 
 
+def built_job(overrides: list[str], work: str, name: str):
+    """In this process, the ``TrainingJob`` that ``aelab-train overrides`` would run, built (not yet fitted)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from aelab.api import compose_train_config
+    from aelab.train import TrainingJob
+
+    cfg = compose_train_config([*overrides, f"paths.output_dir={work}", f"name={name}"])
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(Path(work) / "runs" / name)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    job = TrainingJob(cfg)
+    job.build()
+    return job
+
+
 def child(mode: str, net: str, work: str) -> float:
     import torch
 
@@ -81,21 +100,9 @@ def child(mode: str, net: str, work: str) -> float:
         binarize = "fixed" if net == "vae" else "none"
         trainer.fit(Plain(), datamodule=FashionMNIST(root="data", download=False, batch_size=256, binarize=binarize))
         return median_step_ms(times)
-    from aelab.api import compose_train_config
-    from aelab.train import TrainingJob
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
     overrides = ["data=fashion_mnist", "test=false", "trainer.max_epochs=1", f"model={net}", "trainer.limit_val_batches=0",
-                 "trainer.num_sanity_val_steps=0", f"paths.output_dir={work}", "name=steps"] + (["data.binarize=fixed"] if net == "vae" else [])
-    cfg = compose_train_config(overrides)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(Path(work) / "runs" / "steps")
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    job = TrainingJob(cfg)
-    job.build()
+                 "trainer.num_sanity_val_steps=0"] + (["data.binarize=fixed"] if net == "vae" else [])
+    job = built_job(overrides, work, "steps")
     job.trainer.callbacks.append(Clock())
     job.trainer.fit(job.model, datamodule=job.datamodule)
     return median_step_ms(times)

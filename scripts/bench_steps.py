@@ -7,8 +7,10 @@
 * **aelab** — ``aelab-train``'s model, DataModule, default callbacks and CSV logger (validation off,
   so only steps are timed).
 
-Each is one epoch of Fashion-MNIST in its own process; the median of the step-to-step intervals is
-robust to this machine's bursts of noise. Rounds alternate the three.
+Each is one epoch of Fashion-MNIST; the median of the step-to-step intervals is robust to this
+machine's bursts of noise. The three run in one process per net, alternating, round after round:
+in separate processes the same loop's compute (a conv step's forward and backward) differed by up
+to 50 % from process to process, which swamped the overhead being measured.
 
     .venv/bin/python scripts/bench_steps.py [--nets conv,mlp,vae] [--rounds 3]
 """
@@ -102,7 +104,7 @@ def child(mode: str, net: str, work: str) -> float:
         return median_step_ms(times)
     overrides = ["data=fashion_mnist", "test=false", "trainer.max_epochs=1", f"model={net}", "trainer.limit_val_batches=0",
                  "trainer.num_sanity_val_steps=0"] + (["data.binarize=fixed"] if net == "vae" else [])
-    job = built_job(overrides, work, "steps")
+    job = built_job(overrides, work, f"steps-{time.monotonic_ns()}")  # a fresh run folder each time (no resume)
     job.trainer.callbacks.append(Clock())
     job.trainer.fit(job.model, datamodule=job.datamodule)
     return median_step_ms(times)
@@ -114,8 +116,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print("RESULT", json.dumps(child(*args.child)))
+    if args.child:  # one net, every round and mode in this process
+        net, where, rounds = args.child
+        got: dict[str, list[float]] = {"bare": [], "plain": [], "aelab": []}
+        for r in range(int(rounds)):
+            for mode in (list(got) if r % 2 == 0 else list(got)[::-1]):
+                got[mode].append(child(mode, net, where))
+        print("RESULT", json.dumps(got))
         return
     work = tempfile.mkdtemp(prefix="aelab-bench-steps-")
     try:
@@ -123,13 +130,10 @@ def main() -> None:
         print("| net | bare | plain Lightning | aelab | Lightning's own / bare | aelab / plain Lightning | aelab / bare |")
         print("|---|---|---|---|---|---|---|")
         for net in args.nets.split(","):
-            got = {"bare": [], "plain": [], "aelab": []}
-            for r in range(args.rounds):
-                for mode in (list(got) if r % 2 == 0 else list(got)[::-1]):
-                    out = subprocess.run([sys.executable, __file__, "--child", mode, net, work], capture_output=True, text=True)
-                    if out.returncode:
-                        raise SystemExit(out.stderr[-3000:])
-                    got[mode].append(json.loads(out.stdout.strip().splitlines()[-1].split(" ", 1)[1]))
+            out = subprocess.run([sys.executable, __file__, "--child", net, work, str(args.rounds)], capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(out.stderr[-3000:])
+            got = json.loads(out.stdout.strip().splitlines()[-1].split(" ", 1)[1])
             m = {k: statistics.median(v) for k, v in got.items()}
             print(f"| {net} | {m['bare']:.2f} | {m['plain']:.2f} | {m['aelab']:.2f} | {m['plain'] / m['bare']:.3f} "
                   f"| {m['aelab'] / m['plain']:.3f} | {m['aelab'] / m['bare']:.3f} |", flush=True)

@@ -229,17 +229,14 @@ def prepare_run_dir(config: DictConfig) -> Path:
 def _size_problem(config: DictConfig) -> str | None:
     """A model too big for this machine's memory or the output disk (see :func:`aelab.build.size_problem`)."""
     from aelab.build import model_size_problem
-
-    from aelab.errors import ConfigError
+    from aelab.errors import ConfigError, find_aelab_error
 
     try:
         return model_size_problem(config, Path(str(config.paths.output_dir)))
     except Exception as exc:  # noqa: BLE001 — an estimate that cannot be made is left to the run's own checks
-        cause: BaseException | None = exc
-        while cause is not None:  # a component's own check (model.code_dim=3 with bottleneck 32): refused before the folder
-            if isinstance(cause, ConfigError):
-                return str(cause)
-            cause = cause.__cause__ or cause.__context__
+        cause = find_aelab_error(exc)  # Hydra wraps a component's own check (model.code_dim=3 with bottleneck 32)
+        if isinstance(cause, ConfigError):
+            return str(cause)  # refused before the folder
         log.debug("no size estimate before the run folder: %s", exc)
         return None
 

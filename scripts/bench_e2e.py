@@ -188,7 +188,7 @@ def profile_child(job: str, work: str) -> None:
 
 def callback_shares(work: Path, env: dict, jobs: list[str]) -> None:
     """Each default callback's share of the fit (time inside its hooks, from Lightning's SimpleProfiler), per job."""
-    import subprocess
+    from bench_steps import child_result
 
     print("\ntime inside each callback's hooks, share of the fit (Lightning's SimpleProfiler, one run each):")
     print("| callback | " + " | ".join(jobs) + " |")
@@ -197,10 +197,7 @@ def callback_shares(work: Path, env: dict, jobs: list[str]) -> None:
     for job in jobs:
         out = work / f"profile_{job}"
         out.mkdir()
-        done = subprocess.run([sys.executable, __file__, "--profile-child", job, str(out)], capture_output=True, text=True, env=env)
-        if done.returncode:
-            raise SystemExit(done.stderr[-3000:])
-        results[job] = json.loads(done.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+        results[job] = child_result([__file__, "--profile-child", job, str(out)], env)
     names = sorted({n for r in results.values() for n in r["callbacks"]}, key=lambda n: -max(r["callbacks"].get(n, 0) / r["fit"] for r in results.values()))
     for name in names:
         cells = [f"{100 * r['callbacks'].get(name, 0.0) / r['fit']:.2f} % ({r['callbacks'].get(name, 0.0):.2f} s)" for r in results.values()]

@@ -34,6 +34,15 @@ def median_step_ms(times: list[float]) -> float:
     return statistics.median(b - a for a, b in zip(times, times[1:])) * 1000
 
 
+def child_result(args: list[str], env: dict | None = None):
+    """Run ``python <args>`` in a fresh process and return the JSON its last ``RESULT`` line carries."""
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    line = next(l for l in reversed(done.stdout.splitlines()) if l.startswith("RESULT "))
+    return json.loads(line.split(" ", 1)[1])
+
+
 def built_job(overrides: list[str], work: str, name: str):
     """In this process, the ``TrainingJob`` that ``aelab-train overrides`` would run, built (not yet fitted)."""
     from hydra.core.hydra_config import HydraConfig
@@ -130,10 +139,7 @@ def main() -> None:
         print("| net | bare | plain Lightning | aelab | Lightning's own / bare | aelab / plain Lightning | aelab / bare |")
         print("|---|---|---|---|---|---|---|")
         for net in args.nets.split(","):
-            out = subprocess.run([sys.executable, __file__, "--child", net, work, str(args.rounds)], capture_output=True, text=True)
-            if out.returncode:
-                raise SystemExit(out.stderr[-3000:])
-            got = json.loads(out.stdout.strip().splitlines()[-1].split(" ", 1)[1])
+            got = child_result([__file__, "--child", net, work, str(args.rounds)])
             m = {k: statistics.median(v) for k, v in got.items()}
             print(f"| {net} | {m['bare']:.2f} | {m['plain']:.2f} | {m['aelab']:.2f} | {m['plain'] / m['bare']:.3f} "
                   f"| {m['aelab'] / m['plain']:.3f} | {m['aelab'] / m['bare']:.3f} |", flush=True)

@@ -28,5 +28,6 @@ class ProgressBar(RichProgressBar):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         last = batch_idx + 1 >= self.total_train_batches
+        # after the optimizer step: the model logged the shown value on the step before (its _progress_due)
         if trainer.global_step % self.refresh_every == 0 or last or self.train_progress_bar_id is None:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -281,21 +281,23 @@ class ReconstructionModule(L.LightningModule):
     progress_every: int | None = None
 
     def _step_log_due(self) -> bool:
-        """Whether this training step's values reach anyone: a logger writes this step (Lightning's
-        ``log_every_n_steps`` rule), or the progress bar updates after it (:meth:`_progress_due`). Each
-        ``self.log`` costs Lightning about 0.3 ms, 3-5 % of a small model's step when paid every step."""
+        """Whether this training step's values reach anyone: a logger writes this step, or the progress bar
+        updates after it. Each ``self.log`` costs Lightning about 0.3 ms, 3-5 % of a small model's step when
+        paid every step."""
+        return self._logger_due() or self._progress_due()
+
+    def _logger_due(self) -> bool:
+        """Lightning's ``log_every_n_steps`` rule for this step (always, outside a Trainer)."""
         trainer = self._trainer
-        if trainer is None:
-            return True
-        return (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0 or self._progress_due()
+        return trainer is None or (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0
 
     def _progress_due(self) -> bool:
+        """The progress bar updates after this step (its rule in :class:`aelab.callbacks.ProgressBar`, one step later)."""
         return bool(self.progress_every) and (self.global_step + 1) % self.progress_every == 0
 
     def log_step(self, values: dict[str, Any], batch_size: int, prog_bar: str | None = None) -> None:
         """Per-step training values, logged on the steps where they are written or shown (:meth:`_step_log_due`)."""
-        trainer = self._trainer
-        if trainer is not None and (self.global_step + 1) % max(1, trainer.log_every_n_steps) != 0:  # a bar-only step
+        if not self._logger_due():  # a bar-only step: only the value the bar shows
             values = {prog_bar: values[prog_bar]} if prog_bar in values and self._progress_due() else {}
         for key, value in values.items():
             self.log(key, value, on_step=True, on_epoch=False, prog_bar=key == prog_bar, batch_size=batch_size)

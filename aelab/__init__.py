@@ -2,8 +2,8 @@
 
 Nets (``aelab.nets``) are plain ``nn.Module``s, models (``aelab.models``) are
 LightningModules, data (``aelab.data``) is a tensor-backed LightningDataModule;
-only the entry points (``aelab.train``, ``aelab.evaluate``, ``aelab.compare``,
-``aelab.predict``, ``aelab.export``) and ``conf/`` know Hydra.
+only the entry points (``aelab.cli``), the run lifecycle (``aelab.run``) and
+``conf/`` know Hydra. ``docs/architecture.md`` maps the packages.
 
 The Python API (:mod:`aelab.api`), imported lazily so ``import aelab`` stays instant::
 
@@ -11,17 +11,19 @@ The Python API (:mod:`aelab.api`), imported lazily so ``import aelab`` stays ins
     aelab.load_run("outputs/runs/<run>")               # .config .metrics .model .encode() .reconstruct() .score()
     aelab.compare(["outputs/sweeps/<sweep>"])          # tables and figures, as aelab-compare
 
-``aelab.train`` and ``aelab.compare`` are also the modules of the ``aelab-train`` and
-``aelab-compare`` entry points; calling them calls the API.
+Extensions (your own models, datasets, evaluations) import from :mod:`aelab.extend`.
 """
 
 import time
-import types
 from pathlib import Path
 
 IMPORTED_AT = time.time()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from aelab import _compat  # noqa: E402 — old import paths (aelab.constraints, ...) keep working, with a warning
+
+_compat.install()
 
 
 def config_dir() -> Path:
@@ -37,27 +39,17 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"aelab's config tree was not found next to {here}")
 
 
-class _CallableModule(types.ModuleType):
-    """A module that can be called: ``aelab.train(...)`` next to the ``aelab.train`` module of ``aelab-train``."""
-
-    def __call__(self, *args, **kwargs):
-        return self.__aelab_call__(*args, **kwargs)
-
-
-def make_callable(module: types.ModuleType, function) -> None:
-    """Make ``module`` callable as ``function`` (a package attribute cannot be both a module and a function)."""
-    module.__aelab_call__ = function
-    module.__class__ = _CallableModule
+_API = ("train", "load_run", "compare")
 
 
 def __getattr__(name: str):
-    """``aelab.train``, ``aelab.compare`` and ``aelab.load_run``, imported on first use."""
-    import importlib
+    """``aelab.train``, ``aelab.load_run`` and ``aelab.compare`` (functions of :mod:`aelab.api`), imported on first use."""
+    if name in _API:
+        from aelab import api
 
-    if name in ("train", "compare"):
-        return importlib.import_module(f"aelab.{name}")
-    if name == "load_run":
-        from aelab.api import load_run
-
-        return load_run
+        return getattr(api, name)
     raise AttributeError(f"module 'aelab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

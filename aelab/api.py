@@ -33,7 +33,7 @@ def compose_train_config(overrides: Iterable[str] = ()):
 
 
 def train(overrides: Iterable[str] = (), device: str = "cpu"):
-    """Train one run described by Hydra ``overrides`` (as on the command line); returns it loaded (:class:`aelab.runs.LoadedRun`).
+    """Train one run described by Hydra ``overrides`` (as on the command line); returns it loaded (:class:`aelab.store.runs.LoadedRun`).
 
     A bad config raises :class:`aelab.errors.ConfigError` before any run folder exists; a failed run
     raises its error, with ``metrics.json`` and ``error.log`` written as ``aelab-train`` writes them.
@@ -42,9 +42,9 @@ def train(overrides: Iterable[str] = (), device: str = "cpu"):
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from aelab.folders import prepare_run_dir
-    from aelab.runs import load_run
-    from aelab.train import run_job
+    from aelab.run.folders import prepare_run_dir
+    from aelab.run.load import load_run
+    from aelab.run.job import run_job
 
     overrides = list(overrides)
     if any(o in ("-m", "--multirun") for o in overrides):
@@ -78,8 +78,15 @@ def train(overrides: Iterable[str] = (), device: str = "cpu"):
 
 
 def load_run(path: str | Path, which: str = "best", device: str = "cpu"):
-    """A trained run folder loaded back (:class:`aelab.runs.LoadedRun`): ``.config``, ``.metrics``, ``.model``,
+    """A trained run folder loaded back (:class:`aelab.store.runs.LoadedRun`): ``.config``, ``.metrics``, ``.model``,
     ``.encode(x)``, ``.reconstruct(x)``, ``.score(x)``, ``.datamodule()``."""
-    from aelab.runs import load_run as _load
+    from aelab.run.load import load_run as _load
 
     return _load(path, which=which, device=device)
+
+
+def compare(paths=None, **options):
+    """Tables and figures over the runs under ``paths``, as ``aelab-compare`` writes them (:func:`aelab.analysis.compare.compare`)."""
+    from aelab.analysis.compare import compare as _compare
+
+    return _compare(paths, **options)

@@ -60,9 +60,9 @@ print("RESULT", loop, time.perf_counter() - started)
 
 AELAB_LOOP = r"""
 import sys, time, numpy as np, torch
-from aelab.inputs import InputSet
-from aelab.predict import predict
-from aelab.runs import load_run
+from aelab.data.inputs import InputSet
+from aelab.deploy.predict import predict
+from aelab.run.load import load_run
 run = load_run({run!r})
 values = torch.from_numpy(np.load({images!r}))
 inputs = InputSet(values, [str(i) for i in range(len(values))], None, [], "bench")

@@ -49,7 +49,7 @@ def built_job(overrides: list[str], work: str, name: str):
     from omegaconf import open_dict
 
     from aelab.api import compose_train_config
-    from aelab.train import TrainingJob
+    from aelab.run.job import TrainingJob
 
     cfg = compose_train_config([*overrides, f"paths.output_dir={work}", f"name={name}"])
     with open_dict(cfg):

@@ -101,7 +101,7 @@ def run_aelab(net: str, batch: int, precision: str, device: str, steps: int, pro
     import lightning as L
     import torch
 
-    from aelab.checkpoints import AtomicCheckpointIO
+    from aelab.store.checkpoints import AtomicCheckpointIO
     from aelab.tracking import ResumableCSVLogger
 
     class StepTimer(L.Callback):

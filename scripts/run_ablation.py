@@ -98,7 +98,7 @@ def run(name: str, scale: str, n_jobs: int, extra: list[str], compare: bool = Tr
         raise SystemExit(f"the {name} sweep had failed jobs (exit code {result.returncode}); see the output above. "
                          "The same command continues it (completed jobs are skipped)")
     if compare:
-        from aelab.compare import compare as compare_runs
+        from aelab.analysis.compare import compare as compare_runs
 
         comparison = compare_runs([sweep_dir], metrics=ablation_metrics(sweep_dir))
         print(comparison.files["comparison.md"].read_text())
@@ -110,7 +110,7 @@ def ablation_metrics(sweep_dir: Path) -> list[str] | None:
     """The metric columns the experiment config names (``ablation.metrics``), those present."""
     from omegaconf import OmegaConf
 
-    from aelab.record import RunRecord
+    from aelab.store.record import RunRecord
 
     configs = sorted(sweep_dir.glob("*/.hydra/config.yaml"))
     if not configs:

@@ -355,7 +355,7 @@ def _wall_time(info: dict) -> str:
 
 def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path) -> str:
     from aelab.analysis.table import with_group_means
-    from aelab.compare import compare
+    from aelab.analysis.compare import compare
 
     lines = [f"## {i}. {ab.title} (`{ab.name}`)", "", f"**Claim.** {ab.claim}", ""]
     if sweep is None:

@@ -71,7 +71,7 @@ def train_run_folder(run_dir: Path, overrides: list[str]) -> Path:
     """Train in-process into ``run_dir`` and give it the ``.hydra/`` files the CLI writes (a complete run folder)."""
     from omegaconf import OmegaConf, open_dict
 
-    from aelab.train import run_job
+    from aelab.run.job import run_job
 
     cfg = compose_config(run_dir, overrides)
     hydra_cfg = cfg.hydra
@@ -99,12 +99,12 @@ def make_cfg(tmp_path):
 @pytest.fixture
 def run_train(make_cfg):
     """Train in-process through the same path as ``aelab-train``; returns (summary, run_dir)."""
-    from aelab.train import run_job
+    from aelab.run.job import run_job
 
     def runner(*overrides: str, name: str = "run", tiny: bool = True):
         cfg = make_cfg(*overrides, name=name, tiny=tiny)
         run_job(cfg)
-        from aelab.record import RunRecord
+        from aelab.store.record import RunRecord
 
         record = RunRecord.read(cfg.paths.run_dir)
         return (record.data if record else None), Path(cfg.paths.run_dir)

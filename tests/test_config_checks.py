@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from aelab.config_checks import config_problems
-from aelab.record import RunRecord
-from aelab.signatures import signature
+from aelab.config.checks import config_problems
+from aelab.store.record import RunRecord
+from aelab.config.signatures import signature
 
 
 def problems(make_cfg, *overrides):
@@ -18,7 +18,7 @@ def problems(make_cfg, *overrides):
 
 
 def test_signatures_come_from_source_without_importing_torch():
-    code = ("import sys; from aelab.signatures import signature; "
+    code = ("import sys; from aelab.config.signatures import signature; "
             "s = signature('aelab.models.VAE'); t = signature('lightning.pytorch.Trainer'); a = signature('torch.optim.Adam'); "
             "print(sorted(s.params)[:3], 'precision' in t.params, 'lr' in a.params, 'torch' in sys.modules, 'lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -92,7 +92,7 @@ def test_the_signature_cache_never_serves_one_checkout_to_another(tmp_path):
         pkg = tmp_path / name / "sigpkg"
         pkg.mkdir(parents=True)
         (pkg / "__init__.py").write_text(f"class Thing:\n    def __init__(self, {option}: int = 1):\n        pass\n")
-    probe = "from aelab.signatures import signature; print(sorted(signature('sigpkg.Thing').params))"
+    probe = "from aelab.config.signatures import signature; print(sorted(signature('sigpkg.Thing').params))"
     env = {"AELAB_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
     seen = [subprocess.run([sys.executable, "-c", probe], env={**env, "PYTHONPATH": str(tmp_path / name)}, capture_output=True,
                            text=True, check=True).stdout.strip() for name in ("a", "b", "a")]

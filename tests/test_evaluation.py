@@ -84,7 +84,7 @@ def trained_runs(tmp_path_factory):
 
 def test_probe_on_sprites_codes_predicts_the_shape_above_chance(trained_runs):
     from aelab.evaluation.features import ProbeTask
-    from aelab.runs import load_run
+    from aelab.run.load import load_run
 
     run = load_run(trained_runs["ae"])
     result = ProbeTask(num_train=2000, knn_k=5).run(run, trained_runs["ae"] / "eval")
@@ -98,7 +98,7 @@ def test_probe_on_sprites_codes_predicts_the_shape_above_chance(trained_runs):
 
 def test_noisy_input_psnr_at_sigma_0_1_without_clipping_is_about_20_db(trained_runs):
     from aelab.evaluation.denoising import DenoiseTask
-    from aelab.runs import load_run
+    from aelab.run.load import load_run
 
     run = load_run(trained_runs["ae"])
     levels = [{"kind": "gaussian", "sigma": 0.1, "clip": False}]
@@ -108,7 +108,7 @@ def test_noisy_input_psnr_at_sigma_0_1_without_clipping_is_about_20_db(trained_r
 
 def test_a_short_denoising_run_beats_its_noisy_baseline(trained_runs):
     from aelab.evaluation.denoising import DenoiseTask
-    from aelab.runs import load_run
+    from aelab.run.load import load_run
 
     run = load_run(trained_runs["dae"])
     levels = [{"kind": "gaussian", "sigma": 0.3, "clip": True}, {"kind": "masking", "p": 0.25}]
@@ -136,7 +136,7 @@ def test_aelab_eval_writes_metrics_json_wandb_and_compare(trained_runs, cli):
     assert first["run_id"] == last["run_id"]
     assert last["summary"]["eval/probe_acc"] == pytest.approx(metrics["final"]["eval/probe_acc"])
     # aelab-compare tabulates the evaluation like any metric
-    from aelab.compare import compare
+    from aelab.analysis.compare import compare
 
     table = compare([run_dir]).summary
     assert table["eval/probe_acc"].iloc[0] == pytest.approx(metrics["final"]["eval/probe_acc"])
@@ -151,11 +151,11 @@ def test_one_class_training_with_anomaly_evaluation_at_the_end(run_train):
 
 
 def test_evaluations_on_missing_or_incompatible_runs_give_clear_messages(trained_runs, tmp_path, cli):
-    from aelab.evaluate import evaluate_path
+    from aelab.cli.evaluate import evaluate_path
     from aelab.evaluation.anomaly import AnomalyTask
     from aelab.evaluation.likelihood import NLLTask
     from aelab.evaluation.task import run_tasks
-    from aelab.runs import load_run
+    from aelab.run.load import load_run
 
     with pytest.raises(RunFolderError, match="does not exist"):
         evaluate_path(tmp_path / "missing", {})

@@ -98,7 +98,7 @@ def test_a_misspelt_key_in_a_toy_config_file_fails_before_any_run_folder(tmp_pat
 
 def test_the_needs_of_a_task_are_read_from_its_source():
     """A task's needs are read from its source: the check happens before training."""
-    from aelab.config_checks import _eval_needs
+    from aelab.config.checks import _eval_needs
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create({"model": {"_target_": "aelab.models.Autoencoder"}, "data": {"_target_": "aelab.data.ImageDataModule"},

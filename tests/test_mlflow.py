@@ -90,7 +90,7 @@ def test_a_killed_and_resumed_run_keeps_its_mlflow_run(cli, tmp_path):
 
 
 def test_an_unreachable_server_falls_back_to_the_local_store_in_bounded_time(tmp_path, caplog):
-    from aelab.tracking import mlflow_logger, unreachable
+    from aelab.tracking.mlflow import mlflow_logger, unreachable
 
     # the probe is what is bounded (connect_timeout + 0.5 s); creating the local SQLite store
     # afterwards takes MLflow's own migrations (seconds on a loaded 2-core machine), not retries

@@ -48,8 +48,8 @@ def read_csv(path: Path) -> list[dict]:
 # ------------------------------------------------------------------ aelab-predict
 def test_predict_on_a_folder_of_pngs_matches_load_run_encode(runs, tmp_path):
     from aelab.data.sprites import make_sprites
-    from aelab.predict import predict
-    from aelab.runs import load_run
+    from aelab.deploy.predict import predict
+    from aelab.run.load import load_run
 
     images, labels, _ = make_sprites(40, 28, 1, 5)
     folder = write_image_folder(tmp_path / "pngs", images.numpy(), labels.numpy(), ["square", "ellipse", "heart"], fmt=("png",))
@@ -65,8 +65,8 @@ def test_predict_on_a_folder_of_pngs_matches_load_run_encode(runs, tmp_path):
 
 
 def test_predict_scores_match_aelab_eval_on_the_same_images(runs, tmp_path):
-    from aelab.predict import predict
-    from aelab.runs import load_run
+    from aelab.deploy.predict import predict
+    from aelab.run.load import load_run
 
     run = load_run(runs["oneclass"])
     result = predict(run, "sprites", tmp_path / "out", outputs=["score"], progress=False)
@@ -78,8 +78,8 @@ def test_predict_scores_match_aelab_eval_on_the_same_images(runs, tmp_path):
 
 def test_predict_on_an_npz_and_denoise_writes_cleaned_images(runs, tmp_path):
     from aelab.data.sprites import make_sprites
-    from aelab.predict import predict
-    from aelab.runs import load_run
+    from aelab.deploy.predict import predict
+    from aelab.run.load import load_run
 
     images, _, _ = make_sprites(12, 28, 1, 3)
     np.savez(tmp_path / "new.npz", x=images.numpy()[:, 0])  # (N, H, W) uint8
@@ -111,7 +111,7 @@ def test_predict_cli_and_its_bad_input(runs, cli, tmp_path):
 
 def test_vector_length_is_checked_against_the_run(tmp_path, run_train):
     from aelab.errors import ConfigError
-    from aelab.runs import load_run
+    from aelab.run.load import load_run
 
     np.savez(tmp_path / "table.npz", x=np.random.default_rng(0).random((200, 12)).astype(np.float32))
     train_run_folder(tmp_path / "tab", [*[o for o in SHORT if not o.startswith("data")], "data=arrays", f"data.path={tmp_path / 'table.npz'}",
@@ -126,7 +126,7 @@ def test_a_run_folder_without_checkpoints_is_named(runs, tmp_path):
     import shutil
 
     from aelab.errors import RunFolderError
-    from aelab.runs import load_run
+    from aelab.run.load import load_run
 
     broken = tmp_path / "broken"
     shutil.copytree(runs["mlp"], broken, ignore=shutil.ignore_patterns("checkpoints"))
@@ -141,8 +141,8 @@ def test_a_run_folder_without_checkpoints_is_named(runs, tmp_path):
     ("linear", "onnx", "encoder"), ("vae", "onnx", "encoder"), ("vae", "torchscript", "decoder"),
 ])
 def test_export_round_trips_within_1e_4_of_pytorch(runs, tmp_path, name, fmt, part):
-    from aelab.export import export
-    from aelab.runs import load_run
+    from aelab.deploy.export import export
+    from aelab.run.load import load_run
 
     run = load_run(runs[name])
     result = export(run, fmt, part, tmp_path)

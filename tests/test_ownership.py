@@ -46,7 +46,7 @@ def alive(pid: int) -> bool:
 
 
 def test_a_second_process_is_refused_from_a_live_run_folder(cli, tmp_path):
-    from aelab.locks import owner_alive
+    from aelab.store.locks import owner_alive
 
     first = start([*LONG, "name=dup"], tmp_path)  # 300 epochs: it is still training when the second one starts
     run_dir = tmp_path / "outputs" / "runs" / "dup"
@@ -73,7 +73,7 @@ def test_killing_a_joblib_sweep_stops_its_jobs(tmp_path):
     sweep.send_signal(signal.SIGKILL)
     sweep.wait()
     wait_for(lambda: not any(alive(p) for p in workers), timeout=60, what="the orphaned workers to stop")
-    from aelab.locks import owner_alive
+    from aelab.store.locks import owner_alive
 
     for job in jobs:  # each job stopped cleanly: recorded, checkpoint kept, folder free for a resume
         assert status(job) == "interrupted" and (job / "checkpoints" / "last.ckpt").is_file() and not owner_alive(job)
@@ -101,7 +101,7 @@ def test_a_killed_run_reads_as_interrupted_is_evaluated_and_its_half_written_fil
 
 
 def test_the_jobs_a_stopped_grid_sweep_never_began_are_named(tmp_path):
-    from aelab.folders import never_started_jobs
+    from aelab.run.folders import never_started_jobs
 
     sweep = tmp_path / "st"
     (sweep / "model.bottleneck=2,model=mlp").mkdir(parents=True)

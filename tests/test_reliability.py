@@ -41,7 +41,7 @@ def test_truncated_metrics_json_is_reported_by_compare(cli, tmp_path):
 
 
 def test_checkpoints_are_written_atomically(tmp_path):
-    from aelab.checkpoints import AtomicCheckpointIO, load_checkpoint
+    from aelab.store.checkpoints import AtomicCheckpointIO, load_checkpoint
     from aelab.errors import RunFolderError
 
     io = AtomicCheckpointIO()
@@ -99,8 +99,8 @@ def test_nonfinite_batches_can_be_skipped(cli, tmp_path):
 
 
 def test_wandb_run_id_is_found_in_metrics_or_in_the_folder_names(tmp_path):
-    from aelab.files import write_json_atomic
-    from aelab.runs import wandb_run_id
+    from aelab.store.files import write_json_atomic
+    from aelab.store.runs import wandb_run_id
 
     assert wandb_run_id(tmp_path) is None
     for name in ("offline-run-20261123_051528-u8bsiv6v", "offline-run-20261123_051544-u8bsiv6v-1", "latest-run"):

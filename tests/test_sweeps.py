@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from aelab.compare import compare
+from aelab.analysis.compare import compare
 from conftest import TINY
 from wandb_files import offline_runs, read_offline_run
 
@@ -103,7 +103,7 @@ def test_a_new_sweep_never_reuses_an_earlier_folder(cli, tmp_path):
         assert result.returncode == 0
     # an explicit folder is continued (its completed job skipped), not overwritten
     assert "skipping" in result.stdout + result.stderr
-    from aelab.folders import _unique_dir
+    from aelab.run.folders import _unique_dir
 
     a = _unique_dir(tmp_path / "outputs" / "sweeps" / "t")
     b = _unique_dir(tmp_path / "outputs" / "sweeps" / "t")

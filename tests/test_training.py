@@ -84,7 +84,7 @@ def test_sample_grid_shows_input_corrupted_and_reconstruction(run_train):
     import numpy as np
     import torch
 
-    from aelab.images import image_grid
+    from aelab.analysis.images import image_grid
 
     _, run_dir = run_train("model=mlp", "noise=masking", "noise.p=0.5")
     grid = Image.open(run_dir / "samples" / "recon_epoch=000.png")
@@ -173,8 +173,8 @@ def test_scheduler_as_a_partial_config(run_train):
 def test_end_of_run_summary_shows_the_records_numbers(run_train, capsys):
     import re
 
-    from aelab.record import RunRecord
-    from aelab.summary import headline
+    from aelab.store.record import RunRecord
+    from aelab.run.summary import headline
 
     summary, run_dir = run_train("model=conv", "trainer.max_epochs=2", "model.bottleneck=6")
     out = capsys.readouterr().out

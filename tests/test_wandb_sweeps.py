@@ -42,7 +42,7 @@ def agent_command(sweep: dict, args: dict) -> list[str]:
 def overrides_problems(overrides: list[str]) -> list[str]:
     from hydra import compose, initialize_config_dir
 
-    from aelab.config_checks import config_problems
+    from aelab.config.checks import config_problems
     from aelab import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from aelab.analysis.table import RunTable  # noqa: E402
-from aelab.files import save_figure  # noqa: E402
+from aelab.store.files import save_figure  # noqa: E402
 
 
 def x_key(table: RunTable) -> str | None:

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aelab.errors import RunFolderError  # noqa: E402
-from aelab.files import save_figure  # noqa: E402
-from aelab.runs import load_run  # noqa: E402
+from aelab.store.files import save_figure  # noqa: E402
+from aelab.run.load import load_run  # noqa: E402
 
 
 @torch.no_grad()

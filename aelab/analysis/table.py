@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from aelab.errors import RunFolderError
 from aelab.metric_info import MetricCatalog
-from aelab.record import RECORD_METRICS, RunRecord
-from aelab.runs import find_run_dirs, run_choices
+from aelab.store.record import RECORD_METRICS, RunRecord
+from aelab.store.runs import find_run_dirs, run_choices
 
 # Keys that never identify a setting: bookkeeping, hardware, logging.
 IGNORED_PREFIXES = ("sweep.", "hydra.", "hydra/", "paths.", "logger", "callbacks", "trainer.accelerator",

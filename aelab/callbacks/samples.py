@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from aelab.images import image_grid, publish_image
+from aelab.analysis.images import image_grid, publish_image
 
 
 class ReconstructionGrid(L.Callback):

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from aelab.seeds import step_seed
+from aelab.data.seeds import step_seed
 
 
 class StepSeeding(L.Callback):

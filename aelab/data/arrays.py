@@ -19,10 +19,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from aelab.constraints import Probability
+from aelab.config.constraints import Probability
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.errors import ConfigError, DatasetNotFoundError
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 

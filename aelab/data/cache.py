@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from aelab.files import atomic_path, user_cache_dir, write_json_atomic
+from aelab.store.files import atomic_path, user_cache_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def load_cached(stem: Path) -> tuple[dict, np.ndarray] | None:
 def decode_files(paths: list[str], array_path: Path, shape: tuple[int, ...], size: tuple[int, int] | None,
                  image_shape: tuple[int, int] | None, workers: int, nearest: bool = False) -> list[tuple[int, str]]:
     """Decode ``paths`` into a new ``.npy`` of ``shape`` at ``array_path``, in parallel; returns the bad rows."""
-    from aelab.decode import decode_into
+    from aelab.data.decode import decode_into
 
     array = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=shape)
     del array
@@ -93,7 +93,7 @@ def decode_files(paths: list[str], array_path: Path, shape: tuple[int, ...], siz
 
 def scan_files(paths: list[str], workers: int) -> list[tuple[int, int, int] | str]:
     """The header (width, height, bands) of every file, or why it cannot be read, in parallel."""
-    from aelab.decode import scan
+    from aelab.data.decode import scan
 
     if len(paths) < SERIAL_BELOW or workers <= 1:
         return scan(paths)

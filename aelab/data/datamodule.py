@@ -19,10 +19,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aelab.constraints import NonNegativeInt, PositiveInt, Probability
+from aelab.config.constraints import NonNegativeInt, PositiveInt, Probability
 from aelab.errors import ConfigError
-from aelab.seeds import step_seed
-from aelab.signatures import check_arguments
+from aelab.data.seeds import step_seed
+from aelab.config.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from typing import Annotated, Literal, NamedTuple
 import numpy as np
 import torch
 
-from aelab.constraints import NonNegativeFloat, PositiveInt, Probability, Range
+from aelab.config.constraints import NonNegativeFloat, PositiveInt, Probability, Range
 from aelab.data.cache import build_cache, decode_files, default_workers, file_key, scan_files
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.errors import ConfigError, DatasetNotFoundError
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 

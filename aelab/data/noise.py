@@ -14,9 +14,9 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from aelab.constraints import Probability, Range
+from aelab.config.constraints import Probability, Range
 from aelab.errors import ConfigError
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

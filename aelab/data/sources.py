@@ -24,7 +24,7 @@ from typing import Callable
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.data.readers import read_cifar_batches, read_idx
 from aelab.errors import DatasetNotFoundError
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 

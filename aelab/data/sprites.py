@@ -20,10 +20,10 @@ from typing import Annotated, Literal
 
 import torch
 
-from aelab.constraints import PositiveInt, Range
+from aelab.config.constraints import PositiveInt, Range
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.errors import ConfigError
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 SHAPES = ("square", "ellipse", "heart")
 SCALES = torch.linspace(0.5, 1.0, 6)

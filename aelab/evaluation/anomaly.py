@@ -28,13 +28,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from aelab.batches import map_batches
-from aelab.constraints import NonNegativeInt, PositiveInt, Probability
+from aelab.data.batches import map_batches
+from aelab.config.constraints import NonNegativeInt, PositiveInt, Probability
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.images import image_grid, save_png
+from aelab.analysis.images import image_grid, save_png
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 MAX_FPR = 0.3
 
@@ -223,7 +223,7 @@ class AnomalyTask(EvalTask):
     @staticmethod
     def _write_scores(path: Path, scores: dict, names: list[str]) -> Path:
         """Every test image's scores: ``id,label,<score>...`` (the ids are the dataset's, as ``aelab-predict`` writes them)."""
-        from aelab.files import write_text_atomic
+        from aelab.store.files import write_text_atomic
 
         lines = ["id,label," + ",".join(names)]
         columns = [scores[n].numpy() for n in names]

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from aelab.constraints import PositiveInt
+from aelab.config.constraints import PositiveInt
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 FLAG_DB = 3.0  # scores above this are reported as checkerboard artifacts

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aelab.batches import map_batches
-from aelab.constraints import PositiveInt
+from aelab.data.batches import map_batches
+from aelab.config.constraints import PositiveInt
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def split_matrix(datamodule, split: str, limit: int | None = None) -> np.ndarray:

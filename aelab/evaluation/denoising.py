@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from aelab.batches import map_batches
-from aelab.constraints import PositiveInt
+from aelab.data.batches import map_batches
+from aelab.config.constraints import PositiveInt
 from aelab.data.noise import make_corruption
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.images import image_grid, save_png
+from aelab.analysis.images import image_grid, save_png
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 DEFAULT_LEVELS = (
     {"kind": "gaussian", "sigma": 0.1, "clip": True},

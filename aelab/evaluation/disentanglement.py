@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aelab.batches import map_batches
-from aelab.constraints import PositiveInt
+from aelab.data.batches import map_batches
+from aelab.config.constraints import PositiveInt
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.files import save_figure
+from aelab.store.files import save_figure
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def discretize(codes: np.ndarray, bins: int = 20) -> np.ndarray:

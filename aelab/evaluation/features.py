@@ -14,13 +14,13 @@ from typing import Literal
 
 import numpy as np
 
-from aelab.batches import map_batches
-from aelab.constraints import PositiveInt
+from aelab.data.batches import map_batches
+from aelab.config.constraints import PositiveInt
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.files import save_figure
+from aelab.store.files import save_figure
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def encode(model, batches, limit: int | None = None):

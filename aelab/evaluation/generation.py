@@ -19,10 +19,10 @@ from typing import Iterable
 
 import torch
 
-from aelab.constraints import PositiveFloat, PositiveInt
+from aelab.config.constraints import PositiveFloat, PositiveInt
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.images import image_grid, publish_image
-from aelab.signatures import check_arguments
+from aelab.analysis.images import image_grid, publish_image
+from aelab.config.signatures import check_arguments
 
 
 @torch.no_grad()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from aelab.batches import map_batches
-from aelab.constraints import PositiveInt
+from aelab.data.batches import map_batches
+from aelab.config.constraints import PositiveInt
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 class NLLTask(EvalTask):

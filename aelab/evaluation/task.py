@@ -5,7 +5,7 @@ constructor's signature) and one config (``conf/eval/<name>.yaml``, holding
 ``<name>: {_target_: ..., options}``). ``aelab-train eval=[anomaly,probe]`` runs
 the selected tasks after testing; ``aelab-eval run=<folder> eval=[...]`` runs
 them later. Both go through :func:`run_tasks`; results land in the run's
-``metrics.json`` (through :class:`~aelab.record.RunRecord`), its loggers and
+``metrics.json`` (through :class:`~aelab.store.record.RunRecord`), its loggers and
 ``aelab-compare``'s tables (through the task's :meth:`EvalTask.metric_info`).
 
 A task states what it needs in ``needs``:

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelab.constraints import Bottleneck
+from aelab.config.constraints import Bottleneck
 from aelab.data.noise import Corruption
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.base import ReconstructionModule
 from aelab.models.penalties import ContractivePenalty, MMDPenalty, SparsityPenalty
 from aelab.nets import MLPDecoder, MLPEncoder
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 NetFactory = Callable[..., nn.Module]
 

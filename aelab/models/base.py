@@ -29,7 +29,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from aelab.data.noise import Corruption, NoCorruption
 from aelab.errors import NonFiniteLossError
-from aelab.batches import map_batches
+from aelab.data.batches import map_batches
 from aelab.metric_info import MetricInfo, stage_metrics
 
 

@@ -13,11 +13,11 @@ import math
 
 import torch
 
-from aelab.constraints import PositiveInt
+from aelab.config.constraints import PositiveInt
 from aelab.errors import ConfigError
 from aelab.metric_info import stage_metrics
 from aelab.models.vae import VAE
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 class IWAE(VAE):

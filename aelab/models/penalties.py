@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
-from aelab.constraints import NonNegativeFloat, PositiveInt, Range
-from aelab.signatures import check_arguments
+from aelab.config.constraints import NonNegativeFloat, PositiveInt, Range
+from aelab.config.signatures import check_arguments
 
 
 class SparsityPenalty(nn.Module):

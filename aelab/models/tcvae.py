@@ -24,11 +24,11 @@ from typing import Literal
 
 import torch
 
-from aelab.constraints import NonNegativeFloat, PositiveInt
+from aelab.config.constraints import NonNegativeFloat, PositiveInt
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.vae import VAE, gaussian_log_density
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def stratified_log_weights(batch_size: int, dataset_size: int, device=None) -> torch.Tensor:

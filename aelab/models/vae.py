@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
-from aelab.constraints import Bottleneck, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from aelab.config.constraints import Bottleneck, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from aelab.data.noise import Corruption
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.autoencoder import NetFactory, build_nets
 from aelab.models.base import ReconstructionModule
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 ACTIVE_UNIT_THRESHOLD = 0.01  # nats: a latent dimension with more mean KL than this is "active"

@@ -28,13 +28,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from aelab.batches import map_batches
-from aelab.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+from aelab.data.batches import map_batches
+from aelab.config.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.autoencoder import Autoencoder
 from aelab.models.vae import VectorMean
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelab.constraints import Bottleneck, PositiveInt
+from aelab.config.constraints import Bottleneck, PositiveInt
 from aelab.errors import ConfigError
 from aelab.nets.layers import Activation, check_shape, make_activation
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def check_shape_for_conv(shape: Sequence[int]) -> tuple[int, int, int]:

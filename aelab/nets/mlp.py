@@ -13,9 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from aelab.constraints import Bottleneck, PositiveInt, Probability
+from aelab.config.constraints import Bottleneck, PositiveInt, Probability
 from aelab.nets.layers import Activation, check_vector_shape, make_activation
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 def _mlp(sizes: Sequence[int], activation: str | None, dropout: float) -> list[nn.Module]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aelab.batches import map_batches
-from aelab.constraints import PositiveInt
+from aelab.data.batches import map_batches
+from aelab.config.constraints import PositiveInt
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.signatures import check_arguments
+from aelab.config.signatures import check_arguments
 
 
 class CodeStatsTask(EvalTask):

@@ -49,7 +49,7 @@ def is_temporary(path: Path) -> bool:
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the leftover temporary files of :func:`atomic_path` in ``folder`` and ``folder/checkpoints``.
 
-    Call only while owning the folder (:mod:`aelab.locks`): every temporary file is then a dead process's.
+    Call only while owning the folder (:mod:`aelab.store.locks`): every temporary file is then a dead process's.
     """
     removed = []
     for sub in (folder, folder / "checkpoints"):

@@ -15,7 +15,7 @@ import io
 import shlex
 from pathlib import Path
 
-from aelab.record import RunRecord
+from aelab.store.record import RunRecord
 
 SKIPPED_STEMS = ("train/", "train_eval/", "best/")
 

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from aelab.errors import ConfigError, DiskFullError, RunFolderError
-from aelab.files import atomic_path
+from aelab.store.files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,6 +1,6 @@
 """The top-level options of ``aelab-train`` (``conf/config.yaml``), as a typed dataclass.
 
-The early config check (:mod:`aelab.config_checks`) reads this class from source
+The early config check (:mod:`aelab.config.checks`) reads this class from source
 for the top-level keys, as it reads the components' signatures for the groups.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aelab.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt
+from aelab.config.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 
 @dataclass

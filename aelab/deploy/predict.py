@@ -5,7 +5,7 @@
     aelab-predict run=outputs/runs/<run> input=fashion_mnist split=test
     aelab-predict run=outputs/runs/<dae run> input=/data/noisy denoise=true
 
-Inputs are preprocessed as the run's training images were (:class:`aelab.inputs.InputSpec`:
+Inputs are preprocessed as the run's training images were (:class:`aelab.data.inputs.InputSpec`:
 size, channels, scaling). Writes into ``out`` (default ``<run>/predict/<input name>/``):
 
 * ``index.csv`` — row, source (file name, array row or dataset id), label when known;
@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from aelab import config_dir
 from aelab.errors import ConfigError, find_aelab_error
 
-log = logging.getLogger("aelab.predict")
+log = logging.getLogger("aelab.deploy.predict")
 
 OUTPUTS = ("codes", "recon", "score", "map")
 
@@ -58,15 +58,15 @@ class ArrayWriter:
 def predict(run, source, out_dir: Path | None = None, outputs=OUTPUTS, denoise: bool = False, split: str = "test",
             score: str = "mean", topk: float = 0.01, batch_size: int = 512, grid_images: int = 32, progress: bool = True,
             write: bool = True) -> dict:
-    """Apply a loaded run to ``source`` (a path or dataset name, or an :class:`~aelab.inputs.InputSet` already read);
+    """Apply a loaded run to ``source`` (a path or dataset name, or an :class:`~aelab.data.inputs.InputSet` already read);
     returns ``{"out": folder, "files": {...}, "rows": N, "seconds": ...}``. ``write=False`` computes without writing
     files (to time the computation alone)."""
     import torch
 
     from aelab.evaluation.anomaly import heatmap, image_score
-    from aelab.files import write_text_atomic
-    from aelab.images import image_grid, save_png
-    from aelab.inputs import read_input
+    from aelab.store.files import write_text_atomic
+    from aelab.analysis.images import image_grid, save_png
+    from aelab.data.inputs import read_input
 
     unknown = [o for o in outputs if o not in OUTPUTS]
     if unknown:
@@ -153,7 +153,7 @@ def _csv(text: str) -> str:
 
 
 def _write_denoised(folder: Path, sources: list[str], images) -> None:
-    from aelab.images import save_png
+    from aelab.analysis.images import save_png
 
     import re
 
@@ -165,45 +165,3 @@ def _write_denoised(folder: Path, sources: list[str], images) -> None:
         save_png(image.expand(3, -1, -1) if image.shape[0] == 1 else image, path)
 
 
-def predict_main(cfg: DictConfig) -> int:
-    """The body of ``aelab-predict``: load the run, predict, say where the files are."""
-    from aelab.evaluate import pick_device
-    from aelab.runs import load_run
-
-    try:
-        if OmegaConf.is_missing(cfg, "run") or OmegaConf.is_missing(cfg, "input"):
-            raise ConfigError("name the run and the inputs: aelab-predict run=<run folder> input=<folder | array file | dataset name>")
-        outputs = list(cfg.outputs)
-        unknown = [o for o in outputs if o not in OUTPUTS]
-        if unknown:
-            raise ConfigError(f"outputs={outputs}: {unknown} are not among {list(OUTPUTS)}")
-        run = load_run(cfg.run, which=str(cfg.checkpoint), device=pick_device(str(cfg.device)), setup_data=False)
-        result = predict(run, str(cfg.input), cfg.out, outputs, bool(cfg.denoise), str(cfg.split), str(cfg.score), float(cfg.topk),
-                         int(cfg.batch_size), int(cfg.grid_images), progress=sys.stderr.isatty())
-    except Exception as exc:  # noqa: BLE001 — instantiate wraps the datasets' own errors
-        err = find_aelab_error(exc)
-        if err is None:
-            raise
-        print(f"aelab-predict: error: {err}", file=sys.stderr)
-        return 2
-    print(f"predicted {result['rows']} inputs in {result['seconds']:.1f} s → {result['out']}")
-    for key, path in result["files"].items():
-        print(f"  {key}: {path}")
-    return 0
-
-
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
-def _hydra_main(cfg: DictConfig) -> None:
-    code = predict_main(cfg)
-    if code:
-        sys.exit(code)
-
-
-def main() -> None:
-    """Console entry point ``aelab-predict``."""
-    logging.getLogger("lightning").setLevel(logging.WARNING)
-    _hydra_main()
-
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,7 @@
 
 Writes ``<run>/export/<part>.onnx`` (or ``.pt``) with a dynamic batch dimension and
 ``<part>.json`` beside it: input/output names, shapes, the preprocessing inputs need
-(:class:`aelab.inputs.InputSpec`), and the parity figure. After writing, the exported
+(:class:`aelab.data.inputs.InputSpec`), and the parity figure. After writing, the exported
 file is run — onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — on a batch of
 the run's real test inputs (and on a batch of another size, to prove the dynamic batch
 dimension) and compared with the PyTorch model; a largest absolute difference above
@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from aelab import config_dir
 from aelab.errors import ConfigError, find_aelab_error
 
-log = logging.getLogger("aelab.export")
+log = logging.getLogger("aelab.deploy.export")
 
 FORMATS = ("onnx", "torchscript")
 PARTS = ("encoder", "decoder", "autoencoder")
@@ -100,7 +100,7 @@ def export(run, fmt: str, part: str, out_dir: Path | None = None, batch: int = 1
     """Write ``part`` of a loaded run as ``fmt``, check it against PyTorch, describe it in a JSON; returns that description."""
     import torch
 
-    from aelab.files import atomic_path, write_json_atomic
+    from aelab.store.files import atomic_path, write_json_atomic
 
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not one of {list(FORMATS)}")
@@ -181,42 +181,3 @@ def parity(path: Path, fmt: str, module, x) -> float:
     return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))
 
 
-def export_main(cfg: DictConfig) -> int:
-    from aelab.runs import load_run
-
-    try:
-        if OmegaConf.is_missing(cfg, "run"):
-            raise ConfigError("name the run: aelab-export run=<run folder> format=onnx|torchscript part=encoder|decoder|autoencoder")
-        if str(cfg.format) not in FORMATS or str(cfg.part) not in PARTS:
-            raise ConfigError(f"format={cfg.format} must be one of {list(FORMATS)} and part={cfg.part} one of {list(PARTS)}")
-        run = load_run(cfg.run, which=str(cfg.checkpoint), device="cpu")
-        result = export(run, str(cfg.format), str(cfg.part), cfg.out, int(cfg.batch), float(cfg.tolerance), int(cfg.opset))
-    except Exception as exc:  # noqa: BLE001
-        err = find_aelab_error(exc)
-        if err is None:
-            raise
-        print(f"aelab-export: error: {err}", file=sys.stderr)
-        return 2
-    p = result["parity"]
-    print(f"exported {result['part']} of {result['run']} → {result['file']}")
-    print(f"parity with PyTorch on {p['batches'][0]} and {p['batches'][1]} real test inputs ({p['runtime']}): "
-          f"max |difference| = {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g})")
-    print(f"description: {Path(result['file']).with_suffix('.json')}")
-    return 0
-
-
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
-def _hydra_main(cfg: DictConfig) -> None:
-    code = export_main(cfg)
-    if code:
-        sys.exit(code)
-
-
-def main() -> None:
-    """Console entry point ``aelab-export``."""
-    logging.getLogger("lightning").setLevel(logging.WARNING)
-    _hydra_main()
-
-
-if __name__ == "__main__":
-    main()

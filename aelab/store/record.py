@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from aelab.errors import RunFolderError
-from aelab.files import write_json_atomic
+from aelab.store.files import write_json_atomic
 from aelab.metric_info import MetricCatalog, MetricInfo
 
 METRICS_FILE = "metrics.json"
@@ -105,7 +105,7 @@ class RunRecord:
 
     def live_status(self) -> str | None:
         """The status, with ``running`` read as ``interrupted`` when no live process owns the run folder any more."""
-        from aelab.locks import owner_alive
+        from aelab.store.locks import owner_alive
 
         if self.status == "running" and not owner_alive(self.run_dir):
             return "interrupted"

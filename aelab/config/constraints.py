@@ -5,7 +5,7 @@ A component declares its options once, in its constructor's signature::
     def __init__(self, bottleneck: Annotated[int, Range(ge=1, what="the size of the code")] = 32,
                  loss: Literal["mse", "bce"] = "mse", sigma: NonNegativeFloat = 0.1): ...
 
-The early config check (:mod:`aelab.config_checks`, reading the signature from
+The early config check (:mod:`aelab.config.checks`, reading the signature from
 source without importing torch) and the constructors themselves
 (:func:`check_arguments`) both judge values by these annotations, with the
 same messages. This module imports nothing heavy.

@@ -4,9 +4,9 @@
     aelab-train -m model=mlp,conv model.bottleneck=2,4,8,16
     aelab-train data.normal_class=3 eval=[anomaly]
 
-One job: build the parts from the config (:mod:`aelab.build`) → fit → test →
+One job: build the parts from the config (:mod:`aelab.run.build`) → fit → test →
 the selected evaluations (:mod:`aelab.evaluation`) → the run record
-(``metrics.json``, :class:`~aelab.record.RunRecord`). In a sweep, a job whose
+(``metrics.json``, :class:`~aelab.store.record.RunRecord`). In a sweep, a job whose
 folder already holds a completed record is skipped, and a job that fails is
 recorded without stopping the others.
 """
@@ -25,13 +25,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from aelab import config_dir, make_callable
-from aelab.config_checks import accelerator_problem, config_problems, local_ddp_sweep_problem
+from aelab import config_dir
+from aelab.config.checks import accelerator_problem, config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
-from aelab.files import remove_temporaries
-from aelab.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
-from aelab.record import RECORD_METRICS, RunRecord, now_iso
-from aelab.session import (configure_threads, fast_exit, hydra_choices, is_multirun, job_running, loggable_config, own_wandb_service,
+from aelab.store.files import remove_temporaries
+from aelab.store.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
+from aelab.store.record import RECORD_METRICS, RunRecord, now_iso
+from aelab.run.session import (configure_threads, fast_exit, hydra_choices, is_multirun, job_running, loggable_config, own_wandb_service,
                            process_started_at, quiet_known_warnings, stop_with_parent, sweep_name)
 
 log = logging.getLogger("aelab.train")
@@ -63,13 +63,13 @@ class TrainingJob:
         import torch  # noqa: F401 — timed: the libraries' share of the start-up
         import lightning as L
 
-        from aelab.build import EARLY_IMPORT_SECONDS
+        from aelab.run.build import EARLY_IMPORT_SECONDS
 
         self.timing["imports_s"] = round(time.time() - imports + sum(EARLY_IMPORT_SECONDS.values()), 3)
 
-        from aelab.build import build_components, instantiate_group
+        from aelab.run.build import build_components, instantiate_group
         from aelab.callbacks import MetricsHistory, StepSeeding, Timing
-        from aelab.checkpoints import resume_checkpoint
+        from aelab.store.checkpoints import resume_checkpoint
         from aelab.metric_info import MetricCatalog
         from aelab.tracking import start_loggers
 
@@ -123,7 +123,7 @@ class TrainingJob:
         on the machine that runs it."""
         if not is_multirun():
             return
-        from aelab.build import model_size_problem
+        from aelab.run.build import model_size_problem
 
         problem = model_size_problem(self.cfg, self.run_dir)
         if problem:
@@ -131,7 +131,7 @@ class TrainingJob:
 
     def logger_arguments(self) -> dict[str, dict[str, Any]]:
         """What the loggers learn from the run: the sweep (W&B group, MLflow tag) and, when a run continues, its tracked runs' ids."""
-        from aelab.runs import wandb_run_id
+        from aelab.store.runs import wandb_run_id
 
         loggers, extra = self.cfg.get("logger") or {}, {}
         previous = RunRecord.read(self.run_dir) if self.resume_from is not None else None
@@ -181,7 +181,7 @@ class TrainingJob:
     def evaluate(self) -> None:
         """The selected evaluations on the tested weights, into the record and the loggers."""
         from aelab.evaluation.task import run_tasks
-        from aelab.runs import LoadedRun
+        from aelab.run.load import LoadedRun
         from aelab.tracking import publish_evaluation
 
         best = self.checkpoint.best_model_path if self.checkpoint is not None else ""
@@ -354,7 +354,7 @@ def summarize(job: TrainingJob, multirun: bool) -> None:
     """The end-of-run summary of a single run (rank 0): on the terminal and in ``train.log``. Sweeps end with a table instead."""
     if multirun or (job.trainer is not None and not job.trainer.is_global_zero):
         return
-    from aelab.summary import print_run_summary
+    from aelab.run.summary import print_run_summary
 
     try:
         print_run_summary(job.run_dir)
@@ -362,24 +362,3 @@ def summarize(job: TrainingJob, multirun: bool) -> None:
         log.warning("no summary: %s", exc)
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Console entry point ``aelab-train``."""
-    try:
-        return run_job(cfg)
-    finally:
-        if not is_multirun():  # a sweep freezes once, at its end (freezing between jobs would keep their garbage)
-            fast_exit()
-
-
-if __name__ == "__main__":
-    main()
-
-
-def _api_train(*args, **kwargs):
-    from aelab.api import train as api_train
-
-    return api_train(*args, **kwargs)
-
-
-make_callable(sys.modules[__name__], _api_train)  # aelab.train(overrides) is the Python API's train

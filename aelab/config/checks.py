@@ -2,8 +2,8 @@
 
 Every component in a config names its class or function by ``_target_``; the
 signature of that callable — its parameters, their annotated types and ranges
-(:mod:`aelab.constraints`) — is the one declaration of what the component
-accepts. :mod:`aelab.signatures` reads those signatures from source without
+(:mod:`aelab.config.constraints`) — is the one declaration of what the component
+accepts. :mod:`aelab.config.signatures` reads those signatures from source without
 importing torch or Lightning, so ``aelab-train`` refuses a bad config in about
 a second, before it creates a run folder:
 
@@ -13,7 +13,7 @@ a second, before it creates a run folder:
   Lightning's own ``Trainer``, callbacks, loggers, evaluation tasks);
 * a value of the wrong type, outside its range or not among its choices;
 * an evaluation task the model or data cannot serve (its ``needs``);
-* top-level keys against :class:`aelab.train_options.TrainOptions`, and the output
+* top-level keys against :class:`aelab.config.options.TrainOptions`, and the output
   folder (writable, ``paths.min_free_mb`` free).
 
 :func:`config_problems` returns every problem at once; :func:`check_config`
@@ -32,8 +32,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from aelab.constraints import value_problems
-from aelab.signatures import Signature, _spec_locations, signature
+from aelab.config.constraints import value_problems
+from aelab.config.signatures import Signature, _spec_locations, signature
 
 log = logging.getLogger("aelab.config")
 
@@ -42,7 +42,7 @@ HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 COMPONENT_DICTS = ("callbacks", "logger", "eval")
 #: the top-level groups that are one component each
 COMPONENTS = ("data", "noise", "model", "trainer")
-TOP_OPTIONS = "aelab.train_options.TrainOptions"
+TOP_OPTIONS = "aelab.config.options.TrainOptions"
 RESUME_MODES = ("auto", "never")
 
 

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from aelab.config_checks import world_size
+from aelab.config.checks import world_size
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from aelab.folders import quote_override
+from aelab.run.folders import quote_override
 
 log = logging.getLogger(__name__)
 

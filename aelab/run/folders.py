@@ -26,11 +26,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from aelab.config_checks import accelerator_problem, check_config, local_ddp_sweep_problem, output_problems
-from aelab.files import write_json_atomic
-from aelab.locks import FolderInUse, is_extra_rank, lock_folder
-from aelab.record import METRICS_FILE, RunRecord, now_iso
-from aelab.runs import is_run_dir
+from aelab.config.checks import accelerator_problem, check_config, local_ddp_sweep_problem, output_problems
+from aelab.store.files import write_json_atomic
+from aelab.store.locks import FolderInUse, is_extra_rank, lock_folder
+from aelab.store.record import METRICS_FILE, RunRecord, now_iso
+from aelab.store.runs import is_run_dir
 
 log = logging.getLogger("aelab.sweep")
 
@@ -157,7 +157,7 @@ def swept_value_problems(overrides: list[str]) -> list[str]:
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from aelab.config_checks import config_problems
+    from aelab.config.checks import config_problems
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -227,8 +227,8 @@ def prepare_run_dir(config: DictConfig) -> Path:
 
 
 def _size_problem(config: DictConfig) -> str | None:
-    """A model too big for this machine's memory or the output disk (see :func:`aelab.build.size_problem`)."""
-    from aelab.build import model_size_problem
+    """A model too big for this machine's memory or the output disk (see :func:`aelab.run.build.size_problem`)."""
+    from aelab.run.build import model_size_problem
     from aelab.errors import ConfigError, find_aelab_error
 
     try:
@@ -257,7 +257,7 @@ class RunFolderCallback(Callback):
         """The table of the sweep's jobs (swept values, objective, status) and the aelab-compare command."""
         from rich.console import Console
 
-        from aelab.summary import sweep_summary
+        from aelab.run.summary import sweep_summary
 
         jobs = [{**j, "skipped": kind == "skipped"} for kind in ("completed", "skipped", "pruned", "failed", "stale") for j in groups[kind]]
         jobs += [{"job": j["job"], "status": "missing"} for j in groups["missing"]]
@@ -337,7 +337,7 @@ class RunFolderCallback(Callback):
         self.print_jobs(sweep_dir, groups, config)
         if self.lock is not None:
             self.lock.release()
-        from aelab.session import fast_exit
+        from aelab.run.session import fast_exit
 
         fast_exit()
         if groups["failed"]:  # the sweep ran every job, but a script waiting on it must see that some failed

@@ -1,7 +1,7 @@
 """Building a run's parts from its config: the one place that instantiates them.
 
 :func:`build_components` makes the data, corruption and model trio for
-``aelab-train``, ``aelab-eval`` / :func:`aelab.runs.load_run` and the Python API
+``aelab-train``, ``aelab-eval`` / :func:`aelab.store.runs.load_run` and the Python API
 alike; :func:`instantiate_group` the entries of a dict-of-components group
 (callbacks, loggers, evaluation tasks).
 """

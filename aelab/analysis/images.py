@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from aelab.files import atomic_path
+from aelab.store.files import atomic_path
 
 
 #: images smaller than this (pixels, the longer side) are enlarged (nearest neighbour) so a person can see them

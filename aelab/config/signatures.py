@@ -3,12 +3,12 @@
 A config names every component by its import path (``_target_:
 aelab.models.Autoencoder``, ``torch.optim.Adam``, ``lightning.pytorch.Trainer``).
 Its constructor's signature is the one declaration of the options it takes,
-their types and ranges (:mod:`aelab.constraints`). Importing the component to
+their types and ranges (:mod:`aelab.config.constraints`). Importing the component to
 look at it would cost seconds (torch, Lightning), so this module finds the
 source file (``importlib.util.find_spec`` on the top-level package, which
 does not import it), parses it with :mod:`ast`, follows imports and
 re-exports, merges ``**kwargs`` with the base class's ``__init__``, and
-evaluates annotations into :class:`aelab.constraints.Type`. Anything it
+evaluates annotations into :class:`aelab.config.constraints.Type`. Anything it
 cannot see without executing code (a C extension, a dynamically made class)
 is reported as unknown, and the checks then accept whatever is given.
 
@@ -29,10 +29,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aelab.constraints import ANY, Range, Type, union, value_problems
+from aelab._compat import current_name
+from aelab.config.constraints import ANY, Range, Type, union, value_problems
 
 # Modules whose objects may be imported to evaluate annotations: cheap and side-effect free.
-_SAFE_MODULES = ("aelab.constraints",)
+_SAFE_MODULES = ("aelab.config.constraints",)
 _TYPING = ("typing", "typing_extensions", "collections.abc", "collections")
 _BUILTIN_TYPES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "bytes": "str",
                   "list": "list", "tuple": "list", "set": "list", "frozenset": "list", "dict": "dict", "object": "any"}
@@ -178,7 +179,8 @@ _MODULES: dict[str, tuple[float, _Module | None]] = {}
 
 
 def _module(name: str) -> _Module | None:
-    """The parsed module ``name`` (cached while its file is unchanged)."""
+    """The parsed module ``name`` (cached while its file is unchanged; an aelab 0.1 path is read at its new place)."""
+    name = current_name(name)
     located = _module_path(name)
     if located is None:
         return None
@@ -211,6 +213,7 @@ def _lookup(dotted: str, depth: int = 0) -> tuple[_Module, str, ast.AST] | None:
     """The definition a dotted path refers to: ``(module, name, node)``."""
     if depth > 30:
         return None
+    dotted = current_name(dotted)
     parts = dotted.split(".")
     for i in range(len(parts) - 1, 0, -1):
         info = _module(".".join(parts[:i]))
@@ -269,7 +272,7 @@ def _literal(node: ast.AST) -> Any:
 
 def _safe_object(dotted: str) -> Any:
     """The real object at ``dotted`` if it lives in a module that is safe to import, else None."""
-    module, _, attr = dotted.rpartition(".")
+    module, _, attr = current_name(dotted).rpartition(".")
     if module in _SAFE_MODULES:
         return getattr(importlib.import_module(module), attr, None)
     return None
@@ -490,7 +493,7 @@ _DIRTY = False
 
 
 def _disk_path() -> Path:
-    from aelab.files import user_cache_dir
+    from aelab.store.files import user_cache_dir
 
     return user_cache_dir() / f"signatures-py{sys.version_info[0]}{sys.version_info[1]}.pkl"
 
@@ -532,7 +535,7 @@ def _save_disk() -> None:
         return
     import pickle
 
-    from aelab.files import atomic_path
+    from aelab.store.files import atomic_path
 
     try:
         with atomic_path(_disk_path()) as tmp:

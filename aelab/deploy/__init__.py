@@ -1,0 +1,1 @@
+"""A trained run used outside aelab: predictions on new inputs, exports for other runtimes."""

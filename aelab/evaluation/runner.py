@@ -1,0 +1,84 @@
+"""Evaluating trained run folders: the tasks chosen for a run, run on it, recorded in its ``metrics.json`` and W&B run.
+
+:func:`evaluate_path` is what ``aelab-eval`` does for each run folder under a path.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+from aelab.errors import AelabError, RunFolderError
+from aelab.store.record import RunRecord
+
+log = logging.getLogger("aelab.eval")
+
+
+def auto_task_names(run, auto: dict) -> list[str]:
+    """The automatic tasks for a run: ``auto.one_class`` for one-class runs, else ``auto.other``."""
+    return list(auto["one_class"] if run.data.normal_class is not None else auto["other"])
+
+
+def compose_tasks(names: list[str]) -> dict[str, Any]:
+    """Compose and build the evaluation tasks ``names`` from the ``eval`` config group (Hydra's search path)."""
+    from hydra import compose
+
+    from aelab.run.build import instantiate_group
+
+    cfg = compose(config_name="evaluate", overrides=[f"eval=[{','.join(names)}]"])
+    return instantiate_group(cfg.get("eval"))
+
+
+def evaluate_run(run, tasks: dict[str, Any]) -> dict[str, Any]:
+    """Run ``tasks`` on a loaded run; record the results in its ``metrics.json`` and its W&B run."""
+    from aelab.evaluation.task import run_tasks
+    from aelab.store.runs import wandb_run_id
+    from aelab.tracking import publish_to_wandb_run
+
+    evaluation = run_tasks(run, tasks)
+    record = RunRecord.require(run.run_dir)
+    record.add_evaluation(evaluation.metrics, evaluation.details, evaluation.files, str(run.checkpoint), evaluation.infos).save()
+    run_id = wandb_run_id(run.run_dir)
+    if run_id is not None:
+        wandb_cfg = (run.cfg.get("logger") or {}).get("wandb")
+        publish_to_wandb_run(run.run_dir, wandb_cfg, run_id, evaluation.metrics, evaluation.images)
+    return evaluation.metrics
+
+
+def evaluate_path(path: str | Path, tasks: dict[str, Any] | None, checkpoint: str = "best", device: str = "cpu",
+                  auto: dict | None = None) -> dict[str, Any]:
+    """Evaluate every run folder at ``path`` with ``tasks`` (None: the automatic ones); returns ``{run_dir: metrics or error}``."""
+    from aelab.run.load import load_run
+    from aelab.store.runs import find_run_dirs
+
+    path = Path(path)
+    if not path.exists():
+        raise RunFolderError(f"{path} does not exist")
+    run_dirs = find_run_dirs(path)
+    if not run_dirs:
+        raise RunFolderError(f"{path} holds no aelab runs (no .hydra/config.yaml): point run= at a run or sweep folder")
+    results: dict[str, Any] = {}
+    for run_dir in run_dirs:
+        record = RunRecord.read(run_dir)
+        status = record.live_status() if record else None
+        has_weights = any((run_dir / "checkpoints").glob("*.ckpt"))
+        if status == "interrupted" and has_weights:  # killed: its checkpoints are still worth evaluating
+            log.warning("%s was interrupted (no live process owns it); evaluating the checkpoints it kept", run_dir)
+        elif status != "completed":
+            results[str(run_dir)] = RunFolderError(f"not evaluated: its status is {status or 'unknown (no metrics.json)'}"
+                                                   + (" and it kept no checkpoint" if status == "interrupted" else ""))
+            continue
+        try:
+            run = load_run(run_dir, which=checkpoint, device=device)
+            chosen = tasks if tasks else compose_tasks(auto_task_names(run, auto or {"one_class": [], "other": []}))
+            results[str(run_dir)] = evaluate_run(run, chosen)
+        except AelabError as exc:
+            results[str(run_dir)] = exc
+        except Exception as exc:  # a broken run must not stop a sweep's evaluation
+            log.error("%s: %s", run_dir, "".join(traceback.format_exception(exc)))
+            results[str(run_dir)] = exc
+    return results
+
+

@@ -43,7 +43,8 @@ _API = ("train", "load_run", "compare")
 
 
 def __getattr__(name: str):
-    """``aelab.train``, ``aelab.load_run`` and ``aelab.compare`` (functions of :mod:`aelab.api`), imported on first use."""
+    """``aelab.train``, ``aelab.load_run`` and ``aelab.compare`` (functions of :mod:`aelab.api`), imported on first "
+    "use."""
     if name in _API:
         from aelab import api
 

@@ -61,7 +61,7 @@ def current_name(dotted: str) -> str:
         return MOVED_NAMES[dotted]
     for old, new in MOVED.items():
         if dotted == old or dotted.startswith(old + "."):
-            return new + dotted[len(old):]
+            return new + dotted[len(old) :]
     return dotted
 
 
@@ -70,8 +70,12 @@ class _Alias(importlib.abc.Loader):
         self.old, self.new = old, new
 
     def create_module(self, spec):
-        warnings.warn(f"{self.old} moved to {self.new} in aelab 0.2 (extensions: import from aelab.extend); "
-                      "the old path will be removed in aelab 0.3", AelabDeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{self.old} moved to {self.new} in aelab 0.2 (extensions: import from aelab.extend); "
+            "the old path will be removed in aelab 0.3",
+            AelabDeprecationWarning,
+            stacklevel=2,
+        )
         module = importlib.import_module(self.new)
         for old, new in MOVED_NAMES.items():  # names that moved elsewhere stay reachable under the old module
             if old.rpartition(".")[0] == self.old and not hasattr(module, old.rpartition(".")[2]):

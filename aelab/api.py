@@ -14,8 +14,8 @@ trains through the same job, and returns the run loaded back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from aelab.errors import ConfigError
 
@@ -33,7 +33,7 @@ def compose_train_config(overrides: Iterable[str] = ()):
 
 
 def train(overrides: Iterable[str] = (), device: str = "cpu"):
-    """Train one run described by Hydra ``overrides`` (as on the command line); returns it loaded (:class:`aelab.store.runs.LoadedRun`).
+    """Train one run described by Hydra ``overrides`` (as on the command line); returns it loaded (a LoadedRun).
 
     A bad config raises :class:`aelab.errors.ConfigError` before any run folder exists; a failed run
     raises its error, with ``metrics.json`` and ``error.log`` written as ``aelab-train`` writes them.
@@ -43,12 +43,14 @@ def train(overrides: Iterable[str] = (), device: str = "cpu"):
     from omegaconf import OmegaConf, open_dict
 
     from aelab.run.folders import prepare_run_dir
-    from aelab.run.load import load_run
     from aelab.run.job import run_job
+    from aelab.run.load import load_run
 
     overrides = list(overrides)
     if any(o in ("-m", "--multirun") for o in overrides):
-        raise ConfigError("aelab.train runs one configuration; run sweeps with aelab-train -m (or call aelab.train per setting)")
+        raise ConfigError(
+            "aelab.train runs one configuration; run sweeps with aelab-train -m (or call aelab.train per setting)"
+        )
     cfg = compose_train_config(overrides)
     try:
         run_dir = prepare_run_dir(cfg)
@@ -86,7 +88,9 @@ def load_run(path: str | Path, which: str = "best", device: str = "cpu"):
 
 
 def compare(paths=None, **options):
-    """Tables and figures over the runs under ``paths``, as ``aelab-compare`` writes them (:func:`aelab.analysis.compare.compare`)."""
+    """Tables and figures over the runs under ``paths``, as ``aelab-compare`` writes them
+    (:func:`aelab.analysis.compare.compare`).
+    """
     from aelab.analysis.compare import compare as _compare
 
     return _compare(paths, **options)

@@ -13,8 +13,9 @@ elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 STAGES = ("train", "val", "test")
 
@@ -38,8 +39,15 @@ class MetricInfo:
         return data
 
 
-def stage_metrics(name: str, label: str, higher_is_better: bool | None, stages: Iterable[str] = STAGES,
-                  columns: Iterable[str] = ("test",), summary_stage: str | None = "val", best: bool = True) -> list[MetricInfo]:
+def stage_metrics(
+    name: str,
+    label: str,
+    higher_is_better: bool | None,
+    stages: Iterable[str] = STAGES,
+    columns: Iterable[str] = ("test",),
+    summary_stage: str | None = "val",
+    best: bool = True,
+) -> list[MetricInfo]:
     """The infos of one quantity logged under several stages (``train/x``, ``val/x``, ``test/x``).
 
     ``columns`` names the stages shown in tables (``best/val`` for the best
@@ -49,11 +57,17 @@ def stage_metrics(name: str, label: str, higher_is_better: bool | None, stages: 
     summary = None if higher_is_better is None else ("max" if higher_is_better else "min")
     infos: dict[str, MetricInfo] = {}
     for stage in stages:
-        infos[f"{stage}/{name}"] = MetricInfo(f"{stage}/{name}", f"{stage} {label}", higher_is_better,
-                                              summary if stage == summary_stage else None, stage in columns)
+        infos[f"{stage}/{name}"] = MetricInfo(
+            f"{stage}/{name}",
+            f"{stage} {label}",
+            higher_is_better,
+            summary if stage == summary_stage else None,
+            stage in columns,
+        )
     if best and "val" in stages:
-        infos[f"best/val/{name}"] = MetricInfo(f"best/val/{name}", f"best validation {label}", higher_is_better,
-                                               None, "best/val" in columns)
+        infos[f"best/val/{name}"] = MetricInfo(
+            f"best/val/{name}", f"best validation {label}", higher_is_better, None, "best/val" in columns
+        )
     ordered = [infos[f"{c}/{name}"] for c in columns if f"{c}/{name}" in infos]  # columns in the order asked for
     return ordered + [info for info in infos.values() if info not in ordered]
 
@@ -67,7 +81,7 @@ class MetricCatalog:
         for key, data in by_key.items():
             self.add([MetricInfo(key, **data)])
 
-    def add(self, infos: Iterable[MetricInfo | dict]) -> "MetricCatalog":
+    def add(self, infos: Iterable[MetricInfo | dict]) -> MetricCatalog:
         for info in infos:
             if isinstance(info, dict):
                 info = MetricInfo(**info)
@@ -75,7 +89,7 @@ class MetricCatalog:
         return self
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "MetricCatalog":
+    def from_json(cls, data: dict | None) -> MetricCatalog:
         return cls(MetricInfo(key, **value) for key, value in (data or {}).items())
 
     def to_json(self) -> dict:
@@ -94,7 +108,7 @@ class MetricCatalog:
         """The direction of ``key`` (``best/val/x`` and ``train_eval/x`` follow ``val/x``)."""
         info = self._infos.get(key)
         if info is None and key.startswith("best/"):
-            info = self._infos.get(key[len("best/"):])
+            info = self._infos.get(key[len("best/") :])
         if info is None and "/" in key:
             info = self._infos.get("val/" + key.split("/", 1)[1])
         return None if info is None else info.higher_is_better

@@ -33,7 +33,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 def read_idx(path: Path) -> np.ndarray:
     data = gzip.decompress(path.read_bytes())
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -43,8 +43,10 @@ def nets(net: str):
         return ConvEncoder(shape, 32), ConvDecoder(shape, 32)
     if net == "mlp":
         return MLPEncoder(shape, 32, hidden=[512, 256]), MLPDecoder(shape, 32, hidden=[512, 256])
-    return (MLPEncoder(shape, 100, hidden=[200, 200], activation="tanh"),  # VAE: mean and log variance of 50 latents
-            MLPDecoder(shape, 50, hidden=[200, 200], activation="tanh"))
+    return (
+        MLPEncoder(shape, 100, hidden=[200, 200], activation="tanh"),  # VAE: mean and log variance of 50 latents
+        MLPDecoder(shape, 50, hidden=[200, 200], activation="tanh"),
+    )
 
 
 def loss_of(net: str, enc, dec, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -81,7 +83,7 @@ def main() -> None:
         enc.train(), dec.train()
         perm = torch.randperm(len(train))
         for start in range(0, len(train), args.batch):
-            x = train[perm[start:start + args.batch]].float().div_(255)
+            x = train[perm[start : start + args.batch]].float().div_(255)
             if first_batch is None:
                 first_batch = time.time()
             loss = loss_of(args.net, enc, dec, x)
@@ -91,11 +93,20 @@ def main() -> None:
         enc.eval(), dec.eval()
         with torch.no_grad():
             g = torch.Generator().manual_seed(12345)
-            val_loss = sum(float(loss_of(args.net, enc, dec, val[i:i + 1000].float().div_(255), g)) * len(val[i:i + 1000])
-                           for i in range(0, len(val), 1000)) / len(val)
+            val_loss = sum(
+                float(loss_of(args.net, enc, dec, val[i : i + 1000].float().div_(255), g)) * len(val[i : i + 1000])
+                for i in range(0, len(val), 1000)
+            ) / len(val)
         assert math.isfinite(val_loss)
-        torch.save({"encoder": enc.state_dict(), "decoder": dec.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
-                   out / "last.ckpt")
+        torch.save(
+            {
+                "encoder": enc.state_dict(),
+                "decoder": dec.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+            },
+            out / "last.ckpt",
+        )
     print(f"TIMES {first_batch} {time.time()} {val_loss}")
 
 

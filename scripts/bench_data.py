@@ -33,7 +33,12 @@ def torchvision_root(tmp: Path) -> Path:
         raise SystemExit("Fashion-MNIST not found: run `make data` (or apt-get install dataset-fashion-mnist)")
     raw = tmp / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         src = folder / f"{stem}.gz"
         if src.is_file():
             with gzip.open(src, "rb") as fin, open(raw / stem, "wb") as fout:
@@ -67,7 +72,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
     from torchvision.transforms import ToTensor
 
     from aelab.data import FashionMNIST, to_float_batch
@@ -75,15 +80,19 @@ def main() -> None:
     dm = FashionMNIST(root="data", download=False, batch_size=args.batch_size)
     dm.setup()
     with tempfile.TemporaryDirectory() as tmp:
-        tv_set = FashionMNIST(str(torchvision_root(Path(tmp))), train=True, transform=ToTensor())
-        tv_loader = torch.utils.data.DataLoader(tv_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
+        tv_set = TorchvisionFashionMNIST(str(torchvision_root(Path(tmp))), train=True, transform=ToTensor())
+        tv_loader = torch.utils.data.DataLoader(
+            tv_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers
+        )
         ours, theirs = [], []
         for _ in range(args.rounds):
             ours.append(batches_per_second(dm.train_dataloader(), lambda b: to_float_batch(b)["image"], args.batches))
             theirs.append(batches_per_second(tv_loader, lambda b: b[0], args.batches))
     a, t = statistics.median(ours), statistics.median(theirs)
-    print(f"Fashion-MNIST train batches of {args.batch_size}, {args.batches} batches x {args.rounds} rounds (median), "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"Fashion-MNIST train batches of {args.batch_size}, {args.batches} batches x {args.rounds} rounds (median), "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"  aelab ImageDataModule          : {a:10.1f} batches/s")
     print(f"  torchvision FashionMNIST+ToTensor (workers={args.workers}): {t:10.1f} batches/s")
     print(f"  speed-up aelab / torchvision   : {a / t:10.1f}x  (target >= 20x)")

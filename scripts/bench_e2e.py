@@ -21,9 +21,10 @@ fit: every epoch with its validation and checkpoints) against the bare script's 
 Then **feature costs**: the MLP job with each default feature switched off (and SSIM at every
 validation, off by default, switched on), training phase against the default; and each default callback's share of
 the fit of each job, timed inside its hooks by Lightning's ``SimpleProfiler`` (precise where the off-switch runs are
-within this machine's noise). Then **sweeps**: a Hydra multirun of 8 MLP jobs (2 epochs, 10,000 training images) with the basic
-launcher (one process) and with joblib (2 workers), against 8 bare runs back to back; the per-job
-overhead is (Σ over worker processes of the span from its first job's first batch to its last job's end − the jobs' training spans) / 8.
+within this machine's noise). Then **sweeps**: a Hydra multirun of 8 MLP jobs (2 epochs, 10,000 training images)
+with the basic launcher (one process) and with joblib (2 workers), against 8 bare runs back to back; the per-job
+overhead is (Σ over worker processes of the span from its first job's first batch to its last job's end − the jobs'
+training spans) / 8.
 
     .venv/bin/python scripts/bench_e2e.py [--rounds 3] [--jobs conv,mlp,vae] [--no-sweeps]
 """
@@ -90,21 +91,49 @@ def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, s
 
 def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] = ()) -> dict:
     overrides, epochs = JOBS[job]
-    cmd = [str(BIN / "aelab-train"), *COMMON, *overrides, f"trainer.max_epochs={epochs}", f"paths.output_dir={out}", f"name={name}",
-           *extra]
+    cmd = [
+        str(BIN / "aelab-train"),
+        *COMMON,
+        *overrides,
+        f"trainer.max_epochs={epochs}",
+        f"paths.output_dir={out}",
+        f"name={name}",
+        *extra,
+    ]
     started, ended, rss, _ = launch(cmd, out, env)
     t = json.loads((out / "runs" / name / "metrics.json").read_text())["timing"]
-    return {"wall": ended - started, "startup": t["first_batch_at"] - started, "imports": t["imports_s"],
-            "training": t["fit_end_at"] - t["first_batch_at"], "end": ended - t["fit_end_at"], "rss": rss}
+    return {
+        "wall": ended - started,
+        "startup": t["first_batch_at"] - started,
+        "imports": t["imports_s"],
+        "training": t["fit_end_at"] - t["first_batch_at"],
+        "end": ended - t["fit_end_at"],
+        "rss": rss,
+    }
 
 
 def bare_run(job: str, out: Path, env: dict) -> dict:
     epochs = JOBS[job][1]
-    cmd = [sys.executable, str(SCRIPTS / "bare_train.py"), "--net", job, "--epochs", str(epochs), "--out", str(out / "bare")]
+    cmd = [
+        sys.executable,
+        str(SCRIPTS / "bare_train.py"),
+        "--net",
+        job,
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out / "bare"),
+    ]
     started, ended, rss, output = launch(cmd, out, env)
-    line = next(l for l in output.splitlines() if l.startswith("TIMES"))
+    line = next(s for s in output.splitlines() if s.startswith("TIMES"))
     first, fit_end = (float(v) for v in line.split()[1:3])
-    return {"wall": ended - started, "startup": first - started, "training": fit_end - first, "end": ended - fit_end, "rss": rss}
+    return {
+        "wall": ended - started,
+        "startup": first - started,
+        "training": fit_end - first,
+        "end": ended - fit_end,
+        "rss": rss,
+    }
 
 
 def med(rows: list[dict], key: str) -> float:
@@ -116,8 +145,16 @@ def sweeps(work: Path, env: dict) -> None:
     results = {}
     for launcher in ("basic", "joblib"):
         extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-        cmd = [str(BIN / "aelab-train"), "-m", *COMMON, *data, *extra, "model.bottleneck=2,4,8,16,24,32,48,64",
-               f"paths.output_dir={work / launcher}", f"sweep.name={launcher}"]
+        cmd = [
+            str(BIN / "aelab-train"),
+            "-m",
+            *COMMON,
+            *data,
+            *extra,
+            "model.bottleneck=2,4,8,16,24,32,48,64",
+            f"paths.output_dir={work / launcher}",
+            f"sweep.name={launcher}",
+        ]
         started, ended, rss, _ = launch(cmd, work, env)
         records = [json.loads(p.read_text()) for p in (work / launcher / "sweeps" / launcher).glob("*/metrics.json")]
         assert len(records) == 8 and all(r["status"] == "completed" for r in records), "a sweep job did not complete"
@@ -126,18 +163,34 @@ def sweeps(work: Path, env: dict) -> None:
         for r in records:
             workers.setdefault(r["timing"]["pid"], []).append(r)
         # each process, from its first job's first batch to its last job's record: all but that first start-up
-        spans = sum(max(r["finished_at_unix"] for r in rs) - min(r["timing"]["first_batch_at"] for r in rs) for rs in workers.values())
+        spans = sum(
+            max(r["finished_at_unix"] for r in rs) - min(r["timing"]["first_batch_at"] for r in rs)
+            for rs in workers.values()
+        )
         results[launcher] = (ended - started, (spans - training) / 8, len(workers))
     bare_total = 0.0
     for i in range(8):
         (work / f"bare{i}").mkdir()
-        cmd = [sys.executable, str(SCRIPTS / "bare_train.py"), "--net", "mlp", "--epochs", "2", "--out", str(work / f"bare{i}")]
+        cmd = [
+            sys.executable,
+            str(SCRIPTS / "bare_train.py"),
+            "--net",
+            "mlp",
+            "--epochs",
+            "2",
+            "--out",
+            str(work / f"bare{i}"),
+        ]
         started, ended, _, _ = launch(cmd, work, env)
         bare_total += ended - started
-    print("\nsweeps: 8 MLP jobs, 2 epochs on 10,000 images each (bare: the full 55,000-image split, 8 separate processes)")
+    print(
+        "\nsweeps: 8 MLP jobs, 2 epochs on 10,000 images each (bare: the full 55,000-image split, 8 separate processes)"
+    )
     for launcher, (wall, overhead, processes) in results.items():
-        print(f"  {launcher:7s} launcher: {wall:6.1f} s for the sweep in {processes} process(es), per-job overhead after each "
-              f"process's first start-up {overhead:.2f} s (target < 1 s)")
+        print(
+            f"  {launcher:7s} launcher: {wall:6.1f} s for the sweep in {processes} process(es), "
+            f"per-job overhead after each process's first start-up {overhead:.2f} s (target < 1 s)"
+        )
     print(f"  8 bare runs back to back: {bare_total:.1f} s")
 
 
@@ -152,10 +205,14 @@ FEATURES = {
 def feature_costs(work: Path, env: dict, rounds: int) -> None:
     """What each default feature costs in the MLP job's training phase: default against the feature switched off,
     and SSIM at every validation (off by default) switched on."""
-    variants = {"default": (), **{f"without {k}": v for k, v in FEATURES.items()}, "with SSIM at validation": ("model.val_ssim=true",)}
+    variants = {
+        "default": (),
+        **{f"without {k}": v for k, v in FEATURES.items()},
+        "with SSIM at validation": ("model.val_ssim=true",),
+    }
     got: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(rounds):
-        for name, extra in (list(variants.items()) if r % 2 == 0 else list(variants.items())[::-1]):
+        for name, extra in list(variants.items()) if r % 2 == 0 else list(variants.items())[::-1]:
             out = work / f"feat{r}_{len(got[name])}_{abs(hash(name)) % 10000}"
             out.mkdir()
             got[name].append(aelab_run("mlp", out, env, "f", extra)["training"])
@@ -181,7 +238,7 @@ def profile_child(job: str, work: str) -> None:
     spent: dict[str, float] = {}
     for action, durations in run.trainer.profiler.recorded_durations.items():
         if action.startswith("[Callback]"):
-            name = action[len("[Callback]"):].split(".")[0].split("{")[0]
+            name = action[len("[Callback]") :].split(".")[0].split("{")[0]
             spent[name] = spent.get(name, 0.0) + sum(durations)
     print("RESULT", json.dumps({"fit": fit, "callbacks": spent}))
 
@@ -198,9 +255,15 @@ def callback_shares(work: Path, env: dict, jobs: list[str]) -> None:
         out = work / f"profile_{job}"
         out.mkdir()
         results[job] = child_result([__file__, "--profile-child", job, str(out)], env)
-    names = sorted({n for r in results.values() for n in r["callbacks"]}, key=lambda n: -max(r["callbacks"].get(n, 0) / r["fit"] for r in results.values()))
+    names = sorted(
+        {n for r in results.values() for n in r["callbacks"]},
+        key=lambda n: -max(r["callbacks"].get(n, 0) / r["fit"] for r in results.values()),
+    )
     for name in names:
-        cells = [f"{100 * r['callbacks'].get(name, 0.0) / r['fit']:.2f} % ({r['callbacks'].get(name, 0.0):.2f} s)" for r in results.values()]
+        cells = [
+            f"{100 * r['callbacks'].get(name, 0.0) / r['fit']:.2f} % ({r['callbacks'].get(name, 0.0):.2f} s)"
+            for r in results.values()
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("| (fit, wall) | " + " | ".join(f"{r['fit']:.1f} s" for r in results.values()) + " |")
 
@@ -216,7 +279,9 @@ def main() -> None:
     if args.profile_child:
         profile_child(*args.profile_child)
         return
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="120", TERM=os.environ.get("TERM", "xterm"))
+    env = dict(
+        os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="120", TERM=os.environ.get("TERM", "xterm")
+    )
     env.pop("WANDB_SERVICE", None)
     work = Path(tempfile.mkdtemp(prefix="aelab-bench-e2e-"))
     rows = []
@@ -226,23 +291,35 @@ def main() -> None:
             for r in range(args.rounds):
                 out = work / f"{job}{r}"
                 out.mkdir()
-                pair = [lambda: a.append(aelab_run(job, out, env, f"{job}{r}")), lambda: b.append(bare_run(job, out, env))]
-                for step in (pair if r % 2 == 0 else pair[::-1]):
+                pair = [
+                    lambda: a.append(aelab_run(job, out, env, f"{job}{r}")),  # noqa: B023 — called below, in this iteration
+                    lambda: b.append(bare_run(job, out, env)),  # noqa: B023 — called below, in this iteration
+                ]
+                for step in pair if r % 2 == 0 else pair[::-1]:
                     step()
             rows.append((job, a, b))
-            print(f"{job}: aelab {[round(x['wall'], 1) for x in a]} s, bare {[round(x['wall'], 1) for x in b]} s", flush=True)
+            print(
+                f"{job}: aelab {[round(x['wall'], 1) for x in a]} s, bare {[round(x['wall'], 1) for x in b]} s",
+                flush=True,
+            )
         if rows:
             print(f"\nwhole process, median of {args.rounds} (CPU, {os.cpu_count()} cores; seconds):")
-            print("| job | aelab-train | bare | ratio | aelab start-up (torch+Lightning import / aelab's own) | bare start-up "
-                  "| training aelab / bare = ratio | end aelab / bare | peak RSS aelab / bare |")
+            print(
+                "| job | aelab-train | bare | ratio | aelab start-up (torch+Lightning import / aelab's own) "
+                "| bare start-up | training aelab / bare = ratio | end aelab / bare | peak RSS aelab / bare |"
+            )
             print("|---|---|---|---|---|---|---|---|---|")
             for job, a, b in rows:
                 epochs = JOBS[job][1]
                 own = med(a, "startup") - med(a, "imports")
-                print(f"| {job} ({epochs} ep) | {med(a, 'wall'):.1f} | {med(b, 'wall'):.1f} | {med(a, 'wall') / med(b, 'wall'):.2f} "
-                      f"| {med(a, 'startup'):.1f} ({med(a, 'imports'):.1f} / {own:.1f}) | {med(b, 'startup'):.1f} "
-                      f"| {med(a, 'training'):.1f} / {med(b, 'training'):.1f} = {med(a, 'training') / med(b, 'training'):.3f} "
-                      f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |")
+                print(
+                    f"| {job} ({epochs} ep) | {med(a, 'wall'):.1f} | {med(b, 'wall'):.1f} "
+                    f"| {med(a, 'wall') / med(b, 'wall'):.2f} "
+                    f"| {med(a, 'startup'):.1f} ({med(a, 'imports'):.1f} / {own:.1f}) | {med(b, 'startup'):.1f} "
+                    f"| {med(a, 'training'):.1f} / {med(b, 'training'):.1f} "
+                    f"= {med(a, 'training') / med(b, 'training'):.3f} "
+                    f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |"
+                )
         if not args.no_features:
             feature_costs(work, env, args.rounds)
             callback_shares(work, env, list(JOBS))
@@ -252,7 +329,10 @@ def main() -> None:
             import torch
 
             if not torch.cuda.is_available():
-                print("\nGPU rows skipped: no CUDA device on this machine (scripts/bench_train.py has the GPU throughput rows)")
+                print(
+                    "\nGPU rows skipped: no CUDA device on this machine "
+                    "(scripts/bench_train.py has the GPU throughput rows)"
+                )
         except ImportError:
             pass
     finally:

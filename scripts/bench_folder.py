@@ -59,7 +59,9 @@ def write_pngs(folder: Path, n: int) -> Path:
 
 def child(mode: str, args: dict) -> dict:
     """Run one measurement in a fresh Python process; returns its JSON line."""
-    out = subprocess.run([sys.executable, __file__, "--child", mode, json.dumps(args)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, json.dumps(args)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -76,8 +78,15 @@ def datamodule(kind: str, a: dict):
     from aelab.data import FashionMNIST, ImageFolder
 
     if kind == "folder":
-        return ImageFolder(path=a["folder"], cache_dir=a["cache"], batch_size=a.get("batch", 256), val_size=5000,
-                           val_fraction=None, test_fraction=0.1, memory_budget_mb=a.get("budget", 4096))
+        return ImageFolder(
+            path=a["folder"],
+            cache_dir=a["cache"],
+            batch_size=a.get("batch", 256),
+            val_size=5000,
+            val_fraction=None,
+            test_fraction=0.1,
+            memory_budget_mb=a.get("budget", 4096),
+        )
     return FashionMNIST(root="data", download=False, batch_size=a.get("batch", 256))
 
 
@@ -116,8 +125,17 @@ def run_child(mode: str, a: dict) -> dict:
             def on_train_batch_end(self, trainer, *args):
                 times.append(time.perf_counter())
 
-        trainer = L.Trainer(accelerator="cpu", max_steps=a["steps"], limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[Clock()])
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=a["steps"],
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Clock()],
+        )
         trainer.fit(model, datamodule=dm)
         warm = 10
         return {"images_per_s": (len(times) - warm - 1) * a["batch"] / (times[-1] - times[warm])}
@@ -131,8 +149,12 @@ def run_child(mode: str, a: dict) -> dict:
         for _ in dm.train_dataloader():
             now = proc_memory()
             peak = {k: max(peak[k], now[k]) for k in peak}
-        return {"anon_mb": peak["RssAnon"] - base["RssAnon"], "file_mb": peak["RssFile"] - base["RssFile"],
-                "mapped": dm.info()["memory_mapped"], "cache_mb": Path(dm.info()["cache_file"]).stat().st_size / 2**20}
+        return {
+            "anon_mb": peak["RssAnon"] - base["RssAnon"],
+            "file_mb": peak["RssFile"] - base["RssFile"],
+            "mapped": dm.info()["memory_mapped"],
+            "cache_mb": Path(dm.info()["cache_file"]).stat().st_size / 2**20,
+        }
     raise ValueError(mode)
 
 
@@ -149,31 +171,49 @@ def main() -> None:
         return
     folder = write_pngs(Path("outputs/bench/fmnist_png"), args.images)
     cache = Path(tempfile.mkdtemp(prefix="aelab-bench-cache-"))
-    common = {"folder": str(folder), "cache": str(cache), "images": args.images, "batch": args.batch, "steps": args.steps}
+    common = {
+        "folder": str(folder),
+        "cache": str(cache),
+        "images": args.images,
+        "batch": args.batch,
+        "steps": args.steps,
+    }
     try:
         decode = child("decode", common)
-        print(f"1. first run: {args.images} PNGs decoded in {decode['seconds']:.1f} s = {args.images / decode['seconds']:,.0f} "
-              f"images/s ({os.cpu_count()} cores); cache {decode['cache_mb']:.1f} MB")
+        print(
+            f"1. first run: {args.images} PNGs decoded in {decode['seconds']:.1f} s = "
+            f"{args.images / decode['seconds']:,.0f} "
+            f"images/s ({os.cpu_count()} cores); cache {decode['cache_mb']:.1f} MB"
+        )
         firsts = {"folder": [], "builtin": []}
         for r in range(args.rounds):
-            for kind in (list(firsts) if r % 2 == 0 else list(firsts)[::-1]):
+            for kind in list(firsts) if r % 2 == 0 else list(firsts)[::-1]:
                 firsts[kind].append(child("first_batch", {**common, "kind": kind})["seconds"])
         f, b = statistics.median(firsts["folder"]), statistics.median(firsts["builtin"])
-        print(f"2. second run, setup to the first training batch (median of {args.rounds}): folder {f:.2f} s, "
-              f"built-in fashion_mnist {b:.2f} s")
+        print(
+            f"2. second run, setup to the first training batch (median of {args.rounds}): folder {f:.2f} s, "
+            f"built-in fashion_mnist {b:.2f} s"
+        )
         speeds = {"folder": [], "builtin": []}
         for r in range(args.rounds):
-            for kind in (list(speeds) if r % 2 == 0 else list(speeds)[::-1]):  # alternate which side goes first
+            for kind in list(speeds) if r % 2 == 0 else list(speeds)[::-1]:  # alternate which side goes first
                 speeds[kind].append(child("train", {**common, "kind": kind})["images_per_s"])
         f, b = statistics.median(speeds["folder"]), statistics.median(speeds["builtin"])
-        print(f"3. training throughput, conv AE, batch {args.batch}, {args.steps} steps (median of {args.rounds}): folder {f:,.0f} "
-              f"vs built-in {b:,.0f} images/s = {f / b:.3f} (target 0.95-1.05)")
+        print(
+            f"3. training throughput, conv AE, batch {args.batch}, {args.steps} steps (median of {args.rounds}): "
+            f"folder {f:,.0f} "
+            f"vs built-in {b:,.0f} images/s = {f / b:.3f} (target 0.95-1.05)"
+        )
         ram = child("memory", {**common, "budget": 4096})
         mapped = child("memory", {**common, "budget": 1})
-        print(f"4. set-up plus one epoch of batches, cache {ram['cache_mb']:.1f} MB, growth over the process after importing aelab.data: "
-              f"in RAM +{ram['anon_mb']:.0f} MB private (RssAnon), +{ram['file_mb']:.0f} MB file pages; memory-mapped "
-              f"(data.memory_budget_mb=1 < cache) +{mapped['anon_mb']:.0f} MB private, +{mapped['file_mb']:.0f} MB file pages "
-              "(page cache, which the kernel drops under pressure)")
+        print(
+            f"4. set-up plus one epoch of batches, cache {ram['cache_mb']:.1f} MB, growth over the process after "
+            f"importing aelab.data: "
+            f"in RAM +{ram['anon_mb']:.0f} MB private (RssAnon), +{ram['file_mb']:.0f} MB file pages; memory-mapped "
+            f"(data.memory_budget_mb=1 < cache) +{mapped['anon_mb']:.0f} MB private, +{mapped['file_mb']:.0f} MB file"
+            f" pages "
+            "(page cache, which the kernel drops under pressure)"
+        )
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 

@@ -54,7 +54,8 @@ with torch.no_grad():
 loop = time.perf_counter() - loop
 if {write}:
     np.save({out!r} + "/codes.npy", torch.cat(codes).numpy()); np.save({out!r} + "/recon.npy", torch.cat(recon).numpy())
-    np.save({out!r} + "/maps.npy", torch.cat(maps).numpy()); np.savetxt({out!r} + "/scores.csv", torch.cat(scores).numpy())
+    np.save({out!r} + "/maps.npy", torch.cat(maps).numpy()); np.savetxt({out!r} + "/scores.csv",
+    torch.cat(scores).numpy())
 print("RESULT", loop, time.perf_counter() - started)
 """
 
@@ -75,7 +76,7 @@ def timed(code: str) -> tuple[float, float]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(s for s in out.stdout.splitlines() if s.startswith("RESULT"))
     _, loop, whole = line.split()
     return float(loop), float(whole)
 
@@ -89,9 +90,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aelab-bench-predict-"))
     try:
         env = dict(os.environ, WANDB_MODE="disabled")
-        subprocess.run([str(BIN / "aelab-train"), "model=conv", "data.limit_train=2048", "trainer.max_epochs=1", "test=false",
-                        "callbacks.progress_bar=null", "callbacks.generation_grids=null", f"paths.output_dir={work}/outputs", "name=bench"],
-                       check=True, capture_output=True, env=env, cwd=work)
+        subprocess.run(
+            [
+                str(BIN / "aelab-train"),
+                "model=conv",
+                "data.limit_train=2048",
+                "trainer.max_epochs=1",
+                "test=false",
+                "callbacks.progress_bar=null",
+                "callbacks.generation_grids=null",
+                f"paths.output_dir={work}/outputs",
+                "name=bench",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=work,
+        )
         run = work / "outputs" / "runs" / "bench"
         ckpt = str(next((run / "checkpoints").glob("best*.ckpt")))
         import numpy as np
@@ -99,16 +114,25 @@ def main() -> None:
         from aelab.data.readers import read_idx
 
         images = work / "images.npy"
-        np.save(images, read_idx(Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")).numpy()[: args.images])
+        np.save(
+            images, read_idx(Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")).numpy()[: args.images]
+        )
         results = {k: [] for k in ("aelab_loop", "bare_loop", "aelab_whole", "bare_whole")}
         for r in range(args.rounds):
             out = work / f"out{r}"
             out.mkdir()
             results["aelab_loop"].append(timed(AELAB_LOOP.format(run=str(run), images=str(images), out=str(out)))[0])
-            results["bare_loop"].append(timed(BARE.format(repo=repo, ckpt=ckpt, images=str(images), out=str(out), write=False))[0])
+            results["bare_loop"].append(
+                timed(BARE.format(repo=repo, ckpt=ckpt, images=str(images), out=str(out), write=False))[0]
+            )
             started = time.perf_counter()
-            subprocess.run([str(BIN / "aelab-predict"), f"run={run}", f"input={images}", f"out={out}/aelab"], check=True,
-                           capture_output=True, env=env, cwd=work)
+            subprocess.run(
+                [str(BIN / "aelab-predict"), f"run={run}", f"input={images}", f"out={out}/aelab"],
+                check=True,
+                capture_output=True,
+                env=env,
+                cwd=work,
+            )
             results["aelab_whole"].append(time.perf_counter() - started)
             started = time.perf_counter()
             (out / "bare").mkdir()
@@ -116,11 +140,20 @@ def main() -> None:
             results["bare_whole"].append(time.perf_counter() - started)
         med = {k: statistics.median(v) for k, v in results.items()}
         n = args.images
-        print(f"predict {n} Fashion-MNIST test images, conv AE, batch 512, CPU ({os.cpu_count()} cores), median of {args.rounds}:")
-        print(f"  I/O excluded: aelab {n / med['aelab_loop']:,.0f} images/s vs bare model(x) loop {n / med['bare_loop']:,.0f} "
-              f"images/s = {med['bare_loop'] / med['aelab_loop']:.3f} (target >= 0.9)")
-        print(f"  I/O included (whole command): aelab-predict {med['aelab_whole']:.2f} s vs bare script {med['bare_whole']:.2f} s "
-              f"= {med['bare_whole'] / med['aelab_whole']:.3f} of the bare throughput")
+        print(
+            f"predict {n} Fashion-MNIST test images, conv AE, batch 512, CPU ({os.cpu_count()} cores), median of "
+            f"{args.rounds}:"
+        )
+        print(
+            f"  I/O excluded: aelab {n / med['aelab_loop']:,.0f} images/s vs bare model(x) loop "
+            f"{n / med['bare_loop']:,.0f} "
+            f"images/s = {med['bare_loop'] / med['aelab_loop']:.3f} (target >= 0.9)"
+        )
+        print(
+            f"  I/O included (whole command): aelab-predict {med['aelab_whole']:.2f} s vs bare script "
+            f"{med['bare_whole']:.2f} s "
+            f"= {med['bare_whole'] / med['aelab_whole']:.3f} of the bare throughput"
+        )
         print("  " + json.dumps({k: [round(x, 3) for x in v] for k, v in results.items()}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

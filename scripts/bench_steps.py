@@ -39,7 +39,7 @@ def child_result(args: list[str], env: dict | None = None):
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
-    line = next(l for l in reversed(done.stdout.splitlines()) if l.startswith("RESULT "))
+    line = next(s for s in reversed(done.stdout.splitlines()) if s.startswith("RESULT "))
     return json.loads(line.split(" ", 1)[1])
 
 
@@ -77,7 +77,7 @@ def child(mode: str, net: str, work: str) -> float:
         perm, times = torch.randperm(len(images)), []
         for start in range(0, len(images), 256):
             times.append(time.perf_counter())
-            x = images[perm[start:start + 256]].float().div_(255)
+            x = images[perm[start : start + 256]].float().div_(255)
             loss = bare.loss_of(net, enc, dec, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -105,14 +105,29 @@ def child(mode: str, net: str, work: str) -> float:
             def configure_optimizers(self):
                 return torch.optim.Adam(self.parameters(), lr=1e-3)
 
-        trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[Clock()], accelerator="cpu", limit_val_batches=0,
-                            num_sanity_val_steps=0, use_distributed_sampler=False)
+        trainer = L.Trainer(
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Clock()],
+            accelerator="cpu",
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,
+        )
         binarize = "fixed" if net == "vae" else "none"
         trainer.fit(Plain(), datamodule=FashionMNIST(root="data", download=False, batch_size=256, binarize=binarize))
         return median_step_ms(times)
-    overrides = ["data=fashion_mnist", "test=false", "trainer.max_epochs=1", f"model={net}", "trainer.limit_val_batches=0",
-                 "trainer.num_sanity_val_steps=0"] + (["data.binarize=fixed"] if net == "vae" else [])
+    overrides = [
+        "data=fashion_mnist",
+        "test=false",
+        "trainer.max_epochs=1",
+        f"model={net}",
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+    ] + (["data.binarize=fixed"] if net == "vae" else [])
     job = built_job(overrides, work, f"steps-{time.monotonic_ns()}")  # a fresh run folder each time (no resume)
     job.trainer.callbacks.append(Clock())
     job.trainer.fit(job.model, datamodule=job.datamodule)
@@ -129,20 +144,25 @@ def main() -> None:
         net, where, rounds = args.child
         got: dict[str, list[float]] = {"bare": [], "plain": [], "aelab": []}
         for r in range(int(rounds)):
-            for mode in (list(got) if r % 2 == 0 else list(got)[::-1]):
+            for mode in list(got) if r % 2 == 0 else list(got)[::-1]:
                 got[mode].append(child(mode, net, where))
         print("RESULT", json.dumps(got))
         return
     work = tempfile.mkdtemp(prefix="aelab-bench-steps-")
     try:
         print(f"median training step, ms (batch 256, CPU, median over one epoch, median of {args.rounds} rounds):")
-        print("| net | bare | plain Lightning | aelab | Lightning's own / bare | aelab / plain Lightning | aelab / bare |")
+        print(
+            "| net | bare | plain Lightning | aelab | Lightning's own / bare | aelab / plain Lightning | aelab / bare |"
+        )
         print("|---|---|---|---|---|---|---|")
         for net in args.nets.split(","):
             got = child_result([__file__, "--child", net, work, str(args.rounds)])
             m = {k: statistics.median(v) for k, v in got.items()}
-            print(f"| {net} | {m['bare']:.2f} | {m['plain']:.2f} | {m['aelab']:.2f} | {m['plain'] / m['bare']:.3f} "
-                  f"| {m['aelab'] / m['plain']:.3f} | {m['aelab'] / m['bare']:.3f} |", flush=True)
+            print(
+                f"| {net} | {m['bare']:.2f} | {m['plain']:.2f} | {m['aelab']:.2f} | {m['plain'] / m['bare']:.3f} "
+                f"| {m['aelab'] / m['plain']:.3f} | {m['aelab'] / m['bare']:.3f} |",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

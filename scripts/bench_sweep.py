@@ -21,9 +21,17 @@ import time
 from pathlib import Path
 
 JOB = [
-    "model=mlp", "model.encoder.hidden=[256]", "model.bottleneck=4,8,16,32", "trainer.max_epochs=12",
-    "data.limit_train=6000", "data.limit_val=1000", "data.limit_test=1000", "data.batch_size=32",
-    "callbacks.progress_bar=null", "callbacks.reconstruction_grid=null", "trainer.enable_model_summary=false",
+    "model=mlp",
+    "model.encoder.hidden=[256]",
+    "model.bottleneck=4,8,16,32",
+    "trainer.max_epochs=12",
+    "data.limit_train=6000",
+    "data.limit_val=1000",
+    "data.limit_test=1000",
+    "data.batch_size=32",
+    "callbacks.progress_bar=null",
+    "callbacks.reconstruction_grid=null",
+    "trainer.enable_model_summary=false",
 ]
 
 
@@ -47,8 +55,13 @@ def main() -> None:
         root = Path(tmp)
         (root / "data").mkdir()
         sequential = run_sweep(["sweep.name=sequential"], root)
-        parallel = run_sweep(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}", "sweep.name=parallel"], root)
-    print(f"4-job sweep (MLP 784-256-b autoencoder, 6k Fashion-MNIST images, batch 32, 12 epochs each), {os.cpu_count()} cores")
+        parallel = run_sweep(
+            ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}", "sweep.name=parallel"], root
+        )
+    print(
+        f"4-job sweep (MLP 784-256-b autoencoder, 6k Fashion-MNIST images, batch 32, 12 epochs each), "
+        f"{os.cpu_count()} cores"
+    )
     print(f"  sequential (basic launcher)      : {sequential:7.1f} s")
     print(f"  joblib launcher, n_jobs={args.n_jobs}        : {parallel:7.1f} s")
     print(f"  ratio parallel / sequential      : {parallel / sequential:7.2f}  (target <= 0.7)")

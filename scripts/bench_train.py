@@ -45,8 +45,12 @@ def make_model(net: str, seed: int = 0):
     torch.manual_seed(seed)
     if net == "conv":
         return Autoencoder((1, 28, 28), bottleneck=32, encoder=ConvEncoder, decoder=ConvDecoder)
-    return Autoencoder((1, 28, 28), bottleneck=32,
-                       encoder=lambda **kw: MLPEncoder(hidden=[512, 256], **kw), decoder=lambda **kw: MLPDecoder(hidden=[512, 256], **kw))
+    return Autoencoder(
+        (1, 28, 28),
+        bottleneck=32,
+        encoder=lambda **kw: MLPEncoder(hidden=[512, 256], **kw),
+        decoder=lambda **kw: MLPDecoder(hidden=[512, 256], **kw),
+    )
 
 
 def load_datamodule(batch: int):
@@ -85,7 +89,7 @@ def run_bare(net: str, batch: int, precision: str, device: str, steps: int) -> d
                 torch.cuda.synchronize()
             start = time.perf_counter()
         i = step % per_epoch
-        x = images[order[i * batch:(i + 1) * batch]]
+        x = images[order[i * batch : (i + 1) * batch]]
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             out = torch.sigmoid(model.decoder(model.encoder(x)))
             loss = F.mse_loss(out.float(), x)
@@ -126,11 +130,22 @@ def run_aelab(net: str, batch: int, precision: str, device: str, steps: int, pro
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
-            accelerator="gpu" if device == "cuda" else "cpu", devices=processes,
-            strategy="ddp" if processes > 1 else "auto", precision=precision, use_distributed_sampler=False,
-            max_epochs=1, limit_train_batches=steps + WARMUP, limit_val_batches=0, num_sanity_val_steps=0,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            logger=ResumableCSVLogger(tmp), log_every_n_steps=50, callbacks=[timer], plugins=[AtomicCheckpointIO()],
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=processes,
+            strategy="ddp" if processes > 1 else "auto",
+            precision=precision,
+            use_distributed_sampler=False,
+            max_epochs=1,
+            limit_train_batches=steps + WARMUP,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=ResumableCSVLogger(tmp),
+            log_every_n_steps=50,
+            callbacks=[timer],
+            plugins=[AtomicCheckpointIO()],
         )
         trainer.fit(make_model(net), datamodule=dm)
         if not trainer.is_global_zero:
@@ -158,8 +173,24 @@ def one(args: argparse.Namespace) -> None:
 
 
 def measure(side: str, net: str, batch: int, precision: str, device: str, steps: int, processes: int = 1) -> dict:
-    cmd = [sys.executable, __file__, "--one", side, "--net", net, "--batch", str(batch), "--precision", precision,
-           "--device", device, "--steps", str(steps), "--processes", str(processes)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        side,
+        "--net",
+        net,
+        "--batch",
+        str(batch),
+        "--precision",
+        precision,
+        "--device",
+        device,
+        "--steps",
+        str(steps),
+        "--processes",
+        str(processes),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -171,7 +202,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--images", type=int, default=12000, help="timed images per measurement")
-    parser.add_argument("--quick", action="store_true", help="conv at batch 256 and 1024 in fp32 only, and the DDP check")
+    parser.add_argument(
+        "--quick", action="store_true", help="conv at batch 256 and 1024 in fp32 only, and the DDP check"
+    )
     parser.add_argument("--no-ddp", action="store_true")
     parser.add_argument("--one", choices=["bare", "aelab"], help=argparse.SUPPRESS)
     parser.add_argument("--net", default="conv")
@@ -190,10 +223,14 @@ def main() -> None:
     nets = ["conv"] if args.quick else ["conv", "mlp"]
     precisions = ["32-true"] if args.quick else ["32-true", "bf16-mixed"]
     gpu = f" + {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    print(f"Training throughput, aelab vs bare PyTorch: Fashion-MNIST in memory, Adam 1e-3, bottleneck 32; "
-          f"{args.images} timed images x {args.rounds} rounds (median); {os.cpu_count()} CPU cores{gpu}")
-    print(f"{'device':6} {'net':4} {'batch':>5} {'precision':10} {'bare img/s':>11} {'aelab img/s':>11} {'ratio':>6} "
-          f"{'bare peak MB':>12} {'aelab peak MB':>13}")
+    print(
+        f"Training throughput, aelab vs bare PyTorch: Fashion-MNIST in memory, Adam 1e-3, bottleneck 32; "
+        f"{args.images} timed images x {args.rounds} rounds (median); {os.cpu_count()} CPU cores{gpu}"
+    )
+    print(
+        f"{'device':6} {'net':4} {'batch':>5} {'precision':10} {'bare img/s':>11} {'aelab img/s':>11} {'ratio':>6} "
+        f"{'bare peak MB':>12} {'aelab peak MB':>13}"
+    )
     for device in devices:
         for net in nets:
             for batch in (256, 1024):
@@ -206,8 +243,11 @@ def main() -> None:
                     b = statistics.median(r["images_per_s"] for r in bare)
                     a = statistics.median(r["images_per_s"] for r in ours)
                     mem = "max allocated" if device == "cuda" else "max RSS"
-                    print(f"{device:6} {net:4} {batch:5d} {precision:10} {b:11.0f} {a:11.0f} {a / b:6.3f} "
-                          f"{max(r['peak_mb'] for r in bare):12.0f} {max(r['peak_mb'] for r in ours):13.0f}  ({mem})", flush=True)
+                    print(
+                        f"{device:6} {net:4} {batch:5d} {precision:10} {b:11.0f} {a:11.0f} {a / b:6.3f} "
+                        f"{max(r['peak_mb'] for r in bare):12.0f} {max(r['peak_mb'] for r in ours):13.0f}  ({mem})",
+                        flush=True,
+                    )
     print("targets: ratio >= 0.9 on CPU and >= 0.8 on GPU for conv at batch 1024")
     if args.no_ddp:
         return
@@ -219,9 +259,11 @@ def main() -> None:
         double.append(measure("aelab", "conv", batch, "32-true", "cpu", steps, processes=2))
     s = statistics.median(r["images_per_s"] for r in single)
     d = statistics.median(r["images_per_s"] for r in double)
-    print(f"DDP scaling on CPU, conv, global batch {2 * batch}: 1 process {s:.0f} images/s (all {os.cpu_count()} cores), "
-          f"ddp_cpu 2 processes x batch {batch} {d:.0f} images/s ({max(1, (os.cpu_count() or 1) // 2)} threads each): "
-          f"speed-up {d / s:.2f}x")
+    print(
+        f"DDP scaling on CPU, conv, global batch {2 * batch}: 1 process {s:.0f} images/s (all {os.cpu_count()} cores), "
+        f"ddp_cpu 2 processes x batch {batch} {d:.0f} images/s ({max(1, (os.cpu_count() or 1) // 2)} threads each): "
+        f"speed-up {d / s:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,13 @@ def run(name: str, scale: str, n_jobs: int, extra: list[str], compare: bool = Tr
     """Run the sweep and the comparison; returns the sweep folder."""
     bin_dir = Path(sys.executable).parent
     sweep_name = f"{name}_{scale}"
-    command = [str(bin_dir / "aelab-train"), "-m", f"experiment={name}", f"ablation.scale={scale}", f"sweep.name={sweep_name}"]
+    command = [
+        str(bin_dir / "aelab-train"),
+        "-m",
+        f"experiment={name}",
+        f"ablation.scale={scale}",
+        f"sweep.name={sweep_name}",
+    ]
     if n_jobs > 1:
         command += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
     command += ["callbacks.progress_bar=null", *extra]
@@ -79,7 +85,8 @@ def run(name: str, scale: str, n_jobs: int, extra: list[str], compare: bool = Tr
     record = {
         "name": name,
         "scale": scale,
-        "command": f"python scripts/run_ablation.py {name} --scale {scale}" + (f" --n-jobs {n_jobs}" if n_jobs > 1 else "")
+        "command": f"python scripts/run_ablation.py {name} --scale {scale}"
+        + (f" --n-jobs {n_jobs}" if n_jobs > 1 else "")
         + (" -- " + " ".join(extra) if extra else ""),
         "sweep_command": shown,
         "finished_at": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
@@ -90,13 +97,17 @@ def run(name: str, scale: str, n_jobs: int, extra: list[str], compare: bool = Tr
     previous = sweep_dir / "ablation.json"
     if previous.is_file():  # a continued sweep: keep the first full run's timing next to this one
         old = json.loads(previous.read_text())
-        record["earlier_runs"] = old.get("earlier_runs", []) + [{k: old[k] for k in ("finished_at", "wall_time_s", "failed") if k in old}]
+        record["earlier_runs"] = old.get("earlier_runs", []) + [
+            {k: old[k] for k in ("finished_at", "wall_time_s", "failed") if k in old}
+        ]
     if result.returncode != 0:  # some jobs failed: the record keeps this run's time, so a continuation adds to it
         record["failed"] = True
     (sweep_dir / "ablation.json").write_text(json.dumps(record, indent=2) + "\n")
     if result.returncode != 0:
-        raise SystemExit(f"the {name} sweep had failed jobs (exit code {result.returncode}); see the output above. "
-                         "The same command continues it (completed jobs are skipped)")
+        raise SystemExit(
+            f"the {name} sweep had failed jobs (exit code {result.returncode}); see the output above. "
+            "The same command continues it (completed jobs are skipped)"
+        )
     if compare:
         from aelab.analysis.compare import compare as compare_runs
 
@@ -127,16 +138,25 @@ def ablation_metrics(sweep_dir: Path) -> list[str] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=ABLATIONS)
-    parser.add_argument("--scale", choices=("quick", "cpu", "full"), default="quick",
-                        help="quick (minutes on a CPU), cpu (the full protocol sized for a CPU, where the experiment defines it), full")
+    parser.add_argument(
+        "--scale",
+        choices=("quick", "cpu", "full"),
+        default="quick",
+        help="quick (minutes on a CPU), cpu (the full protocol sized for a CPU, where the experiment defines it), full",
+    )
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel jobs (joblib launcher); 1 = sequential")
     parser.add_argument("--no-compare", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")
     args = parser.parse_args()
     from omegaconf import OmegaConf
 
-    scales = [k for k in OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{args.name}.yaml").ablation
-              if k not in ("name", "scale", "metrics")]
+    scales = [
+        k
+        for k in OmegaConf.load(
+            Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{args.name}.yaml"
+        ).ablation
+        if k not in ("name", "scale", "metrics")
+    ]
     if args.scale not in scales:
         raise SystemExit(f"run_ablation.py: {args.name} has no --scale {args.scale}; it defines {', '.join(scales)}")
     run(args.name, args.scale, args.n_jobs, args.overrides, compare=not args.no_compare)

@@ -17,10 +17,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -32,11 +32,21 @@ PIXELS = 784  # Fashion-MNIST / MNIST images: per-pixel MSE x 784 = squared erro
 # Published reference values. Transcribed from the papers; marked where they could not be
 # re-checked against the paper from this machine (it has no network beyond package registries).
 RUFF_2018_DCAE_MNIST = {  # Ruff et al. 2018 (Deep SVDD, ICML), Table 1, DCAE column, AUC in % (mean ± std over 10 seeds)
-    0: "97.6 ± 0.7", 1: "98.3 ± 0.6", 2: "85.4 ± 2.4", 3: "86.7 ± 0.9", 4: "86.5 ± 2.0",
-    5: "78.2 ± 2.7", 6: "94.6 ± 0.5", 7: "92.3 ± 1.0", 8: "86.5 ± 1.6", 9: "90.4 ± 1.8",
+    0: "97.6 ± 0.7",
+    1: "98.3 ± 0.6",
+    2: "85.4 ± 2.4",
+    3: "86.7 ± 0.9",
+    4: "86.5 ± 2.0",
+    5: "78.2 ± 2.7",
+    6: "94.6 ± 0.5",
+    7: "92.3 ± 1.0",
+    8: "86.5 ± 1.6",
+    9: "90.4 ± 1.8",
 }
-RUFF_2018_SOURCE = ("Ruff et al. 2018, *Deep One-Class Classification* (ICML), Table 1, DCAE (convolutional autoencoder, "
-                    "reconstruction error) — transcribed, not re-verified from this machine")
+RUFF_2018_SOURCE = (
+    "Ruff et al. 2018, *Deep One-Class Classification* (ICML), Table 1, DCAE (convolutional autoencoder, "
+    "reconstruction error) — transcribed, not re-verified from this machine"
+)
 
 
 @dataclass
@@ -61,11 +71,15 @@ def verdict_linear_vs_pca(s: pd.DataFrame) -> str:
     ratio = s["eval/recon_vs_pca"]
     angle = s.get("eval/principal_angle_mean_deg")
     held = ratio.max() < 1.1
-    text = (f"{'Held' if held else 'Not yet'}: the linear autoencoder's test MSE is {ratio.min():.3f}–{ratio.max():.3f}× the exact PCA "
-            f"error at bottlenecks {', '.join(str(int(b)) for b in s['model.bottleneck'])}")
+    text = (
+        f"{'Held' if held else 'Not yet'}: the linear autoencoder's test MSE is {ratio.min():.3f}–{ratio.max():.3f}× the exact PCA "
+        f"error at bottlenecks {', '.join(str(int(b)) for b in s['model.bottleneck'])}"
+    )
     if angle is not None:
-        text += (f"; the mean principal angle between its decoder and the PCA subspace is {angle.min():.1f}°–{angle.max():.1f}° "
-                 "(the trailing directions, whose eigenvalues are nearly equal, converge last)")
+        text += (
+            f"; the mean principal angle between its decoder and the PCA subspace is {angle.min():.1f}°–{angle.max():.1f}° "
+            "(the trailing directions, whose eigenvalues are nearly equal, converge last)"
+        )
     return text + "."
 
 
@@ -79,14 +93,19 @@ def verdict_mlp_vs_conv(s: pd.DataFrame) -> str:
     c = float(conv["test/recon_loss"].iloc[0])
     m = float(mlp["test/recon_loss"].iloc[0]) if not mlp.empty else math.nan
     held = c < pca
-    mlp_note = (f"the MLP, at {m * PIXELS:.2f}, {'also beats' if m < pca else 'does not beat'} PCA at this budget"
-                if not math.isnan(m) else "no MLP run at this size")
+    mlp_note = (
+        f"the MLP, at {m * PIXELS:.2f}, {'also beats' if m < pca else 'does not beat'} PCA at this budget"
+        if not math.isnan(m)
+        else "no MLP run at this size"
+    )
     smaller = _rows(s, model="conv")
     wins = int((smaller["test/recon_loss"] < smaller["eval/pca_recon_loss"]).sum())
-    return (f"{'Held' if held else 'Did not hold'} for the conv autoencoder: at bottleneck {b} its squared error per image is "
-            f"{c * PIXELS:.2f} against PCA's {pca * PIXELS:.2f} — PCA/conv = {pca / c:.2f}× (Hinton & Salakhutdinov report "
-            f"13.87/3.00 = 4.6× on MNIST at 30 dimensions with a deep, pretrained autoencoder trained far longer); it beats PCA "
-            f"at {wins} of {len(smaller)} bottleneck sizes; {mlp_note}.")
+    return (
+        f"{'Held' if held else 'Did not hold'} for the conv autoencoder: at bottleneck {b} its squared error per image is "
+        f"{c * PIXELS:.2f} against PCA's {pca * PIXELS:.2f} — PCA/conv = {pca / c:.2f}× (Hinton & Salakhutdinov report "
+        f"13.87/3.00 = 4.6× on MNIST at 30 dimensions with a deep, pretrained autoencoder trained far longer); it beats PCA "
+        f"at {wins} of {len(smaller)} bottleneck sizes; {mlp_note}."
+    )
 
 
 def verdict_upsampling(s: pd.DataFrame) -> str:
@@ -94,14 +113,22 @@ def verdict_upsampling(s: pd.DataFrame) -> str:
     init = s.set_index(key)["eval/checkerboard_init"]
     trained = s.set_index(key)["eval/checkerboard"]
     top_init, top_trained = init.idxmax(), trained.idxmax()
-    verdict = "Held" if top_init == top_trained == "transpose" else "Held at initialisation" if top_init == "transpose" else "Did not hold"
-    return (f"{verdict}: the transposed convolution's checkerboard excess over the clean images is "
-            f"{init['transpose']:.1f} dB at initialisation — the highest, against ≤ {init.drop('transpose').max():.1f} dB for the "
-            f"others — and {trained['transpose']:.1f} dB after training, where {top_trained} is highest at {trained.max():.1f} dB "
-            f"(the MSE objective penalises the periodic pattern directly, so training removes most of it). Reconstruction MSE: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in s.set_index(key)["test/recon_loss"].items())
-            + " (max-unpooling's lower error is not a fair bottleneck comparison: its pooling switches carry "
-            "position information around the code).")
+    verdict = (
+        "Held"
+        if top_init == top_trained == "transpose"
+        else "Held at initialisation"
+        if top_init == "transpose"
+        else "Did not hold"
+    )
+    return (
+        f"{verdict}: the transposed convolution's checkerboard excess over the clean images is "
+        f"{init['transpose']:.1f} dB at initialisation — the highest, against ≤ {init.drop('transpose').max():.1f} dB for the "
+        f"others — and {trained['transpose']:.1f} dB after training, where {top_trained} is highest at {trained.max():.1f} dB "
+        f"(the MSE objective penalises the periodic pattern directly, so training removes most of it). Reconstruction MSE: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in s.set_index(key)["test/recon_loss"].items())
+        + " (max-unpooling's lower error is not a fair bottleneck comparison: its pooling switches carry "
+        "position information around the code)."
+    )
 
 
 def verdict_denoising(s: pd.DataFrame) -> str:
@@ -113,18 +140,27 @@ def verdict_denoising(s: pd.DataFrame) -> str:
     best = by[col].drop("none").idxmax()
     gain = float(by.loc[best, col]) - plain
     levels = [c[: -len("/psnr")] for c in by.columns if c.startswith("eval/denoise/") and c.endswith("/psnr")]
-    beats = sum(int(by[f"{lv}/psnr"][m] > by[f"{lv}/psnr_input"][m]) for lv in levels for m in by.index if f"{lv}/psnr_input" in by)
+    beats = sum(
+        int(by[f"{lv}/psnr"][m] > by[f"{lv}/psnr_input"][m])
+        for lv in levels
+        for m in by.index
+        if f"{lv}/psnr_input" in by
+    )
     total = sum(1 for lv in levels for _ in by.index if f"{lv}/psnr_input" in by)
-    return (f"{'Held' if gain > 0 else 'Did not hold'}: at test σ = 0.5 the best denoising autoencoder ({best}) reconstructs the clean "
-            f"image at {by.loc[best, col]:.2f} dB PSNR against {plain:.2f} dB for the plain autoencoder (+{gain:.2f} dB); "
-            f"{beats} of {total} (model, test corruption) pairs beat the noisy-input PSNR.")
+    return (
+        f"{'Held' if gain > 0 else 'Did not hold'}: at test σ = 0.5 the best denoising autoencoder ({best}) reconstructs the clean "
+        f"image at {by.loc[best, col]:.2f} dB PSNR against {plain:.2f} dB for the plain autoencoder (+{gain:.2f} dB); "
+        f"{beats} of {total} (model, test corruption) pairs beat the noisy-input PSNR."
+    )
 
 
 def verdict_vae_reference(s: pd.DataFrame) -> str:
     nll, elbo = float(s["test/nll_iwae"].iloc[0]), float(s["test/elbo"].iloc[0])
-    return (f"aelab reaches a test NLL of {nll:.1f} nats (IWAE bound) and an ELBO of {elbo:.1f} nats on dynamically binarized "
-            f"Fashion-MNIST with this budget — {nll - 235:+.1f} nats from the ≈235 reported for this model, which trained far longer; "
-            f"the IWAE bound is {-elbo - nll:.1f} nats tighter than the ELBO. (On binarized MNIST Burda et al. report 86.76 nats.)")
+    return (
+        f"aelab reaches a test NLL of {nll:.1f} nats (IWAE bound) and an ELBO of {elbo:.1f} nats on dynamically binarized "
+        f"Fashion-MNIST with this budget — {nll - 235:+.1f} nats from the ≈235 reported for this model, which trained far longer; "
+        f"the IWAE bound is {-elbo - nll:.1f} nats tighter than the ELBO. (On binarized MNIST Burda et al. report 86.76 nats.)"
+    )
 
 
 def verdict_anomaly(s: pd.DataFrame) -> str:
@@ -132,14 +168,16 @@ def verdict_anomaly(s: pd.DataFrame) -> str:
     mean = classes["eval/auroc"].mean()
     best, worst = classes.loc[classes["eval/auroc"].idxmax()], classes.loc[classes["eval/auroc"].idxmin()]
     reference = sum(float(v.split(" ± ")[0]) for v in RUFF_2018_DCAE_MNIST.values()) / len(RUFF_2018_DCAE_MNIST)
-    return (f"Mean AUROC over the {len(classes)} normal classes: {mean:.3f} (best class {best['data.normal_class']}: "
-            f"{best['eval/auroc']:.3f}, worst {worst['data.normal_class']}: {worst['eval/auroc']:.3f}); reconstruction error "
-            "separates most classes well above chance (0.5). The published plain-autoencoder baseline of this protocol is "
-            f"Ruff et al.'s DCAE on MNIST, {reference:.1f} % mean AUROC (per class in the table below when run on MNIST); on "
-            "Fashion-MNIST no per-class plain-autoencoder number could be verified from this machine. Where differences come from: "
-            "the weak classes are those whose images other classes resemble (a model of shirts reconstructs pullovers and coats "
-            "well, so their error does not rise); the DCAE is a smaller, bias-free LeNet-style net trained longer with a "
-            "different schedule; and Fashion-MNIST's classes are not MNIST's, so the means compare protocols, not models.")
+    return (
+        f"Mean AUROC over the {len(classes)} normal classes: {mean:.3f} (best class {best['data.normal_class']}: "
+        f"{best['eval/auroc']:.3f}, worst {worst['data.normal_class']}: {worst['eval/auroc']:.3f}); reconstruction error "
+        "separates most classes well above chance (0.5). The published plain-autoencoder baseline of this protocol is "
+        f"Ruff et al.'s DCAE on MNIST, {reference:.1f} % mean AUROC (per class in the table below when run on MNIST); on "
+        "Fashion-MNIST no per-class plain-autoencoder number could be verified from this machine. Where differences come from: "
+        "the weak classes are those whose images other classes resemble (a model of shirts reconstructs pullovers and coats "
+        "well, so their error does not rise); the DCAE is a smaller, bias-free LeNet-style net trained longer with a "
+        "different schedule; and Fashion-MNIST's classes are not MNIST's, so the means compare protocols, not models."
+    )
 
 
 def verdict_vae(s: pd.DataFrame) -> str:
@@ -153,8 +191,11 @@ def verdict_vae(s: pd.DataFrame) -> str:
         (g.assign(_b=g["model.beta"].astype(float)).sort_values("_b")["test/kl"].diff().dropna() < 0).all()
         for _, g in s.groupby("model.bottleneck")
     )
-    return (f"{'Held' if kl_falls else 'Did not hold'}: a larger β buys a smaller KL (a more compressed code) at every latent size — "
-            + "; ".join(lines) + ".")
+    return (
+        f"{'Held' if kl_falls else 'Did not hold'}: a larger β buys a smaller KL (a more compressed code) at every latent size — "
+        + "; ".join(lines)
+        + "."
+    )
 
 
 def _by(s: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -168,7 +209,10 @@ def verdict_bottleneck_overfitting(s: pd.DataFrame) -> str:
     train, test = g["train_eval/recon_loss"].to_numpy(), g["test/recon_loss"].to_numpy()
     ratio = (gap + train) / train  # validation error over training error
     order = pd.Series(range(len(gap))).rank()
-    rho_gap, rho_ratio = pd.Series(gap).rank().corr(order), pd.Series(ratio).rank().corr(order)  # Spearman vs bottleneck
+    rho_gap, rho_ratio = (
+        pd.Series(gap).rank().corr(order),
+        pd.Series(ratio).rank().corr(order),
+    )  # Spearman vs bottleneck
     outside = [b for b, v, c in zip(sizes, gap, ci) if not math.isnan(c) and v > c]
     best = sizes[int(test.argmin())]
     rho_train = pd.Series(train).rank().corr(order)
@@ -178,15 +222,17 @@ def verdict_bottleneck_overfitting(s: pd.DataFrame) -> str:
     held = rho_gap > 0.8 and falls and interior
     partly = smallest_least or rho_ratio > 0.8 or interior
     seeds = int(g["gap/recon_loss n"].max()) if "gap/recon_loss n" in g else 1
-    return (f"{'Held' if held else 'Partly held' if partly else 'Did not hold'} ({seeds} seeds per size, mean shown). "
-            f"The gap (validation − training MSE, eval mode, equal image counts) is {', '.join(f'{b}: {v:.4f}' for b, v in zip(sizes, gap))} "
-            f"(Spearman ρ with the bottleneck {rho_gap:.2f}); it lies outside its own 95 % interval at "
-            f"{', '.join(map(str, outside)) or 'no size'}{'; the smallest bottleneck overfits least, clearly' if smallest_least else ''}. "
-            f"Relative to the training error the overfitting grows with the bottleneck (validation/training error "
-            f"{', '.join(f'{r:.1f}×' for r in ratio)}; ρ = {rho_ratio:.2f}). The training error "
-            f"{'falls' if falls else 'does not fall'} as the bottleneck grows ({train[0]:.4f} → {train[-1]:.4f}, ρ = {rho_train:.2f}). The test "
-            f"error is lowest at bottleneck {best} ({test.min():.4f}; {'an intermediate size' if interior else 'an end of the range'}; "
-            f"{test[0]:.4f} at {sizes[0]}) — {'the predicted minimum' if interior else 'no intermediate minimum at this budget; note that the test pass uses the checkpoint with the best validation loss (early stopping), which takes away much of what overfitting would cost the test error'}.")
+    return (
+        f"{'Held' if held else 'Partly held' if partly else 'Did not hold'} ({seeds} seeds per size, mean shown). "
+        f"The gap (validation − training MSE, eval mode, equal image counts) is {', '.join(f'{b}: {v:.4f}' for b, v in zip(sizes, gap))} "
+        f"(Spearman ρ with the bottleneck {rho_gap:.2f}); it lies outside its own 95 % interval at "
+        f"{', '.join(map(str, outside)) or 'no size'}{'; the smallest bottleneck overfits least, clearly' if smallest_least else ''}. "
+        f"Relative to the training error the overfitting grows with the bottleneck (validation/training error "
+        f"{', '.join(f'{r:.1f}×' for r in ratio)}; ρ = {rho_ratio:.2f}). The training error "
+        f"{'falls' if falls else 'does not fall'} as the bottleneck grows ({train[0]:.4f} → {train[-1]:.4f}, ρ = {rho_train:.2f}). The test "
+        f"error is lowest at bottleneck {best} ({test.min():.4f}; {'an intermediate size' if interior else 'an end of the range'}; "
+        f"{test[0]:.4f} at {sizes[0]}) — {'the predicted minimum' if interior else 'no intermediate minimum at this budget; note that the test pass uses the checkpoint with the best validation loss (early stopping), which takes away much of what overfitting would cost the test error'}."
+    )
 
 
 def verdict_objectives(s: pd.DataFrame) -> str:
@@ -200,21 +246,38 @@ def verdict_objectives(s: pd.DataFrame) -> str:
             text += f"; probe accuracy best {probe.index[0]} ({probe.iloc[0]:.3f}), worst {probe.index[-1]} ({probe.iloc[-1]:.3f})"
         if "test/nll_iwae" in g and {"vae", "iwae"} <= set(g.index):
             v, i = float(g.loc["vae", "test/nll_iwae"]), float(g.loc["iwae", "test/nll_iwae"])
-            text += f"; test NLL (IWAE bound) IWAE-5 {i:.1f} vs VAE {v:.1f} nats ({'tighter' if i < v else 'not tighter'})"
+            text += (
+                f"; test NLL (IWAE bound) IWAE-5 {i:.1f} vs VAE {v:.1f} nats ({'tighter' if i < v else 'not tighter'})"
+            )
         parts.append(text)
-    iwae_better = all(float(g.set_index("model").loc["iwae", "test/nll_iwae"]) < float(g.set_index("model").loc["vae", "test/nll_iwae"])
-                      for _, g in s.groupby("model.bottleneck")
-                      if "test/nll_iwae" in g and {"vae", "iwae"} <= set(g["model"]))
+    iwae_better = all(
+        float(g.set_index("model").loc["iwae", "test/nll_iwae"])
+        < float(g.set_index("model").loc["vae", "test/nll_iwae"])
+        for _, g in s.groupby("model.bottleneck")
+        if "test/nll_iwae" in g and {"vae", "iwae"} <= set(g["model"])
+    )
     deterministic, weighted = {"mlp", "wae", "vqvae"}, {"beta_vae", "tcvae"}
-    order_held = all(g.set_index("model")["test/recon_loss"].idxmin() in deterministic
-                     and g.set_index("model")["test/recon_loss"].idxmax() in weighted for _, g in s.groupby("model.bottleneck"))
-    return (("Held: a deterministic objective (AE, WAE, VQ-VAE) reconstructs best and a KL-weighted one (β-VAE, β-TC-VAE) "
-             "worst at every bottleneck" if order_held else
-             "Not at every bottleneck do the deterministic objectives reconstruct best and the KL-weighted ones worst")
-            + " (MSE against the binarized test images: every model's error includes the binarization noise, so the differences are small); "
-            + "; ".join(parts) + ". "
-            + ("Held: IWAE-5 training gives a lower NLL than the VAE at every bottleneck (Burda et al. 2016)."
-               if iwae_better else "IWAE-5 does not beat the VAE's NLL at every bottleneck at this budget."))
+    order_held = all(
+        g.set_index("model")["test/recon_loss"].idxmin() in deterministic
+        and g.set_index("model")["test/recon_loss"].idxmax() in weighted
+        for _, g in s.groupby("model.bottleneck")
+    )
+    return (
+        (
+            "Held: a deterministic objective (AE, WAE, VQ-VAE) reconstructs best and a KL-weighted one (β-VAE, β-TC-VAE) "
+            "worst at every bottleneck"
+            if order_held
+            else "Not at every bottleneck do the deterministic objectives reconstruct best and the KL-weighted ones worst"
+        )
+        + " (MSE against the binarized test images: every model's error includes the binarization noise, so the differences are small); "
+        + "; ".join(parts)
+        + ". "
+        + (
+            "Held: IWAE-5 training gives a lower NLL than the VAE at every bottleneck (Burda et al. 2016)."
+            if iwae_better
+            else "IWAE-5 does not beat the VAE's NLL at every bottleneck at this budget."
+        )
+    )
 
 
 def verdict_disentanglement(s: pd.DataFrame) -> str:
@@ -234,60 +297,97 @@ def verdict_disentanglement(s: pd.DataFrame) -> str:
     verdict = "Held" if all(rises) else "Partly held" if any(rises) else "Did not hold"
     spread = float(s["eval/mig std"].mean()) if "eval/mig std" in s else math.nan
     steps = [float(_by(g, "model.beta")["eval/mig"].diff().abs().mean()) for _, g in s.groupby("model")]
-    return (f"{verdict}: " + "; ".join(lines) + f". The seed-to-seed standard deviation of MIG (mean {spread:.3f}) is "
-            f"{'as large as' if spread >= 0.5 * max(steps) else 'smaller than'} the change between neighbouring β "
-            f"({', '.join(f'{x:.3f}' for x in steps)}) — Locatello et al. (2019)'s warning, visible here with "
-            f"{int(s['eval/mig n'].max()) if 'eval/mig n' in s else '?'} seeds per setting.")
+    return (
+        f"{verdict}: " + "; ".join(lines) + f". The seed-to-seed standard deviation of MIG (mean {spread:.3f}) is "
+        f"{'as large as' if spread >= 0.5 * max(steps) else 'smaller than'} the change between neighbouring β "
+        f"({', '.join(f'{x:.3f}' for x in steps)}) — Locatello et al. (2019)'s warning, visible here with "
+        f"{int(s['eval/mig n'].max()) if 'eval/mig n' in s else '?'} seeds per setting."
+    )
 
 
 ABLATION_TEXT = {
     "bottleneck_linear_vs_pca": Ablation(
-        "bottleneck_linear_vs_pca", "Linear autoencoder vs PCA",
+        "bottleneck_linear_vs_pca",
+        "Linear autoencoder vs PCA",
         "A linear autoencoder trained with squared error learns the principal subspace (Baldi & Hornik 1989): "
         "its reconstruction error approaches exact PCA with as many components.",
-        "eval_recon_vs_pca.png", verdict_linear_vs_pca),
+        "eval_recon_vs_pca.png",
+        verdict_linear_vs_pca,
+    ),
     "bottleneck_mlp_vs_conv": Ablation(
-        "bottleneck_mlp_vs_conv", "Nonlinear autoencoders vs PCA over bottleneck size",
+        "bottleneck_mlp_vs_conv",
+        "Nonlinear autoencoders vs PCA over bottleneck size",
         "Nonlinear autoencoders reconstruct better than PCA (Hinton & Salakhutdinov 2006: 3.00 vs 13.87 squared "
-        "error per MNIST image at 30 dimensions).", "overview.png", verdict_mlp_vs_conv),
+        "error per MNIST image at 30 dimensions).",
+        "overview.png",
+        verdict_mlp_vs_conv,
+    ),
     "upsampling": Ablation(
-        "upsampling", "Decoder upsampling and checkerboard artifacts",
+        "upsampling",
+        "Decoder upsampling and checkerboard artifacts",
         "Transposed convolutions with uneven kernel overlap paint checkerboard artifacts; resize-convolution does not "
-        "(Odena et al. 2016).", ("eval_checkerboard_init.png", "eval_checkerboard.png"), verdict_upsampling),
+        "(Odena et al. 2016).",
+        ("eval_checkerboard_init.png", "eval_checkerboard.png"),
+        verdict_upsampling,
+    ),
     "denoising": Ablation(
-        "denoising", "Denoising autoencoders",
+        "denoising",
+        "Denoising autoencoders",
         "Training on corrupted inputs (Vincent et al. 2008) makes the autoencoder a denoiser: it reconstructs clean images "
         "from noisy ones better than a plain autoencoder, and beats the noisy-input baseline.",
-        "denoise_psnr.png", verdict_denoising),
+        "denoise_psnr.png",
+        verdict_denoising,
+    ),
     "anomaly_oneclass": Ablation(
-        "anomaly_oneclass", "One-class anomaly detection",
+        "anomaly_oneclass",
+        "One-class anomaly detection",
         "Under the one-class protocol (Ruff et al. 2018), the reconstruction error of an autoencoder trained on one class "
-        "detects the other classes as anomalies.", "eval_auroc.png", verdict_anomaly),
+        "detects the other classes as anomalies.",
+        "eval_auroc.png",
+        verdict_anomaly,
+    ),
     "vae_beta_latent": Ablation(
-        "vae_beta_latent", "VAE latent size × β",
+        "vae_beta_latent",
+        "VAE latent size × β",
         "Raising β trades reconstruction for a smaller KL and fewer active latent units (Higgins et al. 2017); the IWAE "
-        "bound gives a tighter NLL than the ELBO (Burda et al. 2016).", "overview.png", verdict_vae),
+        "bound gives a tighter NLL than the ELBO (Burda et al. 2016).",
+        "overview.png",
+        verdict_vae,
+    ),
     "vae_reference": Ablation(
-        "vae_reference", "VAE reference point: NLL on binarized Fashion-MNIST",
+        "vae_reference",
+        "VAE reference point: NLL on binarized Fashion-MNIST",
         "The one-stochastic-layer VAE of Burda et al. (2016) (50 latents, 784-200-200 tanh MLPs, Bernoulli decoder) reaches "
         "86.76 nats on dynamically binarized MNIST (k = 5000); about 235 nats has been reported for it on binarized Fashion-MNIST.",
-        "curves.png", verdict_vae_reference),
+        "curves.png",
+        verdict_vae_reference,
+    ),
     "bottleneck_overfitting": Ablation(
-        "bottleneck_overfitting", "Bottleneck size and overfitting (the seed's claim)",
+        "bottleneck_overfitting",
+        "Bottleneck size and overfitting (the seed's claim)",
         "Smaller bottlenecks lower the risk of overfitting, but the smaller the bottleneck the more information is lost: on a "
         "small training set the overfitting gap grows with the bottleneck while the training error falls, and the test error "
-        "is lowest at an intermediate size.", "overview.png", verdict_bottleneck_overfitting),
+        "is lowest at an intermediate size.",
+        "overview.png",
+        verdict_bottleneck_overfitting,
+    ),
     "objectives": Ablation(
-        "objectives", "Objectives at one bottleneck: AE, VAE, β-VAE, β-TC-VAE, WAE, VQ-VAE, IWAE",
+        "objectives",
+        "Objectives at one bottleneck: AE, VAE, β-VAE, β-TC-VAE, WAE, VQ-VAE, IWAE",
         "At a fixed architecture and code size the objective decides what the code keeps: KL-weighted objectives trade "
         "reconstruction for a prior-shaped code; training on the IWAE bound gives a better likelihood than training on the "
         "ELBO (Burda et al. 2016: IWAE-5 beats the VAE's NLL at equal k).",
-        "overview.png", verdict_objectives),
+        "overview.png",
+        verdict_objectives,
+    ),
     "disentanglement_beta": Ablation(
-        "disentanglement_beta", "Disentanglement against β (β-VAE, β-TC-VAE on sprites)",
+        "disentanglement_beta",
+        "Disentanglement against β (β-VAE, β-TC-VAE on sprites)",
         "Raising β makes the code more disentangled — MIG and DCI disentanglement rise — while reconstruction worsens "
         "(Higgins et al. 2017; Chen et al. 2018); the variance over seeds is large (Locatello et al. 2019).",
-        "eval_mig.png", verdict_disentanglement),
+        "eval_mig.png",
+        verdict_disentanglement,
+    ),
 }
 
 
@@ -333,9 +433,11 @@ def shrink_copy(sources: list[Path], dst: Path, max_width: int = 900) -> None:
 
 def anomaly_reference_table(summary: pd.DataFrame, dataset: str) -> str:
     if dataset != "mnist":
-        return ("Published reference: for Fashion-MNIST no per-class AUROC of a plain reconstruction-error autoencoder "
-                "under exactly this protocol could be found from this machine, so none is shown; for MNIST, "
-                f"{RUFF_2018_SOURCE}, is shown next to our numbers when the ablation runs on MNIST (`-- data=mnist`).\n")
+        return (
+            "Published reference: for Fashion-MNIST no per-class AUROC of a plain reconstruction-error autoencoder "
+            "under exactly this protocol could be found from this machine, so none is shown; for MNIST, "
+            f"{RUFF_2018_SOURCE}, is shown next to our numbers when the ablation runs on MNIST (`-- data=mnist`).\n"
+        )
     lines = ["| normal class | aelab AUROC (%) | Ruff et al. 2018 DCAE (%) |", "|---|---|---|"]
     for _, row in summary.iterrows():
         cls = row["data.normal_class"]
@@ -354,19 +456,24 @@ def _wall_time(info: dict) -> str:
 
 
 def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path) -> str:
-    from aelab.analysis.table import with_group_means
     from aelab.analysis.compare import compare
+    from aelab.analysis.table import with_group_means
 
     lines = [f"## {i}. {ab.title} (`{ab.name}`)", "", f"**Claim.** {ab.claim}", ""]
     if sweep is None:
-        lines += [f"_Not run yet._ Run `python scripts/run_ablation.py {ab.name}` (quick) or `--scale full`, "
-                  "then `python scripts/write_results.py`.", ""]
+        lines += [
+            f"_Not run yet._ Run `python scripts/run_ablation.py {ab.name}` (quick) or `--scale full`, "
+            "then `python scripts/write_results.py`.",
+            "",
+        ]
         return "\n".join(lines)
     info = json.loads((sweep / "ablation.json").read_text()) if (sweep / "ablation.json").is_file() else {}
     result = compare([sweep], metrics=ablation_metrics(sweep), curves=8)
     summary = result.summary
     hw = info.get("hardware", {})
-    where = f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores" + (f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU")
+    where = f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores" + (
+        f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU"
+    )
     scale = sweep.name.rsplit("_", 1)[-1]
     lines += [
         f"**Command.** `{info.get('command', f'python scripts/run_ablation.py {ab.name} --scale {scale}')}`",
@@ -382,7 +489,10 @@ def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path)
     ]
     if ab.name == "anomaly_oneclass":
         dataset = str(result.table.frame.get("data", pd.Series(["fashion_mnist"])).iloc[0])
-        lines += [anomaly_reference_table(summary, dataset if dataset in ("mnist", "fashion_mnist") else "fashion_mnist"), ""]
+        lines += [
+            anomaly_reference_table(summary, dataset if dataset in ("mnist", "fashion_mnist") else "fashion_mnist"),
+            "",
+        ]
     wanted = [ab.figure] if isinstance(ab.figure, str) else list(ab.figure)
     chosen = [result.out_dir / f for f in wanted if (result.out_dir / f).is_file()] or [result.out_dir / "overview.png"]
     if all(p.is_file() for p in chosen):

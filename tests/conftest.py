@@ -26,6 +26,8 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = str(threads)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
+
+
 BIN = Path(sys.executable).parent
 
 # Small and quick: sprites, a few hundred images, no progress bar or model summary.
@@ -116,9 +118,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600, tool: str = "aelab
     """Run an aelab console script in ``cwd`` and capture its output."""
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="200")
     env.pop("WANDB_SERVICE", None)  # the pytest worker's own W&B service: a CLI run starts its own, like from a shell
-    return subprocess.run(
-        [str(BIN / tool), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([str(BIN / tool), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ def fashion_mnist_arrays(n: int, split: str = "train", seed: int = 0):
     return images[pick], labels[pick]
 
 
-def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray | None, class_names=None, fmt=("png", "jpg")) -> Path:
+def write_image_folder(
+    root: Path, images: np.ndarray, labels: np.ndarray | None, class_names=None, fmt=("png", "jpg")
+) -> Path:
     """Images as files, one subfolder per class when ``labels`` is given; formats alternate over ``fmt``."""
     from PIL import Image
 
@@ -27,7 +29,13 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray | None
     for i, image in enumerate(images):
         folder = root if labels is None else root / (class_names[labels[i]] if class_names else f"class_{labels[i]}")
         folder.mkdir(exist_ok=True)
-        pixels = image[0] if image.ndim == 3 and image.shape[0] == 1 else image.transpose(1, 2, 0) if image.ndim == 3 else image
+        pixels = (
+            image[0]
+            if image.ndim == 3 and image.shape[0] == 1
+            else image.transpose(1, 2, 0)
+            if image.ndim == 3
+            else image
+        )
         Image.fromarray(pixels).save(folder / f"img_{i:05d}.{fmt[i % len(fmt)]}", quality=95)
     return root
 
@@ -47,7 +55,7 @@ def _defect(rng, image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
         r0, c0 = rng.integers(4, size - 12, 2)
         length = rng.integers(8, 14)
         for t in range(length):
-            mask[r0 + t // 2: r0 + t // 2 + 2, c0 + t] = True
+            mask[r0 + t // 2 : r0 + t // 2 + 2, c0 + t] = True
         image = np.where(mask, 250.0, image)
     else:  # spot
         cy, cx = rng.integers(6, size - 6, 2)
@@ -57,8 +65,15 @@ def _defect(rng, image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def write_mvtec_like(root: Path, n_train: int = 240, n_good: int = 30, n_defect: int = 30, size: int = 32, seed: int = 0,
-                     masks: bool = True) -> Path:
+def write_mvtec_like(
+    root: Path,
+    n_train: int = 240,
+    n_good: int = 30,
+    n_defect: int = 30,
+    size: int = 32,
+    seed: int = 0,
+    masks: bool = True,
+) -> Path:
     """An MVTec AD-layout set of stripe textures with two defect types (scratch, spot) and their masks."""
     from PIL import Image
 

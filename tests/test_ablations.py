@@ -7,14 +7,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, needs_fashion_mnist, run_cli
 
 
 def run_ablation(name: str, root: Path, *extra: str) -> Path:
     env = dict(os.environ, AELAB_ROOT=str(root), WANDB_MODE="offline", PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "run_ablation.py"), name, *extra],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "run_ablation.py"), name, *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sweep = root / "outputs" / "sweeps" / f"{name}_quick"
     assert (sweep / "ablation.json").is_file() and (sweep / "comparison" / "report.md").is_file()
@@ -35,8 +40,19 @@ def test_quick_linear_vs_pca_the_linear_autoencoder_approaches_pca(tmp_path):
         ratio = m["final"]["eval/recon_vs_pca"]
         assert 0.99 < ratio < 1.1, (name, ratio)  # never below exact PCA, and within 10 % of it
     # and a conv autoencoder beats PCA at bottleneck 32 (the next ablation's claim), on that ablation's quick budget
-    result = run_cli(["model=conv", "model.bottleneck=32", "data.limit_train=30000", "trainer.max_epochs=4", "model.optimizer.lr=2e-3",
-                      "eval=[pca]", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path / 'conv32'}"], tmp_path)
+    result = run_cli(
+        [
+            "model=conv",
+            "model.bottleneck=32",
+            "data.limit_train=30000",
+            "trainer.max_epochs=4",
+            "model.optimizer.lr=2e-3",
+            "eval=[pca]",
+            "callbacks.progress_bar=null",
+            f"hydra.run.dir={tmp_path / 'conv32'}",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     conv = json.loads((tmp_path / "conv32" / "metrics.json").read_text())["final"]
     assert conv["eval/model_test_mse"] < conv["eval/pca_recon_loss"], conv
@@ -60,8 +76,20 @@ def test_quick_upsampling_transpose_convolution_has_the_highest_checkerboard_sco
 
 def test_results_writer_without_sweeps_says_how_to_run_them(tmp_path):
     out = tmp_path / "results.md"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "write_results.py"), "--outputs", str(tmp_path / "none"),
-                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "write_results.py"),
+            "--outputs",
+            str(tmp_path / "none"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     assert text.count("_Not run yet._") == 10
@@ -71,10 +99,24 @@ def test_results_writer_without_sweeps_says_how_to_run_them(tmp_path):
 
 def test_results_writer_keeps_the_sections_whose_sweeps_ran_elsewhere(tmp_path):
     out = tmp_path / "results.md"
-    out.write_text("# Results\n\n## 3. Decoder upsampling (`upsampling`)\n\n**Result.** Held: measured on another machine.\n\n"
-                   "## 4. Denoising autoencoders (`denoising`)\n\n_Not run yet._ Run it.\n")
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "write_results.py"), "--outputs", str(tmp_path / "none"),
-                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out.write_text(
+        "# Results\n\n## 3. Decoder upsampling (`upsampling`)\n\n**Result.** Held: measured on another machine.\n\n"
+        "## 4. Denoising autoencoders (`denoising`)\n\n_Not run yet._ Run it.\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "write_results.py"),
+            "--outputs",
+            str(tmp_path / "none"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     assert "Held: measured on another machine." in text  # kept, not replaced by "Not run yet"

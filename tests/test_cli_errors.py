@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY
 
 
@@ -20,7 +19,14 @@ def test_cli_trains_and_writes_a_complete_run_folder(cli, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     assert run_dir.name.endswith("_mlp_sprites")
-    for path in (".hydra/config.yaml", "metrics.json", "checkpoints/last.ckpt", "csv/metrics.csv", "train.log", "samples/recon_epoch=000.png"):
+    for path in (
+        ".hydra/config.yaml",
+        "metrics.json",
+        "checkpoints/last.ckpt",
+        "csv/metrics.csv",
+        "train.log",
+        "samples/recon_epoch=000.png",
+    ):
         assert (run_dir / path).is_file(), path
     assert json.loads((run_dir / "metrics.json").read_text())["bottleneck"] == 8
 
@@ -40,7 +46,10 @@ def test_unknown_group_option_lists_the_choices(cli):
         (["noise=gaussian", "noise.sigma=-1"], "noise.sigma is a standard deviation and must be >= 0 (got -1"),
         (["noise=masking", "noise.p=1.5"], "noise.p is a probability and must lie in [0, 1] (got 1.5)"),
         (["model.bottleneck=0"], "model.bottleneck is the size of the code and must be a positive integer (got 0)"),
-        (["model.decoder.upsample=cubic"], "model.decoder.upsample='cubic' is not one of ['transpose', 'nearest', 'bilinear', 'unpool']"),
+        (
+            ["model.decoder.upsample=cubic"],
+            "model.decoder.upsample='cubic' is not one of ['transpose', 'nearest', 'bilinear', 'unpool']",
+        ),
         (["data.batch_size=many"], "data.batch_size='many' has the wrong type: expected int"),
         (["+data.bach_size=3"], "data.bach_size is not an option of data; did you mean data.batch_size?"),
         (["trainer.precision=8-mixed"], "trainer.precision='8-mixed' is not one of"),
@@ -77,7 +86,9 @@ def test_structural_errors_fail_before_training_with_one_message(cli, tmp_path, 
 
 
 def test_bottleneck_larger_than_the_input_is_a_warning(cli):
-    result = cli(*TINY, "model=linear", "model.bottleneck=1000", "trainer.max_epochs=1", "data.limit_train=64", "test=false")
+    result = cli(
+        *TINY, "model=linear", "model.bottleneck=1000", "trainer.max_epochs=1", "data.limit_train=64", "test=false"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model.bottleneck=1000 is not smaller than the input (784 values per image)" in result.stdout + result.stderr
 
@@ -108,8 +119,14 @@ def test_unknown_key_is_refused_by_hydra(cli):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_checkpoint_and_metrics(cli, tmp_path):
-    result = cli(*TINY, "model=linear", "trainer.max_epochs=3", "model.optimizer._target_=torch.optim.SGD",
-                 "model.optimizer.lr=1e4", "~model.optimizer.weight_decay")
+    result = cli(
+        *TINY,
+        "model=linear",
+        "trainer.max_epochs=3",
+        "model.optimizer._target_=torch.optim.SGD",
+        "model.optimizer.lr=1e4",
+        "~model.optimizer.weight_decay",
+    )
     assert result.returncode != 0
     assert "the training loss became" in result.stderr
     run_dir = only_run_dir(tmp_path)

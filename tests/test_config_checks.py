@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from aelab.config.checks import config_problems
-from aelab.store.record import RunRecord
 from aelab.config.signatures import signature
+from aelab.store.record import RunRecord
 
 
 def problems(make_cfg, *overrides):
@@ -18,9 +18,13 @@ def problems(make_cfg, *overrides):
 
 
 def test_signatures_come_from_source_without_importing_torch():
-    code = ("import sys; from aelab.config.signatures import signature; "
-            "s = signature('aelab.models.VAE'); t = signature('lightning.pytorch.Trainer'); a = signature('torch.optim.Adam'); "
-            "print(sorted(s.params)[:3], 'precision' in t.params, 'lr' in a.params, 'torch' in sys.modules, 'lightning' in sys.modules)")
+    code = (
+        "import sys; from aelab.config.signatures import signature; "
+        "s = signature('aelab.models.VAE'); t = signature('lightning.pytorch.Trainer'); a = "
+        "signature('torch.optim.Adam'); "
+        "print(sorted(s.params)[:3], 'precision' in t.params, 'lr' in a.params, 'torch' in sys.modules, 'lightning' "
+        "in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "['beta', 'bottleneck', 'decoder'] True True False False"
 
@@ -38,22 +42,35 @@ def test_types_ranges_choices_and_inherited_options_are_read():
 
 
 def test_every_valid_trainer_argument_is_accepted(make_cfg):
-    assert problems(make_cfg, "+trainer.max_time=00:00:01:00", "+trainer.profiler=simple", "+trainer.min_epochs=1") == []
+    assert (
+        problems(make_cfg, "+trainer.max_time=00:00:01:00", "+trainer.profiler=simple", "+trainer.min_epochs=1") == []
+    )
     found = problems(make_cfg, "+trainer.max_epoch=3")
-    assert found and found[0].startswith("trainer.max_epoch is not an option of trainer; did you mean trainer.max_epochs?")
+    assert found and found[0].startswith(
+        "trainer.max_epoch is not an option of trainer; did you mean trainer.max_epochs?"
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+seeed=3", "seeed is not a top-level option of aelab-train; did you mean seed?"),
-    ("+model.optimizer.learning_rate=0.1", "model.optimizer.learning_rate is not an option of model.optimizer (torch.optim.Adam takes: params, lr,"),
-    ("model.encoder.channels=[0]", "every entry of model.encoder.channels must be a positive integer (got [0])"),
-    ("+model.bottelneck=8", "model.bottelneck is not an option of model; did you mean model.bottleneck?"),
-    ("+callbacks.overfitting_gap.max_sample=3", "callbacks.overfitting_gap.max_sample is not an option of callbacks.overfitting_gap; did you mean"),
-    ("eval=[nll]", "eval.nll needs a model with 'iwae' (a VAE)"),
-    ("eval=[anomaly]", "eval.anomaly needs a one-class run"),
-    ("+eval.foo=1", "eval.foo is not an evaluation task"),
-    ("model.sparse=null", None),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+seeed=3", "seeed is not a top-level option of aelab-train; did you mean seed?"),
+        (
+            "+model.optimizer.learning_rate=0.1",
+            "model.optimizer.learning_rate is not an option of model.optimizer (torch.optim.Adam takes: params, lr,",
+        ),
+        ("model.encoder.channels=[0]", "every entry of model.encoder.channels must be a positive integer (got [0])"),
+        ("+model.bottelneck=8", "model.bottelneck is not an option of model; did you mean model.bottleneck?"),
+        (
+            "+callbacks.overfitting_gap.max_sample=3",
+            "callbacks.overfitting_gap.max_sample is not an option of callbacks.overfitting_gap; did you mean",
+        ),
+        ("eval=[nll]", "eval.nll needs a model with 'iwae' (a VAE)"),
+        ("eval=[anomaly]", "eval.anomaly needs a one-class run"),
+        ("+eval.foo=1", "eval.foo is not an evaluation task"),
+        ("model.sparse=null", None),
+    ],
+)
 def test_misspelt_and_out_of_range_keys_at_any_depth(make_cfg, override, message):
     found = problems(make_cfg, "model=conv", override)
     if message is None:
@@ -78,13 +95,16 @@ def test_run_record_merges_evaluations_and_writes_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 != 0o600  # the umask's permissions, not tempfile's
     (tmp_path / "metrics.json").write_text('{"status": "comp')
-    assert RunRecord.read_with_problem(tmp_path) == (None, "metrics.json is not valid JSON (half-written by another tool?)")
+    assert RunRecord.read_with_problem(tmp_path) == (
+        None,
+        "metrics.json is not valid JSON (half-written by another tool?)",
+    )
     RunRecord(tmp_path, {"status": "failed", "final": {"val/recon_loss": float("nan")}}).save()
     assert json.loads((tmp_path / "metrics.json").read_text())["final"] == {"val/recon_loss": None}  # valid JSON
 
 
 def test_the_signature_cache_never_serves_one_checkout_to_another(tmp_path):
-    """Two checkouts of the same package (a fresh clone beside the working copy) share ~/.cache/aelab: each must read its own."""
+    """Two checkouts of one package (a fresh clone beside the working copy) share ~/.cache/aelab: each reads its own."""
     import subprocess
     import sys
 
@@ -94,7 +114,15 @@ def test_the_signature_cache_never_serves_one_checkout_to_another(tmp_path):
         (pkg / "__init__.py").write_text(f"class Thing:\n    def __init__(self, {option}: int = 1):\n        pass\n")
     probe = "from aelab.config.signatures import signature; print(sorted(signature('sigpkg.Thing').params))"
     env = {"AELAB_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    seen = [subprocess.run([sys.executable, "-c", probe], env={**env, "PYTHONPATH": str(tmp_path / name)}, capture_output=True,
-                           text=True, check=True).stdout.strip() for name in ("a", "b", "a")]
+    seen = [
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**env, "PYTHONPATH": str(tmp_path / name)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for name in ("a", "b", "a")
+    ]
     assert seen == ["['alpha']", "['beta']", "['alpha']"]
     assert (tmp_path / "cache").is_dir()  # the cache was written (and read on the third call)

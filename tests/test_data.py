@@ -1,12 +1,11 @@
 """The tensor-backed DataModule: splits, limits, sources and the missing-dataset error."""
 
-
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 
 from aelab.data import MNIST, FashionMNIST, Sprites, to_float_batch
 from aelab.errors import ConfigError, DatasetNotFoundError
-from conftest import needs_fashion_mnist
 
 SPRITES = dict(num_train=600, num_test=200, val_size=100)
 
@@ -117,7 +116,9 @@ def test_options_of_another_dataset_are_refused():
         FashionMNIST(image_size=32)
 
 
-@pytest.mark.parametrize("name, system_dir", [("mnist", "/usr/share/datasets/mnist"), ("cifar10", "/usr/share/datasets/cifar10")])
+@pytest.mark.parametrize(
+    "name, system_dir", [("mnist", "/usr/share/datasets/mnist"), ("cifar10", "/usr/share/datasets/cifar10")]
+)
 def test_missing_dataset_names_the_places_searched(tmp_path, name, system_dir):
     from aelab.data import CIFAR10
 
@@ -190,7 +191,9 @@ def test_ranks_share_an_epoch_without_repeats(world, num_items, batch):
     for even, shuffle in ((True, True), (False, False)):
         per_rank = []
         for rank in range(world):
-            sampler = BatchIndexSampler(num_items, batch, shuffle, drop_last=False, seed=3, rank=rank, world_size=world, even=even)
+            sampler = BatchIndexSampler(
+                num_items, batch, shuffle, drop_last=False, seed=3, rank=rank, world_size=world, even=even
+            )
             sampler.set_epoch(5)
             per_rank.append([i for b in sampler for i in b])
             assert len(list(sampler)) == len(sampler)
@@ -198,7 +201,9 @@ def test_ranks_share_an_epoch_without_repeats(world, num_items, batch):
         seen = [i for ids in per_rank for i in ids]
         assert len(seen) == len(set(seen)), "an image was served twice in one epoch"
         if even:
-            lengths = {len(list(BatchIndexSampler(num_items, batch, shuffle, False, 3, r, world, True))) for r in range(world)}
+            lengths = {
+                len(list(BatchIndexSampler(num_items, batch, shuffle, False, 3, r, world, True))) for r in range(world)
+            }
             assert len(lengths) == 1, "training ranks must take the same number of steps"
             assert num_items - len(seen) < world
         else:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY
 from wandb_files import offline_runs
 
@@ -33,7 +32,14 @@ def test_ddp_cpu_one_folder_one_wandb_run_and_the_metrics_of_one_process(cli, tm
     assert b["status"] == "completed" and b["world_size"] == 2 and a["world_size"] == 1
     assert a["global_step"] == b["global_step"]
     # 2 processes x batch 32 take the steps of 1 process x batch 64; evaluation is synced over both ranks
-    for key in ("val/recon_loss", "gap/recon_loss", "train_eval/recon_loss", "test/recon_loss", "val/psnr", "test/ssim"):
+    for key in (
+        "val/recon_loss",
+        "gap/recon_loss",
+        "train_eval/recon_loss",
+        "test/recon_loss",
+        "val/psnr",
+        "test/ssim",
+    ):
         assert b["final"][key] == pytest.approx(a["final"][key], rel=1e-4, abs=1e-6), key
 
     assert len(offline_runs(run_dir)) == 1  # one W&B run, from rank 0
@@ -49,7 +55,9 @@ def test_local_multirun_with_ddp_is_refused_up_front(cli, tmp_path):
     assert result.returncode != 0
     assert "cannot run DDP jobs" in result.stderr and "submitit_slurm" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "outputs" / "sweeps").exists() or not list((tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json"))
+    assert not (tmp_path / "outputs" / "sweeps").exists() or not list(
+        (tmp_path / "outputs" / "sweeps").glob("*/*/metrics.json")
+    )
 
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

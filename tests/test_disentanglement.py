@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from aelab.evaluation.disentanglement import DisentanglementTask
-from conftest import run_cli
 
 SIZES = (3, 6, 8, 5)
 
@@ -31,7 +31,10 @@ def scored():
     cases = {
         "factors": (as_codes(f_train, 3), as_codes(f_test, 4)),
         "rotated": (as_codes(f_train, 3) @ rotation, as_codes(f_test, 4) @ rotation),
-        "random": (np.random.default_rng(5).standard_normal((1500, 4)), np.random.default_rng(6).standard_normal((800, 4))),
+        "random": (
+            np.random.default_rng(5).standard_normal((1500, 4)),
+            np.random.default_rng(6).standard_normal((800, 4)),
+        ),
     }
     return {name: task.scores(train, f_train, test, f_test)[0] for name, (train, test) in cases.items()}
 
@@ -39,7 +42,9 @@ def scored():
 def test_the_true_factors_score_near_one(scored):
     s = scored["factors"]
     assert s["eval/mig"] > 0.9 and s["eval/dci_disentanglement"] > 0.9 and s["eval/dci_completeness"] > 0.9, s
-    assert s["eval/dci_informativeness"] > 0.95 and s["eval/factorvae_score"] > 0.95 and s["eval/sap"] > 0.2, s  # a 1-D linear SVM cannot separate 8 classes: SAP stays below 1 even here
+    assert s["eval/dci_informativeness"] > 0.95 and s["eval/factorvae_score"] > 0.95 and s["eval/sap"] > 0.2, (
+        s
+    )  # a 1-D linear SVM cannot separate 8 classes: SAP stays below 1 even here
 
 
 def test_a_random_rotation_of_the_factors_scores_far_lower(scored):
@@ -58,11 +63,26 @@ def test_random_codes_score_near_zero(scored):
 
 def test_the_disentanglement_task_runs_on_a_sprites_run_and_writes_its_numbers(tmp_path):
     run_dir = tmp_path / "tc"
-    result = run_cli(["model=tcvae", "model.bottleneck=5", "data=sprites", "data.num_train=1500", "data.val_size=300",
-                      "data.num_test=300", "trainer.max_epochs=1", "model.iwae_samples=0", "eval=[disentanglement]",
-                      "eval.disentanglement.num_train=1000", "eval.disentanglement.dci_estimators=5",
-                      "eval.disentanglement.factorvae_votes=300", "eval.disentanglement.factorvae_eval_votes=200",
-                      "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}"], tmp_path)
+    result = run_cli(
+        [
+            "model=tcvae",
+            "model.bottleneck=5",
+            "data=sprites",
+            "data.num_train=1500",
+            "data.val_size=300",
+            "data.num_test=300",
+            "trainer.max_epochs=1",
+            "model.iwae_samples=0",
+            "eval=[disentanglement]",
+            "eval.disentanglement.num_train=1000",
+            "eval.disentanglement.dci_estimators=5",
+            "eval.disentanglement.factorvae_votes=300",
+            "eval.disentanglement.factorvae_eval_votes=200",
+            "callbacks.progress_bar=null",
+            f"hydra.run.dir={run_dir}",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run_dir / "metrics.json").read_text())
     final = record["final"]

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from torch import nn
+from wandb_files import offline_runs, read_offline_run
 
 from aelab.errors import ConfigError, RunFolderError
 from aelab.evaluation.anomaly import auroc
 from aelab.evaluation.artifacts import FLAG_DB, checkerboard_score
-from conftest import TINY
-from wandb_files import offline_runs, read_offline_run
 
 
 def test_auroc_of_a_perfect_and_a_reversed_score():
@@ -71,12 +71,17 @@ def trained_runs(tmp_path_factory):
     from conftest import train_run_folder
 
     root = tmp_path_factory.mktemp("eval_runs")
-    base = [o for o in TINY if not o.startswith("trainer.max_epochs")] + ["data.num_train=3000", "data.val_size=300",
-                                                                          "model.bottleneck=16"]
+    base = [o for o in TINY if not o.startswith("trainer.max_epochs")] + [
+        "data.num_train=3000",
+        "data.val_size=300",
+        "model.bottleneck=16",
+    ]
     runs = {}
-    for name, extra in {"ae": ["model=conv", "trainer.max_epochs=4"],
-                        "dae": ["model=conv", "noise=gaussian", "noise.sigma=0.3", "trainer.max_epochs=8"],
-                        "vae": ["model=vae", "model.bottleneck=8", "model.iwae_samples=10", "logger=wandb", "trainer.max_epochs=4"]}.items():
+    for name, extra in {
+        "ae": ["model=conv", "trainer.max_epochs=4"],
+        "dae": ["model=conv", "noise=gaussian", "noise.sigma=0.3", "trainer.max_epochs=8"],
+        "vae": ["model=vae", "model.bottleneck=8", "model.iwae_samples=10", "logger=wandb", "trainer.max_epochs=4"],
+    }.items():
         runs[name] = train_run_folder(root / name, [*base, *extra])
         assert json.loads((runs[name] / "metrics.json").read_text())["status"] == "completed"
     return runs
@@ -122,8 +127,14 @@ def test_a_short_denoising_run_beats_its_noisy_baseline(trained_runs):
 def test_aelab_eval_writes_metrics_json_wandb_and_compare(trained_runs, cli):
     run_dir = trained_runs["vae"]
     before = len(offline_runs(run_dir))
-    result = cli(f"run={run_dir}", "eval=[probe,artifacts,generation,nll]", "eval.nll.samples=50", "eval.nll.num_images=200",
-                 "eval.probe.num_train=1000", tool="aelab-eval")
+    result = cli(
+        f"run={run_dir}",
+        "eval=[probe,artifacts,generation,nll]",
+        "eval.nll.samples=50",
+        "eval.nll.num_images=200",
+        "eval.probe.num_train=1000",
+        tool="aelab-eval",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("eval/probe_acc", "eval/knn_acc", "eval/checkerboard", "eval/checkerboard_init", "eval/nll_iwae"):

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, TINY
 from wandb_files import offline_runs, read_offline_run
 
@@ -33,8 +32,20 @@ def run_cli(args: list[str], cwd: Path, tool: str = "aelab-train"):
 def toy_run(tmp_path_factory):
     """One run of all three: the toy model on the toy dataset with the toy evaluation, tracked in W&B offline."""
     root = tmp_path_factory.mktemp("extension")
-    result = run_cli([SEARCHPATH, "model=code_l2", "data=stripes", "eval=[code_stats,probe]", "eval.probe.num_train=500",
-                      "logger=wandb", *QUICK, "trainer.max_epochs=2", "name=toy"], root)
+    result = run_cli(
+        [
+            SEARCHPATH,
+            "model=code_l2",
+            "data=stripes",
+            "eval=[code_stats,probe]",
+            "eval.probe.num_train=500",
+            "logger=wandb",
+            *QUICK,
+            "trainer.max_epochs=2",
+            "name=toy",
+        ],
+        root,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return root, root / "outputs" / "runs" / "toy"
 
@@ -46,7 +57,9 @@ def test_the_toy_model_dataset_and_evaluation_train_and_land_in_metrics_json(toy
     assert record["dataset"].startswith("stripes: ")  # the toy dataset's own description
     assert record["final"]["train/code_norm"] > 0  # the toy model's own metric
     assert record["final"]["eval/code_norm"] > 0 and record["final"]["eval/code_std"] > 0  # the toy evaluation
-    assert 0 <= record["final"]["eval/probe_acc"] <= 1 and record["final"]["eval/chance_acc"] < 0.6  # a built-in evaluation on it
+    assert (
+        0 <= record["final"]["eval/probe_acc"] <= 1 and record["final"]["eval/chance_acc"] < 0.6
+    )  # a built-in evaluation on it
     info = record["metric_info"]  # declared by their producers, nowhere else
     assert info["train/code_norm"]["label"] == "mean squared code norm" and info["train/code_norm"]["column"]
     assert info["eval/code_std"]["column"]
@@ -58,7 +71,9 @@ def test_the_toy_metrics_reach_wandb(toy_run):
     run = read_offline_run(folder)
     logged = {k for row in run["history"] for k in row}
     assert "train/code_norm" in logged and "eval/code_norm" in logged
-    assert run["summary"]["train/code_norm"] == {"last": pytest.approx(json.loads((run_dir / "metrics.json").read_text())["final"]["train/code_norm"])}
+    assert run["summary"]["train/code_norm"] == {
+        "last": pytest.approx(json.loads((run_dir / "metrics.json").read_text())["final"]["train/code_norm"])
+    }
     assert run["config"]["model"]["_target_"] == "mylab.toy_model.CodeL2Autoencoder"
 
 
@@ -72,12 +87,15 @@ def test_the_toy_metrics_are_columns_of_aelab_compare(toy_run):
     assert header.index("eval/code_norm") < header.index("params")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+model.code_wieght=1", "model.code_wieght is not an option of model; did you mean model.code_weight?"),
-    ("model.code_weight=-1", "model.code_weight must be >= 0 (got -1)"),
-    ("+data.sise=8", "data.sise is not an option of data; did you mean data.size?"),
-    ("eval.code_stats.num_images=0", "eval.code_stats.num_images must be a positive integer (got 0)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+model.code_wieght=1", "model.code_wieght is not an option of model; did you mean model.code_weight?"),
+        ("model.code_weight=-1", "model.code_weight must be >= 0 (got -1)"),
+        ("+data.sise=8", "data.sise is not an option of data; did you mean data.size?"),
+        ("eval.code_stats.num_images=0", "eval.code_stats.num_images must be a positive integer (got 0)"),
+    ],
+)
 def test_a_bad_key_or_value_of_the_toys_fails_before_any_run_folder(tmp_path, override, message):
     result = run_cli([SEARCHPATH, "model=code_l2", "data=stripes", "eval=[code_stats]", *QUICK, override], tmp_path)
     assert result.returncode != 0
@@ -89,20 +107,34 @@ def test_a_bad_key_or_value_of_the_toys_fails_before_any_run_folder(tmp_path, ov
 def test_a_misspelt_key_in_a_toy_config_file_fails_before_any_run_folder(tmp_path):
     conf = tmp_path / "myconf" / "model"
     conf.mkdir(parents=True)
-    (conf / "typo.yaml").write_text("defaults:\n  - mlp\n  - _self_\n\n_target_: mylab.toy_model.CodeL2Autoencoder\ncode_wieght: 0.1\n")
-    result = run_cli([f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "model=typo", "data=sprites", *QUICK], tmp_path)
+    (conf / "typo.yaml").write_text(
+        "defaults:\n  - mlp\n  - _self_\n\n_target_: mylab.toy_model.CodeL2Autoencoder\ncode_wieght: 0.1\n"
+    )
+    result = run_cli(
+        [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "model=typo", "data=sprites", *QUICK], tmp_path
+    )
     assert result.returncode != 0
-    assert "model.code_wieght is not an option of model; did you mean model.code_weight?" in result.stderr, result.stderr[-2000:]
+    assert "model.code_wieght is not an option of model; did you mean model.code_weight?" in result.stderr, (
+        result.stderr[-2000:]
+    )
     assert not (tmp_path / "outputs" / "runs").exists()
 
 
 def test_the_needs_of_a_task_are_read_from_its_source():
     """A task's needs are read from its source: the check happens before training."""
-    from aelab.config.checks import _eval_needs
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"model": {"_target_": "aelab.models.Autoencoder"}, "data": {"_target_": "aelab.data.ImageDataModule"},
-                            "eval": {"nll": {"_target_": "aelab.evaluation.likelihood.NLLTask"}}})
-    assert _eval_needs(cfg) == ["eval.nll needs a model with 'iwae' (a VAE); model aelab.models.Autoencoder offers none of these"]
+    from aelab.config.checks import _eval_needs
+
+    cfg = OmegaConf.create(
+        {
+            "model": {"_target_": "aelab.models.Autoencoder"},
+            "data": {"_target_": "aelab.data.ImageDataModule"},
+            "eval": {"nll": {"_target_": "aelab.evaluation.likelihood.NLLTask"}},
+        }
+    )
+    assert _eval_needs(cfg) == [
+        "eval.nll needs a model with 'iwae' (a VAE); model aelab.models.Autoencoder offers none of these"
+    ]
     cfg.model._target_ = "aelab.models.VAE"
     assert _eval_needs(cfg) == []

@@ -1,4 +1,5 @@
-"""MLflow as a logger: a local SQLite store (a real database file), sweeps tagged, resumed runs continued, bad stores."""
+"""MLflow as a logger: a local SQLite store (a real database file), sweeps tagged, resumed runs continued, bad "
+"stores."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY
 from test_resume import KILL_AT_EPOCH_2
 
@@ -23,10 +23,19 @@ def runs_in(store: Path, experiment: str = "aelab"):
 
     client = MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    return pd.DataFrame([{"run_id": r.info.run_id, "status": r.info.status, "artifact_uri": r.info.artifact_uri,
-                          **{f"params.{k}": v for k, v in r.data.params.items()},
-                          **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
-                          **{f"tags.{k}": v for k, v in r.data.tags.items()}} for r in runs])
+    return pd.DataFrame(
+        [
+            {
+                "run_id": r.info.run_id,
+                "status": r.info.status,
+                "artifact_uri": r.info.artifact_uri,
+                **{f"params.{k}": v for k, v in r.data.params.items()},
+                **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
+                **{f"tags.{k}": v for k, v in r.data.tags.items()},
+            }
+            for r in runs
+        ]
+    )
 
 
 def record(run_dir: Path) -> dict:
@@ -37,13 +46,17 @@ def record(run_dir: Path) -> dict:
 def test_a_run_and_a_three_job_sweep_land_in_the_sqlite_store(cli, tmp_path):
     single = cli(*QUICK, "name=one")
     assert single.returncode == 0, single.stderr[-3000:]
-    sweep = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *QUICK, "model.bottleneck=2,4,8", "sweep.name=bn")
+    sweep = cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *QUICK, "model.bottleneck=2,4,8", "sweep.name=bn"
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     store = tmp_path / "outputs" / "mlflow.db"
     assert store.is_file() and store.read_bytes()[:16] == b"SQLite format 3\x00"
     frame = runs_in(store)
     assert len(frame) == 4 and set(frame["status"]) == {"FINISHED"}
-    run_dirs = [tmp_path / "outputs" / "runs" / "one"] + [tmp_path / "outputs" / "sweeps" / "bn" / f"model.bottleneck={b}" for b in (2, 4, 8)]
+    run_dirs = [tmp_path / "outputs" / "runs" / "one"] + [
+        tmp_path / "outputs" / "sweeps" / "bn" / f"model.bottleneck={b}" for b in (2, 4, 8)
+    ]
     for run_dir in run_dirs:
         data = record(run_dir)
         (row,) = [r for _, r in frame.iterrows() if r["run_id"] == data["mlflow"]["run_id"]]
@@ -53,16 +66,23 @@ def test_a_run_and_a_three_job_sweep_land_in_the_sqlite_store(cli, tmp_path):
             assert row[f"metrics.{key}"] == pytest.approx(data["final"][key], rel=1e-6)
         assert row["metrics.best/val/recon_loss"] == pytest.approx(data["best"]["val/recon_loss"], rel=1e-6)
         artifacts = Path(row["artifact_uri"].removeprefix("file://"))
-        assert sorted(p.name for p in (artifacts / "images" / "samples" / "reconstruction").iterdir()) == ["step_000010.png", "step_000020.png"]
+        assert sorted(p.name for p in (artifacts / "images" / "samples" / "reconstruction").iterdir()) == [
+            "step_000010.png",
+            "step_000020.png",
+        ]
     # one MLflow run per sweep job, grouped by the sweep's tag; metrics with their steps
     assert sorted(frame.loc[frame["tags.sweep"] == "bn", "params.model.bottleneck"]) == ["2", "4", "8"]
     from mlflow.tracking import MlflowClient
 
-    history = MlflowClient(f"sqlite:///{store}").get_metric_history(record(run_dirs[0])["mlflow"]["run_id"], "val/recon_loss")
+    history = MlflowClient(f"sqlite:///{store}").get_metric_history(
+        record(run_dirs[0])["mlflow"]["run_id"], "val/recon_loss"
+    )
     assert sorted(m.step for m in history) == [9, 19], sorted(m.step for m in history)
 
     # aelab-compare reads the same table back from the store
-    result = cli("--mlflow", f"sqlite:///{store}", "--group", "bn", "--out", str(tmp_path / "cmp"), tool="aelab-compare")
+    result = cli(
+        "--mlflow", f"sqlite:///{store}", "--group", "bn", "--out", str(tmp_path / "cmp"), tool="aelab-compare"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = (tmp_path / "cmp" / "runs.csv").read_text()
     assert "compared 3 runs (3 completed)" in result.stdout
@@ -85,7 +105,12 @@ def test_a_killed_and_resumed_run_keeps_its_mlflow_run(cli, tmp_path):
     assert list(frame["run_id"]) == [first_id] and list(frame["status"]) == ["FINISHED"]
     from mlflow.tracking import MlflowClient
 
-    steps = [m.step for m in MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").get_metric_history(first_id, "val/recon_loss")]
+    steps = [
+        m.step
+        for m in MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}").get_metric_history(
+            first_id, "val/recon_loss"
+        )
+    ]
     assert len(steps) == 4  # epochs 0-1 before the kill, 2-3 after, in the same run
 
 
@@ -98,12 +123,18 @@ def test_an_unreachable_server_falls_back_to_the_local_store_in_bounded_time(tmp
     assert unreachable("http://10.255.255.1:5000", 1.0) is not None
     assert time.time() - started < 2.5
     started = time.time()
-    logger = mlflow_logger(tracking_uri="http://10.255.255.1:5000", local_store=str(tmp_path / "m.db"), save_dir=str(tmp_path / "r"),
-                           connect_timeout=1.0)
+    logger = mlflow_logger(
+        tracking_uri="http://10.255.255.1:5000",
+        local_store=str(tmp_path / "m.db"),
+        save_dir=str(tmp_path / "r"),
+        connect_timeout=1.0,
+    )
     assert time.time() - started < 30  # not MLflow's minutes of HTTP retries
     assert logger._tracking_uri == f"sqlite:///{tmp_path / 'm.db'}"
     assert "unreachable" in caplog.text and "10.255.255.1" in caplog.text
-    refused = mlflow_logger(tracking_uri="http://127.0.0.1:9", local_store=str(tmp_path / "m.db"), save_dir=str(tmp_path / "r"))
+    refused = mlflow_logger(
+        tracking_uri="http://127.0.0.1:9", local_store=str(tmp_path / "m.db"), save_dir=str(tmp_path / "r")
+    )
     assert refused._tracking_uri.startswith("sqlite:///")
 
 

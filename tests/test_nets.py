@@ -7,7 +7,13 @@ from aelab.errors import ConfigError
 from aelab.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 16, 24), (3, 20, 36)]
-COMBOS = [("stride", "transpose"), ("stride", "nearest"), ("stride", "bilinear"), ("pool", "unpool"), ("pool", "transpose")]
+COMBOS = [
+    ("stride", "transpose"),
+    ("stride", "nearest"),
+    ("stride", "bilinear"),
+    ("pool", "unpool"),
+    ("pool", "transpose"),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES)

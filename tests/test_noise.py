@@ -49,7 +49,9 @@ def test_corruption_leaves_input_untouched_and_repeats_with_a_fixed_generator(no
     assert a.shape == x.shape and a.device == x.device
 
 
-@pytest.mark.parametrize("make", [lambda: GaussianNoise(-1), lambda: SaltAndPepperNoise(1.5), lambda: MaskingNoise(-0.1)])
+@pytest.mark.parametrize(
+    "make", [lambda: GaussianNoise(-1), lambda: SaltAndPepperNoise(1.5), lambda: MaskingNoise(-0.1)]
+)
 def test_invalid_parameters_are_refused(make):
     with pytest.raises(ConfigError, match="noise"):
         make()

@@ -1,6 +1,7 @@
 """The objectives beyond the plain AE/VAE — β-TC-VAE, IWAE, WAE-MMD, VQ-VAE: each trains, and its estimator is right."""
 
 import math
+from functools import partial
 
 import lightning as L
 import pytest
@@ -11,7 +12,6 @@ from aelab.data.sprites import make_sprites
 from aelab.models import IWAE, VQVAE, Autoencoder, BetaTCVAE, MMDPenalty
 from aelab.models.tcvae import decomposed_kl
 from aelab.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from functools import partial
 
 SHAPE = (1, 28, 28)
 
@@ -23,7 +23,10 @@ def sprites():
 
 
 def mlp_nets(activation="relu"):
-    return (partial(MLPEncoder, hidden=[128], activation=activation), partial(MLPDecoder, hidden=[128], activation=activation))
+    return (
+        partial(MLPEncoder, hidden=[128], activation=activation),
+        partial(MLPDecoder, hidden=[128], activation=activation),
+    )
 
 
 def conv_nets(upsample="nearest"):
@@ -39,22 +42,60 @@ def objective_of(model, x):
 
 
 def fit(model, images, steps=40):
-    loader = DataLoader([{"image": im} for im in images], batch_size=64, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0)
+    loader = DataLoader(
+        [{"image": im} for im in images], batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, loader)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: BetaTCVAE(input_shape=SHAPE, bottleneck=6, beta=4.0, sampling="mss", dataset_size=512,
-                      encoder=mlp_nets("tanh")[0], decoder=mlp_nets("tanh")[1], iwae_samples=0),
-    lambda: BetaTCVAE(input_shape=SHAPE, bottleneck=6, beta=4.0, encoder=conv_nets()[0], decoder=conv_nets()[1], iwae_samples=0),
-    lambda: IWAE(input_shape=SHAPE, bottleneck=6, train_samples=5, encoder=mlp_nets("tanh")[0], decoder=mlp_nets("tanh")[1], iwae_samples=0),
-    lambda: Autoencoder(input_shape=SHAPE, bottleneck=6, mmd=MMDPenalty(weight=0.013), encoder=mlp_nets()[0], decoder=mlp_nets()[1]),
-    lambda: VQVAE(input_shape=SHAPE, bottleneck=8, code_dim=2, codebook_size=32, encoder=conv_nets("transpose")[0],
-                  decoder=conv_nets("transpose")[1]),
-], ids=["tcvae-mlp", "tcvae-conv", "iwae-mlp", "wae-mlp", "vqvae-conv"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BetaTCVAE(
+            input_shape=SHAPE,
+            bottleneck=6,
+            beta=4.0,
+            sampling="mss",
+            dataset_size=512,
+            encoder=mlp_nets("tanh")[0],
+            decoder=mlp_nets("tanh")[1],
+            iwae_samples=0,
+        ),
+        lambda: BetaTCVAE(
+            input_shape=SHAPE, bottleneck=6, beta=4.0, encoder=conv_nets()[0], decoder=conv_nets()[1], iwae_samples=0
+        ),
+        lambda: IWAE(
+            input_shape=SHAPE,
+            bottleneck=6,
+            train_samples=5,
+            encoder=mlp_nets("tanh")[0],
+            decoder=mlp_nets("tanh")[1],
+            iwae_samples=0,
+        ),
+        lambda: Autoencoder(
+            input_shape=SHAPE, bottleneck=6, mmd=MMDPenalty(weight=0.013), encoder=mlp_nets()[0], decoder=mlp_nets()[1]
+        ),
+        lambda: VQVAE(
+            input_shape=SHAPE,
+            bottleneck=8,
+            code_dim=2,
+            codebook_size=32,
+            encoder=conv_nets("transpose")[0],
+            decoder=conv_nets("transpose")[1],
+        ),
+    ],
+    ids=["tcvae-mlp", "tcvae-conv", "iwae-mlp", "wae-mlp", "vqvae-conv"],
+)
 def test_each_objective_trains_on_sprites_and_its_loss_falls(make, sprites):
     torch.manual_seed(0)
     model = make()
@@ -68,8 +109,15 @@ def test_each_objective_trains_on_sprites_and_its_loss_falls(make, sprites):
 
 def test_vqvae_uses_more_than_one_code_and_restarts_dead_entries(sprites):
     torch.manual_seed(0)
-    model = VQVAE(input_shape=SHAPE, bottleneck=8, code_dim=4, codebook_size=64, encoder=mlp_nets()[0], decoder=mlp_nets()[1],
-                  dead_code_steps=5)
+    model = VQVAE(
+        input_shape=SHAPE,
+        bottleneck=8,
+        code_dim=4,
+        codebook_size=64,
+        encoder=mlp_nets()[0],
+        decoder=mlp_nets()[1],
+        dead_code_steps=5,
+    )
     fit(model, sprites, steps=30)
     codes = model.codes(sprites[:256])
     assert codes.shape == (256, 2) and codes.dtype == torch.long
@@ -84,7 +132,8 @@ def test_vqvae_uses_more_than_one_code_and_restarts_dead_entries(sprites):
 def test_vqvae_code_dim_must_divide_the_bottleneck():
     from aelab.errors import ConfigError
 
-    # (from the command line the same check refuses the run before its folder exists: test_cli_errors' structural errors)
+    # (from the command line the same check refuses the run before its folder exists: test_cli_errors' structural
+    # errors)
     with pytest.raises(ConfigError, match="model.code_dim=3 must divide model.bottleneck=8"):
         VQVAE(input_shape=SHAPE, bottleneck=8, code_dim=3)
 
@@ -97,7 +146,8 @@ def test_iwae_refuses_the_kl_options_it_would_ignore():
 
 
 def brute_force_tc(z, mu, logvar):
-    """The exact TC, MI and dimension-wise KL when the batch is the whole dataset (q(z) = 1/M Σ_j q(z|x_j)), by loops."""
+    """The exact TC, MI and dimension-wise KL when the batch is the whole dataset (q(z) = 1/M Σ_j q(z|x_j)), by "
+    "loops."""
     m, d = len(z), len(z[0])
 
     def normal(v, mean, lv):
@@ -146,7 +196,14 @@ def test_mmd_is_near_zero_for_prior_samples_and_large_for_shifted_codes():
 
 def test_iwae_bound_is_tighter_than_the_elbo_and_grows_with_k(sprites):
     torch.manual_seed(0)
-    model = IWAE(input_shape=SHAPE, bottleneck=6, train_samples=5, encoder=mlp_nets("tanh")[0], decoder=mlp_nets("tanh")[1], iwae_samples=0)
+    model = IWAE(
+        input_shape=SHAPE,
+        bottleneck=6,
+        train_samples=5,
+        encoder=mlp_nets("tanh")[0],
+        decoder=mlp_nets("tanh")[1],
+        iwae_samples=0,
+    )
     fit(model, sprites, steps=20)
     model.eval()
     x = sprites[:128]
@@ -164,10 +221,22 @@ def test_vqvae_killed_and_resumed_matches_an_uninterrupted_run(cli, tmp_path):
 
     from conftest import TINY
 
-    base = [*TINY, "model=vqvae", "model.bottleneck=8", "model.code_dim=2", "model.codebook_size=64", "model.dead_code_steps=3",
-            "trainer.max_epochs=4", "trainer.deterministic=true"]
-    kill = ["+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=2",
-            "+callbacks.fault.signal=SIGKILL", "+callbacks.fault.marker_dir=${paths.run_dir}"]
+    base = [
+        *TINY,
+        "model=vqvae",
+        "model.bottleneck=8",
+        "model.code_dim=2",
+        "model.codebook_size=64",
+        "model.dead_code_steps=3",
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+    ]
+    kill = [
+        "+callbacks.fault._target_=aelab.callbacks.FaultInjection",
+        "+callbacks.fault.at_epoch=2",
+        "+callbacks.fault.signal=SIGKILL",
+        "+callbacks.fault.marker_dir=${paths.run_dir}",
+    ]
     runs = tmp_path / "outputs" / "runs"
     assert cli(*base, "name=whole").returncode == 0
     assert cli(*base, "name=killed", *kill).returncode == -signal.SIGKILL
@@ -185,8 +254,16 @@ def test_vqvae_and_tcvae_train_under_ddp_on_two_cpu_processes(cli, tmp_path):
     from conftest import TINY
 
     for model in ("vqvae", "tcvae"):
-        result = cli(*TINY, f"model={model}", "trainer=ddp_cpu", "trainer.max_epochs=1", "model.bottleneck=8",
-                     *(["model.iwae_samples=0"] if model == "tcvae" else ["model.code_dim=2"]), f"name={model}", timeout=600)
+        result = cli(
+            *TINY,
+            f"model={model}",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            "model.bottleneck=8",
+            *(["model.iwae_samples=0"] if model == "tcvae" else ["model.code_dim=2"]),
+            f"name={model}",
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         record = json.loads((tmp_path / "outputs" / "runs" / model / "metrics.json").read_text())
         assert record["status"] == "completed" and record["world_size"] == 2

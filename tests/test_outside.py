@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY, train_run_folder
 from own_data import write_image_folder
 
@@ -30,8 +29,14 @@ def runs(tmp_path_factory):
         "mlp": ["model=mlp", "model.bottleneck=8"],
         "linear": ["model=linear", "model.bottleneck=8"],
         "vae": ["model=vae", "model.bottleneck=4", "model.iwae_samples=0"],
-        "oneclass": ["model=conv", "model.bottleneck=8", "data.normal_class=1", "eval=[anomaly]", "trainer.limit_train_batches=null",
-                     "trainer.max_epochs=2"],
+        "oneclass": [
+            "model=conv",
+            "model.bottleneck=8",
+            "data.normal_class=1",
+            "eval=[anomaly]",
+            "trainer.limit_train_batches=null",
+            "trainer.max_epochs=2",
+        ],
     }
     out = {}
     for name, extra in specs.items():
@@ -52,12 +57,16 @@ def test_predict_on_a_folder_of_pngs_matches_load_run_encode(runs, tmp_path):
     from aelab.run.load import load_run
 
     images, labels, _ = make_sprites(40, 28, 1, 5)
-    folder = write_image_folder(tmp_path / "pngs", images.numpy(), labels.numpy(), ["square", "ellipse", "heart"], fmt=("png",))
+    folder = write_image_folder(
+        tmp_path / "pngs", images.numpy(), labels.numpy(), ["square", "ellipse", "heart"], fmt=("png",)
+    )
     run = load_run(runs["transpose"])
     result = predict(run, str(folder), tmp_path / "out", progress=False)
     codes = np.load(result["files"]["codes"])
     index = read_csv(result["files"]["index"])
-    assert codes.shape == (40, 8) and len(index) == 40 and index[0]["source"].endswith(".png") and index[0]["label"] != ""
+    assert (
+        codes.shape == (40, 8) and len(index) == 40 and index[0]["source"].endswith(".png") and index[0]["label"] != ""
+    )
     order = [int(Path(r["source"]).stem.split("_")[1]) for r in index]
     assert np.allclose(codes, run.encode(images.numpy()[order]), atol=1e-5)  # the same codes as the Python API
     assert np.load(result["files"]["maps"]).shape == (40, 1, 28, 28)
@@ -84,7 +93,9 @@ def test_predict_on_an_npz_and_denoise_writes_cleaned_images(runs, tmp_path):
     images, _, _ = make_sprites(12, 28, 1, 3)
     np.savez(tmp_path / "new.npz", x=images.numpy()[:, 0])  # (N, H, W) uint8
     run = load_run(runs["mlp"])
-    result = predict(run, str(tmp_path / "new.npz"), tmp_path / "out", outputs=["codes", "recon"], denoise=True, progress=False)
+    result = predict(
+        run, str(tmp_path / "new.npz"), tmp_path / "out", outputs=["codes", "recon"], denoise=True, progress=False
+    )
     assert np.load(result["files"]["recon"]).shape == (12, 1, 28, 28)
     assert len(list(Path(result["files"]["denoised"]).glob("*.png"))) == 12
     assert np.allclose(np.load(result["files"]["codes"]), run.encode(images), atol=1e-5)
@@ -114,11 +125,21 @@ def test_vector_length_is_checked_against_the_run(tmp_path, run_train):
     from aelab.run.load import load_run
 
     np.savez(tmp_path / "table.npz", x=np.random.default_rng(0).random((200, 12)).astype(np.float32))
-    train_run_folder(tmp_path / "tab", [*[o for o in SHORT if not o.startswith("data")], "data=arrays", f"data.path={tmp_path / 'table.npz'}",
-                                        "model=mlp", "model.bottleneck=3"])
+    train_run_folder(
+        tmp_path / "tab",
+        [
+            *[o for o in SHORT if not o.startswith("data")],
+            "data=arrays",
+            f"data.path={tmp_path / 'table.npz'}",
+            "model=mlp",
+            "model.bottleneck=3",
+        ],
+    )
     run = load_run(tmp_path / "tab")
     assert run.encode(np.random.default_rng(1).random((4, 12)).astype(np.float32)).shape == (4, 3)
-    with pytest.raises(ConfigError, match=r"this run takes vectors of 12 values, \[N, 12\]; got an input of shape \(4, 10\)"):
+    with pytest.raises(
+        ConfigError, match=r"this run takes vectors of 12 values, \[N, 12\]; got an input of shape \(4, 10\)"
+    ):
         run.encode(np.zeros((4, 10), np.float32))
 
 
@@ -135,23 +156,38 @@ def test_a_run_folder_without_checkpoints_is_named(runs, tmp_path):
 
 
 # ------------------------------------------------------------------ aelab-export
-@pytest.mark.parametrize("name, fmt, part", [
-    ("transpose", "onnx", "autoencoder"), ("nearest", "onnx", "autoencoder"), ("bilinear", "onnx", "autoencoder"),
-    ("unpool", "onnx", "autoencoder"), ("unpool", "torchscript", "decoder"), ("mlp", "torchscript", "autoencoder"),
-    ("linear", "onnx", "encoder"), ("vae", "onnx", "encoder"), ("vae", "torchscript", "decoder"),
-])
+@pytest.mark.parametrize(
+    "name, fmt, part",
+    [
+        ("transpose", "onnx", "autoencoder"),
+        ("nearest", "onnx", "autoencoder"),
+        ("bilinear", "onnx", "autoencoder"),
+        ("unpool", "onnx", "autoencoder"),
+        ("unpool", "torchscript", "decoder"),
+        ("mlp", "torchscript", "autoencoder"),
+        ("linear", "onnx", "encoder"),
+        ("vae", "onnx", "encoder"),
+        ("vae", "torchscript", "decoder"),
+    ],
+)
 def test_export_round_trips_within_1e_4_of_pytorch(runs, tmp_path, name, fmt, part):
     from aelab.deploy.export import export
     from aelab.run.load import load_run
 
     run = load_run(runs[name])
     result = export(run, fmt, part, tmp_path)
-    assert result["parity"]["max_abs_diff"] <= 1e-4 and result["parity"]["batches"] == [16, 21]  # two batch sizes: dynamic
+    assert result["parity"]["max_abs_diff"] <= 1e-4 and result["parity"]["batches"] == [
+        16,
+        21,
+    ]  # two batch sizes: dynamic
     description = json.loads(Path(result["file"]).with_suffix(".json").read_text())
     if name == "vae" and part == "encoder":
         assert [o["name"] for o in description["outputs"]] == ["mean", "log_variance"]
     if part != "decoder":
-        assert description["inputs"][0]["shape"] == ["batch", 1, 28, 28] and "divided by 255" in description["preprocessing"]["values"]
+        assert (
+            description["inputs"][0]["shape"] == ["batch", 1, 28, 28]
+            and "divided by 255" in description["preprocessing"]["values"]
+        )
 
 
 def test_export_cli_prints_the_parity_and_refuses_bad_options(runs, cli):
@@ -171,7 +207,8 @@ x = run.datamodule().splits["test"].images[:16]
 codes, recon, scores = run.encode(x), run.reconstruct(x), run.score(x)
 again = aelab.load_run(run.run_dir)
 table = aelab.compare([str(run.run_dir)]).summary
-print("RESULT", run.metrics["status"], codes.shape, recon.shape, sorted(scores), bool(np.allclose(again.encode(x), codes)),
+same = bool(np.allclose(again.encode(x), codes))
+print("RESULT", run.metrics["status"], codes.shape, recon.shape, sorted(scores), same,
       float(table["test/recon_loss"].iloc[0]) == run.metrics["final"]["test/recon_loss"], run.config.model.bottleneck)
 try:
     aelab.train(["model.bottleneck=0"])
@@ -180,8 +217,15 @@ except aelab.errors.ConfigError as exc:
 """
     env = dict(os.environ, WANDB_MODE="offline")
     env.pop("WANDB_SERVICE", None)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RESULT completed (16, 4) (16, 1, 28, 28) ['mse'] True True 4" in result.stdout
     assert "REFUSED True" in result.stdout

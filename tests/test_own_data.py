@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import TINY, needs_fashion_mnist
+from own_data import fashion_mnist_arrays, write_image_folder, write_mvtec_like
 
 from aelab.data import AnomalyFolder, ArrayFile, ImageFolder, datamodule
 from aelab.errors import AelabError, ConfigError
-from conftest import TINY, needs_fashion_mnist
-from own_data import fashion_mnist_arrays, write_image_folder, write_mvtec_like
 
 QUICK = [o for o in TINY if not o.startswith("data")]
 FMNIST_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
@@ -30,7 +29,11 @@ def fresh_loads():
 @pytest.fixture(scope="module")
 def fmnist_folder(tmp_path_factory):
     images, labels = fashion_mnist_arrays(400)
-    return write_image_folder(tmp_path_factory.mktemp("fmnist") / "images", images, labels, FMNIST_CLASSES), images, labels
+    return (
+        write_image_folder(tmp_path_factory.mktemp("fmnist") / "images", images, labels, FMNIST_CLASSES),
+        images,
+        labels,
+    )
 
 
 # ------------------------------------------------------------------ image folders
@@ -40,11 +43,13 @@ def test_a_png_jpeg_folder_of_fashion_mnist_with_class_subfolders(fmnist_folder)
     dm = ImageFolder(path=str(folder), batch_size=50)
     dm.setup()
     assert dm.dims == (1, 28, 28) and dm.class_names == sorted(FMNIST_CLASSES) and dm.has_labels
-    assert sum(len(s) for s in dm.splits.values()) == 400 and len(dm.splits["test"]) == 40 and len(dm.splits["val"]) == 36
+    assert (
+        sum(len(s) for s in dm.splits.values()) == 400 and len(dm.splits["test"]) == 40 and len(dm.splits["val"]) == 36
+    )
     # PNG pixels come back exactly, JPEG within compression noise; each image's label is its folder's class
     cache = Path(dm.info()["cache_file"])
     cached, files = np.load(cache, mmap_mode="r"), json.loads(cache.with_suffix(".json").read_text())["files"]
-    data = dm._data()
+    dm._data()  # builds the cache
     for fmt, tolerance in (("png", 0), ("jpg", 6)):
         row = next(i for i, f in enumerate(files) if f.endswith(fmt))
         index = int(Path(files[row]).stem.split("_")[1])
@@ -79,7 +84,9 @@ def test_split_folders_resize_channels_and_the_memory_map(tmp_path):
 
     images, labels, _ = make_sprites(120, 28, 3, 0)
     for split, part in (("train", slice(0, 80)), ("val", slice(80, 100)), ("test", slice(100, 120))):
-        write_image_folder(tmp_path / split, images[part].numpy(), labels[part].numpy(), ["square", "ellipse", "heart"], fmt=("png",))
+        write_image_folder(
+            tmp_path / split, images[part].numpy(), labels[part].numpy(), ["square", "ellipse", "heart"], fmt=("png",)
+        )
     dm = ImageFolder(path=str(tmp_path), image_size=[16, 20], channels=1, memory_budget_mb=0)
     dm.setup()
     assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [80, 20, 20]
@@ -89,12 +96,15 @@ def test_split_folders_resize_channels_and_the_memory_map(tmp_path):
     assert batch["image"].shape == (8, 1, 16, 20) and 0 <= batch["image"].min() and batch["image"].max() <= 1
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.mkdir(), "no images found in"),
-    (lambda p: (p.mkdir(), (p / "a.txt").write_text("x")), ".png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp"),
-    (lambda p: _two_sizes(p), "differ in size"),
-    (lambda p: _truncated(p), "cannot be used: "),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.mkdir(), "no images found in"),
+        (lambda p: (p.mkdir(), (p / "a.txt").write_text("x")), ".png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp"),
+        (lambda p: _two_sizes(p), "differ in size"),
+        (lambda p: _truncated(p), "cannot be used: "),
+    ],
+)
 def test_bad_folders_get_one_clear_error_naming_the_file_and_leave_no_cache(tmp_path, make, message):
     folder = tmp_path / "images"
     make(folder)
@@ -135,7 +145,9 @@ def test_training_from_a_folder_gives_the_metrics_of_the_same_images_in_memory(f
     folder, images, labels = fmnist_folder
     png_only = tmp_path / "png"
     write_image_folder(png_only, images, labels, FMNIST_CLASSES, fmt=("png",))
-    a, run_dir = run_train("data=folder", f"data.path={png_only}", "model=mlp", *QUICK, "trainer.max_epochs=2", name="folder", tiny=False)
+    a, run_dir = run_train(
+        "data=folder", f"data.path={png_only}", "model=mlp", *QUICK, "trainer.max_epochs=2", name="folder", tiny=False
+    )
     assert a["status"] == "completed", a["error"]
     assert a["dataset_info"]["path"] == str(png_only) and a["dataset_info"]["cache_file"].endswith(".npy")
     assert a["dataset"].startswith("folder: 324 train / 36 val / 40 test, 1x28x28")
@@ -153,16 +165,34 @@ def digits_npz(tmp_path):
 
 
 def test_sklearn_digits_as_an_npz_train_a_conv_autoencoder_and_the_probe_reads_their_labels(run_train, digits_npz):
-    summary, run_dir = run_train("data=arrays", f"data.path={digits_npz}", "model=conv", "model.encoder.channels=[16]",
-                                 "model.bottleneck=8", *QUICK, "trainer.max_epochs=3", "eval=[probe]", "eval.probe.num_train=1000",
-                                 tiny=False)
+    summary, run_dir = run_train(
+        "data=arrays",
+        f"data.path={digits_npz}",
+        "model=conv",
+        "model.encoder.channels=[16]",
+        "model.bottleneck=8",
+        *QUICK,
+        "trainer.max_epochs=3",
+        "eval=[probe]",
+        "eval.probe.num_train=1000",
+        tiny=False,
+    )
     assert summary["status"] == "completed", summary["error"]
     assert summary["dataset"].startswith("arrays: ") and "1x8x8" in summary["dataset"]
-    assert summary["final"]["eval/probe_acc"] > summary["final"]["eval/chance_acc"] + 0.3  # real digits: codes hold the class
+    assert (
+        summary["final"]["eval/probe_acc"] > summary["final"]["eval/chance_acc"] + 0.3
+    )  # real digits: codes hold the class
 
 
-@pytest.mark.parametrize("layout, shape, dims", [("auto", (50, 8, 8), (1, 8, 8)), ("auto", (50, 8, 6, 3), (3, 8, 6)),
-                                                 ("auto", (50, 3, 8, 6), (3, 8, 6)), ("nhwc", (50, 3, 8, 3), (3, 3, 8))])
+@pytest.mark.parametrize(
+    "layout, shape, dims",
+    [
+        ("auto", (50, 8, 8), (1, 8, 8)),
+        ("auto", (50, 8, 6, 3), (3, 8, 6)),
+        ("auto", (50, 3, 8, 6), (3, 8, 6)),
+        ("nhwc", (50, 3, 8, 3), (3, 3, 8)),
+    ],
+)
 def test_array_layouts(tmp_path, layout, shape, dims):
     path = tmp_path / "x.npy"
     np.save(path, np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8))
@@ -171,13 +201,16 @@ def test_array_layouts(tmp_path, layout, shape, dims):
     assert dm.dims == dims and not dm.has_labels
 
 
-@pytest.mark.parametrize("x, y, message", [
-    (np.full((20, 5), np.nan, np.float32), None, "NaN or inf values in 20 row\\(s\\)"),
-    (np.zeros((20, 2, 3, 4, 5), np.float32), None, "neither vectors"),
-    (np.zeros((20, 5), np.float32), np.zeros(7, int), "7 labels \\(y\\) for 20 rows"),
-    (np.random.default_rng(0).normal(0, 3, (20, 5)).astype(np.float32), None, "set data.normalize=minmax"),
-    (np.zeros((20, 3, 8, 3), np.uint8), None, "set data.layout=nchw or nhwc"),
-])
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        (np.full((20, 5), np.nan, np.float32), None, "NaN or inf values in 20 row\\(s\\)"),
+        (np.zeros((20, 2, 3, 4, 5), np.float32), None, "neither vectors"),
+        (np.zeros((20, 5), np.float32), np.zeros(7, int), "7 labels \\(y\\) for 20 rows"),
+        (np.random.default_rng(0).normal(0, 3, (20, 5)).astype(np.float32), None, "set data.normalize=minmax"),
+        (np.zeros((20, 3, 8, 3), np.uint8), None, "set data.layout=nchw or nhwc"),
+    ],
+)
 def test_bad_arrays_are_named_with_what_is_wrong(tmp_path, x, y, message):
     path = tmp_path / "bad.npz"
     np.savez(path, x=x, **({} if y is None else {"y": y}))
@@ -203,9 +236,21 @@ def test_tabular_anomaly_detection_end_to_end(run_train, tmp_path):
     path = tmp_path / "cancer.npz"
     normal = (table.target == 1).astype(int)  # benign = 1 in sklearn; here label 0 = normal
     np.savez(path, x=table.data.astype(np.float32), y=1 - normal)
-    summary, _ = run_train("data=arrays", f"data.path={path}", "data.normalize=minmax", "data.normal_class=0", "data.test_fraction=0.4",
-                           "model=mlp", "model.encoder.hidden=[16]", "model.bottleneck=4", *QUICK, "trainer.max_epochs=30",
-                           "data.batch_size=32", "eval=[anomaly]", tiny=False)
+    summary, _ = run_train(
+        "data=arrays",
+        f"data.path={path}",
+        "data.normalize=minmax",
+        "data.normal_class=0",
+        "data.test_fraction=0.4",
+        "model=mlp",
+        "model.encoder.hidden=[16]",
+        "model.bottleneck=4",
+        *QUICK,
+        "trainer.max_epochs=30",
+        "data.batch_size=32",
+        "eval=[anomaly]",
+        tiny=False,
+    )
     assert summary["status"] == "completed", summary["error"]
     assert summary["dataset"].split(",")[1].strip() == "30"  # vectors of 30 features
     assert summary["final"]["eval/auroc"] > 0.8, summary["final"]["eval/auroc"]
@@ -236,8 +281,17 @@ def test_the_mvtec_layout_is_read_with_masks_and_defect_types(mvtec):
 
 
 def test_pixel_auroc_and_pro_on_the_anomaly_set_beat_chance_clearly(run_train, mvtec):
-    summary, run_dir = run_train("data=anomaly_folder", f"data.path={mvtec}", "model=conv", "model.bottleneck=16", *QUICK,
-                                 "trainer.max_epochs=8", "data.batch_size=32", "eval=[anomaly]", tiny=False)
+    summary, run_dir = run_train(
+        "data=anomaly_folder",
+        f"data.path={mvtec}",
+        "model=conv",
+        "model.bottleneck=16",
+        *QUICK,
+        "trainer.max_epochs=8",
+        "data.batch_size=32",
+        "eval=[anomaly]",
+        tiny=False,
+    )
     assert summary["status"] == "completed", summary["error"]
     final = summary["final"]
     assert final["eval/auroc"] > 0.75 and final["eval/pixel_auroc"] > 0.9 and final["eval/aupro"] > 0.7, final

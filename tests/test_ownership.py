@@ -3,8 +3,6 @@ process is gone reads as interrupted (and is still evaluated) instead of running
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import os
 import signal
@@ -12,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import BIN, TINY
 from test_resume import KILL_AT_EPOCH_2
 
@@ -20,7 +19,9 @@ LONG = [o for o in TINY if not o.startswith("trainer.max_epochs")] + ["model=mlp
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([str(BIN / "aelab-train"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(BIN / "aelab-train"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
@@ -53,21 +54,31 @@ def test_a_second_process_is_refused_from_a_live_run_folder(cli, tmp_path):
     wait_for(lambda: status(run_dir) == "running", what="the first run to start")
     second = cli(*LONG, "name=dup")
     assert second.returncode == 1
-    assert f"the run folder {run_dir} is in use by process {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    assert (
+        f"the run folder {run_dir} is in use by process {first.pid}" in second.stderr
+        and "Traceback" not in second.stderr
+    )
     assert status(run_dir) == "running" and alive(first.pid)  # the second one wrote nothing and stopped nobody
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert status(run_dir) == "interrupted" and not owner_alive(run_dir)  # the owner is gone: the folder is free
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert len(names) == 2 and names[0].startswith("best-epoch=") and names[1] == "last.ckpt"  # no -v1 twins, no tmp files
+    assert (
+        len(names) == 2 and names[0].startswith("best-epoch=") and names[1] == "last.ckpt"
+    )  # no -v1 twins, no tmp files
 
 
 @pytest.mark.slow
 def test_killing_a_joblib_sweep_stops_its_jobs(tmp_path):
-    sweep = start(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, "model.bottleneck=4,8", "sweep.name=k"], tmp_path)
+    sweep = start(
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG, "model.bottleneck=4,8", "sweep.name=k"],
+        tmp_path,
+    )
     jobs = [tmp_path / "outputs" / "sweeps" / "k" / f"model.bottleneck={b}" for b in (4, 8)]
-    wait_for(lambda: all((j / "checkpoints" / "last.ckpt").is_file() for j in jobs), what="both jobs to finish an epoch")
+    wait_for(
+        lambda: all((j / "checkpoints" / "last.ckpt").is_file() for j in jobs), what="both jobs to finish an epoch"
+    )
     workers = [json.loads((j / ".aelab.lock").read_text())["pid"] for j in jobs]
     assert sweep.pid not in workers and all(alive(p) for p in workers)
     sweep.send_signal(signal.SIGKILL)
@@ -99,14 +110,25 @@ def test_a_killed_run_reads_as_interrupted_is_evaluated_and_its_half_written_fil
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
 
 
-
 def test_the_jobs_a_stopped_grid_sweep_never_began_are_named(tmp_path):
     from aelab.run.folders import never_started_jobs
 
     sweep = tmp_path / "st"
     (sweep / "model.bottleneck=2,model=mlp").mkdir(parents=True)
-    marker = {"overrides": ["model=mlp,conv", "model.bottleneck=2,4", "trainer.max_epochs=3", "sweep.name=st", "hydra/launcher=joblib"]}
+    marker = {
+        "overrides": [
+            "model=mlp,conv",
+            "model.bottleneck=2,4",
+            "trainer.max_epochs=3",
+            "sweep.name=st",
+            "hydra/launcher=joblib",
+        ]
+    }
     (sweep / "aelab_sweep.yaml").write_text(json.dumps(marker))  # JSON is YAML
-    assert never_started_jobs(sweep) == ["model.bottleneck=4,model=mlp", "model.bottleneck=2,model=conv", "model.bottleneck=4,model=conv"]
+    assert never_started_jobs(sweep) == [
+        "model.bottleneck=4,model=mlp",
+        "model.bottleneck=2,model=conv",
+        "model.bottleneck=4,model=conv",
+    ]
     (sweep / "aelab_sweep.yaml").write_text(json.dumps({"overrides": ["hparams_search=bottleneck_optuna"]}))
     assert never_started_jobs(sweep) == []  # an Optuna search's trials are not known ahead

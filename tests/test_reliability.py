@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY
+
 
 def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
@@ -41,8 +41,8 @@ def test_truncated_metrics_json_is_reported_by_compare(cli, tmp_path):
 
 
 def test_checkpoints_are_written_atomically(tmp_path):
-    from aelab.store.checkpoints import AtomicCheckpointIO, load_checkpoint
     from aelab.errors import RunFolderError
+    from aelab.store.checkpoints import AtomicCheckpointIO, load_checkpoint
 
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
@@ -87,8 +87,16 @@ def test_wandb_that_cannot_start_is_dropped(run_train, monkeypatch):
 
 
 def test_nonfinite_batches_can_be_skipped(cli, tmp_path):
-    result = cli(*TINY, "model=linear", "trainer.max_epochs=2", "model.optimizer._target_=torch.optim.SGD",
-                 "model.optimizer.lr=1e4", "~model.optimizer.weight_decay", "nonfinite_loss=skip", "name=skip")
+    result = cli(
+        *TINY,
+        "model=linear",
+        "trainer.max_epochs=2",
+        "model.optimizer._target_=torch.optim.SGD",
+        "model.optimizer.lr=1e4",
+        "~model.optimizer.weight_decay",
+        "nonfinite_loss=skip",
+        "name=skip",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "outputs" / "runs" / "skip"
     data = metrics(run_dir)
@@ -110,8 +118,15 @@ def test_wandb_run_id_is_found_in_metrics_or_in_the_folder_names(tmp_path):
     assert wandb_run_id(tmp_path) == "abc123"
 
 
-@pytest.mark.parametrize("fault", ["truncated", "garbage", pytest.param("not_gzip", marks=pytest.mark.slow),
-                                   pytest.param("short_header", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "truncated",
+        "garbage",
+        pytest.param("not_gzip", marks=pytest.mark.slow),
+        pytest.param("short_header", marks=pytest.mark.slow),
+    ],
+)
 def test_a_broken_idx_file_is_one_line_naming_it(cli, tmp_path, fault):
     import gzip
     import shutil
@@ -136,7 +151,7 @@ def test_a_broken_idx_file_is_one_line_naming_it(cli, tmp_path, fault):
     result = cli("data=fashion_mnist", f"data.root={tmp_path / 'data'}", "model=mlp", "trainer.max_epochs=1", "name=r")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    (line,) = [l for l in result.stderr.splitlines() if l.startswith("aelab-train: error:")]
+    (line,) = [s for s in result.stderr.splitlines() if s.startswith("aelab-train: error:")]
     assert str(broken) in line
 
 
@@ -159,7 +174,8 @@ def small_disk(tmp_path):
 def test_a_disk_that_fills_during_the_run_is_named_recorded_and_loses_nothing(small_disk):
     from conftest import run_cli
 
-    # an MLP's last.ckpt (weights + Adam state) is 13 MB, its best checkpoint 4 MB: the second epoch's last.ckpt does not fit
+    # an MLP's last.ckpt (weights + Adam state) is 13 MB, its best checkpoint 4 MB: the second epoch's last.ckpt does
+    # not fit
     result = run_cli([*TINY, "model=mlp", "trainer.max_epochs=4", "paths.min_free_mb=0", "name=full"], small_disk)
     assert result.returncode == 1
     run_dir = small_disk / "outputs" / "runs" / "full"
@@ -188,10 +204,14 @@ def test_sampling_a_code_too_large_for_a_full_covariance_uses_independent_dimens
     from aelab.nets import MLPDecoder, MLPEncoder
 
     torch.manual_seed(0)
-    model = Autoencoder([1, 8, 8], bottleneck=5000, encoder=partial(MLPEncoder, hidden=[16]), decoder=partial(MLPDecoder, hidden=[16]))
+    model = Autoencoder(
+        [1, 8, 8], bottleneck=5000, encoder=partial(MLPEncoder, hidden=[16]), decoder=partial(MLPDecoder, hidden=[16])
+    )
     batches = [{"image": torch.rand(32, 1, 8, 8)} for _ in range(2)]  # 64 codes of 5000 dimensions: no full covariance
     images = model.sample(6, seed=1, batches=batches)
     assert images.shape == (6, 1, 8, 8) and torch.isfinite(images).all()
     assert "independent dimensions" in model.sampling
-    small = Autoencoder([1, 8, 8], bottleneck=4, encoder=partial(MLPEncoder, hidden=[16]), decoder=partial(MLPDecoder, hidden=[16]))
+    small = Autoencoder(
+        [1, 8, 8], bottleneck=4, encoder=partial(MLPEncoder, hidden=[16]), decoder=partial(MLPDecoder, hidden=[16])
+    )
     assert small.sample(3, batches=batches).shape == (3, 1, 8, 8) and "independent" not in small.sampling

@@ -12,12 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import BIN, TINY
 from wandb_files import offline_runs
 
 # A run whose numbers move every epoch: conv autoencoder with Gaussian corruption (random draws in training).
-RESUMABLE = [*TINY, "model=conv", "noise=gaussian", "trainer.max_epochs=4", "trainer.deterministic=true", "logger=wandb"]
+RESUMABLE = [
+    *TINY,
+    "model=conv",
+    "noise=gaussian",
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "logger=wandb",
+]
 KILL_AT_EPOCH_2 = [
     "+callbacks.fault._target_=aelab.callbacks.FaultInjection",
     "+callbacks.fault.at_epoch=2",
@@ -64,14 +70,21 @@ def test_sigterm_mid_epoch_then_same_command_resumes_at_the_next_batch_to_identi
     base = [*RESUMABLE, "logger=csv", "model=mlp"]  # an MLP with Gaussian corruption: the same path, half the time
     whole = cli(*base, "name=whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
-    term = ["+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=1",
-            "+callbacks.fault.at_batch=5", "+callbacks.fault.signal=SIGTERM", "+callbacks.fault.marker_dir=${paths.run_dir}"]
+    term = [
+        "+callbacks.fault._target_=aelab.callbacks.FaultInjection",
+        "+callbacks.fault.at_epoch=1",
+        "+callbacks.fault.at_batch=5",
+        "+callbacks.fault.signal=SIGTERM",
+        "+callbacks.fault.marker_dir=${paths.run_dir}",
+    ]
     stopped = cli(*base, "name=t", *term)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     record = metrics(runs / "t")
     assert record["status"] == "interrupted"
     steps_per_epoch = metrics(runs / "whole")["global_step"] // metrics(runs / "whole")["epochs"]
-    assert record["global_step"] == steps_per_epoch + 6  # batch 5, during which the signal came, finished; then it stopped
+    assert (
+        record["global_step"] == steps_per_epoch + 6
+    )  # batch 5, during which the signal came, finished; then it stopped
     resumed = cli(*base, "name=t", *term)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "not resumable" not in resumed.stdout + resumed.stderr  # Lightning's warning about replaying the epoch
@@ -98,8 +111,14 @@ def test_completed_named_run_is_not_retrained_and_resume_never_protects_it(cli, 
 def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path):
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
     args = [*TINY, "model=mlp", "trainer.max_epochs=500", "name=term"]
-    proc = subprocess.Popen([str(BIN / "aelab-train"), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "aelab-train"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     run_dir = tmp_path / "outputs" / "runs" / "term"
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 180
@@ -120,9 +139,17 @@ def test_sigterm_saves_a_checkpoint_and_records_interrupted(tmp_path):
 
 
 def test_truncated_checkpoint_is_named_not_a_traceback(cli, tmp_path):
-    first = cli(*TINY, "model=linear", "name=trunc", "trainer.max_epochs=1", "data.limit_train=128",
-                "+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=1",
-                "trainer.max_epochs=2", "+callbacks.fault.marker_dir=${paths.run_dir}")
+    first = cli(
+        *TINY,
+        "model=linear",
+        "name=trunc",
+        "trainer.max_epochs=1",
+        "data.limit_train=128",
+        "+callbacks.fault._target_=aelab.callbacks.FaultInjection",
+        "+callbacks.fault.at_epoch=1",
+        "trainer.max_epochs=2",
+        "+callbacks.fault.marker_dir=${paths.run_dir}",
+    )
     assert first.returncode == -signal.SIGKILL
     last = tmp_path / "outputs" / "runs" / "trunc" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])  # a half-copied file
@@ -130,5 +157,3 @@ def test_truncated_checkpoint_is_named_not_a_traceback(cli, tmp_path):
     assert again.returncode != 0
     assert f"checkpoint {last} is truncated or corrupt" in again.stderr
     assert "Traceback" not in again.stderr
-
-

@@ -5,14 +5,18 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
-from aelab.analysis.compare import compare
 from conftest import TINY
+from omegaconf import OmegaConf
 from wandb_files import offline_runs, read_offline_run
 
+from aelab.analysis.compare import compare
+
 SWEEP_BASE = [o for o in TINY if not o.startswith("trainer.max_epochs")] + [
-    "data.num_train=2000", "data.val_size=300", "model=mlp", "data.batch_size=32", "trainer.max_epochs=3",
+    "data.num_train=2000",
+    "data.val_size=300",
+    "model=mlp",
+    "data.batch_size=32",
+    "trainer.max_epochs=3",
 ]
 
 
@@ -21,8 +25,15 @@ def metrics_of(job: Path) -> dict:
 
 
 def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
-    result = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP_BASE,
-                 "model.bottleneck=2,8,32", "logger=wandb", "sweep.name=bneck")
+    result = cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *SWEEP_BASE,
+        "model.bottleneck=2,8,32",
+        "logger=wandb",
+        "sweep.name=bneck",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "outputs" / "sweeps" / "bneck"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
@@ -31,7 +42,7 @@ def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
     # the sweep ends with a table of its jobs (objective, status) and the command to compare them
     assert "compare: aelab-compare outputs/sweeps/bneck" in result.stdout
     for job in jobs:
-        (line,) = [l for l in result.stdout.splitlines() if l.split() and l.split()[0] == job]
+        (line,) = [s for s in result.stdout.splitlines() if s.split() and s.split()[0] == job]
         objective = metrics_of(sweep / job)["objective"]["value"]
         assert line.split()[-1] == "completed" and float(line.split()[1]) == pytest.approx(objective, rel=1e-3)
     # joblib: each job gets cores / n_jobs threads
@@ -50,8 +61,17 @@ def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
         assert row["gap/recon_loss"] == pytest.approx(m["final"]["gap/recon_loss"])
         assert row["best/val/recon_loss"] == pytest.approx(m["best"]["val/recon_loss"])
         assert row["params"] == m["params"]
-    for name in ("comparison.csv", "comparison.md", "runs.csv", "report.md", "overview.png", "test_recon_loss.png",
-                 "gap_recon_loss.png", "curves.png", "recon_grid.png"):
+    for name in (
+        "comparison.csv",
+        "comparison.md",
+        "runs.csv",
+        "report.md",
+        "overview.png",
+        "test_recon_loss.png",
+        "gap_recon_loss.png",
+        "curves.png",
+        "recon_grid.png",
+    ):
         assert (out.out_dir / name).is_file(), name
     report = (out.out_dir / "report.md").read_text()
     assert "![overview](overview.png)" in report and "model.bottleneck" in report
@@ -99,7 +119,14 @@ def test_failed_job_is_recorded_and_resume_skips_completed_jobs(cli, tmp_path):
 
 def test_a_new_sweep_never_reuses_an_earlier_folder(cli, tmp_path):
     for _ in range(2):
-        result = cli("-m", *SWEEP_BASE, "trainer.max_epochs=1", "data.limit_train=64", "model.bottleneck=2", "hydra.sweep.dir=outputs/sweeps/same")
+        result = cli(
+            "-m",
+            *SWEEP_BASE,
+            "trainer.max_epochs=1",
+            "data.limit_train=64",
+            "model.bottleneck=2",
+            "hydra.sweep.dir=outputs/sweeps/same",
+        )
         assert result.returncode == 0
     # an explicit folder is continued (its completed job skipped), not overwritten
     assert "skipping" in result.stdout + result.stderr
@@ -112,8 +139,15 @@ def test_a_new_sweep_never_reuses_an_earlier_folder(cli, tmp_path):
 
 @pytest.mark.slow  # submitit's local executor polls its jobs: ~18 s; CI runs it
 def test_submitit_local_runs_a_two_job_sweep(cli, tmp_path):
-    result = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *SWEEP_BASE,
-                 "trainer.max_epochs=1", "model.bottleneck=2,4", "sweep.name=sub")
+    result = cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        *SWEEP_BASE,
+        "trainer.max_epochs=1",
+        "model.bottleneck=2,4",
+        "sweep.name=sub",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "outputs" / "sweeps" / "sub"
     assert [metrics_of(sweep / f"model.bottleneck={b}")["status"] for b in (2, 4)] == ["completed", "completed"]
@@ -122,8 +156,14 @@ def test_submitit_local_runs_a_two_job_sweep(cli, tmp_path):
 
 
 def test_optuna_search_returns_the_best_value(cli, tmp_path):
-    result = cli("-m", "hparams_search=bottleneck_optuna", "hydra.sweeper.n_trials=3", *SWEEP_BASE,
-                 "trainer.max_epochs=1", "sweep.name=opt")
+    result = cli(
+        "-m",
+        "hparams_search=bottleneck_optuna",
+        "hydra.sweeper.n_trials=3",
+        *SWEEP_BASE,
+        "trainer.max_epochs=1",
+        "sweep.name=opt",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "outputs" / "sweeps" / "opt"
     best = OmegaConf.load(sweep / "optimization_results.yaml")
@@ -140,11 +180,21 @@ def test_a_killed_optuna_search_continues_its_stored_study_and_prunes_hopeless_t
     import optuna
     from optuna.trial import TrialState
 
-    search = ["-m", "hparams_search=bottleneck_optuna", "hydra.sweeper.n_trials=6", *SWEEP_BASE, "trainer.max_epochs=3",
-              "search.startup_trials=2", "search.warmup_epochs=0", "sweep.name=opt",
-              # the process dies (SIGKILL) in the 4th trial, after trials 0-2 finished
-              "+callbacks.fault._target_=aelab.callbacks.FaultInjection", "+callbacks.fault.at_epoch=0",
-              "+callbacks.fault.run_dir=${paths.run_dir}", "+callbacks.fault.only_run=3_*"]
+    search = [
+        "-m",
+        "hparams_search=bottleneck_optuna",
+        "hydra.sweeper.n_trials=6",
+        *SWEEP_BASE,
+        "trainer.max_epochs=3",
+        "search.startup_trials=2",
+        "search.warmup_epochs=0",
+        "sweep.name=opt",
+        # the process dies (SIGKILL) in the 4th trial, after trials 0-2 finished
+        "+callbacks.fault._target_=aelab.callbacks.FaultInjection",
+        "+callbacks.fault.at_epoch=0",
+        "+callbacks.fault.run_dir=${paths.run_dir}",
+        "+callbacks.fault.only_run=3_*",
+    ]
     killed = cli(*search)
     assert killed.returncode == -signal.SIGKILL
     sweep = tmp_path / "outputs" / "sweeps" / "opt"
@@ -228,8 +278,15 @@ def test_one_class_sweeps_get_a_mean_row_over_classes():
     from aelab.analysis.table import aggregate, markdown_table, table_from_records, with_group_means
 
     records = [
-        {"run": f"r{c}", "status": "completed", "seed": 0, "eval/auroc": a, "_config": {"data.normal_class": c, "seed": 0},
-         "_choices": {"model": "conv"}, "_overrides": ["data.normal_class"]}
+        {
+            "run": f"r{c}",
+            "status": "completed",
+            "seed": 0,
+            "eval/auroc": a,
+            "_config": {"data.normal_class": c, "seed": 0},
+            "_choices": {"model": "conv"},
+            "_overrides": ["data.normal_class"],
+        }
         for c, a in enumerate([0.8, 0.9, 1.0])
     ]
     table = table_from_records(records)
@@ -256,10 +313,19 @@ def test_compare_carries_the_gaps_interval_into_its_plot(tmp_path):
     from aelab.analysis.table import aggregate, table_from_records
 
     records = [
-        {"run": f"b{b}s{s}", "status": "completed", "seed": s, "gap/recon_loss": g, "gap/recon_loss_ci95": 0.001,
-         "test/recon_loss": 0.02, "_config": {"model.bottleneck": b, "seed": s}, "_choices": {"model": "mlp"},
-         "_overrides": ["model.bottleneck", "seed"]}
-        for b, gaps in ((2, (0.0001, 0.0003)), (64, (0.004, 0.006))) for s, g in enumerate(gaps)
+        {
+            "run": f"b{b}s{s}",
+            "status": "completed",
+            "seed": s,
+            "gap/recon_loss": g,
+            "gap/recon_loss_ci95": 0.001,
+            "test/recon_loss": 0.02,
+            "_config": {"model.bottleneck": b, "seed": s},
+            "_choices": {"model": "mlp"},
+            "_overrides": ["model.bottleneck", "seed"],
+        }
+        for b, gaps in ((2, (0.0001, 0.0003)), (64, (0.004, 0.006)))
+        for s, g in enumerate(gaps)
     ]
     table = table_from_records(records, ["gap/recon_loss", "test/recon_loss"])
     summary = aggregate(table)
@@ -268,6 +334,7 @@ def test_compare_carries_the_gaps_interval_into_its_plot(tmp_path):
     files = metric_figures(summary, table, tmp_path, table.metrics)
     assert files["gap/recon_loss"].is_file()
     import matplotlib.pyplot as plt
+
     from aelab.analysis.plots import plot_metric
 
     fig, ax = plt.subplots()

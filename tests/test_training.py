@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from wandb_files import offline_runs, read_offline_run
 
 
@@ -61,28 +60,43 @@ def test_run_folder_and_metrics_json(run_train):
     data = json.loads((run_dir / "metrics.json").read_text())
     assert data["status"] == "completed" and data["error"] is None
     assert data["bottleneck"] == 12 and data["seed"] == 0 and data["epochs"] == 2
-    assert data["params"] == sum(p.numel() for p in torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"].values())
+    assert data["params"] == sum(
+        p.numel() for p in torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"].values()
+    )
     assert data["wall_time_s"] > 0
-    for key in ("train/recon_loss", "val/recon_loss", "test/recon_loss", "val/psnr", "val/ssim", "gap/recon_loss", "train_eval/recon_loss"):
+    for key in (
+        "train/recon_loss",
+        "val/recon_loss",
+        "test/recon_loss",
+        "val/psnr",
+        "val/ssim",
+        "gap/recon_loss",
+        "train_eval/recon_loss",
+    ):
         assert key in data["final"], key
     assert data["best"]["val/recon_loss"] <= data["final"]["val/recon_loss"]
     assert data["best"]["val/psnr"] >= data["final"]["val/psnr"] - 1e-9
     # the gap is validation minus training, both measured alike
-    assert data["final"]["gap/recon_loss"] == pytest.approx(data["final"]["val/recon_loss"] - data["final"]["train_eval/recon_loss"], abs=1e-6)
+    assert data["final"]["gap/recon_loss"] == pytest.approx(
+        data["final"]["val/recon_loss"] - data["final"]["train_eval/recon_loss"], abs=1e-6
+    )
     assert data["objective"] == {"metric": "val/recon_loss", "value": data["best"]["val/recon_loss"]}
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert Path(data["checkpoints"]["best"]).is_file()
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == [
-        "interpolation.png", "recon_epoch=000.png", "recon_epoch=001.png", "samples.png"]
+        "interpolation.png",
+        "recon_epoch=000.png",
+        "recon_epoch=001.png",
+        "samples.png",
+    ]
     assert (run_dir / "csv" / "metrics.csv").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file() or True  # written by the CLI, not by compose()
 
 
 def test_sample_grid_shows_input_corrupted_and_reconstruction(run_train):
-    from PIL import Image
-
     import numpy as np
     import torch
+    from PIL import Image
 
     from aelab.analysis.images import image_grid
 
@@ -91,13 +105,17 @@ def test_sample_grid_shows_input_corrupted_and_reconstruction(run_train):
     # the layout: 8 images a row, enlarged x3 (28 -> 84 pixels), labelled rows, a title line
     labels = ["input", "corrupted", "reconstruction"]
     plain = image_grid([torch.zeros(8, 1, 28, 28)] * 3)
-    labelled = image_grid([torch.zeros(8, 1, 28, 28)] * 3, row_labels=labels, title="epoch 0: input | masking(p=0.5) input | reconstruction")
+    labelled = image_grid(
+        [torch.zeros(8, 1, 28, 28)] * 3,
+        row_labels=labels,
+        title="epoch 0: input | masking(p=0.5) input | reconstruction",
+    )
     assert plain.shape[1:] == (3 * 84 + 4 * 2, 8 * 84 + 9 * 2)
     assert grid.size == (labelled.shape[2], labelled.shape[1])
     left, top = labelled.shape[2] - plain.shape[2], labelled.shape[1] - plain.shape[1]
     a = np.asarray(grid.convert("L"), dtype=float)
     assert (a[top:, :left] < 100).any()  # the row labels are written in the margin
-    row = lambda i: a[top + 2 + i * 86: top + 86 + i * 86, left:]  # noqa: E731
+    row = lambda i: a[top + 2 + i * 86 : top + 86 + i * 86, left:]  # noqa: E731
     assert np.abs(row(0) - row(1)).mean() > 1  # masking changed the input
     assert np.abs(row(0) - row(2)).mean() > 0.1
 
@@ -107,7 +125,9 @@ def test_the_gap_is_measured_on_equally_many_training_images(run_train):
 
     assert "gap/recon_loss" in summary["final"]
     # run again, asking the gap callback to cap at 150: same numbers, so it used 150 before too
-    summary2, _ = run_train("model=mlp", "data.limit_val=150", "noise=gaussian", "callbacks.overfitting_gap.max_samples=150", name="again")
+    summary2, _ = run_train(
+        "model=mlp", "data.limit_val=150", "noise=gaussian", "callbacks.overfitting_gap.max_samples=150", name="again"
+    )
     assert summary2["final"]["gap/recon_loss"] == pytest.approx(summary["final"]["gap/recon_loss"], abs=1e-7)
 
 
@@ -162,8 +182,11 @@ def test_tensorboard_logger_gets_scalars_and_images(run_train):
 
 
 def test_scheduler_as_a_partial_config(run_train):
-    summary, run_dir = run_train("model=mlp", "trainer.max_epochs=2",
-                                 "model.scheduler={_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1, gamma: 0.5}")
+    summary, run_dir = run_train(
+        "model=mlp",
+        "trainer.max_epochs=2",
+        "model.scheduler={_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1, gamma: 0.5}",
+    )
     assert summary["status"] == "completed"
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
@@ -173,28 +196,37 @@ def test_scheduler_as_a_partial_config(run_train):
 def test_end_of_run_summary_shows_the_records_numbers(run_train, capsys):
     import re
 
-    from aelab.store.record import RunRecord
     from aelab.run.summary import headline
+    from aelab.store.record import RunRecord
 
     summary, run_dir = run_train("model=conv", "trainer.max_epochs=2", "model.bottleneck=6")
     out = capsys.readouterr().out
     record = RunRecord.read(run_dir)
-    assert f"aelab-train: completed in" in out and "2 epochs" in out and f"best epoch {summary['best_epoch']}" in out
+    assert "aelab-train: completed in" in out and "2 epochs" in out and f"best epoch {summary['best_epoch']}" in out
     assert f"run folder: {run_dir}" in out
     assert f"reconstructions: {run_dir / 'samples' / 'recon_epoch=001.png'}" in out
     assert f"aelab-eval run={run_dir}" in out
     rows = headline(record)
     keys = {key for key, _, _ in rows}
-    assert {"test/recon_loss", "test/psnr", "test/ssim", "gap/recon_loss", "gap/recon_loss_ci95", "best/val/recon_loss"} <= keys
+    assert {
+        "test/recon_loss",
+        "test/psnr",
+        "test/ssim",
+        "gap/recon_loss",
+        "gap/recon_loss_ci95",
+        "best/val/recon_loss",
+    } <= keys
     assert 0 < summary["final"]["gap/recon_loss_ci95"] < 0.05  # the gap's 95 % half-width: real spread, not zero
     for key, label, _ in rows:  # each printed number is the record's, to the shown precision
-        (line,) = [l for l in out.splitlines() if l.rstrip().endswith(key) and l.lstrip().startswith(label)]
-        shown = float(re.findall(r"-?[\d,]*\.?\d+(?:e[-+]?\d+)?", line[len(label) + line.index(label):])[0].replace(",", ""))
+        (line,) = [s for s in out.splitlines() if s.rstrip().endswith(key) and s.lstrip().startswith(label)]
+        shown = float(
+            re.findall(r"-?[\d,]*\.?\d+(?:e[-+]?\d+)?", line[len(label) + line.index(label) :])[0].replace(",", "")
+        )
         value = summary["best"][key[5:]] if key.startswith("best/") else summary["final"][key]
         assert shown == pytest.approx(value, rel=1e-3, abs=1e-6), (key, line)
     # the same summary closes train.log
     log = (run_dir / "train.log").read_text()
-    assert "aelab-train: completed in" in log and f"test/recon_loss" in log
+    assert "aelab-train: completed in" in log and "test/recon_loss" in log
 
 
 def test_a_failed_run_summary_names_the_error_and_what_was_kept(run_train, capsys):
@@ -207,4 +239,4 @@ def test_a_failed_run_summary_names_the_error_and_what_was_kept(run_train, capsy
 
 
 def run_dir_of(out: str) -> str:
-    return [l for l in out.splitlines() if l.startswith("run folder: ")][0][len("run folder: "):]
+    return [s for s in out.splitlines() if s.startswith("run folder: ")][0][len("run folder: ") :]

@@ -4,19 +4,25 @@ import math
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
+from wandb_files import offline_runs, read_offline_run
 
 from aelab.models import VAE
 from aelab.models.vae import kl_to_standard_normal
 from aelab.nets import MLPDecoder, MLPEncoder
-from conftest import needs_fashion_mnist
-from wandb_files import offline_runs, read_offline_run
 
 
 def small_vae(**kwargs) -> VAE:
     torch.manual_seed(0)
     from functools import partial
 
-    return VAE((1, 8, 8), bottleneck=4, encoder=partial(MLPEncoder, hidden=[32]), decoder=partial(MLPDecoder, hidden=[32]), **kwargs).eval()
+    return VAE(
+        (1, 8, 8),
+        bottleneck=4,
+        encoder=partial(MLPEncoder, hidden=[32]),
+        decoder=partial(MLPDecoder, hidden=[32]),
+        **kwargs,
+    ).eval()
 
 
 def binary_images(n=16, seed=0):
@@ -68,8 +74,12 @@ def test_iwae_is_chunked_without_changing_the_estimate():
     b = small_vae(iwae_chunk=10_000).iwae_bound(x, 30, torch.Generator().manual_seed(4))
     assert torch.allclose(a, b, atol=1e-5)
     # fewer decoder inputs than images: images in groups, the same estimate up to noise
-    c = torch.stack([small_vae(iwae_chunk=7).iwae_bound(x, 30, torch.Generator().manual_seed(s)) for s in range(20)]).mean(0)
-    d = torch.stack([small_vae(iwae_chunk=10_000).iwae_bound(x, 30, torch.Generator().manual_seed(s + 99)) for s in range(20)]).mean(0)
+    c = torch.stack(
+        [small_vae(iwae_chunk=7).iwae_bound(x, 30, torch.Generator().manual_seed(s)) for s in range(20)]
+    ).mean(0)
+    d = torch.stack(
+        [small_vae(iwae_chunk=10_000).iwae_bound(x, 30, torch.Generator().manual_seed(s + 99)) for s in range(20)]
+    ).mean(0)
     assert torch.allclose(c, d, atol=0.2)
 
 
@@ -98,9 +108,16 @@ def test_bad_vae_options_are_refused():
 
 def test_vae_on_sprites_uses_some_but_not_all_latent_dimensions(run_train):
     summary, run_dir = run_train(
-        "model=vae", "model.bottleneck=32", "data.binarize=dynamic", "trainer.max_epochs=10",
-        "data.num_train=4000", "data.val_size=500", "data.num_test=500", "model.iwae_samples=0",
-        "model.optimizer.lr=2e-3", tiny=True,
+        "model=vae",
+        "model.bottleneck=32",
+        "data.binarize=dynamic",
+        "trainer.max_epochs=10",
+        "data.num_train=4000",
+        "data.val_size=500",
+        "data.num_test=500",
+        "model.iwae_samples=0",
+        "model.optimizer.lr=2e-3",
+        tiny=True,
     )
     assert summary["status"] == "completed", summary["error"]
     active = summary["final"]["test/active_units"]
@@ -110,10 +127,25 @@ def test_vae_on_sprites_uses_some_but_not_all_latent_dimensions(run_train):
 
 
 def test_vae_run_writes_bounds_gap_and_generation(run_train):
-    summary, run_dir = run_train("model=vae", "model.bottleneck=8", "data.binarize=dynamic", "trainer.max_epochs=2",
-                                 "model.iwae_samples=20", "logger=wandb")
+    summary, run_dir = run_train(
+        "model=vae",
+        "model.bottleneck=8",
+        "data.binarize=dynamic",
+        "trainer.max_epochs=2",
+        "model.iwae_samples=20",
+        "logger=wandb",
+    )
     final = summary["final"]
-    for key in ("val/elbo", "val/kl", "val/recon", "val/loss", "gap/elbo", "test/nll_iwae", "test/elbo", "val/active_units"):
+    for key in (
+        "val/elbo",
+        "val/kl",
+        "val/recon",
+        "val/loss",
+        "gap/elbo",
+        "test/nll_iwae",
+        "test/elbo",
+        "val/active_units",
+    ):
         assert key in final, key
     assert final["test/nll_iwae"] <= -final["test/elbo"] + 1.0  # NLL estimate below the negative ELBO (up to noise)
     assert math.isfinite(final["test/nll_iwae"]) and final["test/nll_iwae"] > 0
@@ -144,8 +176,16 @@ def test_conv_vae_trains(run_train):
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_vae_on_binarized_fashion_mnist_has_a_finite_nll_below_400_nats(run_train):
-    summary, _ = run_train("model=vae", "data=fashion_mnist", "data.binarize=dynamic", "trainer.max_epochs=3",
-                           "data.limit_test=2000", "model.iwae_samples=1000", tiny=False, name="vae_fmnist")
+    summary, _ = run_train(
+        "model=vae",
+        "data=fashion_mnist",
+        "data.binarize=dynamic",
+        "trainer.max_epochs=3",
+        "data.limit_test=2000",
+        "model.iwae_samples=1000",
+        tiny=False,
+        name="vae_fmnist",
+    )
     assert summary["status"] == "completed", summary["error"]
     nll = summary["final"]["test/nll_iwae"]
     assert math.isfinite(nll) and 0 < nll < 400, nll

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, TINY
 from wandb_files import offline_runs, read_offline_run
 
@@ -42,8 +41,8 @@ def agent_command(sweep: dict, args: dict) -> list[str]:
 def overrides_problems(overrides: list[str]) -> list[str]:
     from hydra import compose, initialize_config_dir
 
-    from aelab.config.checks import config_problems
     from aelab import config_dir
+    from aelab.config.checks import config_problems
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -86,7 +85,9 @@ def test_a_wandb_agent_trains_a_run_into_the_sweeps_folder_and_group(tmp_path, m
     agent._run_processes, agent._forward_signals = {}, False
     args = {"model": "mlp", "model.bottleneck": 4}
     args.update(dict(o.split("=", 1) for o in TINY))
-    agent._command_run({"run_id": "run0001", "program": sweep["program"], "args": {k: {"value": v} for k, v in args.items()}})
+    agent._command_run(
+        {"run_id": "run0001", "program": sweep["program"], "args": {k: {"value": v} for k, v in args.items()}}
+    )
     process = agent._run_processes["run0001"]._popen
     assert process.wait(timeout=600) == 0
     run_dir = tmp_path / "outputs" / "sweeps" / "wandb-swp123" / "run0001"

@@ -76,8 +76,14 @@ def _parse_offline_run(run_folder: Path) -> dict:
         rec.ParseFromString(raw)
         kind = rec.WhichOneof("record_type")
         if kind == "run":
-            info.update(run_id=rec.run.run_id, group=rec.run.run_group, job_type=rec.run.job_type,
-                        tags=list(rec.run.tags), name=rec.run.display_name, project=rec.run.project)
+            info.update(
+                run_id=rec.run.run_id,
+                group=rec.run.run_group,
+                job_type=rec.run.job_type,
+                tags=list(rec.run.tags),
+                name=rec.run.display_name,
+                project=rec.run.project,
+            )
         elif kind == "config":
             for item in rec.config.update:
                 info["config"][_key(item)] = json.loads(item.value_json)

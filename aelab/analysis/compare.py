@@ -16,9 +16,7 @@ runs are listed, not averaged.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +66,13 @@ def _not_started(paths: list[Path]) -> list[dict[str, Any]]:
     out = []
     for path in paths:
         for name in never_started_jobs(Path(path)):
-            out.append({"run": str(Path(path) / name), "status": "not started", "error": "the sweep stopped before this job began"})
+            out.append(
+                {
+                    "run": str(Path(path) / name),
+                    "status": "not started",
+                    "error": "the sweep stopped before this job began",
+                }
+            )
     return out
 
 
@@ -87,7 +91,7 @@ def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, P
     keys = variant_keys(table, x)
     files: dict[str, Path] = {}
     groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
-    for i, (name, group) in enumerate(groups):
+    for i, (_, group) in enumerate(groups):
         group = group.sort_values("seed").groupby(x, sort=False).head(1) if x else group.head(8)
         if x:
             group = group.assign(_x=pd.to_numeric(group[x], errors="coerce")).sort_values("_x")
@@ -96,7 +100,9 @@ def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, P
         title = variant_name(group.to_dict("records")[0], keys) if keys else ""
         suffix = f"_{i}" if keys else ""
         try:
-            files[f"recon_grid{suffix}"] = reconstruction_figure(runs, labels, out_dir / f"recon_grid{suffix}.png", num_images, title)
+            files[f"recon_grid{suffix}"] = reconstruction_figure(
+                runs, labels, out_dir / f"recon_grid{suffix}.png", num_images, title
+            )
         except AelabError as exc:
             notes.append(f"reconstruction grid for {title or 'the runs'} skipped: {exc}")
         except Exception as exc:  # noqa: BLE001 — a figure must never cost the user the table
@@ -116,7 +122,7 @@ def compare(
     mlflow_uri: str | None = None,
     mlflow_experiment: str = "aelab",
 ) -> Comparison:
-    """Compare the runs under ``paths`` (or in a W&B project, or an MLflow experiment) and write tables, plots and a report.
+    """Compare the runs under ``paths`` (or a W&B project, or an MLflow experiment): tables, plots and a report.
 
     ``wandb_group`` also selects one sweep of an MLflow experiment (its ``sweep`` tag).
     """
@@ -124,8 +130,16 @@ def compare(
         from aelab.analysis.mlflow_runs import load_mlflow_runs
 
         table = table_from_records(load_mlflow_runs(mlflow_uri, mlflow_experiment, wandb_group), metrics)
-        sources = [f"MLflow {mlflow_uri}, experiment {mlflow_experiment}" + (f", sweep {wandb_group}" if wandb_group else "")]
-        out = Path(out_dir) if out_dir else Path("outputs") / "comparisons" / (f"mlflow_{mlflow_experiment}" + (f"_{wandb_group}" if wandb_group else ""))
+        sources = [
+            f"MLflow {mlflow_uri}, experiment {mlflow_experiment}" + (f", sweep {wandb_group}" if wandb_group else "")
+        ]
+        out = (
+            Path(out_dir)
+            if out_dir
+            else Path("outputs")
+            / "comparisons"
+            / (f"mlflow_{mlflow_experiment}" + (f"_{wandb_group}" if wandb_group else ""))
+        )
     elif wandb_path:
         from aelab.analysis.wandb_runs import load_wandb_runs
 
@@ -144,7 +158,9 @@ def compare(
     summary = aggregate(table)
     files: dict[str, Path] = {}
     with atomic_path(out / "runs.csv") as tmp:
-        table.frame.drop(columns=[c for c in table.frame.columns if c.startswith("_")], errors="ignore").to_csv(tmp, index=False)
+        table.frame.drop(columns=[c for c in table.frame.columns if c.startswith("_")], errors="ignore").to_csv(
+            tmp, index=False
+        )
     tabulated = with_group_means(summary, table)  # one-class sweeps: a mean row over the normal classes
     with atomic_path(out / "comparison.csv") as tmp:
         tabulated.to_csv(tmp, index=False)
@@ -172,8 +188,15 @@ def compare(
     return Comparison(table=table, summary=summary, out_dir=out, files=files)
 
 
-def write_report(table: RunTable, summary: pd.DataFrame, md: str, files: dict[str, Path], sources: list[str],
-                 notes: list[str], out: Path) -> Path:
+def write_report(
+    table: RunTable,
+    summary: pd.DataFrame,
+    md: str,
+    files: dict[str, Path],
+    sources: list[str],
+    notes: list[str],
+    out: Path,
+) -> Path:
     """``report.md``: what was compared, the table, the figures and the runs left out."""
     frame = table.frame
     counts = frame["status"].value_counts().to_dict()
@@ -204,10 +227,14 @@ def write_report(table: RunTable, summary: pd.DataFrame, md: str, files: dict[st
         lines.append("")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    lines += ["## Files", "", "- `comparison.csv`: per setting, mean / std / n of each metric",
-              "- `runs.csv`: one row per run", "- `comparison.md`: the table above", ""]
+    lines += [
+        "## Files",
+        "",
+        "- `comparison.csv`: per setting, mean / std / n of each metric",
+        "- `runs.csv`: one row per run",
+        "- `comparison.md`: the table above",
+        "",
+    ]
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines))
     return path
-
-

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
 from aelab.store.files import atomic_path
 
-
 #: images smaller than this (pixels, the longer side) are enlarged (nearest neighbour) so a person can see them
 MIN_SIDE = 64
 
 
-def image_grid(images: torch.Tensor | Sequence[torch.Tensor], nrow: int | None = None, pad: int = 2,
-               row_labels: Sequence[str] | None = None, title: str | None = None, min_side: int = MIN_SIDE) -> torch.Tensor:
-    """A grid ``[3, H', W']`` in [0, 1]: ``images`` ``[n, C, H, W]`` with ``nrow`` per row, or a list of equally long rows.
+def image_grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    nrow: int | None = None,
+    pad: int = 2,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    min_side: int = MIN_SIDE,
+) -> torch.Tensor:
+    """A grid ``[3, H', W']`` in [0, 1] of ``images`` ``[n, C, H, W]`` (``nrow`` per row), or of equally long rows.
 
     Small images are enlarged by a whole factor (nearest neighbour: pixels stay sharp) to at least
     ``min_side``; ``row_labels`` are written left of the rows and ``title`` above them.
@@ -72,8 +77,11 @@ def save_png(grid: torch.Tensor, path: str | Path) -> Path:
     return path
 
 
-def publish_image(grid: torch.Tensor, path: str | Path | None, key: str, loggers: Iterable, step: int, caption: str = "") -> None:
-    """Save ``grid`` to ``path`` (PNG) and log it under ``key`` to the image-taking loggers (W&B, MLflow, TensorBoard)."""
+def publish_image(
+    grid: torch.Tensor, path: str | Path | None, key: str, loggers: Iterable, step: int, caption: str = ""
+) -> None:
+    """Save ``grid`` to ``path`` (PNG) and log it under ``key`` to the image-taking loggers (W&B, MLflow, "
+    "TensorBoard)."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     if path is not None:

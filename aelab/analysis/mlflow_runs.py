@@ -10,7 +10,13 @@ import yaml
 
 from aelab.errors import RunFolderError
 
-STATES = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "interrupted", "RUNNING": "running", "SCHEDULED": "running"}
+STATES = {
+    "FINISHED": "completed",
+    "FAILED": "failed",
+    "KILLED": "interrupted",
+    "RUNNING": "running",
+    "SCHEDULED": "running",
+}
 
 
 def _value(text: str) -> Any:
@@ -30,12 +36,15 @@ def load_mlflow_runs(tracking_uri: str, experiment: str = "aelab", sweep: str | 
         found = client.get_experiment_by_name(experiment)
         if found is None:
             names = sorted(e.name for e in client.search_experiments())
-            raise RunFolderError(f"MLflow store {tracking_uri} has no experiment {experiment!r} (it has: {', '.join(names) or 'none'})")
-        runs = client.search_runs([found.experiment_id], filter_string=f"tags.sweep = '{sweep}'" if sweep else "",
-                                  max_results=50000)
+            raise RunFolderError(
+                f"MLflow store {tracking_uri} has no experiment {experiment!r} (it has: {', '.join(names) or 'none'})"
+            )
+        runs = client.search_runs(
+            [found.experiment_id], filter_string=f"tags.sweep = '{sweep}'" if sweep else "", max_results=50000
+        )
     except RunFolderError:
         raise
-    except Exception as exc:  # unreachable server, not a store
+    except Exception as exc:  # noqa: BLE001 — unreachable server, not a store
         raise RunFolderError(f"could not read MLflow runs from {tracking_uri}: {type(exc).__name__}: {exc}") from None
     records = []
     for run in runs:
@@ -50,7 +59,11 @@ def load_mlflow_runs(tracking_uri: str, experiment: str = "aelab", sweep: str | 
             "status": tags.get("aelab.status") or STATES.get(run.info.status, run.info.status.lower()),
             "error": None,
             "_config": params,
-            "_choices": {g: params[f"{g}_name"] for g in ("model", "data", "noise", "trainer", "experiment") if f"{g}_name" in params},
+            "_choices": {
+                g: params[f"{g}_name"]
+                for g in ("model", "data", "noise", "trainer", "experiment")
+                if f"{g}_name" in params
+            },
             "_overrides": [str(o).split("=", 1)[0].lstrip("+~") for o in overrides],
             "bottleneck": params.get("bottleneck"),
             "seed": params.get("seed"),
@@ -59,5 +72,8 @@ def load_mlflow_runs(tracking_uri: str, experiment: str = "aelab", sweep: str | 
         record.update({k: v for k, v in run.data.metrics.items()})
         records.append(record)
     if not records:
-        raise RunFolderError(f"MLflow experiment {experiment!r} in {tracking_uri} has no runs" + (f" tagged sweep={sweep!r}" if sweep else ""))
+        raise RunFolderError(
+            f"MLflow experiment {experiment!r} in {tracking_uri} has no runs"
+            + (f" tagged sweep={sweep!r}" if sweep else "")
+        )
     return records

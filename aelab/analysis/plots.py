@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -42,7 +42,12 @@ def plot_metric(summary: pd.DataFrame, table: RunTable, metric: str, ax: plt.Axe
     if x is None:
         names = [variant_name(r, keys) for r in summary.to_dict("records")]
         interval = summary[f"{metric}_ci95"].fillna(0) if f"{metric}_ci95" in summary else None
-        ax.bar(range(len(names)), summary[metric], yerr=summary[f"{metric} std"].fillna(0) if interval is None else interval, capsize=3)
+        ax.bar(
+            range(len(names)),
+            summary[metric],
+            yerr=summary[f"{metric} std"].fillna(0) if interval is None else interval,
+            capsize=3,
+        )
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
         if interval is not None:
             ax.set_title("bars: 95 % interval of one run's gap (mean over seeds)", fontsize=8)
@@ -52,8 +57,14 @@ def plot_metric(summary: pd.DataFrame, table: RunTable, metric: str, ax: plt.Axe
             name = name if isinstance(name, tuple) else (name,)
             xs = pd.to_numeric(group[x], errors="coerce")
             order = xs.argsort()
-            line = ax.errorbar(xs.iloc[order], group[metric].iloc[order], yerr=group[f"{metric} std"].iloc[order].fillna(0),
-                               marker="o", capsize=3, label=", ".join(f"{k}={v}" for k, v in zip(keys, name)) or None)
+            line = ax.errorbar(
+                xs.iloc[order],
+                group[metric].iloc[order],
+                yerr=group[f"{metric} std"].iloc[order].fillna(0),
+                marker="o",
+                capsize=3,
+                label=", ".join(f"{k}={v}" for k, v in zip(keys, name)) or None,
+            )
             if f"{metric}_ci95" in group and group[f"{metric}_ci95"].notna().any():
                 # the gap's own noise floor: the 95 % interval of one run's estimate (mean over seeds), as a band
                 mean, ci = group[metric].iloc[order], group[f"{metric}_ci95"].iloc[order].fillna(0)
@@ -95,7 +106,7 @@ def metric_figures(summary: pd.DataFrame, table: RunTable, out_dir: Path, metric
         fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
         for ax, metric in zip(axes.flat, panels):
             plot_metric(summary, table, metric, ax)
-        for ax in list(axes.flat)[len(panels):]:
+        for ax in list(axes.flat)[len(panels) :]:
             ax.axis("off")
         fig.tight_layout()
         path = out_dir / "overview.png"
@@ -143,18 +154,28 @@ def curves_figure(table: RunTable, runs: pd.DataFrame, out_path: Path) -> Path |
 
 def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Path | None:
     """PSNR of the denoised images at each test corruption, one line per setting, and the noisy input (dashed)."""
-    levels = [c[len("eval/denoise/"): -len("/psnr")] for c in summary.columns
-              if c.startswith("eval/denoise/") and c.endswith("/psnr")]
+    levels = [
+        c[len("eval/denoise/") : -len("/psnr")]
+        for c in summary.columns
+        if c.startswith("eval/denoise/") and c.endswith("/psnr")
+    ]
     if not levels:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4))
     xs = range(len(levels))
     for i, row in enumerate(summary.to_dict("records")):
-        ax.plot(xs, [row[f"eval/denoise/{lv}/psnr"] for lv in levels], marker="o", color=f"C{i % 10}",
-                label=variant_name(row, table.setting_keys))
+        ax.plot(
+            xs,
+            [row[f"eval/denoise/{lv}/psnr"] for lv in levels],
+            marker="o",
+            color=f"C{i % 10}",
+            label=variant_name(row, table.setting_keys),
+        )
     inputs = [f"eval/denoise/{lv}/psnr_input" for lv in levels]
     if all(c in summary.columns for c in inputs):
-        ax.plot(xs, [summary[c].mean() for c in inputs], color="black", ls="--", marker="x", label="noisy input (baseline)")
+        ax.plot(
+            xs, [summary[c].mean() for c in inputs], color="black", ls="--", marker="x", label="noisy input (baseline)"
+        )
     ax.set_xticks(list(xs), levels, rotation=20)
     ax.set_xlabel("test corruption")
     ax.set_ylabel("PSNR vs the clean image (dB)")

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from aelab.errors import RunFolderError  # noqa: E402
-from aelab.store.files import save_figure  # noqa: E402
 from aelab.run.load import load_run  # noqa: E402
+from aelab.store.files import save_figure  # noqa: E402
 
 
 @torch.no_grad()
@@ -28,14 +28,18 @@ def reconstruction_rows(run_dirs: list[Path], num_images: int = 10) -> tuple[tor
         run = first if run_dir == run_dirs[0] else load_run(run_dir, setup_data=False)
         shape = tuple(getattr(run.model, "input_shape", images.shape[1:]))
         if shape != tuple(images.shape[1:]):
-            raise RunFolderError(f"the runs take inputs of different shapes ({tuple(images.shape[1:])} in {run_dirs[0].name}, "
-                                 f"{shape} in {run_dir.name}): their reconstructions cannot share a grid")
+            raise RunFolderError(
+                f"the runs take inputs of different shapes ({tuple(images.shape[1:])} in {run_dirs[0].name}, "
+                f"{shape} in {run_dir.name}): their reconstructions cannot share a grid"
+            )
         _, _, x_hat = run.model.per_sample_metrics(images, run.model.eval_generator())
         rows.append(x_hat.clamp(0, 1).cpu())
     return images, rows
 
 
-def reconstruction_figure(run_dirs: list[Path], labels: list[str], out_path: Path, num_images: int = 10, title: str = "") -> Path:
+def reconstruction_figure(
+    run_dirs: list[Path], labels: list[str], out_path: Path, num_images: int = 10, title: str = ""
+) -> Path:
     """A labelled grid: the test images on top, then one row of reconstructions per run."""
     images, rows = reconstruction_rows(run_dirs, num_images)
     all_rows = [images] + rows

@@ -21,10 +21,30 @@ from aelab.store.record import RECORD_METRICS, RunRecord
 from aelab.store.runs import find_run_dirs, run_choices
 
 # Keys that never identify a setting: bookkeeping, hardware, logging.
-IGNORED_PREFIXES = ("sweep.", "hydra.", "hydra/", "paths.", "logger", "callbacks", "trainer.accelerator",
-                    "trainer.devices", "trainer.enable_", "trainer.default_root_dir", "threads", "ckpt_path", "tags",
-                    "data.root", "data.download", "hparams_search", "debug", "name", "resume", "compile",
-                    "nonfinite_loss", "data.device")
+IGNORED_PREFIXES = (
+    "sweep.",
+    "hydra.",
+    "hydra/",
+    "paths.",
+    "logger",
+    "callbacks",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.enable_",
+    "trainer.default_root_dir",
+    "threads",
+    "ckpt_path",
+    "tags",
+    "data.root",
+    "data.download",
+    "hparams_search",
+    "debug",
+    "name",
+    "resume",
+    "compile",
+    "nonfinite_loss",
+    "data.device",
+)
 SEED = "seed"
 
 
@@ -91,7 +111,11 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
             run_record, problem = RunRecord.read_with_problem(run_dir)
             record = {
                 "run": str(run_dir),
-                "status": run_record.live_status() if run_record else "running/no metrics.json" if problem.startswith("no ") else "unreadable",
+                "status": run_record.live_status()
+                if run_record
+                else "running/no metrics.json"
+                if problem.startswith("no ")
+                else "unreadable",
                 "error": run_record.get("error") if run_record else (None if problem.startswith("no ") else problem),
                 "_config": flatten(cfg),
                 "_choices": run_choices(run_dir),
@@ -148,7 +172,9 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
         trailing = [m.key for m in RECORD_METRICS]
         columns = [c for c in info.columns() if c not in trailing]
         # runs recorded without metric infos (older aelab, hand-made records): their test and headline eval numbers
-        columns += sorted(c for c in frame.columns if c not in info and c.startswith(("test/", "eval/")) and c.count("/") == 1)
+        columns += sorted(
+            c for c in frame.columns if c not in info and c.startswith(("test/", "eval/")) and c.count("/") == 1
+        )
         metrics = [c for c in columns + trailing if c in frame.columns and pd.api.types.is_numeric_dtype(frame[c])]
     else:
         missing = [m for m in metrics if m not in frame.columns]
@@ -156,8 +182,7 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
             known = sorted(c for c in frame.columns if "/" in c)
             raise RunFolderError(f"no run has the metric(s) {missing}; known metrics: {known}")
     problems = [
-        {"run": r["run"], "status": r["status"], "error": r.get("error")}
-        for r in rows if r["status"] != "completed"
+        {"run": r["run"], "status": r["status"], "error": r.get("error")} for r in rows if r["status"] != "completed"
     ]
     return RunTable(frame=frame, setting_keys=setting_keys, metrics=metrics, problems=problems, info=info)
 
@@ -181,7 +206,11 @@ def aggregate(table: RunTable) -> pd.DataFrame:
     keys = table.setting_keys
     numeric = [m for m in table.metrics if m in done.columns]
     # a gap's 95 % interval rides along with the gap (for the plots), shown as a column only when asked for
-    numeric += [f"{m}_ci95" for m in numeric if m.startswith("gap/") and f"{m}_ci95" in done.columns and f"{m}_ci95" not in numeric]
+    numeric += [
+        f"{m}_ci95"
+        for m in numeric
+        if m.startswith("gap/") and f"{m}_ci95" in done.columns and f"{m}_ci95" not in numeric
+    ]
     values = done[keys + numeric].copy()
     for m in numeric:
         values[m] = pd.to_numeric(values[m], errors="coerce")
@@ -201,7 +230,9 @@ def aggregate(table: RunTable) -> pd.DataFrame:
     if "model.bottleneck" in keys:  # variants together, bottleneck ascending
         others = [k for k in keys if k != "model.bottleneck"]
         out["_order"] = pd.to_numeric(out["model.bottleneck"], errors="coerce")
-        out = out.sort_values(others + ["_order"], key=lambda s: s if s.name == "_order" else s.astype(str)).drop(columns="_order")
+        out = out.sort_values(others + ["_order"], key=lambda s: s if s.name == "_order" else s.astype(str)).drop(
+            columns="_order"
+        )
     return out.reset_index(drop=True)
 
 
@@ -234,6 +265,7 @@ def format_value(mean: float, std: float, n: int) -> str:
     """``mean ± std`` with sensible precision (just the mean for one run)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
+
     def fmt(v: float) -> str:
         if v == 0:
             return "0"
@@ -245,6 +277,7 @@ def format_value(mean: float, std: float, n: int) -> str:
         if a >= 0.01:
             return f"{v:.4f}"
         return f"{v:.3g}"
+
     if n is None or n < 2 or std is None or (isinstance(std, float) and math.isnan(std)):
         return fmt(mean)
     return f"{fmt(mean)} ± {fmt(std)}"

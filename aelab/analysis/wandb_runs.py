@@ -7,7 +7,13 @@ from typing import Any
 from aelab.analysis.table import flatten
 from aelab.errors import RunFolderError
 
-STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "interrupted", "running": "running"}
+STATES = {
+    "finished": "completed",
+    "crashed": "failed",
+    "failed": "failed",
+    "killed": "interrupted",
+    "running": "running",
+}
 
 
 def load_wandb_runs(path: str, group: str | None = None) -> list[dict[str, Any]]:
@@ -17,7 +23,7 @@ def load_wandb_runs(path: str, group: str | None = None) -> list[dict[str, Any]]
 
         api = wandb.Api(timeout=30)
         runs = list(api.runs(path, filters={"group": group} if group else None))
-    except Exception as exc:  # no key, no network, unknown project
+    except Exception as exc:  # noqa: BLE001 — no key, no network, unknown project
         raise RunFolderError(f"could not read runs of W&B project {path!r}: {type(exc).__name__}: {exc}") from None
     records = []
     for run in runs:
@@ -29,7 +35,11 @@ def load_wandb_runs(path: str, group: str | None = None) -> list[dict[str, Any]]
             "status": STATES.get(run.state, run.state),
             "error": None,
             "_config": flat,
-            "_choices": {g: config[f"{g}_name"] for g in ("model", "data", "noise", "trainer", "experiment") if f"{g}_name" in config},
+            "_choices": {
+                g: config[f"{g}_name"]
+                for g in ("model", "data", "noise", "trainer", "experiment")
+                if f"{g}_name" in config
+            },
             "_overrides": [str(o).split("=", 1)[0].lstrip("+~") for o in config.get("overrides", [])],
             "bottleneck": config.get("bottleneck"),
             "params": summary.get("params", config.get("params")),

@@ -1,4 +1,6 @@
-"""Lightning callbacks: progress bar, image grids, overfitting gap, metric history, failure checkpoints, step seeding, Optuna pruning."""
+"""Lightning callbacks: progress bar, image grids, overfitting gap, metric history, failure checkpoints, step seeding,
+Optuna pruning.
+"""
 
 from aelab.callbacks.failure import SaveOnFailure
 from aelab.callbacks.faults import FaultInjection
@@ -11,4 +13,15 @@ from aelab.callbacks.samples import ReconstructionGrid
 from aelab.callbacks.seeding import StepSeeding
 from aelab.callbacks.timing import Timing
 
-__all__ = ["StepSeeding", "ProgressBar", "OptunaPruning", "FaultInjection", "GenerationGrids", "MetricsHistory", "OverfittingGap", "ReconstructionGrid", "SaveOnFailure", "Timing"]
+__all__ = [
+    "StepSeeding",
+    "ProgressBar",
+    "OptunaPruning",
+    "FaultInjection",
+    "GenerationGrids",
+    "MetricsHistory",
+    "OverfittingGap",
+    "ReconstructionGrid",
+    "SaveOnFailure",
+    "Timing",
+]

@@ -26,7 +26,7 @@ class SaveOnFailure(L.Callback):
         super().__init__()
         self.path = Path(dirpath) / filename
 
-    def on_exception(self, trainer: "L.Trainer", pl_module: "L.LightningModule", exception: BaseException) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             return
         if isinstance(find_aelab_error(exception), DiskFullError):
@@ -44,5 +44,5 @@ class SaveOnFailure(L.Callback):
             trainer.strategy.save_checkpoint(checkpoint, str(self.path))  # rank 0 writes, atomically
             if trainer.is_global_zero:
                 log.info("saved the weights at the failure to %s", self.path)
-        except Exception as exc:  # never mask the original failure
+        except Exception as exc:  # noqa: BLE001 — never mask the original failure
             log.warning("could not save %s after the failure: %s", self.path, exc)

@@ -23,26 +23,39 @@ class FaultInjection(L.Callback):
             +callbacks.fault.at_epoch=2 +callbacks.fault.marker_dir='${paths.run_dir}'
     """
 
-    def __init__(self, at_epoch: int = 1, signal: str = "SIGKILL", once: bool = True, marker_dir: str | Path | None = None,
-                 run_dir: str | Path | None = None, only_run: str | None = None, at_batch: int | None = None):
+    def __init__(
+        self,
+        at_epoch: int = 1,
+        signal: str = "SIGKILL",
+        once: bool = True,
+        marker_dir: str | Path | None = None,
+        run_dir: str | Path | None = None,
+        only_run: str | None = None,
+        at_batch: int | None = None,
+    ):
         super().__init__()
         self.at_epoch = int(at_epoch)
         self.at_batch = None if at_batch is None else int(at_batch)  # mid-epoch: before training batch at_batch
         self.signal = getattr(signals, str(signal))
         self.marker = Path(marker_dir) / ".fault_injected" if once and marker_dir else None
-        # in a sweep: fire only in the job whose folder name matches the pattern only_run (e.g. "3_*", the 4th Optuna trial)
+        # in a sweep: fire only in the job whose folder name matches the pattern only_run (e.g. "3_*", the 4th Optuna
+        # trial)
         self.armed = only_run is None or fnmatch.fnmatch(Path(str(run_dir)).name, only_run)
 
-    def on_train_epoch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_batch is None:
             self._fire(trainer)
 
-    def on_train_batch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule", batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if self.at_batch is not None and batch_idx == self.at_batch:
             self._fire(trainer)
 
-    def _fire(self, trainer: "L.Trainer") -> None:
-        if not self.armed or trainer.current_epoch != self.at_epoch or (self.marker is not None and self.marker.exists()):
+    def _fire(self, trainer: L.Trainer) -> None:
+        if (
+            not self.armed
+            or trainer.current_epoch != self.at_epoch
+            or (self.marker is not None and self.marker.exists())
+        ):
             return
         if self.marker is not None:
             self.marker.write_text(f"{self.signal.name} at epoch {self.at_epoch}\n")

@@ -31,7 +31,7 @@ class OverfittingGap(L.Callback):
         super().__init__()
         self.max_samples = max_samples
 
-    def on_validation_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         dm = trainer.datamodule
@@ -50,7 +50,9 @@ class OverfittingGap(L.Callback):
                 continue
             val_mean = float(pl_module.stage_mean("val", key))
             pl_module.log(f"train_eval/{key}", train_means[key], on_step=False, on_epoch=True, sync_dist=True)
-            pl_module.log(f"gap/{key}", sign * (val_mean - train_means[key]), on_step=False, on_epoch=True, sync_dist=True)
+            pl_module.log(
+                f"gap/{key}", sign * (val_mean - train_means[key]), on_step=False, on_epoch=True, sync_dist=True
+            )
             val_var = pl_module.stage_variance("val", key)
             if val_var is not None and n_val > 1 and train_means.get("__n", 0) > 1:
                 # the two means are over different images: their difference's standard error, 95 % normal interval

@@ -24,7 +24,7 @@ class GenerationGrids(GenerationTask, L.Callback):
         self.written: dict[str, Path] = {}
 
     @rank_zero_only
-    def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
         if dm is not None and dm.is_images:
             self.written = self.draw(pl_module, dm, self.dirpath, trainer.loggers, trainer.global_step)

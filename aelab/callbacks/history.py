@@ -30,7 +30,7 @@ class MetricsHistory(L.Callback):
         self.epochs: list[dict[str, float]] = []
         self.final: dict[str, float] = {}
 
-    def _record(self, trainer: "L.Trainer") -> dict[str, float]:
+    def _record(self, trainer: L.Trainer) -> dict[str, float]:
         row = {}
         for key, value in trainer.callback_metrics.items():
             v = _scalar(value)
@@ -39,26 +39,26 @@ class MetricsHistory(L.Callback):
                 self.final[key] = v
         return row
 
-    def on_train_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step > 0 and trainer.is_global_zero:  # resumed: steps past the checkpoint are trained again
             for logger in trainer.loggers:
                 if hasattr(logger, "drop_rows_from"):
                     logger.drop_rows_from(trainer.global_step)
 
-    def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         row = self._record(trainer)
         row["epoch"] = trainer.current_epoch
         self.epochs.append(row)
 
-    def on_train_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer)
 
-    def on_fit_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer)  # the module logs its epoch means after the callbacks' on_train_epoch_end
 
-    def on_test_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer)
 
     def best(self, info: MetricCatalog) -> dict[str, float]:

@@ -19,8 +19,9 @@ def make_pruner(search: Any):
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=int(search.get("startup_trials", 2)),
-                                           n_warmup_steps=int(search.get("warmup_epochs", 1)))
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=int(search.get("startup_trials", 2)), n_warmup_steps=int(search.get("warmup_epochs", 1))
+        )
     raise ValueError(f"search.pruner={name} is not a pruner aelab knows (median, none)")
 
 
@@ -47,7 +48,7 @@ class OptunaPruning(L.Callback):
         self.pruned: int | None = None
         self.reason: str | None = None
 
-    def on_validation_epoch_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         value = trainer.callback_metrics.get(self.monitor)
@@ -58,8 +59,10 @@ class OptunaPruning(L.Callback):
         self.trial.report(value if math.isfinite(value) else float("inf"), step=epoch)
         if self.trial.should_prune():
             self.pruned = epoch
-            self.reason = (f"pruned by Optuna after epoch {epoch}: {self.monitor}={value:.6g} is worse than the "
-                           f"pruner's threshold for that epoch (trial {self.number})")
+            self.reason = (
+                f"pruned by Optuna after epoch {epoch}: {self.monitor}={value:.6g} is worse than the "
+                f"pruner's threshold for that epoch (trial {self.number})"
+            )
             self.trial.set_user_attr("aelab_status", "pruned")
             self.trial.set_user_attr("aelab_pruned_epoch", epoch)
             log.info(self.reason)

@@ -27,7 +27,7 @@ class ReconstructionGrid(L.Callback):
         self.num_images = int(num_images)
         self._images: torch.Tensor | None = None
 
-    def _fixed_images(self, trainer: "L.Trainer") -> torch.Tensor | None:
+    def _fixed_images(self, trainer: L.Trainer) -> torch.Tensor | None:
         if self._images is None:
             dm = trainer.datamodule
             if dm is None or "val" not in dm.splits or not dm.is_images:  # vectors: no picture to draw
@@ -36,7 +36,7 @@ class ReconstructionGrid(L.Callback):
         return self._images
 
     @torch.no_grad()
-    def render(self, pl_module: "L.LightningModule", images: torch.Tensor, title: str | None = None) -> torch.Tensor:
+    def render(self, pl_module: L.LightningModule, images: torch.Tensor, title: str | None = None) -> torch.Tensor:
         """The grid for ``images`` under the model's current weights."""
         was_training = pl_module.training
         pl_module.eval()
@@ -49,7 +49,7 @@ class ReconstructionGrid(L.Callback):
         return image_grid([x, x_in, x_hat], row_labels=["input", corrupted, "reconstruction"], title=title)
 
     @rank_zero_only
-    def on_validation_end(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
@@ -59,7 +59,9 @@ class ReconstructionGrid(L.Callback):
         images = self._fixed_images(trainer)
         if images is None:
             return
-        grid = self.render(pl_module, images, title=f"epoch {epoch}: input | {pl_module.noise.describe()} input | reconstruction")
+        grid = self.render(
+            pl_module, images, title=f"epoch {epoch}: input | {pl_module.noise.describe()} input | reconstruction"
+        )
         publish_image(
             grid,
             self.dirpath / f"recon_epoch={epoch:03d}.png",

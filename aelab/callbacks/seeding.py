@@ -25,10 +25,12 @@ class StepSeeding(L.Callback):
         super().__init__()
         self.seed = int(seed)
 
-    def on_train_batch_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule", batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         value = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         random.seed(value)
         np.random.seed(value)
         torch.random.default_generator.manual_seed(value)
-        if torch.cuda.is_initialized():  # torch.manual_seed would queue a lazy CUDA call (and format a stack trace) every step
+        if (
+            torch.cuda.is_initialized()
+        ):  # torch.manual_seed would queue a lazy CUDA call (and format a stack trace) every step
             torch.cuda.manual_seed_all(value)

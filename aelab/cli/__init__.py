@@ -1,1 +1,3 @@
-"""The entry points: ``aelab-train``, ``aelab-eval``, ``aelab-compare``, ``aelab-predict``, ``aelab-export`` (thin; the work is in the layers below)."""
+"""The entry points: ``aelab-train``, ``aelab-eval``, ``aelab-compare``, ``aelab-predict``, ``aelab-export`` (thin; the
+work is in the layers below).
+"""

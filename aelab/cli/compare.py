@@ -24,24 +24,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", help="sweep folders or run folders")
     parser.add_argument("--out", help="where to write (default: <sweep>/comparison)")
     parser.add_argument("--metrics", help="comma-separated metric columns (default: the usual ones present)")
-    parser.add_argument("--curves", type=int, default=12, help="how many runs get training curves (first seed of each setting)")
-    parser.add_argument("--grid-images", type=int, default=10, help="test images in the reconstruction grid (0: no grid)")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a W&B project instead (needs network)")
-    parser.add_argument("--mlflow", metavar="TRACKING_URI", help="read the runs from an MLflow store instead (e.g. sqlite:///outputs/mlflow.db)")
+    parser.add_argument(
+        "--curves", type=int, default=12, help="how many runs get training curves (first seed of each setting)"
+    )
+    parser.add_argument(
+        "--grid-images", type=int, default=10, help="test images in the reconstruction grid (0: no grid)"
+    )
+    parser.add_argument(
+        "--wandb", metavar="ENTITY/PROJECT", help="read the runs from a W&B project instead (needs network)"
+    )
+    parser.add_argument(
+        "--mlflow",
+        metavar="TRACKING_URI",
+        help="read the runs from an MLflow store instead (e.g. sqlite:///outputs/mlflow.db)",
+    )
     parser.add_argument("--experiment", default="aelab", help="with --mlflow: the experiment (default: aelab)")
     parser.add_argument("--group", help="with --wandb or --mlflow: only this sweep (W&B group, MLflow sweep tag)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = compare(
-            args.paths, args.out, args.metrics.split(",") if args.metrics else None, args.curves, args.grid_images,
-            args.wandb, args.group, args.mlflow, args.experiment,
+            args.paths,
+            args.out,
+            args.metrics.split(",") if args.metrics else None,
+            args.curves,
+            args.grid_images,
+            args.wandb,
+            args.group,
+            args.mlflow,
+            args.experiment,
         )
     except AelabError as exc:
         print(f"aelab-compare: error: {exc}", file=sys.stderr)
         return 2
     counts = result.table.frame["status"].value_counts().to_dict()
-    print(f"compared {len(result.table.frame)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) → {result.out_dir}")
+    print(
+        f"compared {len(result.table.frame)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) → "
+        f"{result.out_dir}"
+    )
     if not result.summary.empty:
         print(open(result.files["comparison.md"]).read())
     for p in result.table.problems:

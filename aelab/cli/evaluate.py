@@ -34,8 +34,11 @@ def evaluate_main(cfg: DictConfig) -> int:
     from aelab.run.build import instantiate_group
 
     if OmegaConf.is_missing(cfg, "run"):
-        print("aelab-eval: error: which run? name it with run=<run folder or sweep folder>, e.g.\n"
-              "  aelab-eval run=outputs/runs/<run> eval=[probe]", file=sys.stderr)
+        print(
+            "aelab-eval: error: which run? name it with run=<run folder or sweep folder>, e.g.\n"
+            "  aelab-eval run=outputs/runs/<run> eval=[probe]",
+            file=sys.stderr,
+        )
         return 2
     try:
         device = pick_device(str(cfg.device))

@@ -23,11 +23,17 @@ def export_main(cfg: DictConfig) -> int:
 
     try:
         if OmegaConf.is_missing(cfg, "run"):
-            raise ConfigError("name the run: aelab-export run=<run folder> format=onnx|torchscript part=encoder|decoder|autoencoder")
+            raise ConfigError(
+                "name the run: aelab-export run=<run folder> format=onnx|torchscript part=encoder|decoder|autoencoder"
+            )
         if str(cfg.format) not in FORMATS or str(cfg.part) not in PARTS:
-            raise ConfigError(f"format={cfg.format} must be one of {list(FORMATS)} and part={cfg.part} one of {list(PARTS)}")
+            raise ConfigError(
+                f"format={cfg.format} must be one of {list(FORMATS)} and part={cfg.part} one of {list(PARTS)}"
+            )
         run = load_run(cfg.run, which=str(cfg.checkpoint), device="cpu")
-        result = export(run, str(cfg.format), str(cfg.part), cfg.out, int(cfg.batch), float(cfg.tolerance), int(cfg.opset))
+        result = export(
+            run, str(cfg.format), str(cfg.part), cfg.out, int(cfg.batch), float(cfg.tolerance), int(cfg.opset)
+        )
     except Exception as exc:  # noqa: BLE001
         err = find_aelab_error(exc)
         if err is None:
@@ -36,8 +42,10 @@ def export_main(cfg: DictConfig) -> int:
         return 2
     p = result["parity"]
     print(f"exported {result['part']} of {result['run']} → {result['file']}")
-    print(f"parity with PyTorch on {p['batches'][0]} and {p['batches'][1]} real test inputs ({p['runtime']}): "
-          f"max |difference| = {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g})")
+    print(
+        f"parity with PyTorch on {p['batches'][0]} and {p['batches'][1]} real test inputs ({p['runtime']}): "
+        f"max |difference| = {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g})"
+    )
     print(f"description: {Path(result['file']).with_suffix('.json')}")
     return 0
 

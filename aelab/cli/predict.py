@@ -1,7 +1,7 @@
 """``aelab-predict``: a trained run applied to new inputs (the work is :func:`aelab.deploy.predict.predict`).
 
-    aelab-predict run=outputs/runs/<run> input=/data/new_images
-    aelab-predict run=outputs/runs/<run> input=table.npz outputs=[codes,score]
+aelab-predict run=outputs/runs/<run> input=/data/new_images
+aelab-predict run=outputs/runs/<run> input=table.npz outputs=[codes,score]
 """
 
 from __future__ import annotations
@@ -19,19 +19,31 @@ from aelab.errors import ConfigError, find_aelab_error
 
 def predict_main(cfg: DictConfig) -> int:
     """The body of ``aelab-predict``: load the run, predict, say where the files are."""
-    from aelab.run.load import pick_device
-    from aelab.run.load import load_run
+    from aelab.run.load import load_run, pick_device
 
     try:
         if OmegaConf.is_missing(cfg, "run") or OmegaConf.is_missing(cfg, "input"):
-            raise ConfigError("name the run and the inputs: aelab-predict run=<run folder> input=<folder | array file | dataset name>")
+            raise ConfigError(
+                "name the run and the inputs: aelab-predict run=<run folder> input=<folder | array file | dataset name>"
+            )
         outputs = list(cfg.outputs)
         unknown = [o for o in outputs if o not in OUTPUTS]
         if unknown:
             raise ConfigError(f"outputs={outputs}: {unknown} are not among {list(OUTPUTS)}")
         run = load_run(cfg.run, which=str(cfg.checkpoint), device=pick_device(str(cfg.device)), setup_data=False)
-        result = predict(run, str(cfg.input), cfg.out, outputs, bool(cfg.denoise), str(cfg.split), str(cfg.score), float(cfg.topk),
-                         int(cfg.batch_size), int(cfg.grid_images), progress=sys.stderr.isatty())
+        result = predict(
+            run,
+            str(cfg.input),
+            cfg.out,
+            outputs,
+            bool(cfg.denoise),
+            str(cfg.split),
+            str(cfg.score),
+            float(cfg.topk),
+            int(cfg.batch_size),
+            int(cfg.grid_images),
+            progress=sys.stderr.isatty(),
+        )
     except Exception as exc:  # noqa: BLE001 — instantiate wraps the datasets' own errors
         err = find_aelab_error(exc)
         if err is None:

@@ -64,7 +64,7 @@ _UNRESOLVED = object()
 
 
 def _unknown_key(path: str, key: str, sig: Signature) -> str:
-    """"<path>.<key> is not an option of <path>; did you mean ...? <target> takes: ..." (top level: path "")."""
+    """ "<path>.<key> is not an option of <path>; did you mean ...? <target> takes: ..." (top level: path "")."""
     options = [name for name in sig.params if not name.startswith("_")]
     close = difflib.get_close_matches(key, options, n=1)
     prefix = f"{path}." if path else ""
@@ -77,8 +77,10 @@ def _unknown_key(path: str, key: str, sig: Signature) -> str:
 def _target_problem(path: str, target: str) -> str | None:
     top = target.split(".")[0]
     if _spec_locations(top) == (None, []):
-        return (f"{path}._target_={target} cannot be imported: no module {top!r} on the Python path "
-                "(install the package, or add its folder to PYTHONPATH)")
+        return (
+            f"{path}._target_={target} cannot be imported: no module {top!r} on the Python path "
+            "(install the package, or add its folder to PYTHONPATH)"
+        )
     return None
 
 
@@ -137,8 +139,10 @@ def _dict_of_components(group: str, node: Any) -> list[str]:
             continue
         if not isinstance(child, DictConfig) or "_target_" not in child:
             what = "an evaluation task" if group == "eval" else f"a {group} entry"
-            problems.append(f"{group}.{name} is not {what} with a _target_ (got {child!r}); "
-                            + ("select tasks with eval=[name,...]" if group == "eval" else f"set {group}.{name}._target_"))
+            problems.append(
+                f"{group}.{name} is not {what} with a _target_ (got {child!r}); "
+                + ("select tasks with eval=[name,...]" if group == "eval" else f"set {group}.{name}._target_")
+            )
             continue
         problems += node_problems(child, f"{group}.{name}")
     return problems
@@ -161,14 +165,26 @@ def _eval_needs(cfg: DictConfig) -> list[str]:
         sig = signature(str(task._target_))
         needs = list(sig.attrs.get("needs", ()) or ())
         for option, by_value in (sig.attrs.get("needs_when") or {}).items():
-            value = _value(task, option) if option in task else sig.params.get(option).default if option in sig.params else None
+            value = (
+                _value(task, option)
+                if option in task
+                else sig.params.get(option).default
+                if option in sig.params
+                else None
+            )
             values = value if isinstance(value, (list, tuple)) else [value]
             needs += [need for v, need in by_value.items() if v in values]
         for need in needs:
             if need == "one_class":
                 dataset_marks = data_sig is not None and data_sig.attrs.get("normal_label") is not None
-                if (data is None or data.get("normal_class") is None) and task.get("normal_class") is None and not dataset_marks:
-                    problems.append(f"eval.{name} needs a one-class run: set data.normal_class=k (or eval.{name}.normal_class=k)")
+                if (
+                    (data is None or data.get("normal_class") is None)
+                    and task.get("normal_class") is None
+                    and not dataset_marks
+                ):
+                    problems.append(
+                        f"eval.{name} needs a one-class run: set data.normal_class=k (or eval.{name}.normal_class=k)"
+                    )
             elif need == "labels":
                 if data_sig is not None and data_sig.attrs.get("has_labels", True) is False:
                     problems.append(f"eval.{name} needs class labels, and {data._target_} has none")
@@ -178,15 +194,19 @@ def _eval_needs(cfg: DictConfig) -> list[str]:
             elif need in ("images", "masks"):
                 continue  # told by the data themselves (an array file may hold images or vectors): checked when it runs
             elif model_sig.known and need not in features:
-                problems.append(f"eval.{name} needs a model with '{need}' (a VAE); model {model._target_} offers "
-                                f"{list(features) or 'none of these'}")
+                problems.append(
+                    f"eval.{name} needs a model with '{need}' (a VAE); model {model._target_} offers "
+                    f"{list(features) or 'none of these'}"
+                )
     return problems
 
 
 def _top_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
     problems = []
     sig = signature(TOP_OPTIONS)
-    added = {str(o).split("=", 1)[0][1:] for o in overrides if str(o).startswith("+") and "." not in str(o).split("=", 1)[0]}
+    added = {
+        str(o).split("=", 1)[0][1:] for o in overrides if str(o).startswith("+") and "." not in str(o).split("=", 1)[0]
+    }
     for key in cfg.keys():
         key = str(key)
         if key == "hydra":
@@ -237,7 +257,11 @@ def _task_overrides(cfg: DictConfig) -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)] if HydraConfig.initialized() else []
+        return (
+            [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
+            if HydraConfig.initialized()
+            else []
+        )
     except Exception:  # noqa: BLE001 — no Hydra context (a notebook)
         return []
 
@@ -273,9 +297,11 @@ def accelerator_problem(trainer: DictConfig | dict | None) -> str | None:
         ok = torch.cuda.is_available()
     if ok:
         return None
-    return (f"trainer.accelerator={accelerator}, but torch {torch.__version__} sees no "
-            f"{'CUDA GPU' if accelerator != 'mps' else 'Apple GPU'} on this machine: use trainer=cpu "
-            "(or trainer.accelerator=auto to take a GPU when there is one)")
+    return (
+        f"trainer.accelerator={accelerator}, but torch {torch.__version__} sees no "
+        f"{'CUDA GPU' if accelerator != 'mps' else 'Apple GPU'} on this machine: use trainer=cpu "
+        "(or trainer.accelerator=auto to take a GPU when there is one)"
+    )
 
 
 def local_ddp_sweep_problem(trainer: DictConfig | dict | None, launcher_target: str) -> str | None:
@@ -287,11 +313,15 @@ def local_ddp_sweep_problem(trainer: DictConfig | dict | None, launcher_target: 
     n = world_size(trainer)
     if n <= 1 or "SlurmLauncher" in launcher_target:
         return None
-    name = (launcher_target.rsplit(".", 1)[-1].replace("Launcher", "").lower() or "basic") if launcher_target else "basic"
+    name = (
+        (launcher_target.rsplit(".", 1)[-1].replace("Launcher", "").lower() or "basic") if launcher_target else "basic"
+    )
     return (
         f"a multirun (-m) with the {name} launcher cannot run DDP jobs (trainer.devices x num_nodes = {n}): "
-        "Lightning starts the extra DDP processes by re-running the command line, which would re-launch the whole sweep. "
-        "Instead: run each configuration as its own `aelab-train trainer=ddp ...` command; or sweep one process per job "
+        "Lightning starts the extra DDP processes by re-running the command line, which would re-launch the whole "
+        "sweep. "
+        "Instead: run each configuration as its own `aelab-train trainer=ddp ...` command; or sweep one process per "
+        "job "
         "(trainer=gpu / trainer=cpu, e.g. with hydra/launcher=joblib); or use hydra/launcher=submitit_slurm with "
         f"hydra.launcher.tasks_per_node={n} (SLURM starts the DDP processes)."
     )
@@ -304,21 +334,30 @@ def output_problems(folder: str | Path, min_free_mb: float = 0) -> list[str]:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        return [f"the output folder {folder} cannot be created: {existing} is not a folder. Set paths.output_dir to a writable folder"]
+        return [
+            f"the output folder {folder} cannot be created: {existing} is not a folder. Set paths.output_dir to a "
+            f"writable folder"
+        ]
     probe = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".aelab-write-test-{os.getpid()}"
         probe.write_text("ok")
     except OSError as exc:
-        return [f"the output folder {folder} is not writable ({exc.strerror or exc}). Set paths.output_dir to a writable folder"]
+        return [
+            f"the output folder {folder} is not writable ({exc.strerror or exc}). Set paths.output_dir to a writable "
+            f"folder"
+        ]
     finally:
         if probe is not None:
             probe.unlink(missing_ok=True)
     free_mb = shutil.disk_usage(folder).free / 2**20
     if free_mb < float(min_free_mb):
-        return [f"the disk of the output folder {folder} has {free_mb:.0f} MB free, less than paths.min_free_mb={min_free_mb}; "
-                "free some space or set paths.output_dir to another disk"]
+        return [
+            f"the disk of the output folder {folder} has {free_mb:.0f} MB free, less than "
+            f"paths.min_free_mb={min_free_mb}; "
+            "free some space or set paths.output_dir to another disk"
+        ]
     return []
 
 
@@ -330,11 +369,17 @@ def check_config(cfg: DictConfig, tool: str = "aelab-train") -> None:
     try:
         problems, warnings = config_problems(cfg)
     except Exception as exc:  # noqa: BLE001
-        log.warning("the early config check failed (%s: %s); the components check their options when they are built",
-                    type(exc).__name__, exc)
+        log.warning(
+            "the early config check failed (%s: %s); the components check their options when they are built",
+            type(exc).__name__,
+            exc,
+        )
         return
     for warning in warnings:
         log.warning("%s", warning)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
-        raise SystemExit(f"{tool}: error: the config has {len(problems)} problem{'s' if len(problems) > 1 else ''}; nothing was run:\n{lines}")
+        raise SystemExit(
+            f"{tool}: error: the config has {len(problems)} problem{'s' if len(problems) > 1 else ''}; nothing was "
+            f"run:\n{lines}"
+        )

@@ -18,8 +18,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 __all__ = [
-    "Range", "Bottleneck", "PositiveInt", "NonNegativeInt", "NonNegativeFloat", "PositiveFloat", "Probability",
-    "Type", "ANY", "describe", "value_problems",
+    "Range",
+    "Bottleneck",
+    "PositiveInt",
+    "NonNegativeInt",
+    "NonNegativeFloat",
+    "PositiveFloat",
+    "Probability",
+    "Type",
+    "ANY",
+    "describe",
+    "value_problems",
 ]
 
 
@@ -40,8 +49,12 @@ class Range:
     def contains(self, value: float) -> bool:
         if isinstance(value, float) and math.isnan(value):
             return False
-        return not ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
-                    or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt))
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
 
     def rule(self, integer: bool) -> str:
         """The rule in words: "a positive integer", ">= 0", "lie in [0, 1]"."""
@@ -76,12 +89,12 @@ class Type:
     """
 
     kind: str
-    args: tuple["Type", ...] = ()
+    args: tuple[Type, ...] = ()
     values: tuple[Any, ...] = ()
     ranges: tuple[Range, ...] = ()
     name: str = ""
 
-    def with_ranges(self, ranges: tuple[Range, ...]) -> "Type":
+    def with_ranges(self, ranges: tuple[Range, ...]) -> Type:
         return Type(self.kind, self.args, self.values, self.ranges + ranges, self.name)
 
 
@@ -143,8 +156,10 @@ def _accepts(t: Type, value: Any) -> bool:
     if kind == "callable":
         return callable(value) or (_is_dict(value) and "_target_" in value)
     if kind == "literal":
-        return any(value == v and type(value) is type(v) or (isinstance(v, float) and isinstance(value, int) and value == v)
-                   for v in t.values)
+        return any(
+            value == v and type(value) is type(v) or (isinstance(v, float) and isinstance(value, int) and value == v)
+            for v in t.values
+        )
     if kind == "union":
         return any(_accepts(a, value) for a in t.args)
     return True
@@ -174,11 +189,18 @@ def value_problems(key: str, value: Any, t: Type) -> list[str]:
             return [f"{key}={value!r} is not one of {list(t.values)}"]
         return [f"{key}={value!r} has the wrong type: expected {describe(t)}{_quote_hint(key, value, t)}"]
     for r in t.ranges:
-        numbers = [v for v in (value if _is_list(value) else [value]) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numbers = [
+            v
+            for v in (value if _is_list(value) else [value])
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         if any(not r.contains(v) for v in numbers):
             what = f" is {r.what} and" if r.what else ""
             if _is_list(value):
-                return [f"every entry of {key}{what} must {r.rule(all(isinstance(v, int) for v in numbers))} (got {value!r})"]
+                return [
+                    f"every entry of {key}{what} must {r.rule(all(isinstance(v, int) for v in numbers))} (got "
+                    f"{value!r})"
+                ]
             return [f"{key}{what} must {r.rule(t.kind == 'int')} (got {value!r})"]
     if t.kind == "list" and t.args and t.args[0].ranges:
         for r in t.args[0].ranges:

@@ -20,7 +20,9 @@ class SweepOptions:
 
 @dataclass
 class SearchOptions:
-    pruner: Literal["none", "median"] = "none"  # median: stop trials worse than the median of earlier ones at that epoch
+    pruner: Literal["none", "median"] = (
+        "none"  # median: stop trials worse than the median of earlier ones at that epoch
+    )
     warmup_epochs: NonNegativeInt = 1
     startup_trials: NonNegativeInt = 2
     storage: str | None = None  # set by aelab's Optuna search for its jobs

@@ -25,7 +25,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,21 @@ from aelab.config.constraints import ANY, Range, Type, union, value_problems
 # Modules whose objects may be imported to evaluate annotations: cheap and side-effect free.
 _SAFE_MODULES = ("aelab.config.constraints",)
 _TYPING = ("typing", "typing_extensions", "collections.abc", "collections")
-_BUILTIN_TYPES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "bytes": "str",
-                  "list": "list", "tuple": "list", "set": "list", "frozenset": "list", "dict": "dict", "object": "any"}
+_BUILTIN_TYPES = {
+    "int": "int",
+    "float": "float",
+    "str": "str",
+    "bool": "bool",
+    "bytes": "str",
+    "list": "list",
+    "tuple": "list",
+    "set": "list",
+    "frozenset": "list",
+    "dict": "dict",
+    "object": "any",
+}
+
+
 class _Sentinel:
     """A marker that survives pickling as itself (the signature cache on disk keeps identities)."""
 
@@ -112,7 +125,7 @@ def _spec_locations(top: str) -> tuple[Path | None, list[Path]]:
     return origin, locations
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module_path(name: str) -> tuple[Path, bool] | None:
     """``(source file, is package)`` of dotted module ``name``, or None."""
     parts = name.split(".")
@@ -353,7 +366,11 @@ def _subscript(info: _Module, node: ast.Subscript, depth: int) -> Type:
     if name in ("list", "List", "Sequence", "MutableSequence", "Iterable", "Collection", "set", "Set", "frozenset"):
         return Type("list", (_evaluate(info, items[0], depth + 1),))
     if name in ("tuple", "Tuple"):
-        members = [_evaluate(info, item, depth + 1) for item in items if not (isinstance(item, ast.Constant) and item.value is Ellipsis)]
+        members = [
+            _evaluate(info, item, depth + 1)
+            for item in items
+            if not (isinstance(item, ast.Constant) and item.value is Ellipsis)
+        ]
         element = members[0] if members and all(m == members[0] for m in members) else ANY
         return Type("list", (element,))
     if name in ("dict", "Dict", "Mapping", "MutableMapping"):
@@ -415,7 +432,9 @@ def _params_of(info: _Module, fn: ast.FunctionDef, skip_first: bool) -> tuple[di
             continue
         params[arg.arg] = Param(arg.arg, _evaluate(info, arg.annotation), default)
     for arg, default in zip(a.kwonlyargs, a.kw_defaults):
-        params[arg.arg] = Param(arg.arg, _evaluate(info, arg.annotation), _NO_DEFAULT if default is None else _literal(default))
+        params[arg.arg] = Param(
+            arg.arg, _evaluate(info, arg.annotation), _NO_DEFAULT if default is None else _literal(default)
+        )
     return params, a.kwarg is not None
 
 
@@ -539,7 +558,9 @@ def _save_disk() -> None:
 
     try:
         with atomic_path(_disk_path()) as tmp:
-            tmp.write_bytes(pickle.dumps({**_DISK, **{_disk_key(t): (s, _DEPS[t]) for t, s in _SIGNATURES.items() if t in _DEPS}}))
+            tmp.write_bytes(
+                pickle.dumps({**_DISK, **{_disk_key(t): (s, _DEPS[t]) for t, s in _SIGNATURES.items() if t in _DEPS}})
+            )
     except OSError:
         pass  # a read-only home: the next process reads the sources again
 

@@ -22,18 +22,13 @@ The parts:
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from aelab import config_dir
-from aelab.errors import ConfigError, find_aelab_error
+from aelab.errors import ConfigError
 
 log = logging.getLogger("aelab.deploy.export")
 
@@ -80,9 +75,11 @@ def wrap(model, part: str):
 
 def io_names(model, part: str) -> tuple[list[str], list[str]]:
     vae = "elbo" in model.features
-    return {"encoder": (["image"], ["mean", "log_variance"] if vae else ["code"]),
-            "decoder": (["code"], ["image"]),
-            "autoencoder": (["image"], ["reconstruction"])}[part]
+    return {
+        "encoder": (["image"], ["mean", "log_variance"] if vae else ["code"]),
+        "decoder": (["code"], ["image"]),
+        "autoencoder": (["image"], ["reconstruction"]),
+    }[part]
 
 
 def example_inputs(run, part: str, n: int):
@@ -96,8 +93,12 @@ def example_inputs(run, part: str, n: int):
     return x
 
 
-def export(run, fmt: str, part: str, out_dir: Path | None = None, batch: int = 16, tolerance: float = 1e-4, opset: int = 18) -> dict:
-    """Write ``part`` of a loaded run as ``fmt``, check it against PyTorch, describe it in a JSON; returns that description."""
+def export(
+    run, fmt: str, part: str, out_dir: Path | None = None, batch: int = 16, tolerance: float = 1e-4, opset: int = 18
+) -> dict:
+    """Write ``part`` of a loaded run as ``fmt``, check it against PyTorch, describe it in a JSON; returns that
+    description.
+    """
     import torch
 
     from aelab.store.files import atomic_path, write_json_atomic
@@ -121,8 +122,16 @@ def export(run, fmt: str, part: str, out_dir: Path | None = None, batch: int = 1
             dynamic = {name: {0: "batch"} for name in inputs + outputs}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                program = torch.onnx.export(module, (x,), dynamo=True, input_names=inputs, output_names=outputs,
-                                            dynamic_axes=dynamic, opset_version=opset, verbose=False)
+                program = torch.onnx.export(
+                    module,
+                    (x,),
+                    dynamo=True,
+                    input_names=inputs,
+                    output_names=outputs,
+                    dynamic_axes=dynamic,
+                    opset_version=opset,
+                    verbose=False,
+                )
             program.save(str(tmp))
         else:
             model._jit_is_scripting = True  # Lightning's own flag while it scripts: `trainer` reads None, not an error
@@ -135,20 +144,30 @@ def export(run, fmt: str, part: str, out_dir: Path | None = None, batch: int = 1
     worst = max(diffs)
     spec = run.input_spec
     description = {
-        "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "format": fmt, "part": part, "file": str(path),
+        "run": str(run.run_dir),
+        "checkpoint": str(run.checkpoint),
+        "format": fmt,
+        "part": part,
+        "file": str(path),
         "inputs": [{"name": n, "shape": ["batch", *list(x.shape[1:])], "dtype": "float32"} for n in inputs],
         "outputs": [{"name": n, "shape": ["batch", *s]} for n, s in zip(outputs, _output_shapes(module, x))],
         "preprocessing": spec.describe() if part != "decoder" else {"input": f"codes of size {x.shape[1]}"},
         "output_values": "pixels in [0, 1]" if part != "encoder" else "codes",
         "opset": opset if fmt == "onnx" else None,
-        "parity": {"max_abs_diff": worst, "tolerance": tolerance, "batches": [len(x), len(other)],
-                   "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load"},
+        "parity": {
+            "max_abs_diff": worst,
+            "tolerance": tolerance,
+            "batches": [len(x), len(other)],
+            "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load",
+        },
         "export_seconds": round(seconds, 2),
     }
     write_json_atomic(path.with_suffix(".json"), description)
     if not worst <= tolerance:
-        raise ConfigError(f"the exported {part} differs from the PyTorch model by up to {worst:.3g} (> {tolerance:g}) on real "
-                          f"test inputs; {path} is kept for inspection")
+        raise ConfigError(
+            f"the exported {part} differs from the PyTorch model by up to {worst:.3g} (> {tolerance:g}) on real "
+            f"test inputs; {path} is kept for inspection"
+        )
     return description
 
 
@@ -179,5 +198,3 @@ def parity(path: Path, fmt: str, module, x) -> float:
             out = loaded(x.cpu())
         got = [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
     return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))
-
-

@@ -20,16 +20,12 @@ size, channels, scaling). Writes into ``out`` (default ``<run>/predict/<input na
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from aelab import config_dir
-from aelab.errors import ConfigError, find_aelab_error
+from aelab.errors import ConfigError
 
 log = logging.getLogger("aelab.deploy.predict")
 
@@ -40,12 +36,20 @@ class ArrayWriter:
     """An ``.npy`` written batch by batch (memory-mapped), renamed into place when complete."""
 
     def __init__(self, path: Path, rows: int):
-        self.path, self.rows, self.array, self.tmp, self.start = path, rows, None, path.with_name(f".{path.stem}.tmp.npy"), 0
+        self.path, self.rows, self.array, self.tmp, self.start = (
+            path,
+            rows,
+            None,
+            path.with_name(f".{path.stem}.tmp.npy"),
+            0,
+        )
 
     def add(self, values: np.ndarray) -> None:
         if self.array is None:
-            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=(self.rows, *values.shape[1:]))
-        self.array[self.start:self.start + len(values)] = values
+            self.array = np.lib.format.open_memmap(
+                self.tmp, mode="w+", dtype=np.float32, shape=(self.rows, *values.shape[1:])
+            )
+        self.array[self.start : self.start + len(values)] = values
         self.start += len(values)
 
     def close(self) -> None:
@@ -55,18 +59,29 @@ class ArrayWriter:
             self.tmp.replace(self.path)
 
 
-def predict(run, source, out_dir: Path | None = None, outputs=OUTPUTS, denoise: bool = False, split: str = "test",
-            score: str = "mean", topk: float = 0.01, batch_size: int = 512, grid_images: int = 32, progress: bool = True,
-            write: bool = True) -> dict:
-    """Apply a loaded run to ``source`` (a path or dataset name, or an :class:`~aelab.data.inputs.InputSet` already read);
+def predict(
+    run,
+    source,
+    out_dir: Path | None = None,
+    outputs=OUTPUTS,
+    denoise: bool = False,
+    split: str = "test",
+    score: str = "mean",
+    topk: float = 0.01,
+    batch_size: int = 512,
+    grid_images: int = 32,
+    progress: bool = True,
+    write: bool = True,
+) -> dict:
+    """Apply a loaded run to ``source`` (a path, a dataset name or an already read ``InputSet``);
     returns ``{"out": folder, "files": {...}, "rows": N, "seconds": ...}``. ``write=False`` computes without writing
     files (to time the computation alone)."""
     import torch
 
-    from aelab.evaluation.anomaly import heatmap, image_score
-    from aelab.store.files import write_text_atomic
     from aelab.analysis.images import image_grid, save_png
     from aelab.data.inputs import read_input
+    from aelab.evaluation.anomaly import heatmap, image_score
+    from aelab.store.files import write_text_atomic
 
     unknown = [o for o in outputs if o not in OUTPUTS]
     if unknown:
@@ -75,14 +90,20 @@ def predict(run, source, out_dir: Path | None = None, outputs=OUTPUTS, denoise: 
         raise ConfigError(f"score={score!r} is not one of ['mean', 'topk']")
     spec = run.input_spec
     started = time.perf_counter()
-    inputs = source if not isinstance(source, str) else read_input(source, spec, split, int(run.cfg.get("seed", 0)),
-                                                                    own=(run.metrics.get("data"), run.data))
+    inputs = (
+        source
+        if not isinstance(source, str)
+        else read_input(source, spec, split, int(run.cfg.get("seed", 0)), own=(run.metrics.get("data"), run.data))
+    )
     out_dir = Path(out_dir) if out_dir else run.run_dir / "predict" / inputs.name
     out_dir.mkdir(parents=True, exist_ok=True)
     model, n = run.model, len(inputs.values)
     maps_wanted = "map" in outputs and spec.is_images
-    writers = {k: ArrayWriter(out_dir / f"{k}.npy", n) for k, wanted in
-               (("codes", "codes" in outputs), ("recon", "recon" in outputs), ("maps", maps_wanted)) if wanted and write}
+    writers = {
+        k: ArrayWriter(out_dir / f"{k}.npy", n)
+        for k, wanted in (("codes", "codes" in outputs), ("recon", "recon" in outputs), ("maps", maps_wanted))
+        if wanted and write
+    }
     score_rows: dict[str, list] = {}
     shown: dict[str, list] = {"x": [], "recon": [], "maps": []}
     denoised_dir = out_dir / "denoised" if denoise and spec.is_images else None
@@ -93,7 +114,7 @@ def predict(run, source, out_dir: Path | None = None, outputs=OUTPUTS, denoise: 
         batches = track(batches, description=f"predict {inputs.name}", total=len(batches), transient=True)
     with torch.no_grad():
         for start in batches:
-            x = spec.prepare(inputs.values[start:start + batch_size]).to(model.device)
+            x = spec.prepare(inputs.values[start : start + batch_size]).to(model.device)
             codes, recon = model.infer(x)  # one pass: codes and reconstructions
             if "codes" in writers:
                 writers["codes"].add(codes.float().cpu().numpy())
@@ -114,20 +135,25 @@ def predict(run, source, out_dir: Path | None = None, outputs=OUTPUTS, denoise: 
                 if maps is not None:
                     shown["maps"].append(maps.float().cpu())
             if denoised_dir is not None and write:
-                _write_denoised(denoised_dir, inputs.sources[start:start + batch_size], recon.cpu())
+                _write_denoised(denoised_dir, inputs.sources[start : start + batch_size], recon.cpu())
     for writer in writers.values():
         writer.close()
     if not write:
         return {"out": out_dir, "files": {}, "rows": n, "seconds": time.perf_counter() - started}
     files = {k: str(w.path) for k, w in writers.items()}
-    index = ["row,source,label"] + [f"{i},{_csv(src)},{'' if inputs.labels is None else inputs.labels[i]}" for i, src in enumerate(inputs.sources)]
+    index = ["row,source,label"] + [
+        f"{i},{_csv(src)},{'' if inputs.labels is None else inputs.labels[i]}" for i, src in enumerate(inputs.sources)
+    ]
     write_text_atomic(out_dir / "index.csv", "\n".join(index) + "\n")
     files["index"] = str(out_dir / "index.csv")
     if score_rows:
         columns = {k: np.concatenate(v) for k, v in score_rows.items()}
         names = ["mse", *[k for k in columns if k != "mse"]]
         lines = ["row,source," + ",".join(names)]
-        lines += [f"{i},{_csv(src)}," + ",".join(f"{columns[k][i]:.8g}" for k in names) for i, src in enumerate(inputs.sources)]
+        lines += [
+            f"{i},{_csv(src)}," + ",".join(f"{columns[k][i]:.8g}" for k in names)
+            for i, src in enumerate(inputs.sources)
+        ]
         write_text_atomic(out_dir / "scores.csv", "\n".join(lines) + "\n")
         files["scores"] = str(out_dir / "scores.csv")
     if shown["x"]:
@@ -139,7 +165,12 @@ def predict(run, source, out_dir: Path | None = None, outputs=OUTPUTS, denoise: 
             files["recon_grid"] = str(save_png(image_grid(rows, row_labels=labels), out_dir / "recon_grid.png"))
         if shown["maps"] and maps_wanted:
             maps = torch.cat(shown["maps"])[:grid_images]
-            rows = [part for pair in zip(x.split(per_row), heatmap(maps).split(per_row)) for part in pair if len(part) == per_row]
+            rows = [
+                part
+                for pair in zip(x.split(per_row), heatmap(maps).split(per_row))
+                for part in pair
+                if len(part) == per_row
+            ]
             if rows:
                 labels = ["input", "error"] * (len(rows) // 2)
                 files["maps_grid"] = str(save_png(image_grid(rows, row_labels=labels), out_dir / "maps_grid.png"))
@@ -153,9 +184,9 @@ def _csv(text: str) -> str:
 
 
 def _write_denoised(folder: Path, sources: list[str], images) -> None:
-    from aelab.analysis.images import save_png
-
     import re
+
+    from aelab.analysis.images import save_png
 
     for source, image in zip(sources, images):
         row = re.fullmatch(r"(.*)\[(\d+)\]", source)  # an array row: <file>[<row>]
@@ -163,5 +194,3 @@ def _write_denoised(folder: Path, sources: list[str], images) -> None:
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         save_png(image.expand(3, -1, -1) if image.shape[0] == 1 else image, path)
-
-

@@ -28,13 +28,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from aelab.data.batches import map_batches
+from aelab.analysis.images import image_grid, save_png
 from aelab.config.constraints import NonNegativeInt, PositiveInt, Probability
+from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.analysis.images import image_grid, save_png
 from aelab.metric_info import MetricInfo
-from aelab.config.signatures import check_arguments
 
 MAX_FPR = 0.3
 
@@ -64,12 +64,14 @@ def regions(masks: np.ndarray) -> list[np.ndarray]:
         flat = labelled.ravel()
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(1, n + 2))
-        out += [offset + order[bounds[i]:bounds[i + 1]] for i in range(n)]
+        out += [offset + order[bounds[i] : bounds[i + 1]] for i in range(n)]
         offset += mask.size
     return out
 
 
-def pro_curve(maps: np.ndarray, masks: np.ndarray, max_fpr: float = MAX_FPR, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(
+    maps: np.ndarray, masks: np.ndarray, max_fpr: float = MAX_FPR, steps: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """``(fpr, pro)`` on a grid of pixel false-positive rates 0 … ``max_fpr``: the best mean per-region overlap
     reachable at each rate (thresholds at ``steps`` quantiles of the scores; ties handled as a step curve)."""
     scores = maps.ravel()
@@ -90,7 +92,9 @@ def pro_curve(maps: np.ndarray, masks: np.ndarray, max_fpr: float = MAX_FPR, ste
 
 
 def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = MAX_FPR) -> float:
-    """Area under the PRO curve up to ``max_fpr``, divided by ``max_fpr`` (1 = every region found before any false positive)."""
+    """Area under the PRO curve up to ``max_fpr``, divided by ``max_fpr`` (1 = every region found before any false
+    positive).
+    """
     fpr, pro = pro_curve(maps, masks, max_fpr)
     if np.isnan(pro).all():
         return float("nan")
@@ -114,7 +118,8 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def image_score(maps: torch.Tensor, score: str = "mean", topk: float = 0.01) -> torch.Tensor:
-    """An image's anomaly score from its per-pixel error map: the ``mean``, or the mean of its ``topk`` largest share."""
+    """An image's anomaly score from its per-pixel error map: the ``mean``, or the mean of its ``topk`` largest "
+    "share."""
     flat = maps.flatten(1)
     if score == "mean":
         return flat.mean(1)
@@ -137,7 +142,8 @@ class AnomalyTask(EvalTask):
     Args:
         normal_class: the normal class (null: the run's ``data.normal_class``, or the dataset's own normal label).
         scores: ``mse`` (reconstruction error); VAEs are also scored by ``elbo`` (the negative ELBO).
-        score: how an image's error map becomes its score: ``mean`` or ``topk`` (the mean of its ``topk`` largest share).
+        score: how an image's error map becomes its score: ``mean`` or ``topk`` (the mean of its ``topk`` largest
+        share).
         topk: the share of pixels ``score=topk`` averages.
         map_images: images of each defect type drawn as anomaly maps (0: none).
         max_pixels: pixel-level metrics use at most this many test pixels (a seeded sample of whole images beyond it).
@@ -147,9 +153,15 @@ class AnomalyTask(EvalTask):
     needs = ("one_class",)
     needs_when = {"scores": {"elbo": "elbo"}}
 
-    def __init__(self, normal_class: NonNegativeInt | None = None, scores: list[Literal["mse", "elbo"]] = ("mse",),
-                 score: Literal["mean", "topk"] = "mean", topk: Probability = 0.01, map_images: NonNegativeInt = 4,
-                 max_pixels: PositiveInt = 20_000_000):
+    def __init__(
+        self,
+        normal_class: NonNegativeInt | None = None,
+        scores: list[Literal["mse", "elbo"]] = ("mse",),
+        score: Literal["mean", "topk"] = "mean",
+        topk: Probability = 0.01,
+        map_images: NonNegativeInt = 4,
+        max_pixels: PositiveInt = 20_000_000,
+    ):
         check_arguments(AnomalyTask, locals(), "eval.anomaly")
         self.normal_class, self.scores, self.score, self.topk = normal_class, list(scores), score, float(topk)
         self.map_images, self.max_pixels = int(map_images), int(max_pixels)
@@ -159,12 +171,19 @@ class AnomalyTask(EvalTask):
         for name in ("mse", "elbo"):
             suffix = "" if name == "mse" else f"_{name}"
             label = "" if name == "mse" else " (−ELBO score)"
-            infos += [MetricInfo(f"eval/auroc{suffix}", f"anomaly AUROC{label}", True, None, True),
-                      MetricInfo(f"eval/ap{suffix}", f"anomaly average precision{label}", True, None, True)]
-        infos += [MetricInfo("eval/pixel_auroc", "pixel-level anomaly AUROC", True, None, True),
-                  MetricInfo("eval/aupro", "AU-PRO (FPR ≤ 0.3)", True, None, True),
-                  MetricInfo("eval/pro", "PRO at the best-F1 pixel threshold", True, None, True)]
-        return infos + [MetricInfo("eval/anomaly_normal_class", "normal class"), MetricInfo("eval/anomaly_fraction", "anomalous share of the test split")]
+            infos += [
+                MetricInfo(f"eval/auroc{suffix}", f"anomaly AUROC{label}", True, None, True),
+                MetricInfo(f"eval/ap{suffix}", f"anomaly average precision{label}", True, None, True),
+            ]
+        infos += [
+            MetricInfo("eval/pixel_auroc", "pixel-level anomaly AUROC", True, None, True),
+            MetricInfo("eval/aupro", "AU-PRO (FPR ≤ 0.3)", True, None, True),
+            MetricInfo("eval/pro", "PRO at the best-F1 pixel threshold", True, None, True),
+        ]
+        return infos + [
+            MetricInfo("eval/anomaly_normal_class", "normal class"),
+            MetricInfo("eval/anomaly_fraction", "anomalous share of the test split"),
+        ]
 
     def run(self, run, out_dir: Path) -> EvalResult:
         dm, model = run.data, run.model
@@ -175,8 +194,12 @@ class AnomalyTask(EvalTask):
         def score(batch):
             x = batch["image"]
             maps = model.error_map(x)
-            out = {"map_score": image_score(maps, self.score, self.topk), "label": batch["label"], "id": batch["id"],
-                   **model.anomaly_scores(x)}
+            out = {
+                "map_score": image_score(maps, self.score, self.topk),
+                "label": batch["label"],
+                "id": batch["id"],
+                **model.anomaly_scores(x),
+            }
             if pixel_level:
                 out["map"] = maps.half()
                 out["mask"] = batch["mask"]
@@ -201,7 +224,10 @@ class AnomalyTask(EvalTask):
         per_kind = {}
         for k, kind in kinds.items():
             sel = (class_labels == k) | (class_labels == normal)
-            per_kind[kind] = {"auroc": auroc(labels[sel], scores["mse"].numpy()[sel]), "images": int((class_labels == k).sum())}
+            per_kind[kind] = {
+                "auroc": auroc(labels[sel], scores["mse"].numpy()[sel]),
+                "images": int((class_labels == k).sum()),
+            }
         if pixel_level:
             maps, masks = scores["map"].float().numpy()[:, 0], scores["mask"].numpy()[:, 0]
             take = self._pixel_sample(len(maps), maps[0].size)
@@ -209,7 +235,9 @@ class AnomalyTask(EvalTask):
             for k, kind in kinds.items():
                 sel = take[((class_labels[take] == k) | (class_labels[take] == normal))]
                 if masks[sel].any():
-                    per_kind[kind].update({m.split("/")[1]: v for m, v in self._pixel_metrics(maps[sel], masks[sel]).items()})
+                    per_kind[kind].update(
+                        {m.split("/")[1]: v for m, v in self._pixel_metrics(maps[sel], masks[sel]).items()}
+                    )
             details["pixels"] = int(len(take) * maps[0].size)
             if self.map_images:
                 files.update(self._draw_maps(run, scores, class_labels, kinds, normal, out_dir))
@@ -222,7 +250,9 @@ class AnomalyTask(EvalTask):
 
     @staticmethod
     def _write_scores(path: Path, scores: dict, names: list[str]) -> Path:
-        """Every test image's scores: ``id,label,<score>...`` (the ids are the dataset's, as ``aelab-predict`` writes them)."""
+        """Every test image's scores: ``id,label,<score>...`` (the ids are the dataset's, as ``aelab-predict`` writes
+        them).
+        """
         from aelab.store.files import write_text_atomic
 
         lines = ["id,label," + ",".join(names)]
@@ -244,8 +274,11 @@ class AnomalyTask(EvalTask):
         if flat_masks.min() == flat_masks.max():
             return {}
         threshold = best_f1_threshold(flat_masks, flat_maps)
-        return {"eval/pixel_auroc": auroc(flat_masks, flat_maps), "eval/aupro": aupro(maps, masks),
-                "eval/pro": pro_at(maps, masks, threshold)}
+        return {
+            "eval/pixel_auroc": auroc(flat_masks, flat_maps),
+            "eval/aupro": aupro(maps, masks),
+            "eval/pro": pro_at(maps, masks, threshold),
+        }
 
     def _draw_maps(self, run, scores: dict, class_labels: np.ndarray, kinds: dict, normal: int, out_dir: Path) -> dict:
         """One PNG per defect type: image | reconstruction | error heat map | mask, for ``map_images`` images."""
@@ -264,7 +297,12 @@ class AnomalyTask(EvalTask):
             maps = scores["map"][torch.as_tensor(index)].float()
             masks = scores["mask"][torch.as_tensor(index)].float()
             rows = [x, recon, heatmap(maps), masks]
-            files[f"map_{kind}"] = save_png(image_grid([r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows],
-                                                       row_labels=["image", "reconstruction", "error", "mask"], title=f"anomaly maps: {kind}"),
-                                            out_dir / f"anomaly_map_{kind}.png")
+            files[f"map_{kind}"] = save_png(
+                image_grid(
+                    [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows],
+                    row_labels=["image", "reconstruction", "error", "mask"],
+                    title=f"anomaly maps: {kind}",
+                ),
+                out_dir / f"anomaly_map_{kind}.png",
+            )
         return files

@@ -28,10 +28,9 @@ from pathlib import Path
 import torch
 
 from aelab.config.constraints import PositiveInt
+from aelab.config.signatures import check_arguments
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.config.signatures import check_arguments
-
 
 FLAG_DB = 3.0  # scores above this are reported as checkerboard artifacts
 
@@ -65,7 +64,7 @@ def checkerboard_score(images: torch.Tensor, periods: tuple[int, ...] = (2,), ra
         return 0.0
     eps = 1e-12 * float(power.sum()) + 1e-30
     peak_total, background_total = 0.0, 0.0
-    for (u, v) in peaks:
+    for u, v in peaks:
         neighbours = [
             float(power[(u + du) % h, (v + dv) % w])
             for du in range(-radius, radius + 1)
@@ -104,8 +103,10 @@ class ArtifactsTask(EvalTask):
         self.num_images = int(num_images)
 
     def metric_info(self) -> list[MetricInfo]:
-        return [MetricInfo("eval/checkerboard", "checkerboard excess after training (dB)", False, None, True),
-                MetricInfo("eval/checkerboard_init", "checkerboard excess at initialisation (dB)", False, None, True)]
+        return [
+            MetricInfo("eval/checkerboard", "checkerboard excess after training (dB)", False, None, True),
+            MetricInfo("eval/checkerboard_init", "checkerboard excess at initialisation (dB)", False, None, True),
+        ]
 
     def run(self, run, out_dir: Path) -> EvalResult:
         periods = decoder_periods(run.model)
@@ -114,6 +115,13 @@ class ArtifactsTask(EvalTask):
         trained = checkerboard_score(decoder_outputs(run.model, images), periods)
         init = checkerboard_score(decoder_outputs(run.fresh_model(), images), periods)
         metrics = {"eval/checkerboard": trained - data, "eval/checkerboard_init": init - data}
-        details = {"periods": list(periods), "flag_db": FLAG_DB, "score_data_db": data, "score_trained_db": trained,
-                   "score_init_db": init, "flagged": trained - data > FLAG_DB, "flagged_init": init - data > FLAG_DB}
+        details = {
+            "periods": list(periods),
+            "flag_db": FLAG_DB,
+            "score_data_db": data,
+            "score_trained_db": trained,
+            "score_init_db": init,
+            "flagged": trained - data > FLAG_DB,
+            "flagged_init": init - data > FLAG_DB,
+        }
         return EvalResult(metrics, details)

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aelab.data.batches import map_batches
 from aelab.config.constraints import PositiveInt
+from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.config.signatures import check_arguments
 
 
 def split_matrix(datamodule, split: str, limit: int | None = None) -> np.ndarray:
@@ -74,12 +74,14 @@ class PCATask(EvalTask):
         self.num_train = num_train
 
     def metric_info(self) -> list[MetricInfo]:
-        return [MetricInfo("eval/pca_recon_loss", "exact PCA test MSE", False, None, True),
-                MetricInfo("eval/model_test_mse", "model test MSE (clean inputs)", False, None, True),
-                MetricInfo("eval/recon_vs_pca", "model MSE / PCA MSE", False, None, True),
-                MetricInfo("eval/pca_explained_variance", "PCA explained variance", True, None, True),
-                MetricInfo("eval/principal_angle_max_deg", "largest principal angle to PCA (deg)", False, None, True),
-                MetricInfo("eval/principal_angle_mean_deg", "mean principal angle to PCA (deg)", False, None, True)]
+        return [
+            MetricInfo("eval/pca_recon_loss", "exact PCA test MSE", False, None, True),
+            MetricInfo("eval/model_test_mse", "model test MSE (clean inputs)", False, None, True),
+            MetricInfo("eval/recon_vs_pca", "model MSE / PCA MSE", False, None, True),
+            MetricInfo("eval/pca_explained_variance", "PCA explained variance", True, None, True),
+            MetricInfo("eval/principal_angle_max_deg", "largest principal angle to PCA (deg)", False, None, True),
+            MetricInfo("eval/principal_angle_mean_deg", "mean principal angle to PCA (deg)", False, None, True),
+        ]
 
     def run(self, run, out_dir: Path) -> EvalResult:
         k = int(run.model.bottleneck)
@@ -87,8 +89,12 @@ class PCATask(EvalTask):
         pca = fit_pca(split_matrix(dm, "train", self.num_train), k)
         test = split_matrix(dm, "test")
         pca_mse = pca_test_mse(pca, test)
-        model_mse = float(map_batches(dm.batches("test", device=model.device),
-                                      lambda b: {"mse": (model.reconstruct(b["image"]) - b["image"]).pow(2).flatten(1).mean(1)})["mse"].mean())
+        model_mse = float(
+            map_batches(
+                dm.batches("test", device=model.device),
+                lambda b: {"mse": (model.reconstruct(b["image"]) - b["image"]).pow(2).flatten(1).mean(1)},
+            )["mse"].mean()
+        )
         metrics = {
             "eval/pca_recon_loss": pca_mse,
             "eval/model_test_mse": model_mse,

@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from aelab.data.batches import map_batches
+from aelab.analysis.images import image_grid, save_png
 from aelab.config.constraints import PositiveInt
+from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
 from aelab.data.noise import make_corruption
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.analysis.images import image_grid, save_png
 from aelab.metric_info import MetricInfo
-from aelab.config.signatures import check_arguments
 
 DEFAULT_LEVELS = (
     {"kind": "gaussian", "sigma": 0.1, "clip": True},
@@ -66,19 +66,28 @@ class DenoiseTask(EvalTask):
 
     name = "denoise"
 
-    def __init__(self, levels: list[dict[str, Any]] = DEFAULT_LEVELS, num_images: PositiveInt | None = 2000,
-                 grid_images: PositiveInt = 8, seed: int = 0):
+    def __init__(
+        self,
+        levels: list[dict[str, Any]] = DEFAULT_LEVELS,
+        num_images: PositiveInt | None = 2000,
+        grid_images: PositiveInt = 8,
+        seed: int = 0,
+    ):
         check_arguments(DenoiseTask, locals(), "eval.denoise")
         self.levels = [dict(level) for level in levels]
         if not self.levels:
             raise ConfigError("eval.denoise.levels is empty: list corruptions such as {kind: gaussian, sigma: 0.1}")
-        self.corruptions = {level_name(lv): make_corruption(lv["kind"], **{k: v for k, v in lv.items() if k != "kind"})
-                            for lv in self.levels}
+        self.corruptions = {
+            level_name(lv): make_corruption(lv["kind"], **{k: v for k, v in lv.items() if k != "kind"})
+            for lv in self.levels
+        }
         self.num_images, self.grid_images, self.seed = num_images, int(grid_images), int(seed)
 
     def metric_info(self) -> list[MetricInfo]:
-        return [MetricInfo("eval/denoise_psnr", "mean PSNR of denoised test images (dB)", True, None, True),
-                MetricInfo("eval/denoise_psnr_gain", "PSNR gain over the noisy input (dB)", True, None, True)]
+        return [
+            MetricInfo("eval/denoise_psnr", "mean PSNR of denoised test images (dB)", True, None, True),
+            MetricInfo("eval/denoise_psnr_gain", "PSNR gain over the noisy input (dB)", True, None, True),
+        ]
 
     def run(self, run, out_dir: Path) -> EvalResult:
         model = run.model
@@ -98,7 +107,9 @@ class DenoiseTask(EvalTask):
                     out.update(ssim=ssim_per_image(denoised, x), ssim_input=ssim_per_image(noisy, x))
                 return out
 
-            values = map_batches(run.data.batches("test", limit=self.num_images, device=model.device), measure, self.num_images)
+            values = map_batches(
+                run.data.batches("test", limit=self.num_images, device=model.device), measure, self.num_images
+            )
             row = {k: float(v.mean()) for k, v in values.items()}
             for key, value in row.items():
                 results[f"eval/denoise/{name}/{key}"] = value
@@ -107,8 +118,14 @@ class DenoiseTask(EvalTask):
                 x = run.data.images("test", limit=self.grid_images, device=model.device)
                 noisy = corruption(x, torch.Generator(device=model.device).manual_seed(self.seed + i))
                 with torch.no_grad():
-                    files[name] = save_png(image_grid([x, noisy, model.reconstruct(noisy)], row_labels=["clean", name, "denoised"],
-                                                      title=f"denoising {name}"), out_dir / f"denoise_{name}.png")
+                    files[name] = save_png(
+                        image_grid(
+                            [x, noisy, model.reconstruct(noisy)],
+                            row_labels=["clean", name, "denoised"],
+                            title=f"denoising {name}",
+                        ),
+                        out_dir / f"denoise_{name}.png",
+                    )
         results["eval/denoise_psnr_gain"] = sum(r["psnr"] - r["psnr_input"] for r in table) / len(table)
         results["eval/denoise_psnr"] = sum(r["psnr"] for r in table) / len(table)
         return EvalResult(results, {"levels": table}, files)

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aelab.data.batches import map_batches
 from aelab.config.constraints import PositiveInt
-from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.store.files import save_figure
-from aelab.metric_info import MetricInfo
 from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
+from aelab.evaluation.task import EvalResult, EvalTask
+from aelab.metric_info import MetricInfo
+from aelab.store.files import save_figure
 
 
 def discretize(codes: np.ndarray, bins: int = 20) -> np.ndarray:
@@ -49,8 +49,12 @@ def mutual_information(discrete_codes: np.ndarray, factors: np.ndarray) -> np.nd
     """Mutual information (nats) of every discretised code dimension with every factor: ``[D, F]``."""
     from sklearn.metrics import mutual_info_score
 
-    return np.array([[mutual_info_score(factors[:, f], discrete_codes[:, d]) for f in range(factors.shape[1])]
-                     for d in range(discrete_codes.shape[1])])
+    return np.array(
+        [
+            [mutual_info_score(factors[:, f], discrete_codes[:, d]) for f in range(factors.shape[1])]
+            for d in range(discrete_codes.shape[1])
+        ]
+    )
 
 
 def factor_entropy(factors: np.ndarray) -> np.ndarray:
@@ -76,7 +80,9 @@ def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:
     return -(p * logs).sum(1)
 
 
-def dci(train_codes, train_factors, test_codes, test_factors, estimators: int = 100, seed: int = 0) -> dict[str, object]:
+def dci(
+    train_codes, train_factors, test_codes, test_factors, estimators: int = 100, seed: int = 0
+) -> dict[str, object]:
     """DCI disentanglement, completeness and informativeness, and the importance matrix ``[D, F]``."""
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -90,13 +96,22 @@ def dci(train_codes, train_factors, test_codes, test_factors, estimators: int = 
         accuracy.append(float(np.mean(model.predict(test_codes) == test_factors[:, f])))
     total = importance.sum()
     if total <= 0:
-        return {"disentanglement": 0.0, "completeness": 0.0, "informativeness": float(np.mean(accuracy)), "importance": importance}
+        return {
+            "disentanglement": 0.0,
+            "completeness": 0.0,
+            "informativeness": float(np.mean(accuracy)),
+            "importance": importance,
+        }
     code_weight = importance.sum(1) / total
     factor_weight = importance.sum(0) / total
     dis = (1.0 - _entropy_rows(importance, num_factors)) if num_factors > 1 else np.ones(num_codes)
     com = (1.0 - _entropy_rows(importance.T, num_codes)) if num_codes > 1 else np.ones(num_factors)
-    return {"disentanglement": float((dis * code_weight).sum()), "completeness": float((com * factor_weight).sum()),
-            "informativeness": float(np.mean(accuracy)), "importance": importance}
+    return {
+        "disentanglement": float((dis * code_weight).sum()),
+        "completeness": float((com * factor_weight).sum()),
+        "informativeness": float(np.mean(accuracy)),
+        "importance": importance,
+    }
 
 
 def sap(train_codes, train_factors, test_codes, test_factors) -> tuple[float, np.ndarray]:
@@ -106,20 +121,26 @@ def sap(train_codes, train_factors, test_codes, test_factors) -> tuple[float, np
     scores = np.zeros((train_codes.shape[1], train_factors.shape[1]))
     for d in range(train_codes.shape[1]):
         for f in range(train_factors.shape[1]):
-            x, y = train_codes[:, d:d + 1], train_factors[:, f]
+            x, y = train_codes[:, d : d + 1], train_factors[:, f]
             if len(np.unique(y)) < 2:
                 continue
             clf = LinearSVC(C=0.01, class_weight="balanced")
             clf.fit(x, y)
-            scores[d, f] = float(np.mean(clf.predict(test_codes[:, d:d + 1]) == test_factors[:, f]))
+            scores[d, f] = float(np.mean(clf.predict(test_codes[:, d : d + 1]) == test_factors[:, f]))
     if scores.shape[0] < 2:
         return float("nan"), scores
     top = np.sort(scores, axis=0)[::-1]
     return float(np.mean(top[0] - top[1])), scores
 
 
-def factor_vae_score(codes: np.ndarray, factors: np.ndarray, batch_size: int = 64, num_train: int = 10000,
-                     num_eval: int = 5000, seed: int = 0) -> dict[str, float]:
+def factor_vae_score(
+    codes: np.ndarray,
+    factors: np.ndarray,
+    batch_size: int = 64,
+    num_train: int = 10000,
+    num_eval: int = 5000,
+    seed: int = 0,
+) -> dict[str, float]:
     """The FactorVAE score from encoded images with their factors (batches share one factor's value)."""
     rng = np.random.default_rng(seed)
     scale = codes.std(0)
@@ -127,7 +148,9 @@ def factor_vae_score(codes: np.ndarray, factors: np.ndarray, batch_size: int = 6
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "active_dims": 0}
     normalised = codes[:, active] / scale[active]
-    by_value = [{v: np.flatnonzero(factors[:, f] == v) for v in np.unique(factors[:, f])} for f in range(factors.shape[1])]
+    by_value = [
+        {v: np.flatnonzero(factors[:, f] == v) for v in np.unique(factors[:, f])} for f in range(factors.shape[1])
+    ]
     varying = [f for f in range(factors.shape[1]) if len(by_value[f]) > 1]
 
     def votes(n: int) -> np.ndarray:
@@ -141,9 +164,11 @@ def factor_vae_score(codes: np.ndarray, factors: np.ndarray, batch_size: int = 6
 
     train, held = votes(num_train), votes(num_eval)
     classifier = train.argmax(1)
-    return {"train_accuracy": float(train.max(1).sum() / max(train.sum(), 1)),
-            "eval_accuracy": float(held[np.arange(len(classifier)), classifier].sum() / max(held.sum(), 1)),
-            "active_dims": int(active.sum())}
+    return {
+        "train_accuracy": float(train.max(1).sum() / max(train.sum(), 1)),
+        "eval_accuracy": float(held[np.arange(len(classifier)), classifier].sum() / max(held.sum(), 1)),
+        "active_dims": int(active.sum()),
+    }
 
 
 def heatmap(matrix: np.ndarray, factor_names: list[str], path: Path, title: str) -> Path:
@@ -179,44 +204,73 @@ class DisentanglementTask(EvalTask):
     name = "disentanglement"
     needs = ("factors",)
 
-    def __init__(self, num_train: PositiveInt = 5000, num_test: PositiveInt = 2000, bins: PositiveInt = 20,
-                 dci_estimators: PositiveInt = 100, factorvae_batch: PositiveInt = 64, factorvae_votes: PositiveInt = 10000,
-                 factorvae_eval_votes: PositiveInt = 5000, seed: int = 0):
+    def __init__(
+        self,
+        num_train: PositiveInt = 5000,
+        num_test: PositiveInt = 2000,
+        bins: PositiveInt = 20,
+        dci_estimators: PositiveInt = 100,
+        factorvae_batch: PositiveInt = 64,
+        factorvae_votes: PositiveInt = 10000,
+        factorvae_eval_votes: PositiveInt = 5000,
+        seed: int = 0,
+    ):
         check_arguments(DisentanglementTask, locals(), "eval.disentanglement")
         self.num_train, self.num_test, self.bins = int(num_train), int(num_test), int(bins)
         self.dci_estimators, self.factorvae_batch = int(dci_estimators), int(factorvae_batch)
-        self.factorvae_votes, self.factorvae_eval_votes, self.seed = int(factorvae_votes), int(factorvae_eval_votes), int(seed)
+        self.factorvae_votes, self.factorvae_eval_votes, self.seed = (
+            int(factorvae_votes),
+            int(factorvae_eval_votes),
+            int(seed),
+        )
 
     def metric_info(self) -> list[MetricInfo]:
-        return [MetricInfo("eval/mig", "MIG", True, None, True),
-                MetricInfo("eval/dci_disentanglement", "DCI disentanglement", True, None, True),
-                MetricInfo("eval/dci_completeness", "DCI completeness", True, None, False),
-                MetricInfo("eval/dci_informativeness", "DCI informativeness (accuracy)", True, None, False),
-                MetricInfo("eval/sap", "SAP score", True, None, True),
-                MetricInfo("eval/factorvae_score", "FactorVAE score", True, None, True)]
+        return [
+            MetricInfo("eval/mig", "MIG", True, None, True),
+            MetricInfo("eval/dci_disentanglement", "DCI disentanglement", True, None, True),
+            MetricInfo("eval/dci_completeness", "DCI completeness", True, None, False),
+            MetricInfo("eval/dci_informativeness", "DCI informativeness (accuracy)", True, None, False),
+            MetricInfo("eval/sap", "SAP score", True, None, True),
+            MetricInfo("eval/factorvae_score", "FactorVAE score", True, None, True),
+        ]
 
-    def scores(self, train_codes, train_factors, test_codes, test_factors) -> tuple[dict[str, float], dict[str, object]]:
+    def scores(
+        self, train_codes, train_factors, test_codes, test_factors
+    ) -> tuple[dict[str, float], dict[str, object]]:
         """The metrics and their matrices from codes and factors (numpy arrays)."""
         mig_value, mi = mig(test_codes, test_factors, self.bins)
         dci_values = dci(train_codes, train_factors, test_codes, test_factors, self.dci_estimators, self.seed)
         sap_value, sap_matrix = sap(train_codes, train_factors, test_codes, test_factors)
-        fvae = factor_vae_score(train_codes, train_factors, self.factorvae_batch, self.factorvae_votes,
-                                self.factorvae_eval_votes, self.seed)
-        metrics = {"eval/mig": mig_value, "eval/dci_disentanglement": dci_values["disentanglement"],
-                   "eval/dci_completeness": dci_values["completeness"], "eval/dci_informativeness": dci_values["informativeness"],
-                   "eval/sap": sap_value, "eval/factorvae_score": fvae["eval_accuracy"]}
+        fvae = factor_vae_score(
+            train_codes, train_factors, self.factorvae_batch, self.factorvae_votes, self.factorvae_eval_votes, self.seed
+        )
+        metrics = {
+            "eval/mig": mig_value,
+            "eval/dci_disentanglement": dci_values["disentanglement"],
+            "eval/dci_completeness": dci_values["completeness"],
+            "eval/dci_informativeness": dci_values["informativeness"],
+            "eval/sap": sap_value,
+            "eval/factorvae_score": fvae["eval_accuracy"],
+        }
         entropy = np.maximum(factor_entropy(test_factors), 1e-12)
-        details = {"normalised_mi": (mi / entropy).round(4).tolist(), "dci_importance": np.round(dci_values["importance"], 4).tolist(),
-                   "sap_accuracy": sap_matrix.round(4).tolist(), "factorvae_train_accuracy": fvae["train_accuracy"],
-                   "factorvae_active_dims": fvae["active_dims"]}
+        details = {
+            "normalised_mi": (mi / entropy).round(4).tolist(),
+            "dci_importance": np.round(dci_values["importance"], 4).tolist(),
+            "sap_accuracy": sap_matrix.round(4).tolist(),
+            "factorvae_train_accuracy": fvae["train_accuracy"],
+            "factorvae_active_dims": fvae["active_dims"],
+        }
         return metrics, details
 
     def run(self, run, out_dir: Path) -> EvalResult:
         model, dm = run.model, run.data
 
         def encode(split: str, limit: int):
-            out = map_batches(dm.batches(split, limit=limit, device=model.device),
-                              lambda b: {"z": model.encode(b["image"]), "f": b["factors"]}, limit)
+            out = map_batches(
+                dm.batches(split, limit=limit, device=model.device),
+                lambda b: {"z": model.encode(b["image"]), "f": b["factors"]},
+                limit,
+            )
             return out["z"].double().numpy(), out["f"].numpy()
 
         train_codes, train_factors = encode("train", self.num_train)
@@ -224,6 +278,10 @@ class DisentanglementTask(EvalTask):
         metrics, details = self.scores(train_codes, train_factors, test_codes, test_factors)
         names = list(dm.factor_names)
         details.update({"factors": names, "train_codes": int(len(train_codes)), "test_codes": int(len(test_codes))})
-        path = heatmap(np.array(details["normalised_mi"]), names, out_dir / "disentanglement_mi.png",
-                       f"MI(code, factor) / H(factor) — MIG {metrics['eval/mig']:.3f}")
+        path = heatmap(
+            np.array(details["normalised_mi"]),
+            names,
+            out_dir / "disentanglement_mi.png",
+            f"MI(code, factor) / H(factor) — MIG {metrics['eval/mig']:.3f}",
+        )
         return EvalResult(metrics, details, {"mi_heatmap": path})

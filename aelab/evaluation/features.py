@@ -14,13 +14,13 @@ from typing import Literal
 
 import numpy as np
 
-from aelab.data.batches import map_batches
 from aelab.config.constraints import PositiveInt
+from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
-from aelab.store.files import save_figure
 from aelab.metric_info import MetricInfo
-from aelab.config.signatures import check_arguments
+from aelab.store.files import save_figure
 
 
 def encode(model, batches, limit: int | None = None):
@@ -51,7 +51,15 @@ def knn_accuracy(train_z, train_y, test_z, test_y, k: int = 5) -> float:
     return float(knn.score(test_z, test_y))
 
 
-def scatter_codes(z: np.ndarray, y: np.ndarray, class_names: list[str], path: Path, method: str = "pca", seed: int = 0, title: str = "") -> Path:
+def scatter_codes(
+    z: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str],
+    path: Path,
+    method: str = "pca",
+    seed: int = 0,
+    title: str = "",
+) -> Path:
     """2-D scatter of codes coloured by class (PCA or t-SNE when the codes have more than 2 dims)."""
     import matplotlib
 
@@ -103,17 +111,26 @@ class ProbeTask(EvalTask):
     name = "probe"
     needs = ("labels",)
 
-    def __init__(self, num_train: PositiveInt | None = 10000, num_test: PositiveInt | None = None, knn_k: PositiveInt = 5,
-                 max_iter: PositiveInt = 1000, embedding: Literal["pca", "tsne"] = "pca", scatter_points: PositiveInt = 3000,
-                 seed: int = 0):
+    def __init__(
+        self,
+        num_train: PositiveInt | None = 10000,
+        num_test: PositiveInt | None = None,
+        knn_k: PositiveInt = 5,
+        max_iter: PositiveInt = 1000,
+        embedding: Literal["pca", "tsne"] = "pca",
+        scatter_points: PositiveInt = 3000,
+        seed: int = 0,
+    ):
         check_arguments(ProbeTask, locals(), "eval.probe")
         self.num_train, self.num_test, self.knn_k, self.max_iter = num_train, num_test, int(knn_k), int(max_iter)
         self.embedding, self.scatter_points, self.seed = embedding, int(scatter_points), int(seed)
 
     def metric_info(self) -> list[MetricInfo]:
-        return [MetricInfo("eval/probe_acc", "linear-probe accuracy", True, None, True),
-                MetricInfo("eval/knn_acc", "k-NN accuracy", True, None, True),
-                MetricInfo("eval/chance_acc", "chance accuracy (majority class)")]
+        return [
+            MetricInfo("eval/probe_acc", "linear-probe accuracy", True, None, True),
+            MetricInfo("eval/knn_acc", "k-NN accuracy", True, None, True),
+            MetricInfo("eval/chance_acc", "chance accuracy (majority class)"),
+        ]
 
     def run(self, run, out_dir: Path) -> EvalResult:
         dm = run.data.all_classes()
@@ -123,14 +140,28 @@ class ProbeTask(EvalTask):
         if len(set(train_y.tolist())) < 2:
             raise ConfigError(f"the probe needs at least two classes in the training split of {dm.name}")
         results = {
-            "eval/probe_acc": probe_accuracy(train_z.numpy(), train_y.numpy(), test_z.numpy(), test_y.numpy(), self.max_iter, self.seed),
+            "eval/probe_acc": probe_accuracy(
+                train_z.numpy(), train_y.numpy(), test_z.numpy(), test_y.numpy(), self.max_iter, self.seed
+            ),
             "eval/knn_acc": knn_accuracy(train_z.numpy(), train_y.numpy(), test_z.numpy(), test_y.numpy(), self.knn_k),
             "eval/chance_acc": float(np.bincount(test_y.numpy()).max() / len(test_y)),
         }
         shown = min(len(test_z), self.scatter_points)
-        path = scatter_codes(test_z[:shown].numpy(), test_y[:shown].numpy(), dm.class_names, out_dir / "codes_scatter.png",
-                             self.embedding, self.seed,
-                             title=f"test codes, bottleneck {test_z.shape[1]} (probe {results['eval/probe_acc']:.3f})")
-        return EvalResult(results, {"train_codes": int(len(train_z)), "test_codes": int(len(test_z)),
-                                    "one_class_run_probed_on_all_classes": run.data.normal_class is not None},
-                          {"codes_scatter": path})
+        path = scatter_codes(
+            test_z[:shown].numpy(),
+            test_y[:shown].numpy(),
+            dm.class_names,
+            out_dir / "codes_scatter.png",
+            self.embedding,
+            self.seed,
+            title=f"test codes, bottleneck {test_z.shape[1]} (probe {results['eval/probe_acc']:.3f})",
+        )
+        return EvalResult(
+            results,
+            {
+                "train_codes": int(len(train_z)),
+                "test_codes": int(len(test_z)),
+                "one_class_run_probed_on_all_classes": run.data.normal_class is not None,
+            },
+            {"codes_scatter": path},
+        )

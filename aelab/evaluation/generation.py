@@ -14,15 +14,15 @@ same task run after testing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
-from aelab.config.constraints import PositiveFloat, PositiveInt
-from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.analysis.images import image_grid, publish_image
+from aelab.config.constraints import PositiveFloat, PositiveInt
 from aelab.config.signatures import check_arguments
+from aelab.evaluation.task import EvalResult, EvalTask
 
 
 @torch.no_grad()
@@ -64,12 +64,24 @@ class GenerationTask(EvalTask):
     name = "generation"
     needs = ("images",)
 
-    def __init__(self, num_samples: PositiveInt = 64, num_pairs: PositiveInt = 6, steps: PositiveInt = 10,
-                 traversal_dims: PositiveInt = 10, traversal_span: PositiveFloat = 3.0, traversal_steps: PositiveInt = 9,
-                 fit_codes: PositiveInt = 5000, regenerate: bool = False):
+    def __init__(
+        self,
+        num_samples: PositiveInt = 64,
+        num_pairs: PositiveInt = 6,
+        steps: PositiveInt = 10,
+        traversal_dims: PositiveInt = 10,
+        traversal_span: PositiveFloat = 3.0,
+        traversal_steps: PositiveInt = 9,
+        fit_codes: PositiveInt = 5000,
+        regenerate: bool = False,
+    ):
         check_arguments(GenerationTask, locals(), "eval.generation")
         self.num_samples, self.num_pairs, self.steps = int(num_samples), int(num_pairs), int(steps)
-        self.traversal_dims, self.traversal_span, self.traversal_steps = int(traversal_dims), float(traversal_span), int(traversal_steps)
+        self.traversal_dims, self.traversal_span, self.traversal_steps = (
+            int(traversal_dims),
+            float(traversal_span),
+            int(traversal_steps),
+        )
         self.fit_codes, self.regenerate = int(fit_codes), bool(regenerate)
 
     def run(self, run, out_dir: Path) -> EvalResult:
@@ -87,26 +99,55 @@ class GenerationTask(EvalTask):
         try:
             with torch.no_grad():
                 images = datamodule.images("test", limit=2 * self.num_pairs)
-                samples = model.sample(self.num_samples, batches=datamodule.batches("train", limit=self.fit_codes, device=model.device))
+                samples = model.sample(
+                    self.num_samples, batches=datamodule.batches("train", limit=self.fit_codes, device=model.device)
+                )
                 written["samples"] = dirpath / "samples.png"
-                publish_image(image_grid(samples, 8, title=model.sampling), written["samples"], "generation/samples", loggers, step, caption=model.sampling)
+                publish_image(
+                    image_grid(samples, 8, title=model.sampling),
+                    written["samples"],
+                    "generation/samples",
+                    loggers,
+                    step,
+                    caption=model.sampling,
+                )
                 pairs = images.shape[0] // 2
                 if pairs >= 1:
-                    rows = interpolation_rows(model, images[:pairs], images[pairs: 2 * pairs], self.steps)
+                    rows = interpolation_rows(model, images[:pairs], images[pairs : 2 * pairs], self.steps)
                     written["interpolation"] = dirpath / "interpolation.png"
-                    publish_image(image_grid(rows, self.steps + 2, title="test image | points on the line between their codes | test image"),
-                                  written["interpolation"], "generation/interpolation", loggers, step,
-                                  caption="test image | decoded points on the line between their codes | test image")
+                    publish_image(
+                        image_grid(
+                            rows,
+                            self.steps + 2,
+                            title="test image | points on the line between their codes | test image",
+                        ),
+                        written["interpolation"],
+                        "generation/interpolation",
+                        loggers,
+                        step,
+                        caption="test image | decoded points on the line between their codes | test image",
+                    )
                 kl = list(model.kl_per_dim)
                 if kl:
                     dims = sorted(range(len(kl)), key=lambda d: -kl[d])[: self.traversal_dims]
                     rows = traversal_rows(model, images[0], dims, self.traversal_span, self.traversal_steps)
                     written["traversal"] = dirpath / "traversal.png"
-                    caption = "one row per latent dimension, by KL: " + ", ".join(f"z{d} ({kl[d]:.2f} nats)" for d in dims)
-                    publish_image(image_grid(rows, self.traversal_steps, row_labels=[f"z{d}" for d in dims],
-                                             title=f"latent traversals, -{self.traversal_span:g} to +{self.traversal_span:g} prior std"),
-                                  written["traversal"], "generation/traversal", loggers, step,
-                                  caption=caption)
+                    caption = "one row per latent dimension, by KL: " + ", ".join(
+                        f"z{d} ({kl[d]:.2f} nats)" for d in dims
+                    )
+                    publish_image(
+                        image_grid(
+                            rows,
+                            self.traversal_steps,
+                            row_labels=[f"z{d}" for d in dims],
+                            title=f"latent traversals, -{self.traversal_span:g} to +{self.traversal_span:g} prior std",
+                        ),
+                        written["traversal"],
+                        "generation/traversal",
+                        loggers,
+                        step,
+                        caption=caption,
+                    )
         finally:
             model.train(was_training)
         return written

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from aelab.data.batches import map_batches
 from aelab.config.constraints import PositiveInt
+from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.config.signatures import check_arguments
 
 
 class NLLTask(EvalTask):
@@ -29,13 +29,20 @@ class NLLTask(EvalTask):
         self.samples, self.num_images = int(samples), num_images
 
     def metric_info(self) -> list[MetricInfo]:
-        return [MetricInfo("eval/nll_iwae", "test NLL (IWAE, nats)", False, None, True),
-                MetricInfo("eval/nll_iwae_samples", "IWAE samples")]
+        return [
+            MetricInfo("eval/nll_iwae", "test NLL (IWAE, nats)", False, None, True),
+            MetricInfo("eval/nll_iwae_samples", "IWAE samples"),
+        ]
 
     def run(self, run, out_dir: Path) -> EvalResult:
         model = run.model
         generator = torch.Generator(device=model.device).manual_seed(0)
-        bound = map_batches(run.data.batches("test", limit=self.num_images, device=model.device),
-                            lambda b: {"bound": model.iwae_bound(b["image"], self.samples, generator)}, self.num_images)["bound"]
-        return EvalResult({"eval/nll_iwae": float(-bound.mean()), "eval/nll_iwae_samples": self.samples},
-                          {"images": int(len(bound)), "samples": self.samples})
+        bound = map_batches(
+            run.data.batches("test", limit=self.num_images, device=model.device),
+            lambda b: {"bound": model.iwae_bound(b["image"], self.samples, generator)},
+            self.num_images,
+        )["bound"]
+        return EvalResult(
+            {"eval/nll_iwae": float(-bound.mean()), "eval/nll_iwae_samples": self.samples},
+            {"images": int(len(bound)), "samples": self.samples},
+        )

@@ -39,7 +39,9 @@ def evaluate_run(run, tasks: dict[str, Any]) -> dict[str, Any]:
 
     evaluation = run_tasks(run, tasks)
     record = RunRecord.require(run.run_dir)
-    record.add_evaluation(evaluation.metrics, evaluation.details, evaluation.files, str(run.checkpoint), evaluation.infos).save()
+    record.add_evaluation(
+        evaluation.metrics, evaluation.details, evaluation.files, str(run.checkpoint), evaluation.infos
+    ).save()
     run_id = wandb_run_id(run.run_dir)
     if run_id is not None:
         wandb_cfg = (run.cfg.get("logger") or {}).get("wandb")
@@ -47,9 +49,16 @@ def evaluate_run(run, tasks: dict[str, Any]) -> dict[str, Any]:
     return evaluation.metrics
 
 
-def evaluate_path(path: str | Path, tasks: dict[str, Any] | None, checkpoint: str = "best", device: str = "cpu",
-                  auto: dict | None = None) -> dict[str, Any]:
-    """Evaluate every run folder at ``path`` with ``tasks`` (None: the automatic ones); returns ``{run_dir: metrics or error}``."""
+def evaluate_path(
+    path: str | Path,
+    tasks: dict[str, Any] | None,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    auto: dict | None = None,
+) -> dict[str, Any]:
+    """Evaluate every run folder at ``path`` with ``tasks`` (None: the automatic ones); returns ``{run_dir: metrics or
+    error}``.
+    """
     from aelab.run.load import load_run
     from aelab.store.runs import find_run_dirs
 
@@ -67,8 +76,10 @@ def evaluate_path(path: str | Path, tasks: dict[str, Any] | None, checkpoint: st
         if status == "interrupted" and has_weights:  # killed: its checkpoints are still worth evaluating
             log.warning("%s was interrupted (no live process owns it); evaluating the checkpoints it kept", run_dir)
         elif status != "completed":
-            results[str(run_dir)] = RunFolderError(f"not evaluated: its status is {status or 'unknown (no metrics.json)'}"
-                                                   + (" and it kept no checkpoint" if status == "interrupted" else ""))
+            results[str(run_dir)] = RunFolderError(
+                f"not evaluated: its status is {status or 'unknown (no metrics.json)'}"
+                + (" and it kept no checkpoint" if status == "interrupted" else "")
+            )
             continue
         try:
             run = load_run(run_dir, which=checkpoint, device=device)
@@ -76,9 +87,7 @@ def evaluate_path(path: str | Path, tasks: dict[str, Any] | None, checkpoint: st
             results[str(run_dir)] = evaluate_run(run, chosen)
         except AelabError as exc:
             results[str(run_dir)] = exc
-        except Exception as exc:  # a broken run must not stop a sweep's evaluation
+        except Exception as exc:  # noqa: BLE001 — a broken run must not stop a sweep's evaluation
             log.error("%s: %s", run_dir, "".join(traceback.format_exception(exc)))
             results[str(run_dir)] = exc
     return results
-
-

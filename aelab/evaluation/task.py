@@ -78,15 +78,24 @@ class EvalTask:
                 return f"the {self.name} task needs images; {run.data.name} holds vectors of {run.data.dims[0]} values"
             if need == "masks" and not run.data.has_masks:
                 return f"the {self.name} task needs per-pixel anomaly masks (data=anomaly_folder with ground_truth/)"
-            if (need == "one_class" and run.data.normal_class is None and run.data.normal_label is None
-                    and getattr(self, "normal_class", None) is None):
-                return (f"the {self.name} task needs a one-class run: train with data.normal_class=k "
-                        f"(or name the normal class with eval.{self.name}.normal_class=k)")
+            if (
+                need == "one_class"
+                and run.data.normal_class is None
+                and run.data.normal_label is None
+                and getattr(self, "normal_class", None) is None
+            ):
+                return (
+                    f"the {self.name} task needs a one-class run: train with data.normal_class=k "
+                    f"(or name the normal class with eval.{self.name}.normal_class=k)"
+                )
             if need == "factors" and not run.data.factor_names:
                 return f"the {self.name} task needs a dataset with known generating factors (such as data=sprites)"
             if need not in DATA_NEEDS and need not in features:
-                return (f"the {self.name} task needs a model with '{need}' (a VAE); "
-                        f"{run.run_dir.name} is a {type(run.model).__name__}, which offers {list(features) or 'none of these'}")
+                return (
+                    f"the {self.name} task needs a model with '{need}' (a VAE); "
+                    f"{run.run_dir.name} is a {type(run.model).__name__}, "
+                    f"which offers {list(features) or 'none of these'}"
+                )
         return None
 
     def run(self, run, out_dir: Path) -> EvalResult:

@@ -10,5 +10,14 @@ from aelab.models.tcvae import BetaTCVAE
 from aelab.models.vae import VAE
 from aelab.models.vqvae import VQVAE
 
-__all__ = ["IWAE", "VAE", "VQVAE", "Autoencoder", "BetaTCVAE", "ContractivePenalty", "MMDPenalty", "ReconstructionModule",
-           "SparsityPenalty"]
+__all__ = [
+    "IWAE",
+    "VAE",
+    "VQVAE",
+    "Autoencoder",
+    "BetaTCVAE",
+    "ContractivePenalty",
+    "MMDPenalty",
+    "ReconstructionModule",
+    "SparsityPenalty",
+]

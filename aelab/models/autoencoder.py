@@ -13,20 +13,21 @@ configs, or the classes of ``aelab.nets`` in a notebook) or as ready modules.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from aelab.config.constraints import Bottleneck
+from aelab.config.signatures import check_arguments
 from aelab.data.noise import Corruption
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.base import ReconstructionModule
 from aelab.models.penalties import ContractivePenalty, MMDPenalty, SparsityPenalty
 from aelab.nets import MLPDecoder, MLPEncoder
-from aelab.config.signatures import check_arguments
 
 NetFactory = Callable[..., nn.Module]
 
@@ -44,8 +45,16 @@ def build_nets(
     ``encoder_outputs`` numbers (default: ``code_size``; a VAE asks for two per latent).
     """
     enc_size = code_size if encoder_outputs is None else encoder_outputs
-    enc = encoder if isinstance(encoder, nn.Module) else (encoder or MLPEncoder)(input_shape=input_shape, bottleneck=enc_size)
-    dec = decoder if isinstance(decoder, nn.Module) else (decoder or MLPDecoder)(output_shape=input_shape, bottleneck=code_size)
+    enc = (
+        encoder
+        if isinstance(encoder, nn.Module)
+        else (encoder or MLPEncoder)(input_shape=input_shape, bottleneck=enc_size)
+    )
+    dec = (
+        decoder
+        if isinstance(decoder, nn.Module)
+        else (decoder or MLPDecoder)(output_shape=input_shape, bottleneck=code_size)
+    )
     if getattr(dec, "uses_indices", False) and getattr(enc, "downsample", None) != "pool":
         raise ConfigError(
             "model.decoder.upsample=unpool needs the encoder's max-pooling indices: use model=conv_pool "
@@ -94,17 +103,31 @@ class Autoencoder(ReconstructionModule):
         val_ssim: bool = False,
     ):
         check_arguments(Autoencoder, locals(), "model")
-        super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler,
-                         scheduler_monitor=monitor, eval_seed=eval_seed, val_ssim=val_ssim)
+        super().__init__(
+            input_shape,
+            noise=noise,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scheduler_monitor=monitor,
+            eval_seed=eval_seed,
+            val_ssim=val_ssim,
+        )
         if loss == "bce" and output_activation != "sigmoid":
             raise ConfigError("model.loss=bce needs model.output_activation=sigmoid (outputs must be probabilities)")
-        self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler", "sparse", "contractive", "mmd"], logger=False)
+        self.save_hyperparameters(
+            ignore=["encoder", "decoder", "noise", "optimizer", "scheduler", "sparse", "contractive", "mmd"],
+            logger=False,
+        )
         self.encoder, self.decoder = build_nets(encoder, decoder, self.input_shape, bottleneck)
         self.loss_name = loss
         self.recon_label = "reconstruction MSE" if loss == "mse" else "reconstruction BCE"
         self.output_activation = output_activation
         self.sparsity = sparse
-        if self.sparsity is not None and self.sparsity.kind == "kl" and getattr(self.encoder, "code_activation_name", None) != "sigmoid":
+        if (
+            self.sparsity is not None
+            and self.sparsity.kind == "kl"
+            and getattr(self.encoder, "code_activation_name", None) != "sigmoid"
+        ):
             raise ConfigError(
                 "model.sparse.kind=kl compares mean activations with a target in (0, 1): "
                 "set model.encoder.code_activation=sigmoid"

@@ -19,7 +19,8 @@ every evaluation, so their numbers repeat from epoch to epoch and run to run.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -27,9 +28,9 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from aelab.data.batches import map_batches
 from aelab.data.noise import Corruption, NoCorruption
 from aelab.errors import NonFiniteLossError
-from aelab.data.batches import map_batches
 from aelab.metric_info import MetricInfo, stage_metrics
 
 
@@ -82,7 +83,10 @@ class ReconstructionModule(L.LightningModule):
         if self.is_images:
             _, h, w = self.input_shape
             self.ssim = nn.ModuleDict(
-                {s: StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=_ssim_kernel(h, w)) for s in ("val", "test")}
+                {
+                    s: StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=_ssim_kernel(h, w))
+                    for s in ("val", "test")
+                }
             )
 
     # ------------------------------------------------------------ interface
@@ -112,12 +116,16 @@ class ReconstructionModule(L.LightningModule):
         """What the metrics this model logs mean; subclasses add theirs (see :mod:`aelab.metric_info`)."""
         infos = stage_metrics("recon_loss", self.recon_label, False, columns=("test", "best/val"))
         for key in self.gap_keys:
-            infos.append(MetricInfo(f"gap/{key}", f"overfitting gap (val − train {key.replace('_', ' ')})", None, "last", True))
+            infos.append(
+                MetricInfo(f"gap/{key}", f"overfitting gap (val − train {key.replace('_', ' ')})", None, "last", True)
+            )
             infos.append(MetricInfo(f"gap/{key}_ci95", "± (95 % interval of the gap)", None, "last"))
             infos.append(MetricInfo(f"train_eval/{key}", f"train {key.replace('_', ' ')} (eval mode)", None))
         infos += stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
         if self.is_images:
-            infos += stage_metrics("ssim", "SSIM", True, stages=("val", "test") if self.val_ssim else ("test",), summary_stage=None)
+            infos += stage_metrics(
+                "ssim", "SSIM", True, stages=("val", "test") if self.val_ssim else ("test",), summary_stage=None
+            )
         return infos
 
     @torch.no_grad()
@@ -144,7 +152,9 @@ class ReconstructionModule(L.LightningModule):
         A deterministic autoencoder has no prior; VAEs override this with theirs.
         """
         if batches is None:
-            raise ValueError("a deterministic autoencoder samples from a Gaussian fitted to training codes: pass batches")
+            raise ValueError(
+                "a deterministic autoencoder samples from a Gaussian fitted to training codes: pass batches"
+            )
         codes = map_batches(batches, lambda b: {"z": self.encode(b["image"])})["z"]
         mean = codes.mean(0)
         centred = codes - mean
@@ -227,7 +237,9 @@ class ReconstructionModule(L.LightningModule):
         n = x.shape[0]
         for key, metric in self._means(stage, metrics).items():
             metric.update(metrics[key])
-            self.log(f"{stage}/{key}", metric, on_step=False, on_epoch=True, batch_size=n, prog_bar=key == self.objective_key)
+            self.log(
+                f"{stage}/{key}", metric, on_step=False, on_epoch=True, batch_size=n, prog_bar=key == self.objective_key
+            )
             if stage == "val" and f"val__{key}__sq" in self.stage_means:
                 self.stage_means[f"val__{key}__sq"].update(metrics[key].double().pow(2))
         self.stage_counts[stage].update(torch.tensor(float(n), device=self.device))
@@ -255,7 +267,9 @@ class ReconstructionModule(L.LightningModule):
         self.stage_counts["test"].reset()
 
     @torch.no_grad()
-    def evaluate_batches(self, batches: Iterable[dict], seed: int | None = None, spread: bool = False) -> dict[str, float]:
+    def evaluate_batches(
+        self, batches: Iterable[dict], seed: int | None = None, spread: bool = False
+    ) -> dict[str, float]:
         """Mean per-sample metrics over float ``batches`` in eval mode, corrupting with a fixed seed.
 
         Used for the overfitting gap: the training images are measured exactly
@@ -266,18 +280,27 @@ class ReconstructionModule(L.LightningModule):
         self.eval()
         generator = torch.Generator(device=self.device).manual_seed(self.eval_seed if seed is None else seed)
         try:
-            values = map_batches(batches, lambda b: {k: v for k, v in self.per_sample_metrics(b["image"], generator)[0].items()
-                                                     if not k.startswith("_")})
+            values = map_batches(
+                batches,
+                lambda b: {
+                    k: v for k, v in self.per_sample_metrics(b["image"], generator)[0].items() if not k.startswith("_")
+                },
+            )
         finally:
             self.train(was_training)
         out = {key: float(v.double().mean()) for key, v in values.items()}
         if spread and values:
-            out.update({f"{key}__var": float(v.double().var(unbiased=True)) if v.numel() > 1 else 0.0 for key, v in values.items()})
+            out.update(
+                {
+                    f"{key}__var": float(v.double().var(unbiased=True)) if v.numel() > 1 else 0.0
+                    for key, v in values.items()
+                }
+            )
             out["__n"] = float(next(iter(values.values())).numel())
         return out
 
     # ------------------------------------------------------------ training
-    #: the steps between the progress bar's updates (set by aelab's ProgressBar; None: no bar, log on the loggers' steps only)
+    #: steps between the progress bar's updates (set by ProgressBar; None: no bar, log on the loggers' steps only)
     progress_every: int | None = None
 
     def _step_log_due(self) -> bool:
@@ -292,7 +315,8 @@ class ReconstructionModule(L.LightningModule):
         return trainer is None or (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0
 
     def _progress_due(self) -> bool:
-        """The progress bar updates after this step (its rule in :class:`aelab.callbacks.ProgressBar`, one step later)."""
+        """The progress bar updates after this step (its rule in :class:`aelab.callbacks.ProgressBar`, one step "
+        "later)."""
         return bool(self.progress_every) and (self.global_step + 1) % self.progress_every == 0
 
     def log_step(self, values: dict[str, Any], batch_size: int, prog_bar: str | None = None) -> None:
@@ -303,7 +327,8 @@ class ReconstructionModule(L.LightningModule):
             self.log(key, value, on_step=True, on_epoch=False, prog_bar=key == prog_bar, batch_size=batch_size)
 
     def accumulate_epoch(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Add training values to the epoch's running means (logged once, at the end of the epoch, synced across ranks)."""
+        """Add training values to the epoch's running means (logged once, at the end of the epoch, synced across "
+        "ranks)."""
         sums = self.__dict__.setdefault("_epoch_sums", {})
         for key, value in values.items():
             total, count = sums.get(key, (0.0, 0))
@@ -312,7 +337,11 @@ class ReconstructionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A mid-epoch checkpoint keeps the epoch's running sums: the resumed epoch's means cover all its batches."""
         sums = self.__dict__.get("_epoch_sums")
-        sampler = getattr(getattr(self._trainer, "train_dataloader", None), "sampler", None) if self._trainer is not None else None
+        sampler = (
+            getattr(getattr(self._trainer, "train_dataloader", None), "sampler", None)
+            if self._trainer is not None
+            else None
+        )
         mid_epoch = sampler is not None and hasattr(sampler, "yielded") and 0 < sampler.yielded < len(sampler)
         if sums and mid_epoch:  # (an end-of-epoch checkpoint resumes with a fresh epoch)
             checkpoint["aelab_epoch_sums"] = {k: (float(t), int(c)) for k, (t, c) in sums.items()}
@@ -324,8 +353,12 @@ class ReconstructionModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         for key, (total, count) in self.__dict__.pop("_epoch_sums", {}).items():
-            stats = torch.stack([torch.as_tensor(total, dtype=torch.float64, device=self.device),
-                                 torch.tensor(float(count), dtype=torch.float64, device=self.device)])
+            stats = torch.stack(
+                [
+                    torch.as_tensor(total, dtype=torch.float64, device=self.device),
+                    torch.tensor(float(count), dtype=torch.float64, device=self.device),
+                ]
+            )
             if self._trainer is not None and self.trainer.world_size > 1:
                 stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
             self.log(key, (stats[0] / stats[1]).float(), on_step=False, on_epoch=True)
@@ -350,17 +383,26 @@ class ReconstructionModule(L.LightningModule):
             self._skipped_in_a_row += 1
             self.skipped_batches += 1
             if self._skipped_in_a_row < self.max_skipped_in_a_row:
-                self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False, reduce_fx="max")
+                self.log(
+                    "train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False, reduce_fx="max"
+                )
                 return False
         if not finite:
             value = float(loss.detach().float().cpu()) if loss.numel() == 1 else math.nan
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None and self.trainer.optimizers else float("nan")
+            lr = (
+                self.trainer.optimizers[0].param_groups[0]["lr"]
+                if self._trainer is not None and self.trainer.optimizers
+                else float("nan")
+            )
             raise NonFiniteLossError(
                 f"the training loss became {value} at epoch {self.current_epoch}, step {self.global_step} "
                 f"(learning rate {lr:g}). The weights from before this step are saved as checkpoints/last.ckpt. "
                 "Try a lower model.optimizer.lr or gradient clipping (trainer.gradient_clip_val=1.0)"
-                + (f"; {self._skipped_in_a_row} batches in a row were skipped (nonfinite_loss=skip)." if self.nonfinite_loss == "skip" else
-                   ", or nonfinite_loss=skip to drop such batches.")
+                + (
+                    f"; {self._skipped_in_a_row} batches in a row were skipped (nonfinite_loss=skip)."
+                    if self.nonfinite_loss == "skip"
+                    else ", or nonfinite_loss=skip to drop such batches."
+                )
             )
         return True
 

@@ -14,10 +14,10 @@ import math
 import torch
 
 from aelab.config.constraints import PositiveInt
+from aelab.config.signatures import check_arguments
 from aelab.errors import ConfigError
 from aelab.metric_info import stage_metrics
 from aelab.models.vae import VAE
-from aelab.config.signatures import check_arguments
 
 
 class IWAE(VAE):
@@ -31,15 +31,26 @@ class IWAE(VAE):
     def __init__(self, train_samples: PositiveInt = 5, **kwargs):
         check_arguments(IWAE, locals(), "model")
         super().__init__(**kwargs)
-        ignored = [f"model.{k}={v}" for k, v, neutral in (("beta", self.beta, 1.0), ("free_bits", self.free_bits, 0.0),
-                                                           ("kl_warmup_steps", self.kl_warmup_steps, 0)) if v != neutral]
+        ignored = [
+            f"model.{k}={v}"
+            for k, v, neutral in (
+                ("beta", self.beta, 1.0),
+                ("free_bits", self.free_bits, 0.0),
+                ("kl_warmup_steps", self.kl_warmup_steps, 0),
+            )
+            if v != neutral
+        ]
         if ignored:
-            raise ConfigError(f"{', '.join(ignored)} do(es) not apply to the IWAE bound, which has no separate KL term; "
-                              "use model=vae or model=beta_vae for a weighted KL")
+            raise ConfigError(
+                f"{', '.join(ignored)} do(es) not apply to the IWAE bound, which has no separate KL term; "
+                "use model=vae or model=beta_vae for a weighted KL"
+            )
         self.train_samples = int(train_samples)
         self.register_metric_keys(self.metric_keys + ["iwae_bound"])
 
-    def terms(self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def terms(
+        self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         terms = super().terms(x_in, x, generator)
         log_w = self.log_weights(x_in, x, self.train_samples, generator)
         terms["iwae_bound"] = torch.logsumexp(log_w, dim=0) - math.log(self.train_samples)
@@ -56,5 +67,6 @@ class IWAE(VAE):
         return {"iwae_bound": terms["iwae_bound"]}
 
     def metric_info(self):
-        return super().metric_info() + stage_metrics("iwae_bound", f"IWAE bound L_{self.train_samples} (nats)", True,
-                                                     columns=(), summary_stage=None)
+        return super().metric_info() + stage_metrics(
+            "iwae_bound", f"IWAE bound L_{self.train_samples} (nats)", True, columns=(), summary_stage=None
+        )

@@ -22,8 +22,12 @@ from aelab.config.signatures import check_arguments
 class SparsityPenalty(nn.Module):
     """``weight · mean_batch Σ_j |z_j|`` (``l1``) or ``weight · Σ_j KL(ρ ‖ ρ̂_j)`` (``kl``)."""
 
-    def __init__(self, kind: Literal["l1", "kl"] = "l1", weight: NonNegativeFloat = 1e-3,
-                 target: Annotated[float, Range(gt=0, lt=1, what="a mean activation")] = 0.05):
+    def __init__(
+        self,
+        kind: Literal["l1", "kl"] = "l1",
+        weight: NonNegativeFloat = 1e-3,
+        target: Annotated[float, Range(gt=0, lt=1, what="a mean activation")] = 0.05,
+    ):
         super().__init__()
         check_arguments(SparsityPenalty, locals(), "model.sparse")
         self.kind, self.weight, self.target = kind, float(weight), float(target)
@@ -80,8 +84,12 @@ class MMDPenalty(nn.Module):
     the paper's λ = 10 on the summed squared error of a 28×28 image is ``weight ≈ 10 / 784 ≈ 0.013``.
     """
 
-    def __init__(self, weight: NonNegativeFloat = 0.01, kernel: Literal["imq", "rbf"] = "imq",
-                 scales: list[Annotated[float, Range(gt=0, what="a kernel scale")]] | None = None):
+    def __init__(
+        self,
+        weight: NonNegativeFloat = 0.01,
+        kernel: Literal["imq", "rbf"] = "imq",
+        scales: list[Annotated[float, Range(gt=0, what="a kernel scale")]] | None = None,
+    ):
         super().__init__()
         check_arguments(MMDPenalty, locals(), "model.mmd")
         self.weight, self.kernel = float(weight), kernel

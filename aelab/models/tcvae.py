@@ -25,10 +25,10 @@ from typing import Literal
 import torch
 
 from aelab.config.constraints import NonNegativeFloat, PositiveInt
+from aelab.config.signatures import check_arguments
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.vae import VAE, gaussian_log_density
-from aelab.config.signatures import check_arguments
 
 
 def stratified_log_weights(batch_size: int, dataset_size: int, device=None) -> torch.Tensor:
@@ -44,8 +44,9 @@ def stratified_log_weights(batch_size: int, dataset_size: int, device=None) -> t
     return w.log()
 
 
-def decomposed_kl(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
-                  sampling: Literal["mws", "mss"] = "mws") -> dict[str, torch.Tensor]:
+def decomposed_kl(
+    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int, sampling: Literal["mws", "mss"] = "mws"
+) -> dict[str, torch.Tensor]:
     """Per-sample estimates of the index-code MI, total correlation and dimension-wise KL of a minibatch.
 
     ``z`` are samples from ``q(z|x_i)`` with mean ``mu`` and log variance ``logvar`` (all ``[M, D]``).
@@ -88,8 +89,10 @@ class BetaTCVAE(VAE):
         check_arguments(BetaTCVAE, locals(), "model")
         super().__init__(beta=beta, **kwargs)
         if self.free_bits > 0:
-            raise ConfigError(f"model.free_bits={self.free_bits} does not apply to the β-TC-VAE, whose KL is split into "
-                              "three weighted terms (use alpha, beta, gamma)")
+            raise ConfigError(
+                f"model.free_bits={self.free_bits} does not apply to the β-TC-VAE, whose KL is split into "
+                "three weighted terms (use alpha, beta, gamma)"
+            )
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.tc_sampling = sampling
         self.dataset_size = None if dataset_size is None else int(dataset_size)
@@ -102,7 +105,9 @@ class BetaTCVAE(VAE):
             splits = getattr(datamodule, "splits", None) or {}
             self.dataset_size = len(splits["train"]) if "train" in splits else None
 
-    def terms(self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def terms(
+        self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """The VAE's one-sample terms plus the per-image ``mi``, ``tc`` and ``dwkl`` estimated on this batch."""
         terms = super().terms(x_in, x, generator)
         n = self.dataset_size or terms["z"].shape[0]
@@ -114,7 +119,9 @@ class BetaTCVAE(VAE):
         return 1.0 if self.kl_warmup_steps <= 0 else min(1.0, self.global_step / self.kl_warmup_steps)
 
     def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        return terms["recon"] + self.kl_weight() * (self.alpha * terms["mi"] + self.beta * terms["tc"] + self.gamma * terms["dwkl"])
+        return terms["recon"] + self.kl_weight() * (
+            self.alpha * terms["mi"] + self.beta * terms["tc"] + self.gamma * terms["dwkl"]
+        )
 
     def step_values(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {f"train/{k}": terms[k].mean() for k in ("mi", "tc", "dwkl")}
@@ -124,6 +131,11 @@ class BetaTCVAE(VAE):
 
     def metric_info(self) -> list[MetricInfo]:
         infos = super().metric_info()
-        infos += stage_metrics("tc", "total correlation (nats, minibatch estimate)", None, columns=(), summary_stage=None)
-        infos += [MetricInfo("train/mi", "index-code MI (nats)", None), MetricInfo("train/dwkl", "dimension-wise KL (nats)", None)]
+        infos += stage_metrics(
+            "tc", "total correlation (nats, minibatch estimate)", None, columns=(), summary_stage=None
+        )
+        infos += [
+            MetricInfo("train/mi", "index-code MI (nats)", None),
+            MetricInfo("train/dwkl", "dimension-wise KL (nats)", None),
+        ]
         return infos

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Iterable, Literal, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +29,12 @@ from torch import nn
 from torchmetrics import Metric
 
 from aelab.config.constraints import Bottleneck, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from aelab.config.signatures import check_arguments
 from aelab.data.noise import Corruption
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.autoencoder import NetFactory, build_nets
 from aelab.models.base import ReconstructionModule
-from aelab.config.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 ACTIVE_UNIT_THRESHOLD = 0.01  # nats: a latent dimension with more mean KL than this is "active"
@@ -58,8 +59,9 @@ class VectorMean(Metric):
         return (self.total / self.count.clamp(min=1)).float()
 
 
-def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0,
-                         per_dim: bool = False) -> torch.Tensor:
+def gaussian_log_density(
+    z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0, per_dim: bool = False
+) -> torch.Tensor:
     """log N(z; mu, exp(logvar)) summed over the last dimension (or per dimension); the defaults give log N(z; 0, I)."""
     logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
     per = -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
@@ -118,12 +120,21 @@ class VAE(ReconstructionModule):
         val_ssim: bool = False,
     ):
         check_arguments(VAE, locals(), "model")
-        super().__init__(input_shape, noise=noise, optimizer=optimizer, scheduler=scheduler,
-                         scheduler_monitor=monitor, eval_seed=eval_seed, val_ssim=val_ssim)
+        super().__init__(
+            input_shape,
+            noise=noise,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scheduler_monitor=monitor,
+            eval_seed=eval_seed,
+            val_ssim=val_ssim,
+        )
         self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler"], logger=False)
         self.latent = int(bottleneck)
         # the encoder writes mean and log variance (2 x latent), the decoder reads a latent sample
-        self.encoder, self.decoder = build_nets(encoder, decoder, self.input_shape, self.latent, encoder_outputs=2 * self.latent)
+        self.encoder, self.decoder = build_nets(
+            encoder, decoder, self.input_shape, self.latent, encoder_outputs=2 * self.latent
+        )
         if getattr(self.decoder, "uses_indices", False):
             raise ConfigError("a VAE decodes samples, not pooled features: max-unpooling decoders do not apply")
         self.likelihood = likelihood
@@ -154,7 +165,11 @@ class VAE(ReconstructionModule):
     def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per image (summed over pixels), from decoder outputs ``out``."""
         if self.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").flatten(-len(self.input_shape)).sum(-1)
+            return (
+                -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none")
+                .flatten(-len(self.input_shape))
+                .sum(-1)
+            )
         mean = torch.sigmoid(out)
         log_sigma = self.log_sigma
         per = -0.5 * ((x - mean) / log_sigma.exp()).pow(2) - log_sigma - 0.5 * LOG_2PI
@@ -199,15 +214,19 @@ class VAE(ReconstructionModule):
         infos += [MetricInfo("test/nll_iwae", "test NLL (IWAE, nats)", False, None, True)]
         infos += stage_metrics("elbo", "ELBO (nats)", True, columns=("test",))
         infos += stage_metrics("kl", "KL (nats)", None, columns=("test",), summary_stage=None)
-        infos += [MetricInfo("val/active_units", "active latent units", None, None, True),
-                  MetricInfo("test/active_units", "active latent units", None)]
+        infos += [
+            MetricInfo("val/active_units", "active latent units", None, None, True),
+            MetricInfo("test/active_units", "active latent units", None),
+        ]
         infos += stage_metrics("loss", "objective (negative β-ELBO)", False, columns=())
         infos += stage_metrics("recon", "−log p(x|z) (nats)", False, columns=(), summary_stage=None)
         infos += [MetricInfo("train/kl_weight", "KL weight", None), MetricInfo("train/sigma", "likelihood σ", None)]
         return infos
 
     # -------------------------------------------------------- objectives
-    def terms(self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def terms(
+        self, x_in: torch.Tensor, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """One-sample ELBO terms per image: ``recon`` (−log p(x|z)), ``kl_dims``, ``elbo``, plus mu."""
         mu, logvar = self.posterior(x_in)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
@@ -215,8 +234,15 @@ class VAE(ReconstructionModule):
         out = self.decoder_output(z)
         recon = -self.log_likelihood(out, x)
         kl_dims = kl_to_standard_normal(mu, logvar)
-        return {"recon": recon, "kl_dims": kl_dims, "kl": kl_dims.sum(1), "elbo": -recon - kl_dims.sum(1), "mu": mu,
-                "logvar": logvar, "z": z}
+        return {
+            "recon": recon,
+            "kl_dims": kl_dims,
+            "kl": kl_dims.sum(1),
+            "elbo": -recon - kl_dims.sum(1),
+            "mu": mu,
+            "logvar": logvar,
+            "z": z,
+        }
 
     def kl_weight(self) -> float:
         """β times the warm-up factor at the current step."""
@@ -247,8 +273,13 @@ class VAE(ReconstructionModule):
             return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
         n = x.shape[0]
         if self._step_log_due():
-            values = {"train/loss": loss, "train/elbo": terms["elbo"].mean(), "train/recon": terms["recon"].mean(),
-                      "train/kl": terms["kl"].mean(), "train/kl_weight": self.kl_weight()}
+            values = {
+                "train/loss": loss,
+                "train/elbo": terms["elbo"].mean(),
+                "train/recon": terms["recon"].mean(),
+                "train/kl": terms["kl"].mean(),
+                "train/kl_weight": self.kl_weight(),
+            }
             if self.log_sigma.requires_grad:
                 values["train/sigma"] = self.log_sigma.exp()
             values.update(self.step_values(terms))
@@ -312,7 +343,9 @@ class VAE(ReconstructionModule):
             self.log("test/nll_iwae", self.test_nll.compute().reshape(-1)[0], sync_dist=False)
 
     # --------------------------------------------------------------- IWAE
-    def log_weights(self, x_in: torch.Tensor, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def log_weights(
+        self, x_in: torch.Tensor, x: torch.Tensor, k: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``log p(x, z_i) − log q(z_i|x_in)`` for ``k`` samples ``z_i ~ q(z|x_in)``: ``[k, B]`` (differentiable).
 
         The decoder sees at most ``iwae_chunk`` (samples × images) inputs per pass.
@@ -349,4 +382,3 @@ class VAE(ReconstructionModule):
         if self.iwae_samples > 0:
             extras["nll_iwae"] = {"samples": self.iwae_samples, "images": self._iwae_images}
         return extras
-

@@ -8,7 +8,8 @@ quantisation straight through; the loss is the reconstruction error plus ``commi
 (β = 0.25 in the paper). The codebook is learned by exponential moving averages of the assigned
 encoder outputs (the paper's appendix; Razavi et al. 2019), not by gradients; an entry that no code
 has chosen for ``dead_code_steps`` training steps is restarted at a random encoder output of the
-current batch (the usual remedy for codebook collapse, where one entry follows the moving encoder outputs alone). Across DDP ranks the usage counts and sums are all-reduced and restarts
+current batch (the usual remedy for codebook collapse, where one entry follows the moving encoder outputs alone). Across
+DDP ranks the usage counts and sums are all-reduced and restarts
 are broadcast from rank 0, so every rank keeps the same codebook.
 
 Logged: ``train/perplexity`` (of the batch's code choices), ``val/perplexity`` and ``val/codebook_usage``
@@ -21,20 +22,21 @@ paper's autoregressive PixelCNN prior, so samples mix parts that never co-occurr
 
 from __future__ import annotations
 
-from typing import Annotated, Iterable
+from collections.abc import Iterable
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from aelab.data.batches import map_batches
 from aelab.config.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
+from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
 from aelab.errors import ConfigError
 from aelab.metric_info import MetricInfo, stage_metrics
 from aelab.models.autoencoder import Autoencoder
 from aelab.models.vae import VectorMean
-from aelab.config.signatures import check_arguments
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
@@ -142,18 +144,23 @@ class VQVAE(Autoencoder):
         check_arguments(VQVAE, locals(), "model")
         super().__init__(**kwargs)
         if self.bottleneck % int(code_dim):
-            raise ConfigError(f"model.code_dim={code_dim} must divide model.bottleneck={self.bottleneck} "
-                              "(the code vector is read as bottleneck / code_dim slots)")
+            raise ConfigError(
+                f"model.code_dim={code_dim} must divide model.bottleneck={self.bottleneck} "
+                "(the code vector is read as bottleneck / code_dim slots)"
+            )
         if getattr(self.decoder, "uses_indices", False):
             raise ConfigError("a VQ-VAE decodes quantised codes: max-unpooling decoders do not apply")
         for name in ("sparsity", "contraction", "mmd"):
             if getattr(self, name) is not None:
-                raise ConfigError(f"model.{ {'sparsity': 'sparse', 'contraction': 'contractive'}.get(name, name)} "
-                                  "does not apply to a VQ-VAE (its code is quantised)")
+                raise ConfigError(
+                    f"model.{ {'sparsity': 'sparse', 'contraction': 'contractive'}.get(name, name) } "
+                    "does not apply to a VQ-VAE (its code is quantised)"
+                )
         self.code_dim, self.codebook_size, self.commitment = int(code_dim), int(codebook_size), float(commitment)
         self.slots = self.bottleneck // self.code_dim
         self.quantizer = VectorQuantizer(self.codebook_size, self.code_dim, ema_decay, dead_code_steps=dead_code_steps)
-        # how often each entry is chosen over an evaluation: the mean per-batch count (perplexity and usage ignore the scale)
+        # how often each entry is chosen over an evaluation: the mean per-batch count (perplexity and usage ignore the
+        # scale)
         self.code_counts = nn.ModuleDict({s: VectorMean(self.codebook_size) for s in ("val", "test")})
         self.sampling = "codes drawn slot by slot from the training codes' entry frequencies (slots independent)"
 
@@ -190,9 +197,17 @@ class VQVAE(Autoencoder):
         n = x.shape[0]
         if self._step_log_due():
             counts = torch.bincount(indices.reshape(-1), minlength=self.codebook_size)
-            self.log_step({"train/recon_loss": recon, "train/loss": loss, "train/commitment": commitment,
-                           "train/perplexity": perplexity(counts), "train/codebook_restarts": self.quantizer.restarts.float()},
-                          n, prog_bar="train/recon_loss")
+            self.log_step(
+                {
+                    "train/recon_loss": recon,
+                    "train/loss": loss,
+                    "train/commitment": commitment,
+                    "train/perplexity": perplexity(counts),
+                    "train/codebook_restarts": self.quantizer.restarts.float(),
+                },
+                n,
+                prog_bar="train/recon_loss",
+            )
         self.accumulate_epoch({"train/recon_loss_epoch": recon}, n)
         return loss
 
@@ -227,10 +242,13 @@ class VQVAE(Autoencoder):
     def metric_info(self) -> list[MetricInfo]:
         infos = super().metric_info()
         infos += stage_metrics("perplexity", "codebook perplexity", True, columns=("test",), summary_stage=None)
-        infos += [MetricInfo("val/codebook_usage", "codebook entries used", True, "max", True),
-                  MetricInfo("test/codebook_usage", "codebook entries used", True, None, True),
-                  MetricInfo("train/commitment", "commitment loss", False), MetricInfo("train/loss", "training objective", False),
-                  MetricInfo("train/codebook_restarts", "dead codebook entries restarted", None)]
+        infos += [
+            MetricInfo("val/codebook_usage", "codebook entries used", True, "max", True),
+            MetricInfo("test/codebook_usage", "codebook entries used", True, None, True),
+            MetricInfo("train/commitment", "commitment loss", False),
+            MetricInfo("train/loss", "training objective", False),
+            MetricInfo("train/codebook_restarts", "dead codebook entries restarted", None),
+        ]
         return infos
 
     # ------------------------------------------------------------ sampling
@@ -240,12 +258,20 @@ class VQVAE(Autoencoder):
         if batches is None:
             raise ValueError("a VQ-VAE samples its codes from the training codes' frequencies: pass batches")
         codes = map_batches(batches, lambda b: {"c": self.codes(b["image"])})["c"]  # [N, slots]
-        counts = torch.stack([torch.bincount(codes[:, s], minlength=self.codebook_size) for s in range(self.slots)]).double()
+        counts = torch.stack(
+            [torch.bincount(codes[:, s], minlength=self.codebook_size) for s in range(self.slots)]
+        ).double()
         generator = torch.Generator().manual_seed(seed)
         picks = torch.multinomial(counts, n, replacement=True, generator=generator).T  # [n, slots]
         z = self.quantizer.embedding.cpu()[picks].reshape(n, self.bottleneck)
         return self.decode(z.to(self.device)).cpu()
 
     def summary_extras(self) -> dict:
-        return {"codebook": {"size": self.codebook_size, "code_dim": self.code_dim, "slots": self.slots,
-                             "restarts": int(self.quantizer.restarts)}}
+        return {
+            "codebook": {
+                "size": self.codebook_size,
+                "code_dim": self.code_dim,
+                "slots": self.slots,
+                "restarts": int(self.quantizer.restarts),
+            }
+        }

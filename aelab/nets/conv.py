@@ -15,16 +15,17 @@ Any channel count and any height/width divisible by ``2 ** stages`` works.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from aelab.config.constraints import Bottleneck, PositiveInt
+from aelab.config.signatures import check_arguments
 from aelab.errors import ConfigError
 from aelab.nets.layers import Activation, check_shape, make_activation
-from aelab.config.signatures import check_arguments
 
 
 def check_shape_for_conv(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -85,7 +86,11 @@ class ConvEncoder(nn.Module):
         for c_out in self.channels:
             stride = 2 if downsample == "stride" else 1
             self.stages.append(
-                nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad), _norm(c_out, batch_norm), make_activation(activation))
+                nn.Sequential(
+                    nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad),
+                    _norm(c_out, batch_norm),
+                    make_activation(activation),
+                )
             )
             c_in = c_out
         self.head = nn.Linear(math.prod(self.feature_shape), self.bottleneck)
@@ -175,7 +180,9 @@ class ConvDecoder(nn.Module):
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
             last = i == len(widths) - 2
             self.stages.append(self._up(c_in, c_out, k))
-            self.post.append(nn.Identity() if last else nn.Sequential(_norm(c_out, batch_norm), make_activation(activation)))
+            self.post.append(
+                nn.Identity() if last else nn.Sequential(_norm(c_out, batch_norm), make_activation(activation))
+            )
 
     def _up(self, c_in: int, c_out: int, k: int) -> nn.Module:
         if self.upsample == "transpose":
@@ -184,7 +191,9 @@ class ConvDecoder(nn.Module):
             pad, out_pad = ((k - 1) // 2, 1) if k % 2 else ((k - 2) // 2, 0)
             return nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=pad, output_padding=out_pad)
         if self.upsample in ("nearest", "bilinear"):
-            up = nn.Upsample(scale_factor=2, mode=self.upsample, **({"align_corners": False} if self.upsample == "bilinear" else {}))
+            up = nn.Upsample(
+                scale_factor=2, mode=self.upsample, **({"align_corners": False} if self.upsample == "bilinear" else {})
+            )
             return nn.Sequential(up, nn.Conv2d(c_in, c_out, k, padding=k // 2))
         return _UnpoolStage(c_in, c_out, k)
 

@@ -44,5 +44,7 @@ def check_vector_shape(shape) -> tuple[int, ...]:
     """Validate the shape of one input, an image ``(C, H, W)`` or a vector ``(D,)``."""
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (1, 3) or min(shape) < 1:
-        raise ConfigError(f"input shape must be (channels, height, width) or (features,) with positive sizes (got {shape})")
+        raise ConfigError(
+            f"input shape must be (channels, height, width) or (features,) with positive sizes (got {shape})"
+        )
     return shape

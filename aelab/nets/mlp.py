@@ -8,14 +8,14 @@ under MSE spans the principal subspace.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from aelab.config.constraints import Bottleneck, PositiveInt, Probability
-from aelab.nets.layers import Activation, check_vector_shape, make_activation
 from aelab.config.signatures import check_arguments
+from aelab.nets.layers import Activation, check_vector_shape, make_activation
 
 
 def _mlp(sizes: Sequence[int], activation: str | None, dropout: float) -> list[nn.Module]:

@@ -51,7 +51,7 @@ def parameter_count(cfg: DictConfig, input_shape: list[int]) -> int:
 
 
 def size_problem(params: int, run_dir: Path, on_gpu: bool) -> str | None:
-    """Why a model of ``params`` float32 parameters would not fit this machine's free memory or ``run_dir``'s disk, or None.
+    """Why a model of ``params`` float32 parameters would not fit the free memory or ``run_dir``'s disk, or None.
 
     Training holds weights, gradients and Adam's two moments (16 bytes per parameter);
     ``last.ckpt`` keeps weights and optimizer state (12 bytes), the best checkpoint the weights (4).
@@ -64,18 +64,25 @@ def size_problem(params: int, run_dir: Path, on_gpu: bool) -> str | None:
     if not on_gpu:
         available = _available_memory()
         if available is not None and train_bytes > 0.9 * available:
-            problems.append(f"training needs about {train_bytes / gib:.1f} GiB of memory (weights, gradients, Adam state), "
-                            f"and {available / gib:.1f} GiB are available")
+            problems.append(
+                f"training needs about {train_bytes / gib:.1f} GiB of memory (weights, gradients, Adam state), "
+                f"and {available / gib:.1f} GiB are available"
+            )
     try:
         free = shutil.disk_usage(run_dir if run_dir.exists() else run_dir.parent).free
     except OSError:
         free = None
     if free is not None and disk_bytes > free:
-        problems.append(f"its checkpoints need about {disk_bytes / gib:.1f} GiB and {run_dir} has {free / gib:.1f} GiB free")
+        problems.append(
+            f"its checkpoints need about {disk_bytes / gib:.1f} GiB and {run_dir} has {free / gib:.1f} GiB free"
+        )
     if not problems:
         return None
-    return (f"the model has {params / 1e6:,.1f} M parameters: " + "; ".join(problems)
-            + ". Choose a smaller model.bottleneck (or hidden sizes), or run it on a bigger machine")
+    return (
+        f"the model has {params / 1e6:,.1f} M parameters: "
+        + "; ".join(problems)
+        + ". Choose a smaller model.bottleneck (or hidden sizes), or run it on a bigger machine"
+    )
 
 
 #: library imports done before the training job's own (the size check before the run folder imports torch)

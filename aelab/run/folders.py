@@ -83,7 +83,7 @@ def find_previous_sweep(sweeps_dir: Path, overrides: list[str]) -> Path | None:
     for marker in sweeps_dir.glob(f"*/{SWEEP_FILE}"):
         try:
             info = OmegaConf.to_container(OmegaConf.load(marker))
-        except Exception:
+        except Exception:  # noqa: BLE001 — an unreadable marker is not a sweep to continue
             continue
         if sweep_identity(list(info.get("overrides", []))) == want:
             matches.append((marker.stat().st_mtime, marker.parent))
@@ -92,7 +92,14 @@ def find_previous_sweep(sweeps_dir: Path, overrides: list[str]) -> Path | None:
 
 def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, Any]]]:
     """Sort a sweep's job folders by what happened to them since ``started`` (a timestamp)."""
-    groups: dict[str, list[dict[str, Any]]] = {"completed": [], "pruned": [], "failed": [], "skipped": [], "stale": [], "missing": []}
+    groups: dict[str, list[dict[str, Any]]] = {
+        "completed": [],
+        "pruned": [],
+        "failed": [],
+        "skipped": [],
+        "stale": [],
+        "missing": [],
+    }
     for cfg_file in sorted(sweep_dir.glob("**/.hydra/config.yaml")):
         job = cfg_file.parent.parent
         metrics = RunRecord.read(job)
@@ -107,7 +114,9 @@ def classify_jobs(sweep_dir: Path, started: float) -> dict[str, list[dict[str, A
             groups["completed" if ran_now else "skipped"].append(entry)
         elif status == "pruned":
             groups["pruned"].append(entry)
-        elif metrics.live_status() == "interrupted" and status == "running" and not ran_now:  # a killed earlier process's, not rerun
+        elif (
+            metrics.live_status() == "interrupted" and status == "running" and not ran_now
+        ):  # a killed earlier process's, not rerun
             entry["error"] = "interrupted in an earlier process (killed?); not run again"
             groups["stale"].append(entry)
         else:
@@ -214,8 +223,15 @@ def prepare_run_dir(config: DictConfig) -> Path:
             raise SystemExit(f"aelab-train: error: resume={resume} is not an aelab run folder (no .hydra/config.yaml)")
     elif config.get("name"):
         chosen = Path(str(config.paths.output_dir)) / "runs" / str(config.name)  # the same name: the same folder
-    elif os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):  # started by `wandb agent`: one folder per sweep
-        chosen = Path(str(config.paths.output_dir)) / "sweeps" / f"wandb-{os.environ['WANDB_SWEEP_ID']}" / os.environ["WANDB_RUN_ID"]
+    elif os.environ.get("WANDB_SWEEP_ID") and os.environ.get(
+        "WANDB_RUN_ID"
+    ):  # started by `wandb agent`: one folder per sweep
+        chosen = (
+            Path(str(config.paths.output_dir))
+            / "sweeps"
+            / f"wandb-{os.environ['WANDB_SWEEP_ID']}"
+            / os.environ["WANDB_RUN_ID"]
+        )
     else:
         chosen = None  # a fresh, unique <time>_<model>_<data> folder
     _exit_on(output_problems((chosen or run_dir).parent, _min_free_mb(config)))
@@ -228,8 +244,8 @@ def prepare_run_dir(config: DictConfig) -> Path:
 
 def _size_problem(config: DictConfig) -> str | None:
     """A model too big for this machine's memory or the output disk (see :func:`aelab.run.build.size_problem`)."""
-    from aelab.run.build import model_size_problem
     from aelab.errors import ConfigError, find_aelab_error
+    from aelab.run.build import model_size_problem
 
     try:
         return model_size_problem(config, Path(str(config.paths.output_dir)))
@@ -259,9 +275,15 @@ class RunFolderCallback(Callback):
 
         from aelab.run.summary import sweep_summary
 
-        jobs = [{**j, "skipped": kind == "skipped"} for kind in ("completed", "skipped", "pruned", "failed", "stale") for j in groups[kind]]
+        jobs = [
+            {**j, "skipped": kind == "skipped"}
+            for kind in ("completed", "skipped", "pruned", "failed", "stale")
+            for j in groups[kind]
+        ]
         jobs += [{"job": j["job"], "status": "missing"} for j in groups["missing"]]
-        renderable, plain = sweep_summary(sweep_dir, sorted(jobs, key=lambda j: j["job"]), OmegaConf.select(config, "optimized_metric"))
+        renderable, plain = sweep_summary(
+            sweep_dir, sorted(jobs, key=lambda j: j["job"]), OmegaConf.select(config, "optimized_metric")
+        )
         Console(soft_wrap=True).print(renderable)
 
     def __init__(self) -> None:
@@ -278,12 +300,16 @@ class RunFolderCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
         check_config(config)  # the base config
-        _exit_on(swept_value_problems([str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]))
+        _exit_on(
+            swept_value_problems([str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)])
+        )
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         problem = local_ddp_sweep_problem(config.get("trainer"), launcher)
         _exit_on([problem] if problem else [])
         _exit_on(output_problems(Path(str(config.paths.output_dir)) / "sweeps", _min_free_mb(config)))
-        overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]  # as typed: ${...} unresolved
+        overrides = [
+            str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        ]  # as typed: ${...} unresolved
         sweeps_dir = Path(str(config.paths.output_dir)) / "sweeps"
         if _has_override(config, "hydra.sweep.dir"):
             sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -311,7 +337,10 @@ class RunFolderCallback(Callback):
             config.hydra.overrides.hydra.append(
                 "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(quote_override(k) for k in excludes) + "]"
             )
-            default_subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.override_dirname}"
+            default_subdir = (
+                OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+                == "${hydra.job.override_dirname}"
+            )
             if not swept and default_subdir and not _has_override(config, "hydra.sweep.subdir"):
                 config.hydra.overrides.hydra.append("hydra.sweep.subdir='job${hydra.job.num}'")
         self.lock = _own(sweep_dir, "sweep folder")  # one sweep process per folder (its jobs lock their own folders)
@@ -323,10 +352,16 @@ class RunFolderCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         groups = classify_jobs(sweep_dir, self.started)
         counts = {k: len(v) for k, v in groups.items()}
-        write_json_atomic(sweep_dir / SUMMARY_FILE, {"sweep_dir": str(sweep_dir), "finished_at": now_iso(), "counts": counts, **groups})
-        lines = [f"sweep {sweep_dir}: {counts['completed']} done, {counts['failed']} failed, {counts['skipped']} skipped (completed earlier)"
-                 + (f", {counts['pruned']} pruned" if counts["pruned"] else "")
-                 + (f", {counts['missing']} without metrics.json" if counts["missing"] else "")]
+        write_json_atomic(
+            sweep_dir / SUMMARY_FILE,
+            {"sweep_dir": str(sweep_dir), "finished_at": now_iso(), "counts": counts, **groups},
+        )
+        lines = [
+            f"sweep {sweep_dir}: {counts['completed']} done, {counts['failed']} failed, {counts['skipped']} skipped "
+            f"(completed earlier)"
+            + (f", {counts['pruned']} pruned" if counts["pruned"] else "")
+            + (f", {counts['missing']} without metrics.json" if counts["missing"] else "")
+        ]
         for entry in groups["failed"]:
             lines.append(f"  failed: {entry['job']}: {entry.get('error')}")
         for entry in groups["missing"]:
@@ -342,5 +377,7 @@ class RunFolderCallback(Callback):
         fast_exit()
         if groups["failed"]:  # the sweep ran every job, but a script waiting on it must see that some failed
             names = ", ".join(e["job"] for e in groups["failed"])
-            raise SystemExit(f"aelab-train: {len(groups['failed'])} of the sweep's jobs failed: {names} "
-                             f"(errors above; each job's error.log has its traceback)")
+            raise SystemExit(
+                f"aelab-train: {len(groups['failed'])} of the sweep's jobs failed: {names} "
+                f"(errors above; each job's error.log has its traceback)"
+            )

@@ -21,18 +21,26 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from aelab import config_dir
 from aelab.config.checks import accelerator_problem, config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
+from aelab.run.session import (
+    configure_threads,
+    hydra_choices,
+    is_multirun,
+    job_running,
+    loggable_config,
+    own_wandb_service,
+    process_started_at,
+    quiet_known_warnings,
+    stop_with_parent,
+    sweep_name,
+)
 from aelab.store.files import remove_temporaries
 from aelab.store.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
 from aelab.store.record import RECORD_METRICS, RunRecord, now_iso
-from aelab.run.session import (configure_threads, fast_exit, hydra_choices, is_multirun, job_running, loggable_config, own_wandb_service,
-                           process_started_at, quiet_known_warnings, stop_with_parent, sweep_name)
 
 log = logging.getLogger("aelab.train")
 
@@ -48,9 +56,14 @@ class TrainingJob:
         self.record = RunRecord(self.run_dir)
         self.choices = hydra_choices()
         self.started, self.started_at = time.time(), now_iso()
-        self.timing: dict = {"process_start": process_started_at(), "pid": os.getpid()}  # a joblib worker runs several jobs
+        self.timing: dict = {
+            "process_start": process_started_at(),
+            "pid": os.getpid(),
+        }  # a joblib worker runs several jobs
         self.clock = None
-        self.datamodule = self.model = self.trainer = self.history = self.checkpoint = self.evaluation = self.info = None
+        self.datamodule = self.model = self.trainer = self.history = self.checkpoint = self.evaluation = self.info = (
+            None
+        )
         self.loggers: list = []
         self.tasks: dict = {}
         self.resume_from: Path | None = None
@@ -60,17 +73,17 @@ class TrainingJob:
     def build(self) -> None:
         """Instantiate every part; config errors surface here, before any training."""
         imports = time.time()
-        import torch  # noqa: F401 — timed: the libraries' share of the start-up
         import lightning as L
+        import torch  # noqa: F401 — timed: the libraries' share of the start-up
 
         from aelab.run.build import EARLY_IMPORT_SECONDS
 
         self.timing["imports_s"] = round(time.time() - imports + sum(EARLY_IMPORT_SECONDS.values()), 3)
 
-        from aelab.run.build import build_components, instantiate_group
         from aelab.callbacks import MetricsHistory, StepSeeding, Timing
-        from aelab.store.checkpoints import resume_checkpoint
         from aelab.metric_info import MetricCatalog
+        from aelab.run.build import build_components, instantiate_group
+        from aelab.store.checkpoints import resume_checkpoint
         from aelab.tracking import start_loggers
 
         cfg = self.cfg
@@ -90,13 +103,23 @@ class TrainingJob:
         callbacks = list(instantiate_group(cfg.get("callbacks")).values())
         self.history = next((c for c in callbacks if isinstance(c, MetricsHistory)), None) or MetricsHistory()
         self.clock = Timing()
-        callbacks += [c for c in (self.history, StepSeeding(int(cfg.seed)), self.clock) if not any(type(c) is type(d) for d in callbacks)]
+        callbacks += [
+            c
+            for c in (self.history, StepSeeding(int(cfg.seed)), self.clock)
+            if not any(type(c) is type(d) for d in callbacks)
+        ]
         search = cfg.get("search") or {}
         if search.get("trial") is not None:  # a job of an Optuna search: report every epoch, stop when pruned
             from aelab.callbacks.pruning import OptunaPruning, make_pruner
 
-            self.pruning = OptunaPruning(str(search.storage), str(search.study), int(search.trial), str(cfg.model.monitor),
-                                         make_pruner(search), str(cfg.model.get("monitor_mode", "min")))
+            self.pruning = OptunaPruning(
+                str(search.storage),
+                str(search.study),
+                int(search.trial),
+                str(cfg.model.monitor),
+                make_pruner(search),
+                str(cfg.model.get("monitor_mode", "min")),
+            )
             callbacks.append(self.pruning)
         self.checkpoint = next((c for c in callbacks if type(c).__name__ == "ModelCheckpoint" and c.monitor), None)
         self.info = MetricCatalog(self.model.metric_info())
@@ -106,14 +129,26 @@ class TrainingJob:
         self.loggers = list(instantiate_group(cfg.get("logger"), **self.logger_arguments()).values())
         self.trainer = instantiate_trainer(cfg.trainer, callbacks, self.loggers)
         if self.trainer.is_global_zero:
-            params = {**loggable_config(cfg, self.choices), "params": self.model.num_parameters(), "metric_info": self.info.to_json(),
-                      "dataset_info": self.datamodule.info()}
+            params = {
+                **loggable_config(cfg, self.choices),
+                "params": self.model.num_parameters(),
+                "metric_info": self.info.to_json(),
+                "dataset_info": self.datamodule.info(),
+            }
             self.loggers, self.tracked = start_loggers(self.loggers, params, self.info.summaries())
             self.trainer.loggers = self.loggers
-        log.info("run folder: %s%s", self.run_dir, f" (continuing from {self.resume_from.name})" if self.resume_from else "")
+        log.info(
+            "run folder: %s%s", self.run_dir, f" (continuing from {self.resume_from.name})" if self.resume_from else ""
+        )
         log.info("data: %s", self.datamodule.describe())
-        log.info("model: %s, bottleneck %s, %s parameters, noise %s, %d CPU threads", self.choices.get("model", type(self.model).__name__),
-                 cfg.model.get("bottleneck"), f"{self.model.num_parameters():,}", parts.noise.describe(), threads)
+        log.info(
+            "model: %s, bottleneck %s, %s parameters, noise %s, %d CPU threads",
+            self.choices.get("model", type(self.model).__name__),
+            cfg.model.get("bottleneck"),
+            f"{self.model.num_parameters():,}",
+            parts.noise.describe(),
+            threads,
+        )
         self.warn_identity(parts.noise)
 
     def check_size(self, datamodule) -> None:
@@ -130,13 +165,16 @@ class TrainingJob:
             raise ConfigError(problem)
 
     def logger_arguments(self) -> dict[str, dict[str, Any]]:
-        """What the loggers learn from the run: the sweep (W&B group, MLflow tag) and, when a run continues, its tracked runs' ids."""
+        """What the loggers learn from the run: the sweep (W&B group, MLflow tag) and, when a run continues, its tracked
+        runs' ids.
+        """
         from aelab.store.runs import wandb_run_id
 
         loggers, extra = self.cfg.get("logger") or {}, {}
         previous = RunRecord.read(self.run_dir) if self.resume_from is not None else None
         if loggers.get("wandb") is not None:
-            # the W&B group: the configured one, the sweep folder's name, or the id of the W&B sweep whose agent started the run
+            # the W&B group: the configured one, the sweep folder's name, or the id of the W&B sweep whose agent started
+            # the run
             extra["wandb"] = {"group": loggers.wandb.get("group") or sweep_name() or os.environ.get("WANDB_SWEEP_ID")}
             if self.resume_from is not None and wandb_run_id(self.run_dir):  # the same W&B run continues
                 extra["wandb"]["id"] = wandb_run_id(self.run_dir)
@@ -154,23 +192,33 @@ class TrainingJob:
         bottleneck = self.cfg.model.get("bottleneck")
         regularised = self.cfg.model.get("sparse") or self.cfg.model.get("contractive") or noise.name != "none"
         if isinstance(bottleneck, int) and bottleneck >= size and not regularised:
-            log.warning("model.bottleneck=%d is not smaller than the input (%d values per image): without a "
-                        "sparsity/contractive penalty or a corruption the autoencoder can learn the identity", bottleneck, size)
+            log.warning(
+                "model.bottleneck=%d is not smaller than the input (%d values per image): without a "
+                "sparsity/contractive penalty or a corruption the autoencoder can learn the identity",
+                bottleneck,
+                size,
+            )
 
     def run(self) -> dict:
         """Build, fit, test, evaluate and record; returns the record's content."""
         self.build()
         if self.trainer.is_global_zero:
             self.write("running")
-        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=str(self.resume_from) if self.resume_from else None)
+        self.trainer.fit(
+            self.model, datamodule=self.datamodule, ckpt_path=str(self.resume_from) if self.resume_from else None
+        )
         if self.trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
-        if self.pruning is not None and self.pruning.pruned is not None:  # stopped by the search: no test, no evaluation
+        if (
+            self.pruning is not None and self.pruning.pruned is not None
+        ):  # stopped by the search: no test, no evaluation
             data = self.write("pruned", error=self.pruning.reason) if self.trainer.is_global_zero else {}
             self.finish_loggers(data, exit_code=0)
             return data
         if self.cfg.test:
-            best = self.cfg.test_ckpt == "best" and self.checkpoint is not None and bool(self.checkpoint.best_model_path)
+            best = (
+                self.cfg.test_ckpt == "best" and self.checkpoint is not None and bool(self.checkpoint.best_model_path)
+            )
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
         if self.tasks and self.trainer.is_global_zero:
             self.evaluate()
@@ -187,7 +235,9 @@ class TrainingJob:
         best = self.checkpoint.best_model_path if self.checkpoint is not None else ""
         run = LoadedRun(self.run_dir, self.cfg, self.model.eval(), self.datamodule, Path(best) if best else None)
         self.evaluation = run_tasks(run, self.tasks)
-        self.record.add_evaluation(self.evaluation.metrics, self.evaluation.details, self.evaluation.files, best or None)
+        self.record.add_evaluation(
+            self.evaluation.metrics, self.evaluation.details, self.evaluation.files, best or None
+        )
         publish_evaluation(self.loggers, self.evaluation.metrics, self.evaluation.images, self.trainer.global_step)
 
     # ------------------------------------------------------------ the record
@@ -203,7 +253,10 @@ class TrainingJob:
         finished = time.time()
         metric = str(cfg.get("optimized_metric") or monitor)
         return {
-            "status": status, "error": error, "error_type": error_type, "run_dir": str(self.run_dir),
+            "status": status,
+            "error": error,
+            "error_type": error_type,
+            "run_dir": str(self.run_dir),
             **{group: self.choices.get(group) for group in ("model", "data", "noise", "experiment")},
             "bottleneck": cfg.model.get("bottleneck"),
             "params": model.num_parameters() if model is not None else None,
@@ -216,11 +269,15 @@ class TrainingJob:
             "finished_at_unix": finished if status != "running" else None,
             "final": final,
             "best": best,
-            "best_epoch": history.best_epoch(monitor, cfg.model.get("monitor_mode", "min") == "max") if history else None,
+            "best_epoch": history.best_epoch(monitor, cfg.model.get("monitor_mode", "min") == "max")
+            if history
+            else None,
             "objective": {"metric": metric, "value": best.get(metric, final.get(metric))},
             "checkpoints": {
                 "best": (self.checkpoint.best_model_path or None) if self.checkpoint is not None else None,
-                "last": str(self.run_dir / "checkpoints" / "last.ckpt") if (self.run_dir / "checkpoints" / "last.ckpt").is_file() else None,
+                "last": str(self.run_dir / "checkpoints" / "last.ckpt")
+                if (self.run_dir / "checkpoints" / "last.ckpt").is_file()
+                else None,
             },
             "dataset": self.datamodule.describe() if self.datamodule is not None else None,
             "dataset_info": self.datamodule.info() if self.datamodule is not None and self.datamodule.splits else None,
@@ -229,7 +286,9 @@ class TrainingJob:
             "mlflow": self.tracked.get("mlflow"),
             "world_size": trainer.world_size if trainer is not None else None,
             **(model.summary_extras() if model is not None else {}),
-            "overrides": OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else [],
+            "overrides": OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+            if HydraConfig.initialized()
+            else [],
             "metric_info": info.to_json() if info is not None else {},
             "timing": self.timings(finished),
         }
@@ -262,7 +321,7 @@ class TrainingJob:
             (self.run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
             if self.trainer is None or self.trainer.is_global_zero:
                 self.write(status, error=message, error_type=type(err or exc).__name__)
-        except Exception as write_exc:  # never hide the original error
+        except Exception as write_exc:  # noqa: BLE001 — never hide the original error
             log.warning("could not record the failure in %s: %s", self.run_dir, write_exc)
         self.finish_loggers({"status": status, "error": message}, exit_code=1)
         return message
@@ -314,15 +373,28 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
 
 def _run_owned(cfg: DictConfig, run_dir: Path, multirun: bool, cli: bool) -> float | None:
     previous = RunRecord.read(run_dir)
-    if previous and previous.status == "completed" and str(cfg.get("resume", "auto")) != "never" and not cfg.get("ckpt_path"):
-        log.info("skipping %s: completed earlier (metrics.json says so; delete the folder to train it again)", run_dir.name)
+    if (
+        previous
+        and previous.status == "completed"
+        and str(cfg.get("resume", "auto")) != "never"
+        and not cfg.get("ckpt_path")
+    ):
+        log.info(
+            "skipping %s: completed earlier (metrics.json says so; delete the folder to train it again)", run_dir.name
+        )
         return previous.objective
     job = TrainingJob(cfg)
     try:
         problems, _ = config_problems(cfg)  # a sweep job's swept values
         launcher = str((HydraConfig.get().get("launcher") or {}).get("_target_", "")) if multirun else ""
-        problems += [p for p in [local_ddp_sweep_problem(cfg.get("trainer"), launcher) if multirun else None,
-                                 accelerator_problem(cfg.get("trainer"))] if p]
+        problems += [
+            p
+            for p in [
+                local_ddp_sweep_problem(cfg.get("trainer"), launcher) if multirun else None,
+                accelerator_problem(cfg.get("trainer")),
+            ]
+            if p
+        ]
         if problems:
             raise ConfigError("; ".join(problems))
         if "joblib" in launcher:  # a worker process: it must not outlive a killed launcher
@@ -334,8 +406,11 @@ def _run_owned(cfg: DictConfig, run_dir: Path, multirun: bool, cli: bool) -> flo
     except (KeyboardInterrupt, SystemExit) as exc:
         job.record_failure(exc, "interrupted")
         summarize(job, multirun)
-        print(f"aelab-train: interrupted ({type(exc).__name__}); what was written is kept in {run_dir}; "
-              "run the same command again to continue from checkpoints/last.ckpt", file=sys.stderr)
+        print(
+            f"aelab-train: interrupted ({type(exc).__name__}); what was written is kept in {run_dir}; "
+            "run the same command again to continue from checkpoints/last.ckpt",
+            file=sys.stderr,
+        )
         if type(exc).__name__ == "SIGTERMException":
             raise SystemExit(128 + 15) from None  # Lightning's SIGTERM exit carries no status; report the signal
         raise
@@ -351,7 +426,9 @@ def _run_owned(cfg: DictConfig, run_dir: Path, multirun: bool, cli: bool) -> flo
 
 
 def summarize(job: TrainingJob, multirun: bool) -> None:
-    """The end-of-run summary of a single run (rank 0): on the terminal and in ``train.log``. Sweeps end with a table instead."""
+    """The end-of-run summary of a single run (rank 0): on the terminal and in ``train.log``. Sweeps end with a table
+    instead.
+    """
     if multirun or (job.trainer is not None and not job.trainer.is_global_zero):
         return
     from aelab.run.summary import print_run_summary
@@ -360,5 +437,3 @@ def summarize(job: TrainingJob, multirun: bool) -> None:
         print_run_summary(job.run_dir)
     except Exception as exc:  # noqa: BLE001 — a summary must never turn a finished run into a failure
         log.warning("no summary: %s", exc)
-
-

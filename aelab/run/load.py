@@ -90,7 +90,10 @@ class LoadedRun:
         from aelab.evaluation.anomaly import image_score
 
         def scores(b):
-            return {**self.model.anomaly_scores(b["image"]), "mse": image_score(self.model.error_map(b["image"]), score, topk)}
+            return {
+                **self.model.anomaly_scores(b["image"]),
+                "mse": image_score(self.model.error_map(b["image"]), score, topk),
+            }
 
         return self._map(x, scores, batch_size)
 

@@ -26,9 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage schema set-up talks at INFO
-
-import optuna  # noqa: E402
+import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
@@ -36,6 +34,7 @@ from optuna.trial import TrialState
 from aelab.run.folders import quote_override
 
 log = logging.getLogger(__name__)
+logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage schema set-up talks at INFO
 
 #: the overrides each job receives (excluded from job folder names by conf/hydra/default.yaml)
 JOB_KEYS = ("search.storage", "search.study", "search.trial")
@@ -73,30 +72,57 @@ class OptunaSearch(OptunaSweeperImpl):
 
         search = OmegaConf.select(self.config, "search")
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search logs what it does itself
-        study = optuna.create_study(study_name=study_name, storage=storage, sampler=self.sampler, directions=directions,
-                                    pruner=make_pruner(search), load_if_exists=True)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=self.sampler,
+            directions=directions,
+            pruner=make_pruner(search),
+            load_if_exists=True,
+        )
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            log.warning("trial %d was left running by an earlier process (killed?): closed as failed, not counted", trial.number)
+            log.warning(
+                "trial %d was left running by an earlier process (killed?): closed as failed, not counted", trial.number
+            )
             study._storage.set_trial_user_attr(trial._trial_id, "aelab_status", "interrupted")
             study.tell(trial.number, state=TrialState.FAIL)
-        done = sum(t.user_attrs.get("aelab_status") != "interrupted" for t in study.get_trials(deepcopy=False, states=FINISHED))
+        done = sum(
+            t.user_attrs.get("aelab_status") != "interrupted" for t in study.get_trials(deepcopy=False, states=FINISHED)
+        )
         if done and hasattr(self.sampler, "reseed_rng"):
             self.sampler.reseed_rng()  # a seeded sampler would propose the first trials' values again
         to_go = max(0, self.n_trials - done)
-        log.info("Optuna study %r in %s: %d trial%s finished earlier, %d to go (n_trials=%d)", study_name, storage, done,
-                 "" if done == 1 else "s", to_go, self.n_trials)
+        log.info(
+            "Optuna study %r in %s: %d trial%s finished earlier, %d to go (n_trials=%d)",
+            study_name,
+            storage,
+            done,
+            "" if done == 1 else "s",
+            to_go,
+            self.n_trials,
+        )
         while to_go > 0:
             batch = min(to_go, self.n_jobs)
             trials = [study.ask() for _ in range(batch)]
             overrides = [
-                (*job, f"search.storage={quote_override(storage)}", f"search.study={quote_override(study_name)}", f"search.trial={trial.number}")
+                (
+                    *job,
+                    f"search.storage={quote_override(storage)}",
+                    f"search.study={quote_override(study_name)}",
+                    f"search.trial={trial.number}",
+                )
                 for job, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
             ]
             returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             failures = [self._close(study, trial, ret, len(directions)) for trial, ret in zip(trials, returns)]
             failures = [f for f in failures if f is not None]
             if returns and len(failures) / len(returns) > self.max_failure_rate:
-                log.error("%d of %d trials failed (hydra.sweeper.max_failure_rate=%s)", len(failures), len(returns), self.max_failure_rate)
+                log.error(
+                    "%d of %d trials failed (hydra.sweeper.max_failure_rate=%s)",
+                    len(failures),
+                    len(returns),
+                    self.max_failure_rate,
+                )
                 for ret in returns:
                     ret.return_value  # noqa: B018 — JobReturn raises the job's own error
             to_go -= batch
@@ -105,7 +131,9 @@ class OptunaSearch(OptunaSweeperImpl):
     @staticmethod
     def _close(study: optuna.Study, trial: optuna.trial.Trial, ret: Any, n_objectives: int) -> str | None:
         """Tell the study how ``trial``'s job ended; returns the failure's reason, or None."""
-        storage = getattr(study._storage, "_backend", study._storage)  # the database, not this process's cache of its own trials
+        storage = getattr(
+            study._storage, "_backend", study._storage
+        )  # the database, not this process's cache of its own trials
         attrs = storage.get_trial(trial._trial_id).user_attrs
         if attrs.get("aelab_status") == "pruned":
             study.tell(trial.number, state=TrialState.PRUNED)
@@ -130,7 +158,13 @@ class OptunaSearch(OptunaSweeperImpl):
         if complete and n_objectives == 1:
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
-            log.info("best trial %d: %s = %s with %s", best.number, self.config.get("optimized_metric"), best.value, best.params)
+            log.info(
+                "best trial %d: %s = %s with %s",
+                best.number,
+                self.config.get("optimized_metric"),
+                best.value,
+                best.params,
+            )
         elif complete:
             results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
         OmegaConf.save(OmegaConf.create(results), Path(str(self.config.hydra.sweep.dir)) / "optimization_results.yaml")

@@ -43,7 +43,9 @@ def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     plain.pop("hydra", None)
     plain["bottleneck"] = cfg.model.get("bottleneck")  # top level: dashboards plot against it directly
-    plain["overrides"] = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else []
+    plain["overrides"] = (
+        OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else []
+    )
     for group in ("model", "data", "noise", "trainer", "experiment"):
         if group in choices:
             plain[f"{group}_name"] = choices[group]
@@ -72,9 +74,14 @@ def configure_threads(cfg: DictConfig) -> int:
 
 def quiet_known_warnings() -> None:
     """Silence warnings that do not apply to aelab's in-memory data path; route Lightning's log through Hydra's."""
-    for message in (".*does not have many workers.*", ".*is smaller than the logging interval.*", ".*The number of training batches.*",
-                    ".*Checkpoint directory .* exists and is not empty.*", ".*configured with multiple `ModelCheckpoint` callbacks.*",
-                    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*"):
+    for message in (
+        ".*does not have many workers.*",
+        ".*is smaller than the logging interval.*",
+        ".*The number of training batches.*",
+        ".*Checkpoint directory .* exists and is not empty.*",
+        ".*configured with multiple `ModelCheckpoint` callbacks.*",
+        ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+    ):
         warnings.filterwarnings("ignore", message=message)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
@@ -100,7 +107,9 @@ def process_started_at() -> float:
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
         return boot + start / ticks
     except (OSError, ValueError, StopIteration, IndexError):
         import aelab

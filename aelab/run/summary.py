@@ -43,7 +43,7 @@ def headline(record: RunRecord) -> list[tuple[str, str, str]]:
     for key in info.columns():
         if key in ("params", "wall_time_s"):
             continue
-        value = best.get(key[len("best/"):]) if key.startswith("best/") else final.get(key)
+        value = best.get(key[len("best/") :]) if key.startswith("best/") else final.get(key)
         if isinstance(value, (int, float)):
             rows.append((key, info.label(key), _fmt(value)))
             spread = final.get(f"{key}_ci95") if key.startswith("gap/") else None
@@ -107,22 +107,37 @@ def run_summary(record: RunRecord) -> tuple[object, str]:
         if (run_dir / "error.log").is_file():
             lines.append(f"traceback: {run_dir / 'error.log'}")
         last = run_dir / "checkpoints" / "last.ckpt"
-        lines.append(f"kept: {last} (continue with the same command)" if last.is_file() else "kept: no checkpoint (no epoch finished)")
+        lines.append(
+            f"kept: {last} (continue with the same command)"
+            if last.is_file()
+            else "kept: no checkpoint (no epoch finished)"
+        )
     lines.append(f"run folder: {run_dir}")
     grids = sorted((run_dir / "samples").glob("recon_epoch=*.png"))
     if grids:
         lines.append(f"reconstructions: {grids[-1]}")
-    samples = [p for p in (run_dir / "samples" / n for n in ("samples.png", "interpolation.png", "traversal.png")) if p.is_file()]
+    samples = [
+        p
+        for p in (run_dir / "samples" / n for n in ("samples.png", "interpolation.png", "traversal.png"))
+        if p.is_file()
+    ]
     if samples:
         lines.append("generated: " + ", ".join(str(p) for p in samples))
     lines += _wandb_lines(run_dir) + _mlflow_lines(record)
     if status == "completed":
-        lines.append(f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   aelab-predict run={run_dir} input=<images>")
+        lines.append(
+            f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   aelab-predict run={run_dir} "
+            f"input=<images>"
+        )
     else:
         lines.append(f"continue: {_command(record)}")
     text_rows = [f"  {label}: {value}  ({key})" for key, label, value in rows]
     plain = "\n".join([head, *text_rows, *lines])
-    parts = [Text(head, style="bold green" if status == "completed" else "bold red"), *([table] if rows else []), *[Text(l) for l in lines]]
+    parts = [
+        Text(head, style="bold green" if status == "completed" else "bold red"),
+        *([table] if rows else []),
+        *[Text(text) for text in lines],
+    ]
     renderable = Group(*parts)
     return renderable, plain
 

@@ -1,1 +1,3 @@
-"""The run-folder store: the record (``metrics.json``), locks, atomic files, checkpoints, finding runs (files only, no training)."""
+"""The run-folder store: the record (``metrics.json``), locks, atomic files, checkpoints, finding runs (files only, no
+training).
+"""

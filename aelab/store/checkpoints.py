@@ -24,10 +24,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # closed on any error: its space comes back at once
                 torch.save(checkpoint, fh)
         except (OSError, RuntimeError) as exc:
-            raise disk_full_error(Path(path), exc) or exc
+            raise (disk_full_error(Path(path), exc) or exc) from None
 
 
-def disk_full_error(path: Path, exc: BaseException) -> "DiskFullError | None":
+def disk_full_error(path: Path, exc: BaseException) -> DiskFullError | None:
     """A :class:`DiskFullError` naming ``path`` when ``exc`` is the disk filling up (torch's zip writer says
     "unexpected pos" instead of ENOSPC), or None."""
     import errno
@@ -42,10 +42,15 @@ def disk_full_error(path: Path, exc: BaseException) -> "DiskFullError | None":
     if not full:
         return None
     last = path.parent / "last.ckpt"
-    kept = f"the last complete checkpoint, {last}, is kept" if last.is_file() and last != path else (
-        f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint was written")
-    return DiskFullError(f"no space left on device while writing {path}: {kept}. Free some space on that disk "
-                         "and run the same command again to continue from the last checkpoint")
+    kept = (
+        f"the last complete checkpoint, {last}, is kept"
+        if last.is_file() and last != path
+        else (f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint was written")
+    )
+    return DiskFullError(
+        f"no space left on device while writing {path}: {kept}. Free some space on that disk "
+        "and run the same command again to continue from the last checkpoint"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
@@ -59,9 +64,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
         raise RunFolderError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
-    except Exception as exc:  # truncated zip, unpickling error, EOF ...
+    except Exception as exc:  # noqa: BLE001 — truncated zip, unpickling error, EOF ...
         raise RunFolderError(
-            f"checkpoint {path} is truncated or corrupt and cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"checkpoint {path} is truncated or corrupt and cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). "
             "To train that run again from the start, delete its run folder (or use another name=); to start from a "
             "good checkpoint instead, pass ckpt_path=<file> (it trains into a new run folder)."
         ) from None
@@ -86,11 +92,15 @@ def resume_checkpoint(run_dir: Path, ckpt_path: str | None, resume: str) -> Path
     if ckpt_path:
         path = Path(str(ckpt_path)).expanduser()
         if not path.is_file():
-            raise ConfigError(f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint such as <run>/checkpoints/last.ckpt")
+            raise ConfigError(
+                f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint such as <run>/checkpoints/last.ckpt"
+            )
     elif resume == "never":
         if any((run_dir / "checkpoints").glob("*.ckpt")):
-            raise ConfigError(f"{run_dir} already holds checkpoints and resume=never: delete the folder, "
-                              "choose another name=, or leave resume=auto to continue that run")
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints and resume=never: delete the folder, "
+                "choose another name=, or leave resume=auto to continue that run"
+            )
         return None
     else:
         path = newest_resume_checkpoint(run_dir / "checkpoints")

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 TMP_MARK = ".tmp-"
 
@@ -91,7 +92,9 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def user_cache_dir() -> Path:
-    """Where aelab keeps what it can recompute: ``$AELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/aelab``, else ``~/.cache/aelab``."""
+    """Where aelab keeps what it can recompute: ``$AELAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/aelab``, else
+    ``~/.cache/aelab``.
+    """
     if os.environ.get("AELAB_CACHE_DIR"):
         return Path(os.environ["AELAB_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aelab"

@@ -25,7 +25,7 @@ from aelab.errors import AelabError
 
 LOCK_FILE = ".aelab.lock"
 
-_held: dict[Path, "FolderLock"] = {}
+_held: dict[Path, FolderLock] = {}
 
 
 class FolderInUse(AelabError):
@@ -49,7 +49,7 @@ class FolderLock:
         self.path = self.folder / LOCK_FILE
         self.fd: int | None = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -59,11 +59,17 @@ class FolderLock:
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             raise FolderInUse(
-                f"the {self.what} {self.folder} is in use by {_owner_text(self.path)}. Two processes writing one folder "
+                f"the {self.what} {self.folder} is in use by {_owner_text(self.path)}. Two processes writing one "
+                f"folder "
                 "would mix their checkpoints and logs: wait for it to finish (or stop it), or use another "
                 + ("name=..." if self.what == "run folder" else "sweep.name=...")
             ) from None
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(sys.argv)}
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": " ".join(sys.argv),
+        }
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(owner).encode())
         self.fd = fd

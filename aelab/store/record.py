@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from aelab.errors import RunFolderError
-from aelab.store.files import write_json_atomic
 from aelab.metric_info import MetricCatalog, MetricInfo
+from aelab.store.files import write_json_atomic
 
 METRICS_FILE = "metrics.json"
 STATUSES = ("running", "completed", "failed", "interrupted", "pruned")  # pruned: stopped early by an Optuna search
@@ -67,13 +67,13 @@ class RunRecord:
         return self.run_dir / METRICS_FILE
 
     @classmethod
-    def read(cls, run_dir: str | Path) -> "RunRecord | None":
+    def read(cls, run_dir: str | Path) -> RunRecord | None:
         """The run's record, or None when it has none or it cannot be read."""
         record, _ = cls.read_with_problem(run_dir)
         return record
 
     @classmethod
-    def read_with_problem(cls, run_dir: str | Path) -> tuple["RunRecord | None", str | None]:
+    def read_with_problem(cls, run_dir: str | Path) -> tuple[RunRecord | None, str | None]:
         """``(record, None)``, or ``(None, why not)``: missing, unreadable or not JSON."""
         path = Path(run_dir) / METRICS_FILE
         try:
@@ -89,7 +89,7 @@ class RunRecord:
         return cls(run_dir, data), None
 
     @classmethod
-    def require(cls, run_dir: str | Path) -> "RunRecord":
+    def require(cls, run_dir: str | Path) -> RunRecord:
         """The run's record; a RunFolderError naming the folder when it has none."""
         record, problem = cls.read_with_problem(run_dir)
         if record is None:
@@ -139,24 +139,27 @@ class RunRecord:
 
     def flat_metrics(self) -> dict[str, Any]:
         """Every number a table can show: ``final`` values, ``best/<key>`` and the record's facts."""
-        out: dict[str, Any] = {key: self.data.get(key) for key in ("bottleneck", "params", "wall_time_s", "epochs", "seed")}
+        out: dict[str, Any] = {
+            key: self.data.get(key) for key in ("bottleneck", "params", "wall_time_s", "epochs", "seed")
+        }
         out.update(self.final)
         out.update({f"best/{k}": v for k, v in self.best.items()})
         return out
 
     # ------------------------------------------------------------ writing
-    def update(self, **values: Any) -> "RunRecord":
+    def update(self, **values: Any) -> RunRecord:
         self.data.update(values)
         return self
 
-    def add_metric_info(self, infos) -> "RunRecord":
+    def add_metric_info(self, infos) -> RunRecord:
         """Declare metrics (infos already known keep their first declaration)."""
         catalog = MetricCatalog.from_json(self.data.get("metric_info")).add(infos)
         self.data["metric_info"] = catalog.to_json()
         return self
 
-    def add_evaluation(self, metrics: dict[str, Any], details: dict[str, Any], files: dict[str, str],
-                       checkpoint: str | None, infos=()) -> "RunRecord":
+    def add_evaluation(
+        self, metrics: dict[str, Any], details: dict[str, Any], files: dict[str, str], checkpoint: str | None, infos=()
+    ) -> RunRecord:
         """Merge evaluation results: numbers into ``final`` and ``eval.metrics``, the rest under ``eval``."""
         section = self.data.setdefault("eval", {})
         section.setdefault("metrics", {}).update(metrics)
@@ -164,10 +167,12 @@ class RunRecord:
         section.setdefault("files", {}).update(files)
         section["checkpoint"] = checkpoint
         section["evaluated_at"] = now_iso()
-        self.data.setdefault("final", {}).update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None})
+        self.data.setdefault("final", {}).update(
+            {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}
+        )
         return self.add_metric_info(infos)
 
-    def save(self) -> "RunRecord":
+    def save(self) -> RunRecord:
         """Write ``metrics.json`` atomically (a temporary file, then a rename)."""
         write_json_atomic(self.path, self.data)
         return self

@@ -26,7 +26,11 @@ def wandb_run_id(run_dir: str | Path) -> str | None:
     record = RunRecord.read(run_dir)
     if record is not None and record.wandb_id:
         return record.wandb_id
-    ids = [m["id"] for p in sorted((Path(run_dir) / "wandb").glob("*run-*")) if p.is_dir() and (m := _WANDB_FOLDER.match(p.name))]
+    ids = [
+        m["id"]
+        for p in sorted((Path(run_dir) / "wandb").glob("*run-*"))
+        if p.is_dir() and (m := _WANDB_FOLDER.match(p.name))
+    ]
     return ids[-1] if ids else None
 
 

@@ -11,8 +11,9 @@ to the run's own W&B run), :func:`finish_loggers` flushes and closes them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
@@ -20,13 +21,24 @@ from aelab.tracking.csv import ResumableCSVLogger
 from aelab.tracking.mlflow import ResilientMLFlowLogger, mlflow_logger
 from aelab.tracking.wandb import ResilientWandbLogger, finish_wandb, publish_to_wandb_run, start_wandb, wandb_logger
 
-__all__ = ["ResilientMLFlowLogger", "ResilientWandbLogger", "ResumableCSVLogger", "finish_loggers", "mlflow_logger",
-           "publish_evaluation", "publish_to_wandb_run", "start_loggers", "wandb_logger"]
+__all__ = [
+    "ResilientMLFlowLogger",
+    "ResilientWandbLogger",
+    "ResumableCSVLogger",
+    "finish_loggers",
+    "mlflow_logger",
+    "publish_evaluation",
+    "publish_to_wandb_run",
+    "start_loggers",
+    "wandb_logger",
+]
 
 log = logging.getLogger("aelab.tracking")
 
 
-def start_loggers(loggers: list[Logger], params: dict[str, Any], summaries: dict[str, str]) -> tuple[list[Logger], dict[str, Any]]:
+def start_loggers(
+    loggers: list[Logger], params: dict[str, Any], summaries: dict[str, str]
+) -> tuple[list[Logger], dict[str, Any]]:
     """Start every logger of a run (rank 0): W&B first, with ``summaries`` (metric → min/max/last), then the config.
 
     Returns the loggers that started (W&B that cannot start at all is dropped) and what the run
@@ -67,7 +79,8 @@ def publish_evaluation(loggers: Iterable[Logger], metrics: dict[str, Any], image
 
 
 def finish_loggers(loggers: Iterable[Logger], summary: dict[str, Any], exit_code: int) -> None:
-    """Flush every logger; finish the W&B and MLflow runs (``best/*``, ``eval/*`` and the run facts into their summaries)."""
+    """Flush every logger; finish the W&B and MLflow runs (``best/*``, ``eval/*`` and the run facts into their "
+    "summaries)."""
     flat = {f"best/{k}": v for k, v in (summary.get("best") or {}).items()}
     flat.update({k: v for k, v in (summary.get("final") or {}).items() if k.startswith("eval/")})
     for key in ("status", "error", "params", "bottleneck", "wall_time_s", "epochs"):
@@ -82,6 +95,8 @@ def finish_loggers(loggers: Iterable[Logger], summary: dict[str, Any], exit_code
             pass
         if isinstance(logger, ResilientMLFlowLogger):
             numbers = {k: v for k, v in flat.items() if k not in ("status", "error", "metric_info")}
-            logger.finish({**numbers, "global_step": summary.get("global_step")},
-                          str(summary.get("status") or ("completed" if exit_code == 0 else "failed")))
+            logger.finish(
+                {**numbers, "global_step": summary.get("global_step")},
+                str(summary.get("status") or ("completed" if exit_code == 0 else "failed")),
+            )
     finish_wandb(loggers, flat, exit_code=exit_code)

@@ -25,7 +25,7 @@ class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` that appends to ``metrics.csv`` when a run is resumed (Lightning's would delete it)."""
 
     def drop_rows_from(self, step: int) -> int:
-        """Remove the rows logged at ``step`` or later (by a run that went on past its checkpoint and died); returns how many.
+        """Remove the rows logged at ``step`` or later (by a run that died past its checkpoint); returns how many.
 
         A resumed run trains those steps again, so they would otherwise appear twice.
         """

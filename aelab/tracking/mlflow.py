@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import MLFlowLogger
 
@@ -25,7 +25,8 @@ SQLITE = "sqlite:///"
 
 
 def check_sqlite_store(path: Path, timeout: float, key: str) -> None:
-    """Refuse, with the file named, a store that is not a readable SQLite database or stays locked by another process."""
+    """Refuse, with the file named, a store that is not a readable SQLite database or stays locked by another "
+    "process."""
     import sqlite3
 
     if not path.exists():
@@ -42,16 +43,21 @@ def check_sqlite_store(path: Path, timeout: float, key: str) -> None:
             con.close()
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
-            raise ConfigError(f"{key}: the MLflow store {path} is locked by another process (waited {timeout:g} s); "
-                              "wait for it, or give this run its own store with logger.mlflow.local_store=<file.db>") from None
+            raise ConfigError(
+                f"{key}: the MLflow store {path} is locked by another process (waited {timeout:g} s); "
+                "wait for it, or give this run its own store with logger.mlflow.local_store=<file.db>"
+            ) from None
         raise ConfigError(f"{key}: the MLflow store {path} cannot be opened ({exc})") from None
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{key}: {path} is not a readable MLflow SQLite store ({exc}); move it away (a new store is "
-                          "created) or point logger.mlflow.local_store at another file") from None
+        raise ConfigError(
+            f"{key}: {path} is not a readable MLflow SQLite store ({exc}); move it away (a new store is "
+            "created) or point logger.mlflow.local_store at another file"
+        ) from None
 
 
 def unreachable(uri: str, timeout: float) -> str | None:
-    """Why an http(s) tracking server does not answer within ``timeout`` seconds (DNS included), or None when it does."""
+    """Why an http(s) tracking server does not answer within ``timeout`` seconds (DNS included), or None when it "
+    "does."""
     import threading
     import urllib.error
     import urllib.request
@@ -62,8 +68,14 @@ def unreachable(uri: str, timeout: float) -> str | None:
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
             outcome.append(None)
-        except urllib.error.HTTPError as exc:  # it answered: a server asking for credentials is one, a 404 or a proxy's 502 is not
-            outcome.append(None if exc.code in (401, 403) else f"HTTP {exc.code} from {uri.rstrip('/')}/health, not an MLflow server")
+        except (
+            urllib.error.HTTPError
+        ) as exc:  # it answered: a server asking for credentials is one, a 404 or a proxy's 502 is not
+            outcome.append(
+                None
+                if exc.code in (401, 403)
+                else f"HTTP {exc.code} from {uri.rstrip('/')}/health, not an MLflow server"
+            )
         except Exception as exc:  # noqa: BLE001 — refused, unknown host, timeout
             outcome.append(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
 
@@ -105,8 +117,8 @@ def mlflow_logger(
     run_id: str | None = None,
     connect_timeout: PositiveFloat = 5.0,
     log_model: bool = False,
-) -> "ResilientMLFlowLogger":
-    """Lightning's ``MLFlowLogger`` on a tracking store that is there: a server that answers, else the local SQLite file.
+) -> ResilientMLFlowLogger:
+    """Lightning's ``MLFlowLogger`` on a store that is there: a server that answers, else the local SQLite file.
 
     ``tracking_uri`` (or ``$MLFLOW_TRACKING_URI``): an http(s) server, ``sqlite:///file.db`` or
     a ``file:`` folder; unset, the SQLite store ``local_store`` (artifacts beside it in
@@ -120,7 +132,9 @@ def mlflow_logger(
     if uri and uri.startswith(("http://", "https://")):
         reason = unreachable(uri, float(connect_timeout))
         if reason is not None:
-            log.warning("MLflow server %s is unreachable (%s); logging to the local store %s instead", uri, reason, local_store)
+            log.warning(
+                "MLflow server %s is unreachable (%s); logging to the local store %s instead", uri, reason, local_store
+            )
             uri = None
         else:  # a server that goes away later costs a few seconds per call, not minutes of retries
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -130,9 +144,11 @@ def mlflow_logger(
         store = Path(local_store).expanduser().resolve()
         uri = SQLITE + str(store)
         artifact_location = (store.parent / "mlartifacts").as_uri()
-    store_path = Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+    store_path = Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
     if store_path is not None:
-        check_sqlite_store(store_path, float(connect_timeout), f"{key}.local_store" if artifact_location else f"{key}.tracking_uri")
+        check_sqlite_store(
+            store_path, float(connect_timeout), f"{key}.local_store" if artifact_location else f"{key}.tracking_uri"
+        )
     with _store_lock(store_path):  # the first job creates the store's tables; the others wait for it
         try:
             client = MlflowClient(uri)
@@ -189,17 +205,21 @@ class ResilientMLFlowLogger(_Resilient, MLFlowLogger):
         from mlflow.entities import Param
 
         info = params.pop("metric_info", None)
-        logged = self.experiment.get_run(self.run_id).data.params  # MLflow params cannot change: a continued run keeps them
+        logged = self.experiment.get_run(
+            self.run_id
+        ).data.params  # MLflow params cannot change: a continued run keeps them
         new = [Param(k, v) for k, v in _flat_params(params).items() if k not in logged]
         for i in range(0, len(new), 100):
-            self.experiment.log_batch(self.run_id, params=new[i:i + 100])
+            self.experiment.log_batch(self.run_id, params=new[i : i + 100])
         if info is not None:
             text = json.dumps(info, separators=(",", ":"))
             if len(text) <= 8000:
                 self.experiment.set_tag(self.run_id, "aelab.metric_info", text)
 
     def log_image(self, key: str, images: list, step: int | None = None, caption: list | None = None) -> None:
-        """Each image as an artifact ``images/<key>/step_<step>.png`` (the same signature as ``WandbLogger.log_image``)."""
+        """Each image as an artifact ``images/<key>/step_<step>.png`` (the same signature as "
+        "``WandbLogger.log_image``)."""
+
         def log_all():
             for i, image in enumerate(images):
                 name = f"images/{key}/step_{int(step or 0):06d}{f'_{i}' if len(images) > 1 else ''}.png"
@@ -209,8 +229,11 @@ class ResilientMLFlowLogger(_Resilient, MLFlowLogger):
 
     def finish(self, summary: dict[str, Any], status: str) -> None:
         """Best values and evaluation results as metrics, the aelab status as a tag, the run terminated accordingly."""
+
         def finish_run():
-            numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            numbers = {
+                k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             if numbers:
                 self.log_metrics(numbers, step=int(summary.get("global_step") or 0))
             self.experiment.set_tag(self.run_id, "aelab.status", status)

@@ -25,8 +25,14 @@ class _Resilient:
             return call(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 — tracking must never kill training
             self.failed = f"{type(exc).__name__}: {exc}"
-            log.warning("%s failed in %s (%s); %s logging is off for the rest of this run, "
-                        "the CSV log and metrics.json are unaffected", self.service, what, self.failed, self.service)
+            log.warning(
+                "%s failed in %s (%s); %s logging is off for the rest of this run, "
+                "the CSV log and metrics.json are unaffected",
+                self.service,
+                what,
+                self.failed,
+                self.service,
+            )
             return None
 
     def log_metrics(self, *args, **kwargs):

@@ -12,14 +12,13 @@ import logging
 import netrc
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
-from aelab.config.constraints import PositiveFloat
-from aelab.errors import ConfigError
 from aelab.tracking.resilient import _Resilient
 
 log = logging.getLogger("aelab.tracking")
@@ -79,8 +78,12 @@ def wandb_unreachable(timeout: float) -> str | None:
             _wandb_probe[base] = None
         except OSError as exc:
             _wandb_probe[base] = f"{type(exc).__name__}: {exc}"
-            log.warning("W&B server %s cannot be reached (%s): W&B runs offline in this process; "
-                        "upload later with `wandb sync <run>/wandb/offline-run-*`", base, _wandb_probe[base])
+            log.warning(
+                "W&B server %s cannot be reached (%s): W&B runs offline in this process; "
+                "upload later with `wandb sync <run>/wandb/offline-run-*`",
+                base,
+                _wandb_probe[base],
+            )
     return _wandb_probe[base]
 
 
@@ -105,7 +108,11 @@ def wandb_logger(
     if mode == "online" and wandb_unreachable(min(float(init_timeout), 3.0)):
         mode = "offline"
     elif mode == "offline":
-        log.info("W&B runs offline (no API key or WANDB_MODE=offline); upload later with `wandb sync %s/wandb/offline-run-*`", save_dir)
+        log.info(
+            "W&B runs offline (no API key or WANDB_MODE=offline); upload later with `wandb sync "
+            "%s/wandb/offline-run-*`",
+            save_dir,
+        )
     settings = wandb.Settings(init_timeout=float(init_timeout), console="off")
     logger = ResilientWandbLogger(
         project=project,
@@ -164,7 +171,7 @@ def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> bool:
     """
     try:
         experiment = _experiment_waiting_for_id(logger)
-    except Exception as exc:  # no network, service down, bad key: never block the run
+    except Exception as exc:  # noqa: BLE001 — no network, service down, bad key: never block the run
         log.warning("W&B could not start online (%s); writing offline instead", exc)
         logger._wandb_init["mode"] = "offline"  # noqa: SLF001 — WandbLogger keeps its init kwargs here
         logger._experiment = None  # noqa: SLF001
@@ -181,16 +188,25 @@ def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> bool:
     return True
 
 
-def publish_to_wandb_run(run_dir: Path, wandb_cfg: dict | None, run_id: str, metrics: dict[str, Any], images: dict[str, Path]) -> None:
+def publish_to_wandb_run(
+    run_dir: Path, wandb_cfg: dict | None, run_id: str, metrics: dict[str, Any], images: dict[str, Path]
+) -> None:
     """Resume a finished run's W&B run (same id and mode) and add evaluation results to it."""
     import wandb
 
     wandb_cfg = wandb_cfg or {}
     mode = resolve_wandb_mode(wandb_cfg.get("mode"))
     try:
-        wb = wandb.init(id=run_id, resume="allow", project=wandb_cfg.get("project", "aelab"), entity=wandb_cfg.get("entity"),
-                        dir=str(run_dir), mode=mode, settings=wandb.Settings(init_timeout=15, console="off"))
-    except Exception as exc:  # never lose the results already written to metrics.json
+        wb = wandb.init(
+            id=run_id,
+            resume="allow",
+            project=wandb_cfg.get("project", "aelab"),
+            entity=wandb_cfg.get("entity"),
+            dir=str(run_dir),
+            mode=mode,
+            settings=wandb.Settings(init_timeout=15, console="off"),
+        )
+    except Exception as exc:  # noqa: BLE001 — never lose the results already written to metrics.json
         log.warning("W&B run %s not updated (%s); the results are in metrics.json", run_id, exc)
         return
     wb.summary.update(metrics)

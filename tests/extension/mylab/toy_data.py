@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from aelab.config.constraints import PositiveInt
-from aelab.data import ImageDataModule, ImageSet
 from aelab.config.signatures import check_arguments
+from aelab.data import ImageDataModule, ImageSet
 
 
 class Stripes(ImageDataModule):
@@ -42,4 +42,6 @@ class Stripes(ImageDataModule):
         images = torch.where(labels[:, None, None] == 0, rows, cols)
         images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)[:, None]
         k = self.num_train
-        return ImageSet(images[:k], labels[:k], images[k:], labels[k:], list(self.class_names), origin="stripes from seed 0")
+        return ImageSet(
+            images[:k], labels[:k], images[k:], labels[k:], list(self.class_names), origin="stripes from seed 0"
+        )

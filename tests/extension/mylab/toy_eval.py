@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aelab.data.batches import map_batches
 from aelab.config.constraints import PositiveInt
+from aelab.config.signatures import check_arguments
+from aelab.data.batches import map_batches
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.config.signatures import check_arguments
 
 
 class CodeStatsTask(EvalTask):
@@ -26,12 +26,19 @@ class CodeStatsTask(EvalTask):
         self.num_images = num_images
 
     def metric_info(self) -> list[MetricInfo]:
-        return [MetricInfo("eval/code_norm", "mean code norm", None, None, True),
-                MetricInfo("eval/code_std", "mean per-unit std of the codes", None, None, True)]
+        return [
+            MetricInfo("eval/code_norm", "mean code norm", None, None, True),
+            MetricInfo("eval/code_std", "mean per-unit std of the codes", None, None, True),
+        ]
 
     def run(self, run, out_dir: Path) -> EvalResult:
         model = run.model
-        z = map_batches(run.data.batches("test", self.num_images, model.device), lambda b: {"z": model.encode(b["image"])},
-                        self.num_images)["z"]
-        return EvalResult({"eval/code_norm": float(z.norm(dim=1).mean()), "eval/code_std": float(z.std(0).mean())},
-                          {"images": int(len(z))})
+        z = map_batches(
+            run.data.batches("test", self.num_images, model.device),
+            lambda b: {"z": model.encode(b["image"])},
+            self.num_images,
+        )["z"]
+        return EvalResult(
+            {"eval/code_norm": float(z.norm(dim=1).mean()), "eval/code_std": float(z.std(0).mean())},
+            {"images": int(len(z))},
+        )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
 from aelab.config.constraints import NonNegativeFloat
+from aelab.config.signatures import check_arguments
 from aelab.metric_info import MetricInfo
 from aelab.models import Autoencoder
-from aelab.config.signatures import check_arguments
 
 
 class CodeL2Autoencoder(Autoencoder):

@@ -32,7 +32,7 @@ MOVED: dict[str, str] = {
     "aelab.folders": "aelab.run.folders",
     "aelab.session": "aelab.run.session",
     "aelab.summary": "aelab.run.summary",
-    "aelab.build": "aelab.run.build",
+    "aelab.build": "aelab.run.parts",
     "aelab.search": "aelab.run.search",
     "aelab.decode": "aelab.data.decode",
     "aelab.inputs": "aelab.data.inputs",

@@ -6,81 +6,70 @@
     run = aelab.load_run("outputs/runs/<run>")
     aelab.compare(["outputs/sweeps/<sweep>"])
 
-``aelab.train`` composes the config with Hydra's compose API (no ``sys.argv``, no
-``@hydra.main``), applies the same checks and run-folder rules as ``aelab-train``,
-trains through the same job, and returns the run loaded back.
+``aelab.train`` runs exactly what ``aelab-train`` runs — Hydra's own run (:meth:`Hydra.run`) of the
+same config tree, with the same callback (the pre-run step, the run folder) and the same task (the
+job) — only the overrides come from a list instead of ``sys.argv``. It returns the run loaded back.
 """
 
 from __future__ import annotations
 
-import logging
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from aelab.errors import ConfigError
 
 
-def compose_train_config(overrides: Iterable[str] = ()):
-    """``conf/config.yaml`` composed with ``overrides``, with Hydra's own config (as ``aelab-train`` would)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from aelab import config_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    return shell is not None and getattr(shell, "get_ipython", lambda: None)() is not None
 
 
-def train(overrides: Iterable[str] = (), device: str = "cpu"):
+def train(overrides: Iterable[str] = (), device: str = "cpu", verbose: bool | None = None):
     """Train one run described by Hydra ``overrides`` (as on the command line); returns it loaded (a LoadedRun).
 
     A bad config raises :class:`aelab.errors.ConfigError` before any run folder exists; a failed run
     raises its error, with ``metrics.json`` and ``error.log`` written as ``aelab-train`` writes them.
+    ``verbose`` (default: quiet in a notebook, as the command line elsewhere): ``False`` keeps the log, the
+    model table, the progress bar and the end-of-run summary out of the output (they still go to
+    ``train.log``); the returned run's ``summary()`` shows the summary.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf, open_dict
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
 
-    from aelab.run.folders import prepare_run_dir
+    from aelab import config_dir
     from aelab.run.job import run_job
     from aelab.run.load import load_run
+    from aelab.run.precheck import Refused
 
     overrides = list(overrides)
     if any(o in ("-m", "--multirun") for o in overrides):
         raise ConfigError(
             "aelab.train runs one configuration; run sweeps with aelab-train -m (or call aelab.train per setting)"
         )
-    cfg = compose_train_config(overrides)
+    quiet = _in_notebook() if verbose is None else not verbose
+    if quiet:
+        overrides += ["verbose=false", "hydra.job_logging.root.handlers=[file]", "hydra.hydra_logging.root.handlers=[]"]
+
+    def task(cfg):
+        return run_job(cfg, cli=False)
+
+    GlobalHydra.instance().clear()
     try:
-        run_dir = prepare_run_dir(cfg)
-    except SystemExit as exc:
-        raise ConfigError(str(exc).removeprefix("aelab-train: error: ")) from None
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.run.dir = str(run_dir)
-        cfg.hydra.mode = RunMode.RUN
-    HydraConfig.instance().set_config(cfg)
-    hydra_dir = run_dir / ".hydra"
-    hydra_dir.mkdir(parents=True, exist_ok=True)
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
-    OmegaConf.save(task, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), hydra_dir / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        run_job(task, cli=False)
+        hydra = Hydra.create_main_hydra2(
+            task_name="train", config_search_path=create_config_search_path(str(config_dir()))
+        )
+        result = hydra.run(config_name="config", task_function=task, overrides=[*overrides, "hydra.mode=RUN"])
+    except Refused as refused:
+        raise refused.error from None
     finally:
-        root.removeHandler(handler)
-        handler.close()
-    return load_run(run_dir, device=device)
+        GlobalHydra.instance().clear()
+    return load_run(Path(result.hydra_cfg.hydra.runtime.output_dir), device=device)
 
 
 def load_run(path: str | Path, which: str = "best", device: str = "cpu"):
-    """A trained run folder loaded back (:class:`aelab.store.runs.LoadedRun`): ``.config``, ``.metrics``, ``.model``,
+    """A trained run folder loaded back (:class:`aelab.run.load.LoadedRun`): ``.config``, ``.metrics``, ``.model``,
     ``.encode(x)``, ``.reconstruct(x)``, ``.score(x)``, ``.datamodule()``."""
     from aelab.run.load import load_run as _load
 
@@ -88,9 +77,7 @@ def load_run(path: str | Path, which: str = "best", device: str = "cpu"):
 
 
 def compare(paths=None, **options):
-    """Tables and figures over the runs under ``paths``, as ``aelab-compare`` writes them
-    (:func:`aelab.analysis.compare.compare`).
-    """
+    """Tables and figures over the runs under ``paths``, as ``aelab-compare`` writes them (:func:`aelab.analysis.compare.compare`)."""
     from aelab.analysis.compare import compare as _compare
 
     return _compare(paths, **options)

@@ -44,21 +44,24 @@ def child_result(args: list[str], env: dict | None = None):
 
 
 def built_job(overrides: list[str], work: str, name: str):
-    """In this process, the ``TrainingJob`` that ``aelab-train overrides`` would run, built (not yet fitted)."""
+    """In this process, the ``Job`` that ``aelab-train overrides`` would run, assembled (not yet fitted)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from aelab.api import compose_train_config
-    from aelab.run.job import TrainingJob
+    from aelab.run.compose import compose
+    from aelab.run.folders import own
+    from aelab.run.job import Job
+    from aelab.run.precheck import prepare
 
-    cfg = compose_train_config([*overrides, f"paths.output_dir={work}", f"name={name}"])
+    cfg = compose("config", [*overrides, f"paths.output_dir={work}", f"name={name}"], hydra=True)
+    run_dir = Path(work) / "runs" / name
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(Path(work) / "runs" / name)
+        cfg.hydra.runtime.output_dir = str(run_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
-    job = TrainingJob(cfg)
-    job.build()
+    job = Job(cfg, prepare(cfg, run_dir, choose=lambda: own(run_dir)))
+    job.assemble()
     return job
 
 

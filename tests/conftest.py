@@ -70,18 +70,12 @@ def compose_config(run_dir: Path, overrides: list[str], multirun: bool = False):
 
 
 def train_run_folder(run_dir: Path, overrides: list[str]) -> Path:
-    """Train in-process into ``run_dir`` and give it the ``.hydra/`` files the CLI writes (a complete run folder)."""
-    from omegaconf import OmegaConf, open_dict
+    """Train in-process into ``run_dir`` (the job writes its ``.hydra/`` files as under the CLI: a complete run folder)."""
+    from omegaconf import open_dict
 
     from aelab.run.job import run_job
 
     cfg = compose_config(run_dir, overrides)
-    hydra_cfg = cfg.hydra
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(task, run_dir / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), run_dir / ".hydra" / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
     with open_dict(cfg):
         del cfg["hydra"]
     run_job(cfg)

@@ -111,7 +111,7 @@ def test_a_killed_run_reads_as_interrupted_is_evaluated_and_its_half_written_fil
 
 
 def test_the_jobs_a_stopped_grid_sweep_never_began_are_named(tmp_path):
-    from aelab.run.folders import never_started_jobs
+    from aelab.run.sweeps import never_started_jobs
 
     sweep = tmp_path / "st"
     (sweep / "model.bottleneck=2,model=mlp").mkdir(parents=True)

@@ -130,7 +130,7 @@ def test_a_new_sweep_never_reuses_an_earlier_folder(cli, tmp_path):
         assert result.returncode == 0
     # an explicit folder is continued (its completed job skipped), not overwritten
     assert "skipping" in result.stdout + result.stderr
-    from aelab.run.folders import _unique_dir
+    from aelab.run.folders import unique_dir as _unique_dir
 
     a = _unique_dir(tmp_path / "outputs" / "sweeps" / "t")
     b = _unique_dir(tmp_path / "outputs" / "sweeps" / "t")
@@ -233,7 +233,11 @@ def test_an_invalid_swept_value_is_refused_before_the_first_job(cli, tmp_path):
     started = time.time()
     result = cli("-m", *SWEEP_BASE, "model.bottleneck=2,0,8", "model=mlp,conv")
     assert result.returncode == 1 and time.time() - started < 30  # one composition, no job: ~3 s idle
-    assert "model.bottleneck=0 (one of the swept values): model.bottleneck is the size of the code" in result.stderr
+    # one line for the value, naming the jobs of the product that have it (every job's config is checked)
+    assert (
+        "model.bottleneck is the size of the code and must be a positive integer (got 0) (in the sweep's jobs "
+        "model=mlp,model.bottleneck=0, model=conv,model.bottleneck=0)" in result.stderr
+    )
     assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()  # no job ran, no folder was made
 
 

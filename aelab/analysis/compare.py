@@ -61,7 +61,7 @@ def _chosen_curve_runs(table: RunTable, limit: int) -> pd.DataFrame:
 
 def _not_started(paths: list[Path]) -> list[dict[str, Any]]:
     """The jobs of a stopped grid sweep that never started (they have no folder to find)."""
-    from aelab.run.folders import never_started_jobs
+    from aelab.run.sweeps import never_started_jobs
 
     out = []
     for path in paths:

@@ -19,15 +19,26 @@ class SaveOnFailure(L.Callback):
 
     A NaN loss is detected before the optimizer step, so the saved weights are
     the last finite ones. Weights that are already non-finite are not saved
-    over an earlier good ``last.ckpt``.
+    over an earlier good ``last.ckpt``, and nothing is saved before training
+    started: until then the model holds weights that were neither loaded from
+    the run's checkpoint nor trained in it (a failed restore — a checkpoint of
+    another model size — must not be answered by writing the new, untrained
+    model over it).
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "last.ckpt"):
         super().__init__()
         self.path = Path(dirpath) / filename
+        self.training = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.training = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.training = True  # after Lightning restored the checkpoint, if any: the weights are this run's
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn != TrainerFn.FITTING:
+        if trainer.state.fn != TrainerFn.FITTING or not self.training:
             return
         if isinstance(find_aelab_error(exception), DiskFullError):
             log.warning("the disk is full: not writing %s again (the earlier one is kept)", self.path)

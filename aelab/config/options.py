@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aelab.config.constraints import NonNegativeFloat, NonNegativeInt, PositiveInt
+from aelab.config.constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 
 
 @dataclass
@@ -46,6 +46,7 @@ class TrainOptions:
     seed: int = 0
     name: str | None = None
     resume: str = "auto"
+    on_config_change: Literal["refuse", "continue"] = "refuse"
     ckpt_path: str | None = None
     nonfinite_loss: Literal["stop", "skip"] = "stop"
     test: bool = True
@@ -54,6 +55,7 @@ class TrainOptions:
     threads: PositiveInt | None = None
     compile: bool = False
     tags: list[str] = field(default_factory=list)
+    verbose: bool = True
     sweep: SweepOptions = field(default_factory=SweepOptions)
     search: SearchOptions = field(default_factory=SearchOptions)
     paths: PathsOptions = field(default_factory=PathsOptions)
@@ -64,3 +66,46 @@ class TrainOptions:
     logger: Any = None
     callbacks: Any = None
     eval: Any = None
+
+
+@dataclass
+class EvalOptions:
+    """The options of ``aelab-eval`` (``conf/evaluate.yaml``); the tasks are the ``eval`` group's components."""
+
+    run: str
+    checkpoint: Literal["best", "last"] = "best"
+    device: str = "auto"
+    auto_tasks: Any = None
+    eval: Any = None
+
+
+@dataclass
+class PredictOptions:
+    """The options of ``aelab-predict`` (``conf/predict.yaml``)."""
+
+    run: str
+    input: str
+    outputs: list[Literal["codes", "recon", "score", "map"]] = field(default_factory=list)
+    out: str | None = None
+    split: Literal["train", "val", "test"] = "test"
+    denoise: bool = False
+    score: Literal["mean", "topk"] = "mean"
+    topk: Probability = 0.01
+    checkpoint: Literal["best", "last"] = "best"
+    device: str = "auto"
+    batch_size: PositiveInt = 512
+    grid_images: NonNegativeInt = 32
+
+
+@dataclass
+class ExportOptions:
+    """The options of ``aelab-export`` (``conf/export.yaml``)."""
+
+    run: str
+    format: Literal["onnx", "torchscript"] = "onnx"
+    part: Literal["encoder", "decoder", "autoencoder"] = "autoencoder"
+    out: str | None = None
+    checkpoint: Literal["best", "last"] = "best"
+    batch: PositiveInt = 16
+    tolerance: PositiveFloat = 1e-4
+    opset: PositiveInt = 18

@@ -10,20 +10,19 @@ leaves nothing that a later run would use. A lock file keeps two processes
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from aelab.store.files import atomic_path, user_cache_dir, write_json_atomic
+from aelab.store.locks import locked
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +44,6 @@ def file_key(files: list, settings: dict) -> str:
     h.update("".join(f"{f.rel}\0{f.size}\0{f.mtime_ns}\n" for f in files).encode())
     return h.hexdigest()[:20]
 
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if needed) for the duration of the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def load_cached(stem: Path) -> tuple[dict, np.ndarray] | None:

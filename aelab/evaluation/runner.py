@@ -21,13 +21,13 @@ def auto_task_names(run, auto: dict) -> list[str]:
     return list(auto["one_class"] if run.data.normal_class is not None else auto["other"])
 
 
-def compose_tasks(names: list[str]) -> dict[str, Any]:
-    """Compose and build the evaluation tasks ``names`` from the ``eval`` config group (Hydra's search path)."""
-    from hydra import compose
+def compose_tasks(names: list[str], search_path: list[str] = ()) -> dict[str, Any]:
+    """Compose and build the evaluation tasks ``names`` from the ``eval`` config group, with ``search_path``
+    (the run's own, so that an extension's tasks are found)."""
+    from aelab.run.compose import compose
+    from aelab.run.parts import instantiate_group
 
-    from aelab.run.build import instantiate_group
-
-    cfg = compose(config_name="evaluate", overrides=[f"eval=[{','.join(names)}]"])
+    cfg = compose("evaluate", [f"eval=[{','.join(names)}]"], search_path)
     return instantiate_group(cfg.get("eval"))
 
 
@@ -83,7 +83,11 @@ def evaluate_path(
             continue
         try:
             run = load_run(run_dir, which=checkpoint, device=device)
-            chosen = tasks if tasks else compose_tasks(auto_task_names(run, auto or {"one_class": [], "other": []}))
+            chosen = (
+                tasks
+                if tasks
+                else compose_tasks(auto_task_names(run, auto or {"one_class": [], "other": []}), run.search_path)
+            )
             results[str(run_dir)] = evaluate_run(run, chosen)
         except AelabError as exc:
             results[str(run_dir)] = exc

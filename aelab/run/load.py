@@ -50,6 +50,12 @@ class LoadedRun:
         return RunRecord.read(self.run_dir)
 
     @property
+    def search_path(self) -> list[str]:
+        """The Hydra search path the run was composed with (an extension's config packages)."""
+        record = self.record
+        return [str(p) for p in (record.get("search_path") if record else None) or []]
+
+    @property
     def metrics(self) -> dict:
         record = self.record
         return record.data if record is not None else {}
@@ -101,7 +107,7 @@ class LoadedRun:
         """The run's model at initialisation: the same config and seed, no training."""
         import lightning as L
 
-        from aelab.run.build import build_components
+        from aelab.run.parts import build_components
 
         L.seed_everything(int(self.cfg.get("seed", 0)), verbose=False)
         return build_components(self.cfg).model.to(self.model.device).eval()
@@ -117,10 +123,12 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setu
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    from aelab.run.build import build_components
+    from aelab.run.extensions import run_context
+    from aelab.run.parts import build_components
     from aelab.store.checkpoints import load_checkpoint
 
     run_dir = Path(run_dir)
+    run_context(run_dir)  # the run's own packages (extensions) importable, as when it trained
     cfg = load_run_config(run_dir)
     ckpt = checkpoint_path(run_dir, which)
     parts = build_components(cfg)

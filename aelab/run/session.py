@@ -33,6 +33,20 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def task_overrides() -> list[str]:
+    """The running job's task overrides, as typed (``${...}`` unresolved)."""
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
+
+
+def search_path() -> list[str]:
+    """The running job's Hydra search path (``hydra.searchpath``: the config packages of extensions)."""
+    if not HydraConfig.initialized():
+        return []
+    return [str(p) for p in HydraConfig.get().get("searchpath") or []]
+
+
 def sweep_name() -> str | None:
     """The sweep folder's name for a multirun job (the W&B group)."""
     return Path(str(HydraConfig.get().sweep.dir)).name if is_multirun() else None
@@ -43,9 +57,7 @@ def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     plain.pop("hydra", None)
     plain["bottleneck"] = cfg.model.get("bottleneck")  # top level: dashboards plot against it directly
-    plain["overrides"] = (
-        OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else []
-    )
+    plain["overrides"] = task_overrides()
     for group in ("model", "data", "noise", "trainer", "experiment"):
         if group in choices:
             plain[f"{group}_name"] = choices[group]
@@ -128,6 +140,12 @@ def fast_exit() -> None:
     import gc
 
     gc.freeze()
+
+
+def watch_launcher() -> None:
+    """In a worker process of a parallel (joblib) sweep, stop the job when the launcher dies (:func:`stop_with_parent`)."""
+    if is_multirun() and "joblib" in str((HydraConfig.get().get("launcher") or {}).get("_target_", "")):
+        stop_with_parent()
 
 
 _watching_parent = False

@@ -12,10 +12,13 @@ kept. A sweep ends with a table of its jobs.
 from __future__ import annotations
 
 import io
+import logging
 import shlex
 from pathlib import Path
 
 from aelab.store.record import RunRecord
+
+log = logging.getLogger("aelab.train")
 
 SKIPPED_STEMS = ("train/", "train_eval/", "best/")
 
@@ -76,8 +79,21 @@ def _command(record: RunRecord) -> str:
     return "aelab-train " + " ".join(shlex.quote(o) for o in overrides)
 
 
-def run_summary(record: RunRecord) -> tuple[object, str]:
-    """The summary of one run: a rich renderable for the terminal and the same as plain text for ``train.log``."""
+def _progress(record: RunRecord) -> str:
+    """``"3 epochs (60 optimizer steps, 15,360 images)"``: how much training the run had."""
+    epochs, steps, images = record.get("epochs"), record.get("global_step"), record.get("images_seen")
+    text = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    if steps is not None:
+        text += f" ({steps:,} optimizer step{'s' if steps != 1 else ''}" + (f", {images:,} images)" if images else ")")
+    return text
+
+
+def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
+    """The summary of one run: a rich renderable for the terminal and the same as plain text for ``train.log``.
+
+    ``repeats``: the failure would happen again with the same command (a config error, a NaN, a broken file),
+    so the summary does not suggest running it again unchanged.
+    """
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -86,10 +102,9 @@ def run_summary(record: RunRecord) -> tuple[object, str]:
     status = record.status or "unknown"
     timing = record.get("timing") or {}
     lines: list[str] = []
-    epochs = record.get("epochs")
     head = f"aelab-train: {status} in {_duration(record.get('wall_time_s'))}"
-    if epochs is not None:
-        head += f" — {epochs} epoch{'s' if epochs != 1 else ''}"
+    if record.get("epochs") is not None:
+        head += f" — {_progress(record)}"
     if record.get("best_epoch") is not None:
         head += f", best epoch {record.get('best_epoch')}"
     if timing.get("train_images_per_s"):
@@ -101,36 +116,29 @@ def run_summary(record: RunRecord) -> tuple[object, str]:
     rows = headline(record)
     for key, label, value in rows:
         table.add_row(label, value, key)
+    last = run_dir / "checkpoints" / "last.ckpt"
     if status != "completed":
-        error = record.get("error") or "(no message)"
-        lines.append(f"error: {error}")
+        lines.append(f"error: {record.get('error') or '(no message)'}")
         if (run_dir / "error.log").is_file():
             lines.append(f"traceback: {run_dir / 'error.log'}")
-        last = run_dir / "checkpoints" / "last.ckpt"
-        lines.append(
-            f"kept: {last} (continue with the same command)"
-            if last.is_file()
-            else "kept: no checkpoint (no epoch finished)"
-        )
+        lines.append(f"kept: {last}" if last.is_file() else "kept: no checkpoint (no epoch finished)")
     lines.append(f"run folder: {run_dir}")
     grids = sorted((run_dir / "samples").glob("recon_epoch=*.png"))
     if grids:
         lines.append(f"reconstructions: {grids[-1]}")
-    samples = [
-        p
-        for p in (run_dir / "samples" / n for n in ("samples.png", "interpolation.png", "traversal.png"))
-        if p.is_file()
-    ]
+    names = ("samples.png", "interpolation.png", "traversal.png")
+    samples = [p for p in (run_dir / "samples" / n for n in names) if p.is_file()]
     if samples:
         lines.append("generated: " + ", ".join(str(p) for p in samples))
     lines += _wandb_lines(run_dir) + _mlflow_lines(record)
     if status == "completed":
         lines.append(
-            f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   aelab-predict run={run_dir} "
-            f"input=<images>"
+            f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   aelab-predict run={run_dir} input=<images>"
         )
+    elif repeats:
+        lines.append("next: the same command would stop the same way — change what the error names first")
     else:
-        lines.append(f"continue: {_command(record)}")
+        lines.append(f"continue: {_command(record)}" + (" (it resumes from last.ckpt)" if last.is_file() else ""))
     text_rows = [f"  {label}: {value}  ({key})" for key, label, value in rows]
     plain = "\n".join([head, *text_rows, *lines])
     parts = [
@@ -138,49 +146,82 @@ def run_summary(record: RunRecord) -> tuple[object, str]:
         *([table] if rows else []),
         *[Text(text) for text in lines],
     ]
-    renderable = Group(*parts)
-    return renderable, plain
+    return Group(*parts), plain
 
 
-def print_run_summary(run_dir: Path, console_file=None) -> str:
-    """Print the run's summary (rich, to stdout) and append it to its ``train.log``; returns the plain text."""
+def print_run_summary(job, multirun: bool, repeats: bool = False, console_file=None) -> str:
+    """The end-of-run summary of a single run (rank 0): printed (unless ``verbose=false``) and appended to ``train.log``.
+
+    A sweep ends with a table of its jobs instead. Returns the plain text.
+    """
     from rich.console import Console
 
-    record = RunRecord.read(run_dir)
-    if record is None:
+    from aelab.store.locks import is_extra_rank
+
+    if multirun or is_extra_rank():
         return ""
-    renderable, plain = run_summary(record)
-    Console(file=console_file, soft_wrap=True).print(renderable)
     try:
-        with open(Path(run_dir) / "train.log", "a") as fh:
+        record = RunRecord.read(job.run_dir)
+        if record is None:
+            return ""
+        renderable, plain = run_summary(record, repeats)
+        if job.cfg.get("verbose", True):
+            Console(file=console_file, soft_wrap=True).print(renderable)
+        with open(Path(job.run_dir) / "train.log", "a") as fh:
             fh.write("\n" + plain + "\n")
-    except OSError:
-        pass
-    return plain
+        return plain
+    except Exception as exc:  # noqa: BLE001 — a summary must never turn a finished run into a failure
+        log.warning("no summary: %s", exc)
+        return ""
 
 
 def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tuple[object, str]:
-    """A table of a sweep's jobs — the swept values, the objective, the status — and the command to compare them."""
+    """A table of a sweep's jobs — the swept values (in numeric order), the objective, training done, the status."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
+    from aelab.store.runs import natural_key
+
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("job")
-    table.add_column(metric or "objective", justify="right")
-    table.add_column("status")
+    for column, justify in (("job", "left"), (metric or "objective", "right"), ("steps", "right"), ("status", "left")):
+        table.add_column(column, justify=justify)
     lines = []
-    for job in jobs:
+    for job in sorted(jobs, key=lambda j: natural_key(j["job"])):
         record = RunRecord.read(sweep_dir / job["job"])
         value = record.objective if record else None
-        status = job.get("status") or (record.status if record else "missing")
-        if job.get("skipped"):
-            status += " (earlier)"
-        table.add_row(job["job"], _fmt(value) if isinstance(value, (int, float)) else "–", status)
-        lines.append(f"  {job['job']}: {_fmt(value) if isinstance(value, (int, float)) else '–'} {status}")
+        shown = _fmt(value) if isinstance(value, (int, float)) else "–"
+        steps = f"{record.get('global_step'):,}" if record and record.get("global_step") is not None else "–"
+        status = (job.get("status") or (record.status if record else "missing")) + (
+            " (earlier)" if job.get("skipped") else ""
+        )
+        table.add_row(job["job"], shown, steps, status)
+        lines.append(f"  {job['job']}: {shown} {steps} steps {status}")
     tail = [f"compare: aelab-compare {sweep_dir}"]
     plain = "\n".join([f"sweep {sweep_dir}:", *lines, *tail])
     return Group(Text(f"sweep {sweep_dir}", style="bold"), table, *[Text(t) for t in tail]), plain
+
+
+def print_sweep_summary(sweep_dir: Path, groups: dict[str, list[dict]], metric: str | None) -> None:
+    """The end of a sweep: the counts and the failures in the log, then the table of its jobs."""
+    from rich.console import Console
+
+    counts = {k: len(v) for k, v in groups.items()}
+    lines = [
+        f"sweep {sweep_dir}: {counts['completed']} done, {counts['failed']} failed, {counts['skipped']} skipped "
+        "(completed earlier)"
+        + (f", {counts['pruned']} pruned" if counts["pruned"] else "")
+        + (f", {counts['missing']} without metrics.json" if counts["missing"] else "")
+    ]
+    lines += [f"  failed: {e['job']}: {e.get('error')}" for e in groups["failed"]]
+    lines += [f"  missing: {e['job']}: {e['reason']}" for e in groups["missing"]]
+    lines += [f"  earlier: {e['job']}: {e['error']}" for e in groups["stale"]]
+    log.info("\n".join(lines))
+    kinds = ("completed", "skipped", "pruned", "failed", "stale")
+    jobs = [{**j, "skipped": kind == "skipped"} for kind in kinds for j in groups[kind]]
+    jobs += [{"job": j["job"], "status": "missing"} for j in groups["missing"]]
+    renderable, _ = sweep_summary(sweep_dir, jobs, metric)
+    Console(soft_wrap=True).print(renderable)
 
 
 def render_plain(renderable) -> str:

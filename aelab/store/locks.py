@@ -1,4 +1,4 @@
-"""One live writer per run folder and per sweep folder.
+"""Locks: one live writer per run folder and per sweep folder, and short exclusive sections (:func:`locked`).
 
 A process that writes a folder holds an exclusive ``flock`` on ``<folder>/.aelab.lock``,
 a small JSON file naming the owner (PID, host, start time, command). A second process
@@ -19,6 +19,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from aelab.errors import AelabError
@@ -26,6 +28,22 @@ from aelab.errors import AelabError
 LOCK_FILE = ".aelab.lock"
 
 _held: dict[Path, FolderLock] = {}
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Wait for and hold an exclusive ``flock`` on the lock file ``path`` (created if needed) for the block.
+
+    For short sections two processes must not run at once — decoding one image cache, creating one
+    MLflow store. The kernel drops it when the holder dies, as for :class:`FolderLock`.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 class FolderInUse(AelabError):

@@ -1,31 +1,11 @@
-"""``metrics.json``: the record of one run, owned by one class.
+"""``metrics.json``: the record of one run, owned by one class, with one typed schema.
 
-:class:`RunRecord` is the only code that reads, merges and writes a run's
-``metrics.json``. Within one process the record lives in memory (the training
-job holds one and adds its evaluations to it); the file is how a run tells
-*other* processes what happened (``aelab-eval``, ``aelab-compare``, a sweep's
-summary, a resumed run looking up its W&B id).
-
-The schema (every key optional but ``status``):
-
-=================  ============================================================
-``status``         ``running`` | ``completed`` | ``failed`` | ``interrupted``
-``error``          the user-facing reason of a failure (``error_type``: its class)
-``final``          the last value of every logged metric, plus ``eval/*`` numbers
-``best``           the best value of every ``val/*`` metric with a direction
-``best_epoch``     the epoch of the best monitored value
-``objective``      ``{"metric", "value"}``: what a sweep optimises
-``metric_info``    key → ``{label, higher_is_better, summary, column}``
-                   (see :mod:`aelab.metric_info`), declared by the producers
-``eval``           ``{"metrics", "details", "files", "checkpoint", "evaluated_at"}``
-``checkpoints``    ``{"best", "last"}`` paths
-``wandb``          ``{"id"}`` of the run's W&B run
-facts              ``model``, ``data``, ``noise``, ``experiment`` (group choices),
-                   ``bottleneck``, ``params``, ``seed``, ``epochs``, ``global_step``,
-                   ``wall_time_s``, ``started_at``, ``finished_at(_unix)``,
-                   ``dataset``, ``resumed_from``, ``world_size``, ``overrides``,
-                   ``run_dir``, and model facts (a VAE's ``kl_per_dim``, ...)
-=================  ============================================================
+:class:`RunRecord` is the only code that reads, merges and writes a run's ``metrics.json``;
+:class:`RecordData` is its schema — the keys the job writes, ``aelab-compare``/``aelab-eval``/the
+sweep tables read, and the docs list (the docs page is generated from this class). Within one
+process the record lives in memory (the training job holds one and adds its evaluations to it);
+the file is how a run tells *other* processes what happened (``aelab-eval``, ``aelab-compare``,
+a sweep's summary, a continued run looking up its W&B id).
 """
 
 from __future__ import annotations
@@ -33,14 +13,87 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from aelab.errors import RunFolderError
 from aelab.metric_info import MetricCatalog, MetricInfo
 from aelab.store.files import write_json_atomic
 
 METRICS_FILE = "metrics.json"
-STATUSES = ("running", "completed", "failed", "interrupted", "pruned")  # pruned: stopped early by an Optuna search
+Status = Literal["running", "completed", "failed", "interrupted", "pruned"]
+STATUSES: tuple[str, ...] = Status.__args__  # pruned: stopped early by an Optuna search
+
+
+class RecordData(TypedDict, total=False):
+    """The keys of ``metrics.json`` (every key is optional but ``status``)."""
+
+    status: Status
+    """``running`` while a process trains it; ``running`` with no live owner reads as ``interrupted``."""
+    error: str | None
+    """The user-facing reason of a failure or interruption (``error_type``: its exception class)."""
+    error_type: str | None
+    run_dir: str
+    """Where the run was written (run folders may move: readers use the folder they read)."""
+    model: str | None
+    """The chosen options of the config groups ``model``, ``data``, ``noise``, ``experiment``."""
+    data: str | None
+    noise: str | None
+    experiment: str | None
+    bottleneck: int | None
+    """``model.bottleneck``: the code size (a VAE's latent size)."""
+    params: int | None
+    """Trainable parameters."""
+    seed: int | None
+    epochs: int
+    """Epochs completed (1-based: 3 means the first three)."""
+    global_step: int
+    """Optimizer steps taken."""
+    images_seen: int
+    """Training images the optimizer steps saw (steps × batch size, all ranks)."""
+    wall_time_s: float
+    """This sitting's wall time, start of the process to the record."""
+    started_at: str
+    finished_at: str | None
+    finished_at_unix: float | None
+    final: dict[str, Any]
+    """The last value of every logged metric, plus the ``eval/*`` numbers."""
+    best: dict[str, Any]
+    """The best value of every ``val/*`` metric with a direction (see ``metric_info``)."""
+    best_epoch: int | None
+    """The epoch of the best monitored value (``model.monitor``), 1-based."""
+    objective: dict[str, Any]
+    """``{"metric", "value"}``: what a sweep or search optimises (``optimized_metric``)."""
+    checkpoints: dict[str, str | None]
+    """``{"best", "last"}`` paths."""
+    dataset: str | None
+    """A one-line description of the data (sizes, shape, source)."""
+    dataset_info: dict[str, Any] | None
+    """The data module's description: source, split sizes, shape, cache, skipped files."""
+    resumed_from: str | None
+    """The checkpoint this sitting continued from."""
+    config_fingerprint: str
+    """The hash of the config that made the checkpoints (:mod:`aelab.store.fingerprint`)."""
+    config_changes: list[dict[str, Any]]
+    """Changes accepted with ``on_config_change=continue``: ``{"at_epoch", "key", "before", "after"}``."""
+    wandb: dict[str, Any] | None
+    """``{"id"}`` of the run's W&B run."""
+    mlflow: dict[str, Any] | None
+    """``{"run_id", "tracking_uri", "experiment"}`` of the run's MLflow run."""
+    world_size: int | None
+    overrides: list[str]
+    """The command-line overrides of the run (``aelab-train`` + these reproduces it)."""
+    search_path: list[str]
+    """The Hydra search path the run was composed with (extensions' config packages)."""
+    metric_info: dict[str, Any]
+    """key → ``{label, higher_is_better, summary, column}``, declared by the producers (:mod:`aelab.metric_info`)."""
+    eval: dict[str, Any]
+    """``{"metrics", "details", "files", "checkpoint", "evaluated_at"}`` of the evaluations."""
+    timing: dict[str, Any]
+    """Where the wall time went: ``imports_s``, ``startup_s``, ``training_s``, ``after_fit_s``, throughput."""
+    kl_per_dim: list[float]
+    """Model facts (``summary_extras``): a VAE's mean KL per latent dimension, a VQ-VAE's ``codebook``, ..."""
+    codebook: dict[str, Any]
+
 
 #: the facts the record keeps that tables show after the metrics
 RECORD_METRICS = (
@@ -59,7 +112,7 @@ class RunRecord:
 
     def __init__(self, run_dir: str | Path, data: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
-        self.data: dict[str, Any] = dict(data or {})
+        self.data: RecordData = RecordData(**(data or {}))
 
     # ------------------------------------------------------------ reading
     @property

@@ -89,3 +89,14 @@ def run_choices(run_dir: str | Path) -> dict[str, str]:
         return {}
     choices = OmegaConf.to_container(OmegaConf.load(path).hydra.runtime.choices)
     return {k: v for k, v in choices.items() if v is not None and not k.startswith("hydra")}
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders numbers inside names by value: ``model.bottleneck=2`` before ``model.bottleneck=16``."""
+    import re
+
+    return tuple(
+        (0, float(part), "") if re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", part) else (1, 0.0, part)
+        for part in re.split(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)", str(text))
+        if part
+    )

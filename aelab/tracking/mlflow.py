@@ -88,22 +88,10 @@ def unreachable(uri: str, timeout: float) -> str | None:
 def _store_lock(path: Path | None):
     """An exclusive lock beside a SQLite store while it is created or migrated (parallel sweep jobs start together)."""
     import contextlib
-    import fcntl
 
-    if path is None:
-        return contextlib.nullcontext()
+    from aelab.store.locks import locked
 
-    @contextlib.contextmanager
-    def held():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(str(path) + ".lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    return held()
+    return contextlib.nullcontext() if path is None else locked(Path(str(path) + ".lock"))
 
 
 def mlflow_logger(

@@ -1,0 +1,229 @@
+"""The one pre-run step: everything that can refuse a run, done once, before the run writes anything.
+
+For a single run (``aelab-train``, :func:`aelab.train`) it runs in the Hydra callback's
+``on_run_start``, before Hydra creates the run folder or writes ``.hydra/``:
+
+1. the config, read against the components' signatures and their cross-field rules, with no
+   torch imported (:func:`config_problems`), the accelerator, and the output folder;
+2. the folder's own record: a completed run with the same config is skipped; one with another
+   config is refused with the changed keys shown (:mod:`aelab.store.fingerprint`);
+3. the parts — data, corruption, model — built once, seeded, with the model's memory and disk
+   needs checked before the folder exists (:func:`aelab.run.parts.build_components`);
+4. the checkpoint a run continues from, checked readable.
+
+The job (:mod:`aelab.run.job`) then takes the :class:`Prepared` parts instead of building them
+again. A sweep checks its base config and every swept value at its start (:func:`sweep_problems`),
+and each of its jobs runs steps 1–4 for its own values where it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from aelab.errors import AelabError, ConfigError, find_aelab_error
+
+log = logging.getLogger("aelab.train")
+
+
+class Refused(SystemExit):
+    """A run refused before it wrote anything: ``aelab-train`` exits with the message, :func:`aelab.train` raises ``error``."""
+
+    def __init__(self, error: AelabError, tool: str = "aelab-train"):
+        super().__init__(f"{tool}: error: {error}")
+        self.error = error
+
+
+@dataclass
+class Prepared:
+    """What the pre-run step found and built for one run."""
+
+    run_dir: Path
+    parts: Any = None  # aelab.run.parts.Components: datamodule, noise, model
+    resume_from: Path | None = None
+    skip: Any = None  # the RunRecord of a completed run with the same config: nothing to train
+    timing: dict = field(default_factory=dict)
+    changes: list = field(default_factory=list)  # (key, before, after) accepted with on_config_change=continue
+
+
+_PREPARED: dict[Path, Prepared] = {}  # handed from the Hydra callback to the job, in the same process
+
+
+def task_overrides(cfg: DictConfig) -> list[str]:
+    """The task overrides a config was composed with, as typed (``${...}`` unresolved)."""
+    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
+    if task is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return [str(o) for o in OmegaConf.to_container(task, resolve=False)]
+
+
+def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> list[str]:
+    """Every problem of a composed ``aelab-train`` config that needs no torch: keys, types, ranges, cross-field rules."""
+    from aelab.config.checks import config_problems as signature_problems
+
+    try:
+        return signature_problems(cfg, overrides)[0]
+    except Exception as exc:  # noqa: BLE001 — a fault of the check itself must not stop a run (the constructors check)
+        log.warning(
+            "the early config check failed (%s: %s); the components check their options when built",
+            type(exc).__name__,
+            exc,
+        )
+        return []
+
+
+def machine_problems(cfg: DictConfig, folder: Path) -> list[str]:
+    """What this machine lacks for the run: the accelerator it asks for, a writable output folder with space."""
+    from aelab.config.checks import accelerator_problem, output_problems
+
+    problem = accelerator_problem(cfg.get("trainer"))
+    min_free = float(OmegaConf.select(cfg, "paths.min_free_mb", default=0) or 0)
+    return ([problem] if problem else []) + output_problems(folder, min_free)
+
+
+def refuse(problems: list[str], what: str = "the config") -> None:
+    """Raise :class:`Refused` listing ``problems`` (nothing when there are none)."""
+    if not problems:
+        return
+    lines = "\n".join(f"  - {p}" for p in problems)
+    s = "s" if len(problems) > 1 else ""
+    raise Refused(ConfigError(f"{what} has {len(problems)} problem{s}; nothing was run:\n{lines}"))
+
+
+# ----------------------------------------------------------------------------- the folder's own record
+def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
+    """``(the completed record to skip to or None, the config changes accepted)``; refuses a config that differs
+    from the run's own unless ``on_config_change=continue``.
+
+    Reads only: the folder's ``metrics.json`` and ``.hydra/config.yaml``. A folder without a record
+    (new, or killed before its first record) trains.
+    """
+    from aelab.store.fingerprint import config_changes, describe_changes
+    from aelab.store.record import RunRecord
+
+    record = RunRecord.read(run_dir)
+    recorded = run_dir / ".hydra" / "config.yaml"
+    if record is None or not recorded.is_file() or cfg.get("ckpt_path"):
+        return None, []
+    status = record.live_status()
+    if str(cfg.get("resume", "auto")) == "never":
+        resume_from(cfg, run_dir)  # refuses a folder that holds checkpoints
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)
+    except Exception as exc:  # noqa: BLE001 — an unreadable record is reported, not trained over
+        raise Refused(ConfigError(f"{recorded} cannot be read ({type(exc).__name__}); choose another name=")) from None
+    now = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
+    changes = config_changes(before, now)
+    if changes and str(cfg.get("on_config_change", "refuse")) != "continue":
+        if status == "completed":
+            way = "a completed run is not trained again (on_config_change=continue leaves it as it is and goes on)"
+        else:
+            way = "or continue this one with the new values anyway: on_config_change=continue (metrics.json records the change)"
+        done = "completed" if status == "completed" else f"{status or 'started'} after {record.get('epochs', 0)} epochs"
+        raise Refused(
+            ConfigError(
+                f"{run_dir} holds a run {done} with another config; continuing it under this one would mix two "
+                f"experiments in one record. Changed (the run's → now):\n{describe_changes(changes)}\n"
+                f"Start a new run instead (another name=, or none for a fresh folder); {way}"
+            )
+        )
+    return (record if status == "completed" else None), changes
+
+
+# ----------------------------------------------------------------------------- building the parts
+def build_parts(cfg: DictConfig, folder: Path, timing: dict) -> Any:
+    """Seed, then build data, corruption and model once; refuse a model the machine cannot hold."""
+    started = time.time()
+    import lightning as L
+    import torch  # noqa: F401 — timed here: the libraries' share of the start-up
+
+    timing["imports_s"] = round(time.time() - started, 3)
+    from aelab.run.parts import build_components, size_problem
+    from aelab.run.session import configure_threads, quiet_known_warnings
+
+    quiet_known_warnings()
+    configure_threads(cfg)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    try:
+        parts = build_components(cfg)
+    except Exception as exc:  # a component's own check, or memory the model cannot get
+        cause = find_aelab_error(exc)
+        if cause is not None:
+            raise Refused(cause) from None
+        if _out_of_memory(exc):  # its weights alone do not fit: say how big it is (counted without memory)
+            raise Refused(ConfigError(size_problem(meta_parameter_count(cfg), folder, on_gpu) or str(exc))) from None
+        raise
+    problem = size_problem(parts.model.num_parameters(), folder, on_gpu)
+    if problem:
+        raise Refused(ConfigError(problem))
+    return parts
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, (RuntimeError, MemoryError)) and "memory" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def meta_parameter_count(cfg: DictConfig) -> int:
+    """The parameters of the model ``cfg`` describes, counted on PyTorch's meta device (no memory, no initialisation):
+    only for a model that could not be built because its weights do not fit."""
+    import torch
+    from hydra.utils import instantiate
+
+    dims = list(instantiate(cfg.data, _convert_="all").dims)
+    with torch.device("meta"):
+        noise = instantiate(cfg.noise, _convert_="all")
+        model = instantiate(cfg.model, input_shape=dims, noise=noise, _convert_="all")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def resume_from(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint the run continues from (``ckpt_path=``, or the folder's own newest), checked readable."""
+    from aelab.store.checkpoints import resume_checkpoint
+
+    try:
+        return resume_checkpoint(run_dir, cfg.get("ckpt_path"), str(cfg.resume))
+    except AelabError as exc:
+        raise Refused(exc) from None
+
+
+def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, fresh: bool = False) -> Prepared:
+    """Steps 1–4 of the module docstring for the run in ``run_dir``; ``choose()`` creates and locks the folder.
+
+    ``choose`` runs after everything that can refuse the run, so a refused run leaves no folder; it returns
+    the folder actually used (a ``fresh`` one may get a ``_2`` suffix: no earlier run of it to read).
+    A sweep job's folder exists already (Hydra's launcher made it). ``checked``: the config was checked already.
+    """
+    from aelab.run.session import process_started_at
+
+    timing = {"process_start": process_started_at(), "pid": os.getpid(), "prepare_start": time.time()}
+    if not checked:
+        refuse(config_problems(cfg))
+    refuse(machine_problems(cfg, run_dir.parent))
+    skip, changes = folder_verdict(cfg, run_dir) if run_dir.is_dir() and not fresh else (None, [])
+    if skip is not None:
+        return Prepared(run_dir, skip=skip, timing=timing)
+    parts = build_parts(cfg, run_dir.parent, timing)
+    if choose is not None:
+        run_dir = choose()
+    prepared = Prepared(run_dir, parts, resume_from(cfg, run_dir), timing=timing, changes=changes)
+    _PREPARED[run_dir.resolve()] = prepared
+    return prepared
+
+
+def take(run_dir: Path) -> Prepared | None:
+    """The parts prepared for ``run_dir`` in this process (once)."""
+    return _PREPARED.pop(Path(run_dir).resolve(), None)

@@ -1,0 +1,103 @@
+"""The fingerprint of the config that made a run's checkpoints, and what changed since.
+
+A run folder's ``.hydra/config.yaml`` is the config its checkpoints were trained with, and
+``metrics.json`` keeps its fingerprint (``config_fingerprint``). Continuing or skipping a run
+under a config that differs in anything that shapes training would mislabel the run (its
+record would name values it never trained with) or destroy it (a model of another size
+written over ``last.ckpt``), so the pre-run step (:mod:`aelab.run.precheck`) compares the
+two first. Keys in :data:`CONTINUATION_KEYS` are meant to change between sittings of one
+run — train longer, log elsewhere, run on another device, evaluate differently — and do not
+count. Everything here works on plain containers (``OmegaConf.to_container(cfg,
+resolve=False)``): interpolations compare as written, so ``${seed}`` in ``data.seed`` is the
+same on both sides and a changed ``seed`` shows up as ``seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from aelab._compat import current_name
+
+#: config keys (and the subtrees under them) that may change when a run is continued
+CONTINUATION_KEYS: tuple[str, ...] = (
+    "trainer.max_epochs",  # train longer (or stop earlier)
+    "trainer.max_steps",
+    "trainer.max_time",
+    "trainer.accelerator",  # where it runs
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.enable_model_summary",  # what it shows and logs
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "logger",
+    "callbacks.progress_bar",
+    "callbacks.reconstruction_grid",
+    "callbacks.generation_grids",
+    "callbacks.lr_monitor",
+    "callbacks.fault",  # fault injection for tests
+    "eval",  # evaluations after training
+    "test",
+    "test_ckpt",
+    "optimized_metric",
+    "tags",
+    "name",  # bookkeeping of the invocation itself
+    "resume",
+    "ckpt_path",
+    "on_config_change",
+    "trust_checkpoint",
+    "trust_packages",
+    "threads",
+    "verbose",
+    "paths",
+    "sweep",
+    "search",
+    "hydra",
+)
+
+
+def _allowed(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in CONTINUATION_KEYS)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.bottleneck": 8, ...}``: the leaves of a plain config (lists are leaves; ``_target_`` names current)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_target_" and isinstance(value, str):
+                value = current_name(value)  # a folder written by aelab 0.1 names the old module paths
+            out.update(flatten(value, path) if isinstance(value, dict) and value else {path: value})
+        return out
+    return {prefix: node}
+
+
+def training_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The leaves of ``config`` that shape training (every key but :data:`CONTINUATION_KEYS`)."""
+    return {k: v for k, v in flatten(config).items() if not _allowed(k)}
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """A short hash of :func:`training_config` (the same for configs that train the same run)."""
+    canonical = json.dumps(training_config(config), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_changes(recorded: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, the run's value, the new value)`` for every training key that differs (missing: ``None``)."""
+    before, after = training_config(recorded), training_config(new)
+    return [(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+
+def describe_changes(changes: list[tuple[str, Any, Any]], limit: int = 12) -> str:
+    """The changes as lines ``  key: <the run's> → <now>``."""
+
+    def show(value: Any) -> str:
+        return "(not set)" if value is None else json.dumps(value, default=str) if not isinstance(value, str) else value
+
+    lines = [f"  {key}: {show(before)} → {show(after)}" for key, before, after in changes[:limit]]
+    if len(changes) > limit:
+        lines.append(f"  ... and {len(changes) - limit} more")
+    return "\n".join(lines)

@@ -112,10 +112,14 @@ def test_missing_dataset_error_names_the_places_searched(cli, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_key_is_refused_by_hydra(cli):
-    result = cli("model.nope=3")
-    assert result.returncode != 0
-    assert "Key 'nope' is not in struct" in result.stderr or "Could not override 'model.nope'" in result.stderr
+def test_a_misspelt_key_without_plus_gets_aelabs_message_not_hydras_advice(cli, tmp_path):
+    started = time.time()
+    result = cli("model.bottelneck=8", "data=sprites")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    # aelab's words, with or without "+": not Hydra's "To append to your config use +model.bottelneck=8"
+    assert "model.bottelneck is not an option of model; did you mean model.bottleneck?" in result.stderr
+    assert "To append" not in result.stderr and not (tmp_path / "outputs").exists()
+    assert time.time() - started < 30  # ~1 s on an idle machine
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_checkpoint_and_metrics(cli, tmp_path):

@@ -109,7 +109,7 @@ def test_predict_cli_and_its_bad_input(runs, cli, tmp_path):
     np.save(tmp_path / "short.npy", np.zeros((5, 30), np.float32))
     bad = {
         (f"run={runs['mlp']}", f"input={tmp_path / 'missing'}"): "does not exist",
-        (f"run={runs['mlp']}", "input=sprites", "outputs=[codes,thumbnails]"): "['thumbnails'] are not among",
+        (f"run={runs['mlp']}", "input=sprites", "outputs=[codes,thumbnails]"): "outputs=['codes', 'thumbnails'] has the wrong type: expected list of one of 'codes', 'recon', 'score', 'map'",
         (f"run={runs['transpose']}", f"input={tmp_path / 'vectors.npy'}"): "this run takes images [N, 1, 28, 28]",
         (f"run={tmp_path}", "input=sprites"): "is not an aelab run folder",
         ("input=sprites",): "name the run and the inputs",
@@ -195,7 +195,7 @@ def test_export_cli_prints_the_parity_and_refuses_bad_options(runs, cli):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max |difference| =" in result.stdout and (runs["transpose"] / "export" / "encoder.onnx").is_file()
     result = cli(f"run={runs['transpose']}", "format=tflite", tool="aelab-export")
-    assert result.returncode != 0 and "format=tflite must be one of ['onnx', 'torchscript']" in result.stderr
+    assert result.returncode != 0 and "format='tflite' is not one of ['onnx', 'torchscript']" in result.stderr
 
 
 # ------------------------------------------------------------------ the Python API

@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
+from aelab.cli.common import entry_main, refuse_bad_options
 from aelab.errors import AelabError, find_aelab_error
 from aelab.evaluation.runner import evaluate_path
 from aelab.run.load import pick_device
@@ -31,7 +32,7 @@ log = logging.getLogger("aelab.eval")
 
 def evaluate_main(cfg: DictConfig) -> int:
     """The body of ``aelab-eval``: evaluate, print a summary, return the exit code."""
-    from aelab.run.build import instantiate_group
+    from aelab.run.parts import instantiate_group
 
     if OmegaConf.is_missing(cfg, "run"):
         print(
@@ -69,6 +70,7 @@ def evaluate_main(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> None:
+    refuse_bad_options("aelab-eval", cfg)
     code = evaluate_main(cfg)
     if code:
         sys.exit(code)
@@ -77,7 +79,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point ``aelab-eval``."""
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    _hydra_main()
+    entry_main(_hydra_main, "aelab-eval", "evaluate")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
+from aelab.cli.common import entry_main, refuse_bad_options
 from aelab.deploy.export import FORMATS, PARTS, export
 from aelab.errors import ConfigError, find_aelab_error
 
@@ -52,6 +53,7 @@ def export_main(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 def _hydra_main(cfg: DictConfig) -> None:
+    refuse_bad_options("aelab-export", cfg)
     code = export_main(cfg)
     if code:
         sys.exit(code)
@@ -60,7 +62,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point ``aelab-export``."""
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    _hydra_main()
+    entry_main(_hydra_main, "aelab-export", "export")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
+from aelab.cli.common import entry_main, refuse_bad_options
 from aelab.deploy.predict import OUTPUTS, predict
 from aelab.errors import ConfigError, find_aelab_error
 
@@ -58,6 +59,7 @@ def predict_main(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
+    refuse_bad_options("aelab-predict", cfg)
     code = predict_main(cfg)
     if code:
         sys.exit(code)
@@ -66,7 +68,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point ``aelab-predict``."""
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    _hydra_main()
+    entry_main(_hydra_main, "aelab-predict", "predict")
 
 
 if __name__ == "__main__":

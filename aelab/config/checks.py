@@ -33,6 +33,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from aelab.config.constraints import value_problems
+from aelab.config.rules import missing, rule_problems
 from aelab.config.signatures import Signature, _spec_locations, signature
 
 log = logging.getLogger("aelab.config")
@@ -63,14 +64,15 @@ def _value(node: DictConfig, key: str) -> Any:
 _UNRESOLVED = object()
 
 
-def _unknown_key(path: str, key: str, sig: Signature) -> str:
+def _unknown_key(path: str, key: str, sig: Signature, tool: str = "aelab-train") -> str:
     """ "<path>.<key> is not an option of <path>; did you mean ...? <target> takes: ..." (top level: path "")."""
     options = [name for name in sig.params if not name.startswith("_")]
     close = difflib.get_close_matches(key, options, n=1)
     prefix = f"{path}." if path else ""
     hint = f"; did you mean {prefix}{close[0]}?" if close else ""
     if not path:
-        return f"{key} is not a top-level option of aelab-train{hint} The top-level options are: {', '.join(options)}"
+        what = "a top-level option of aelab-train" if tool == "aelab-train" else f"an option of {tool}"
+        return f"{key} is not {what}{hint} ({tool}'s options are: {', '.join(options)})"
     return f"{prefix}{key} is not an option of {path}{hint} ({sig.target} takes: {', '.join(options)})"
 
 
@@ -124,7 +126,28 @@ def node_problems(node: Any, path: str, target: str | None = None) -> list[str]:
         if isinstance(value, DictConfig) and param.type.kind in ("any", "dict", "class"):
             continue
         problems += value_problems(f"{path}.{key}", value, param.type)
+    if not problems and sig.attrs.get("option_rules"):
+        problems += rule_problems(sig.attrs["option_rules"], _option_values(node, sig), path)
     return problems
+
+
+def _option_values(node: DictConfig, sig: Signature) -> dict[str, Any]:
+    """The value of each of a component's options: the config's, else the signature's default; unknown ones marked."""
+    from aelab.config.signatures import _is_sentinel
+
+    values: dict[str, Any] = {}
+    for name, param in sig.params.items():
+        if name in node and not OmegaConf.is_missing(node, name):
+            value = _value(node, name)
+            if isinstance(value, DictConfig):
+                try:
+                    value = OmegaConf.to_container(value, resolve=True)
+                except OmegaConfBaseException:
+                    value = _UNRESOLVED
+            values[name] = missing() if value is _UNRESOLVED else value
+        else:
+            values[name] = missing() if _is_sentinel(param.default) or name in node else param.default
+    return values
 
 
 def _dict_of_components(group: str, node: Any) -> list[str]:
@@ -201,9 +224,11 @@ def _eval_needs(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def _top_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
+def _top_problems(
+    cfg: DictConfig, overrides: list[str], target: str = TOP_OPTIONS, tool: str = "aelab-train"
+) -> list[str]:
     problems = []
-    sig = signature(TOP_OPTIONS)
+    sig = signature(target)
     added = {
         str(o).split("=", 1)[0][1:] for o in overrides if str(o).startswith("+") and "." not in str(o).split("=", 1)[0]
     }
@@ -213,10 +238,10 @@ def _top_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
             continue
         if key not in sig.params:
             if key in added:
-                problems.append(_unknown_key("", key, sig))
+                problems.append(_unknown_key("", key, sig, tool))
             continue
-        if key in COMPONENTS or key in COMPONENT_DICTS:
-            continue
+        if key in COMPONENTS or key in COMPONENT_DICTS or OmegaConf.is_missing(cfg, key):
+            continue  # components are checked by their own signatures; a missing value by the entry point's own words
         value = _value(cfg, key)
         if value is _UNRESOLVED:
             continue
@@ -225,6 +250,8 @@ def _top_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
             problems += node_problems(value, key, param.type.name)
         else:
             problems += value_problems(key, value, param.type)
+    if target != TOP_OPTIONS:
+        return problems
     resume = cfg.get("resume", "auto")
     if isinstance(resume, str) and resume not in RESUME_MODES and not Path(resume).expanduser().is_dir():
         problems.append(f"resume={resume!r} must be auto, never, or an existing run folder to continue")
@@ -247,6 +274,24 @@ def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> tupl
     if not problems:
         problems += _eval_needs(cfg)
     return problems, []
+
+
+#: the typed options of the other entry points (their configs: conf/evaluate.yaml, predict.yaml, export.yaml)
+ENTRY_OPTIONS = {
+    "aelab-eval": "aelab.config.options.EvalOptions",
+    "aelab-predict": "aelab.config.options.PredictOptions",
+    "aelab-export": "aelab.config.options.ExportOptions",
+}
+
+
+def entry_problems(tool: str, cfg: DictConfig, overrides: list[str] | None = None) -> list[str]:
+    """Every problem of the config of ``aelab-eval``, ``aelab-predict`` or ``aelab-export`` (their typed options)."""
+    if overrides is None:
+        overrides = _task_overrides(cfg)
+    problems = _top_problems(cfg, overrides, ENTRY_OPTIONS[tool], tool)
+    if "eval" in cfg:
+        problems += _dict_of_components("eval", cfg.get("eval"))
+    return problems
 
 
 def _task_overrides(cfg: DictConfig) -> list[str]:

@@ -446,6 +446,14 @@ def _decorator_names(info: _Module, node: ast.ClassDef) -> list[str]:
     return names
 
 
+#: the class attribute that holds a component's cross-field rules (:mod:`aelab.config.rules`): a base's rules apply too
+k_rules = "option_rules"
+
+
+def _rules_list(rules: Any) -> list:
+    return [tuple(r) if isinstance(r, (list, tuple)) else r for r in (rules or ())]
+
+
 def _class_signature(info: _Module, node: ast.ClassDef, target: str, depth: int) -> Signature:
     sig = Signature(target, classes=[f"{info.name}.{node.name}"])
     for stmt in node.body:  # literal class attributes
@@ -466,6 +474,10 @@ def _class_signature(info: _Module, node: ast.ClassDef, target: str, depth: int)
             sig.classes += [c for c in base.classes if c not in sig.classes]
             for k, v in base.attrs.items():
                 sig.attrs.setdefault(k, v)
+            if k_rules in base.attrs and k_rules in sig.attrs and sig.attrs[k_rules] is not base.attrs[k_rules]:
+                sig.attrs[k_rules] = _rules_list(sig.attrs[k_rules]) + [
+                    r for r in _rules_list(base.attrs[k_rules]) if r not in _rules_list(sig.attrs[k_rules])
+                ]
     sig.is_dataclass = any(name.endswith("dataclass") for name in _decorator_names(info, node))
     if sig.is_dataclass:
         for stmt in node.body:
@@ -627,5 +639,18 @@ def check_arguments(component: Any, values: dict[str, Any], prefix: str, keys: d
         if name in values:
             key = (keys or {}).get(name) or (f"{prefix}.{name}" if prefix else name)
             problems += value_problems(key, values[name], param.type)
+    if not problems and sig.attrs.get(k_rules):
+        from aelab.config.rules import missing, rule_problems
+
+        given = {**(values.get("kwargs") if isinstance(values.get("kwargs"), dict) else {}), **values}
+        known = {
+            n: given[n] if n in given else p.default if not _is_sentinel(p.default) else missing()
+            for n, p in sig.params.items()
+        }
+        problems += rule_problems(sig.attrs[k_rules], known, prefix)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _is_sentinel(value: Any) -> bool:
+    return value is _NO_DEFAULT or value is _UNEVALUATED

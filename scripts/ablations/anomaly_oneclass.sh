@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ablation "anomaly_oneclass": the sweep, then aelab-compare. Arguments pass through
 # (e.g. --scale full, --n-jobs 2, -- trainer=gpu). See scripts/run_ablation.py.
+# Outputs land in ./outputs/sweeps/ of the folder you run it from (or $AELAB_ROOT/outputs), not in the checkout.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-exec "${PYTHON:-.venv/bin/python}" scripts/run_ablation.py anomaly_oneclass "$@"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
+exec "${PYTHON:-$here/.venv/bin/python}" "$here/scripts/run_ablation.py" anomaly_oneclass "$@"

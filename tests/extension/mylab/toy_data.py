@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from aelab.constraints import PositiveInt
+from aelab.signatures import check_arguments
 
-from aelab.config.constraints import PositiveInt
-from aelab.config.signatures import check_arguments
 from aelab.data import ImageDataModule, ImageSet
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aelab.config.constraints import PositiveInt
-from aelab.config.signatures import check_arguments
-from aelab.data.batches import map_batches
+from aelab.batches import map_batches
+from aelab.constraints import PositiveInt
+from aelab.signatures import check_arguments
+
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
 

@@ -1,0 +1,152 @@
+"""What every Hydra entry point of aelab shares: one way to start, and aelab's words for a bad override.
+
+Hydra refuses an override of a key that does not exist (``model.bottelneck=8``) with "Could not
+override 'model.bottelneck'. To append to your config use +model.bottelneck=8" — advice that
+invites the user to add the typo. :func:`run_app` starts the app as ``@hydra.main`` does and, when
+Hydra refuses an override that way, composes the config again with the unknown keys added (as
+``+key``) and lets aelab's config check say what is wrong: "model.bottelneck is not an option of
+model; did you mean model.bottleneck?", with the accepted keys — the same message, fast and
+before any folder exists, whether or not the key carries ``+``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+#: Hydra's words for an override of a key the config does not have
+_UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'")
+_MAX_UNKNOWN = 8
+
+
+def explain_bad_override(
+    exc: BaseException, config_name: str, check: Callable[[DictConfig, list[str]], list[str]]
+) -> str | None:
+    """aelab's message for Hydra's refusal of an unknown key, or None for any other composition error."""
+    from hydra._internal.utils import get_args_parser
+
+    from aelab.run.compose import compose
+
+    if not _UNKNOWN_KEY.search(str(exc)):
+        return None
+    args = get_args_parser().parse_known_args(sys.argv[1:])[0]
+    overrides = [o for o in args.overrides if o not in ("-m", "--multirun")]
+    search_path = [f"file://{__import__('os').path.abspath(args.config_dir)}"] if args.config_dir else []
+    for _ in range(_MAX_UNKNOWN):  # add each unknown key in turn until the config composes
+        try:
+            cfg = compose(args.config_name or config_name, _first_values(overrides), search_path)
+        except Exception as again:  # noqa: BLE001 — Hydra's refusal names the next unknown key
+            found = _UNKNOWN_KEY.search(str(again))
+            if not found:
+                return None
+            key = found.group(1)
+            overrides = [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
+            continue
+        problems = check(cfg, overrides)
+        if not problems:
+            return None
+        lines = "\n".join(f"  - {p}" for p in problems)
+        return (
+            problems[0]
+            if len(problems) == 1
+            else f"the overrides have {len(problems)} problems; nothing was run:\n{lines}"
+        )
+    return None
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """Swept overrides (``a=1,2``) reduced to their first value, so that one config can be composed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for override in overrides:
+        try:
+            parsed = parser.parse_override(override)
+        except Exception:  # noqa: BLE001 — not an override Hydra can read: composed as it is, Hydra says why
+            out.append(override)
+            continue
+        if parsed.is_sweep_override() and not parsed.is_interval_sweep():
+            prefix = "+" if parsed.is_add() else ""
+            out.append(f"{prefix}{parsed.key_or_group}={next(iter(parsed.sweep_string_iterator()))}")
+        elif not parsed.is_interval_sweep():
+            out.append(override)
+    return out
+
+
+def run_app(
+    hydra_main: Callable[[], Any], tool: str, config_name: str, check: Callable[[DictConfig, list[str]], list[str]]
+) -> Any:
+    """Start ``hydra_main`` (an ``@hydra.main`` function); an unknown-key override ends with aelab's one message.
+
+    Hydra reports composition errors from inside its own ``run_and_report``; this wraps that one function
+    (Hydra has no hook for it) for the duration of the call.
+    """
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import ConfigCompositionException
+
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func):
+        def explained():
+            try:
+                return func()
+            except ConfigCompositionException as exc:
+                message = explain_bad_override(exc, config_name, check)
+                if message is None:
+                    raise
+                raise SystemExit(f"{tool}: error: {message}") from None
+
+        return original(explained)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        return hydra_main()
+    finally:
+        hydra_utils.run_and_report = original
+
+
+def with_run_context(argv: list[str]) -> list[str]:
+    """``argv`` of an entry point that reads a run (``run=<run or sweep folder>``), with the run's recorded search path
+    added (unless ``hydra.searchpath`` is given) and its own packages made importable — so ``aelab-eval run=... eval=[x]``
+    finds an extension's task ``x`` as the training did, without being told again."""
+    from aelab.run.compose import searchpath_override
+    from aelab.run.extensions import run_context
+    from aelab.store.runs import find_run_dirs
+
+    run = next((a.split("=", 1)[1] for a in argv if a.startswith("run=")), None)
+    if not run or not Path(run).expanduser().is_dir():
+        return argv
+    paths: list[str] = []
+    for run_dir in find_run_dirs(Path(run).expanduser()):
+        paths += [p for p in run_context(run_dir) if p not in paths]
+    if not paths or any(a.lstrip("+").startswith("hydra.searchpath=") for a in argv):
+        return argv
+    return [*argv, *searchpath_override(paths)]
+
+
+def entry_main(hydra_main: Callable[[], Any], tool: str, config_name: str) -> Any:
+    """The console entry of ``aelab-eval``, ``-predict``, ``-export``: the run's context, then the app (:func:`run_app`)."""
+    from aelab.config.checks import entry_problems
+    from aelab.errors import AelabError
+
+    try:
+        sys.argv[1:] = with_run_context(sys.argv[1:])
+    except AelabError as exc:
+        raise SystemExit(f"{tool}: error: {exc}") from None
+    return run_app(hydra_main, tool, config_name, lambda cfg, overrides: entry_problems(tool, cfg, overrides))
+
+
+def refuse_bad_options(tool: str, cfg: DictConfig) -> None:
+    """Exit with every problem of an entry point's own options (types, choices, ranges), before it loads anything."""
+    from aelab.config.checks import entry_problems
+
+    problems = entry_problems(tool, cfg)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise SystemExit(f"{tool}: error: {problems[0] if len(problems) == 1 else lines}")

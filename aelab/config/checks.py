@@ -126,9 +126,27 @@ def node_problems(node: Any, path: str, target: str | None = None) -> list[str]:
         if isinstance(value, DictConfig) and param.type.kind in ("any", "dict", "class"):
             continue
         problems += value_problems(f"{path}.{key}", value, param.type)
-    if not problems and sig.attrs.get("option_rules"):
-        problems += rule_problems(sig.attrs["option_rules"], _option_values(node, sig), path)
+    rules = [*(sig.attrs.get("option_rules") or ()), *LIBRARY_RULES.get(target, ())]
+    if not problems and rules:
+        problems += rule_problems(rules, _option_values(node, sig), path)
     return problems
+
+
+#: rules a library's constructor enforces but its signature does not declare: checked before any folder exists
+#: (Lightning would refuse them only once the Trainer is built, after the run folder was made)
+LIBRARY_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "lightning.pytorch.Trainer": (
+        ("max_epochs is None or max_epochs >= -1", "{path}.max_epochs={max_epochs} must be -1 (no limit) or >= 0"),
+        ("max_steps is None or max_steps >= -1", "{path}.max_steps={max_steps} must be -1 (no limit) or >= 0"),
+        ("min_epochs is None or min_epochs >= 0", "{path}.min_epochs={min_epochs} must be >= 0"),
+        ("log_every_n_steps is None or log_every_n_steps >= 1", "{path}.log_every_n_steps must be >= 1"),
+        ("accumulate_grad_batches >= 1", "{path}.accumulate_grad_batches={accumulate_grad_batches} must be >= 1"),
+        (
+            "check_val_every_n_epoch is None or check_val_every_n_epoch >= 1",
+            "{path}.check_val_every_n_epoch={check_val_every_n_epoch} must be >= 1 (or null)",
+        ),
+    ),
+}
 
 
 def _option_values(node: DictConfig, sig: Signature) -> dict[str, Any]:

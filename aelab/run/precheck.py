@@ -190,14 +190,36 @@ def meta_parameter_count(cfg: DictConfig) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def resume_from(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """The checkpoint the run continues from (``ckpt_path=``, or the folder's own newest), checked readable."""
-    from aelab.store.checkpoints import resume_checkpoint
+def resume_from(cfg: DictConfig, run_dir: Path | None, model=None) -> Path | None:
+    """The checkpoint the run continues from (``ckpt_path=``, or the folder's own newest), checked readable and,
+    given the model, of its shapes (a checkpoint of another model size is named before anything is written)."""
+    from aelab.store.checkpoints import load_checkpoint, resume_checkpoint
 
     try:
-        return resume_checkpoint(run_dir, cfg.get("ckpt_path"), str(cfg.resume))
+        path = None  # a fresh folder (run_dir None) starts from ckpt_path= only
+        if run_dir is not None or cfg.get("ckpt_path"):
+            path = resume_checkpoint(run_dir or Path("."), cfg.get("ckpt_path"), str(cfg.resume))
+        if path is not None and model is not None:
+            problem = shape_problem(load_checkpoint(path, mmap=True).get("state_dict") or {}, model.state_dict())
+            if problem:
+                raise ConfigError(
+                    f"checkpoint {path} holds a model of another shape than this config builds ({problem}): "
+                    "continue it with the config it was trained with, or start a new run (another name=)"
+                )
+        return path
     except AelabError as exc:
         raise Refused(exc) from None
+
+
+def shape_problem(saved: dict, wanted: dict) -> str | None:
+    """How a checkpoint's weights differ from a model's: the first tensor of another shape, or missing/extra ones."""
+    for key, tensor in wanted.items():
+        if key in saved and tuple(saved[key].shape) != tuple(tensor.shape):
+            return f"{key}: {list(saved[key].shape)} in the checkpoint, {list(tensor.shape)} now"
+    missing, extra = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
+    if missing or extra:
+        return f"{len(missing)} weights missing (e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]})"
+    return None
 
 
 def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, fresh: bool = False) -> Prepared:
@@ -217,9 +239,10 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     if skip is not None:
         return Prepared(run_dir, skip=skip, timing=timing)
     parts = build_parts(cfg, run_dir.parent, timing)
+    resume = resume_from(cfg, None if fresh else run_dir, parts.model)
     if choose is not None:
         run_dir = choose()
-    prepared = Prepared(run_dir, parts, resume_from(cfg, run_dir), timing=timing, changes=changes)
+    prepared = Prepared(run_dir, parts, resume, timing=timing, changes=changes)
     _PREPARED[run_dir.resolve()] = prepared
     return prepared
 

@@ -74,7 +74,7 @@ class RecordData(TypedDict, total=False):
     config_fingerprint: str
     """The hash of the config that made the checkpoints (:mod:`aelab.store.fingerprint`)."""
     config_changes: list[dict[str, Any]]
-    """Changes accepted with ``on_config_change=continue``: ``{"at_epoch", "key", "before", "after"}``."""
+    """Changes accepted with ``on_config_change=continue``: ``{"at_step", "at", "key", "before", "after"}``."""
     wandb: dict[str, Any] | None
     """``{"id"}`` of the run's W&B run."""
     mlflow: dict[str, Any] | None

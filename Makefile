@@ -9,12 +9,14 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 ARGS    ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install data train test test-slow test-all bench clean-outputs
+.PHONY: help install data train test test-slow test-all lint docs bench clean-outputs
 
 help:
 	@echo "make train       set up .venv, get Fashion-MNIST, train the default conv autoencoder (ARGS='model=mlp ...')"
 	@echo "make test        the fast test suite"
 	@echo "make test-slow   the long checks (real Fashion-MNIST, ablation quick variants)"
+	@echo "make lint        ruff check and ruff format --check"
+	@echo "make docs        build the docs site (mkdocs build --strict) into site/"
 	@echo "make bench       the speed benchmarks in scripts/"
 
 $(STAMP): pyproject.toml
@@ -51,6 +53,13 @@ test-slow: install data
 
 test-all: install data
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 bench: install data
 	$(PY) scripts/bench_data.py

@@ -109,7 +109,11 @@ def test_predict_cli_and_its_bad_input(runs, cli, tmp_path):
     np.save(tmp_path / "short.npy", np.zeros((5, 30), np.float32))
     bad = {
         (f"run={runs['mlp']}", f"input={tmp_path / 'missing'}"): "does not exist",
-        (f"run={runs['mlp']}", "input=sprites", "outputs=[codes,thumbnails]"): "outputs=['codes', 'thumbnails'] has the wrong type: expected list of one of 'codes', 'recon', 'score', 'map'",
+        (
+            f"run={runs['mlp']}",
+            "input=sprites",
+            "outputs=[codes,thumbnails]",
+        ): "outputs=['codes', 'thumbnails'] has the wrong type: expected list of one of 'codes', 'recon', 'score', 'map'",
         (f"run={runs['transpose']}", f"input={tmp_path / 'vectors.npy'}"): "this run takes images [N, 1, 28, 28]",
         (f"run={tmp_path}", "input=sprites"): "is not an aelab run folder",
         ("input=sprites",): "name the run and the inputs",

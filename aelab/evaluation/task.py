@@ -38,7 +38,17 @@ DATA_NEEDS = ("labels", "one_class", "factors", "images", "masks")
 
 @dataclass
 class EvalResult:
-    """What a task returns: numbers (``eval/*``), details for ``metrics.json`` and files it wrote."""
+    """What a task's :meth:`EvalTask.run` returns.
+
+    Args:
+        metrics: the numbers, keyed ``eval/<name>`` (declared in the task's :meth:`EvalTask.metric_info`):
+            they go into ``metrics.json`` (``final`` and ``eval.metrics``), the loggers and the tables.
+        details: anything else worth keeping (per-class numbers, settings used), JSON-serialisable:
+            ``metrics.json`` → ``eval.details.<task name>``.
+        files: name → the files the task wrote (absolute, or relative to the ``out_dir`` it was given);
+            recorded relative to the run folder under ``eval.files`` (``<task>/<name>``). PNGs are also
+            sent to the run's image-taking loggers (W&B, MLflow, TensorBoard).
+    """
 
     metrics: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
@@ -109,12 +119,13 @@ class Evaluation:
 
     metrics: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # relative to ``root`` (the run folder)
     infos: list[MetricInfo] = field(default_factory=list)
+    root: Path = Path(".")
 
     @property
     def images(self) -> dict[str, Path]:
-        return {k: Path(v) for k, v in self.files.items() if str(v).endswith(".png")}
+        return {k: self.root / v for k, v in self.files.items() if str(v).endswith(".png")}
 
 
 def run_tasks(run, tasks: dict[str, EvalTask], out_dir: Path | None = None) -> Evaluation:
@@ -124,12 +135,15 @@ def run_tasks(run, tasks: dict[str, EvalTask], out_dir: Path | None = None) -> E
         raise ConfigError("; ".join(refusals))
     out_dir = out_dir or run.run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = Evaluation()
+    root = Path(run.run_dir).resolve()
+    result = Evaluation(root=root)
     for name, task in tasks.items():
         log.info("%s: %s", run.run_dir.name, name)
         done = task.run(run, out_dir)
         result.metrics.update(done.metrics)
         result.details[name] = done.details
-        result.files.update({f"{name}/{k}": str(v) for k, v in done.files.items()})
+        for key, value in done.files.items():  # one form for every task: relative to the run folder
+            path = (Path(value) if Path(value).is_absolute() else Path(out_dir) / value).resolve()
+            result.files[f"{name}/{key}"] = str(path.relative_to(root)) if root in path.parents else str(path)
         result.infos += task.metric_info()
     return result

@@ -30,6 +30,7 @@ log = logging.getLogger("aelab.train")
 
 def record_fields(job: Job, status: str, error: str | None = None, error_type: str | None = None) -> RecordData:
     """What the run record holds for ``job`` in state ``status``."""
+    from aelab.run.extensions import packages_of
     from aelab.store.fingerprint import fingerprint
 
     cfg, history, trainer, model, info = job.cfg, job.history, job.trainer, job.model, job.info
@@ -76,6 +77,7 @@ def record_fields(job: Job, status: str, error: str | None = None, error_type: s
         **(model.summary_extras() if model is not None else {}),
         overrides=job.overrides,
         search_path=job.search_path,
+        extension_packages=packages_of(job.plain_config()),
         metric_info=info.to_json() if info is not None else {},
         timing=timings(job, finished),
     )

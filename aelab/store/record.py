@@ -84,6 +84,8 @@ class RecordData(TypedDict, total=False):
     """The command-line overrides of the run (``aelab-train`` + these reproduces it)."""
     search_path: list[str]
     """The Hydra search path the run was composed with (extensions' config packages)."""
+    extension_packages: dict[str, str]
+    """The run's own packages (not installed, not aelab's) and the folder each was imported from."""
     metric_info: dict[str, Any]
     """key → ``{label, higher_is_better, summary, column}``, declared by the producers (:mod:`aelab.metric_info`)."""
     eval: dict[str, Any]

@@ -59,7 +59,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 docs: install
-	$(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 bench: install data
 	$(PY) scripts/bench_data.py

@@ -109,3 +109,15 @@ def test_every_documented_command_is_accepted(page, tool, line, args, tmp_path, 
     cfg = compose(CONFIGS.get(tool, "config"), overrides)
     problems = config_problems(cfg, overrides) if tool == "aelab-train" else entry_problems(tool, cfg, overrides)
     assert not problems, f"{page}:{line}: {tool} {args}: {problems}"
+
+
+def test_the_architecture_page_maps_every_module_with_its_one_job():
+    """docs/architecture.md's module map is the code's: every module, the first line of its docstring."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import module_map
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    page = module_map.PAGE.read_text()
+    assert module_map.page_with_table(page) == page, "run: python scripts/module_map.py --write"
+    assert "|  |" not in module_map.table(), "a module without a docstring"

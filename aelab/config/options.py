@@ -47,6 +47,7 @@ class TrainOptions:
     name: str | None = None
     resume: str = "auto"
     ckpt_path: str | None = None
+    trust_checkpoint: bool = False  # load checkpoints with full pickle (runs the code they hold)
     nonfinite_loss: Literal["stop", "skip"] = "stop"
     test: bool = True
     test_ckpt: Literal["best", "last"] = "best"

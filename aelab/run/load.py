@@ -5,11 +5,12 @@ Used by ``aelab-eval``, ``aelab-predict``, ``aelab-export``, ``aelab-compare``'s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from aelab.errors import ConfigError
 from aelab.store.record import RunRecord
-from aelab.store.runs import checkpoint_path, load_run_config
+from aelab.store.runs import checkpoint_path, load_run_config, run_search_path
 
 
 def pick_device(name: str) -> str:
@@ -107,11 +108,35 @@ class LoadedRun:
         return build_components(self.cfg).model.to(self.model.device).eval()
 
 
-def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setup_data: bool = True) -> LoadedRun:
+def check_run_config(cfg, run_dir: str | Path, trust_packages: Iterable[str] = ()) -> None:
+    """Refuse a run folder's config whose parts would instantiate anything outside the allowlist
+    (:mod:`aelab.config.trust`: aelab's components, torch optimizers and schedulers, the run's search-path
+    packages' components, and ``trust_packages``)."""
+    from aelab.config.trust import check_config_targets, search_path_packages, trusted_packages
+
+    check_config_targets(
+        cfg,
+        search_packages=search_path_packages(run_search_path(run_dir)),
+        trusted=trusted_packages(trust_packages),
+        where=str(Path(run_dir) / ".hydra" / "config.yaml"),
+    )
+
+
+def load_run(
+    run_dir: str | Path,
+    which: str = "best",
+    device: str = "cpu",
+    setup_data: bool = True,
+    trust_checkpoint: bool = False,
+    trust_packages: Iterable[str] = (),
+) -> LoadedRun:
     """Rebuild a run's model from its config and load its ``best`` or ``last`` checkpoint onto ``device``
     (``auto``: a GPU when there is one).
 
-    Raises :class:`RunFolderError` for a folder without config or checkpoint.
+    The folder is data, not code (``docs/trust.md``): its config may only name allowed ``_target_``s
+    (:func:`check_run_config`; ``trust_packages`` adds packages), its checkpoint is read weights only unless
+    ``trust_checkpoint`` (full pickle: it runs any code the file holds). Raises :class:`RunFolderError` for a
+    folder without config or checkpoint, :class:`aelab.errors.TrustError` for a refused config or checkpoint.
     """
     if device == "auto":
         import torch
@@ -122,9 +147,10 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setu
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    check_run_config(cfg, run_dir, trust_packages)
     ckpt = checkpoint_path(run_dir, which)
+    state = load_checkpoint(ckpt, map_location=device, trust=trust_checkpoint)
     parts = build_components(cfg)
-    state = load_checkpoint(ckpt, map_location=device)
     parts.model.load_state_dict(state["state_dict"])
     parts.model.to(device).eval()
     if setup_data:

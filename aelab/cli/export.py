@@ -30,7 +30,13 @@ def export_main(cfg: DictConfig) -> int:
             raise ConfigError(
                 f"format={cfg.format} must be one of {list(FORMATS)} and part={cfg.part} one of {list(PARTS)}"
             )
-        run = load_run(cfg.run, which=str(cfg.checkpoint), device="cpu")
+        run = load_run(
+            cfg.run,
+            which=str(cfg.checkpoint),
+            device="cpu",
+            trust_checkpoint=bool(cfg.trust_checkpoint),
+            trust_packages=list(cfg.trust_packages),
+        )
         result = export(
             run, str(cfg.format), str(cfg.part), cfg.out, int(cfg.batch), float(cfg.tolerance), int(cfg.opset)
         )

@@ -30,7 +30,14 @@ def predict_main(cfg: DictConfig) -> int:
         unknown = [o for o in outputs if o not in OUTPUTS]
         if unknown:
             raise ConfigError(f"outputs={outputs}: {unknown} are not among {list(OUTPUTS)}")
-        run = load_run(cfg.run, which=str(cfg.checkpoint), device=pick_device(str(cfg.device)), setup_data=False)
+        run = load_run(
+            cfg.run,
+            which=str(cfg.checkpoint),
+            device=pick_device(str(cfg.device)),
+            setup_data=False,
+            trust_checkpoint=bool(cfg.trust_checkpoint),
+            trust_packages=list(cfg.trust_packages),
+        )
         result = predict(
             run,
             str(cfg.input),

@@ -55,9 +55,11 @@ def evaluate_path(
     checkpoint: str = "best",
     device: str = "cpu",
     auto: dict | None = None,
+    trust_checkpoint: bool = False,
+    trust_packages: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Evaluate every run folder at ``path`` with ``tasks`` (None: the automatic ones); returns ``{run_dir: metrics or
-    error}``.
+    error}``. ``trust_checkpoint`` and ``trust_packages`` are :func:`aelab.run.load.load_run`'s.
     """
     from aelab.run.load import load_run
     from aelab.store.runs import find_run_dirs
@@ -82,7 +84,8 @@ def evaluate_path(
             )
             continue
         try:
-            run = load_run(run_dir, which=checkpoint, device=device)
+            trust = {"trust_checkpoint": trust_checkpoint, "trust_packages": trust_packages}
+            run = load_run(run_dir, which=checkpoint, device=device, **trust)
             chosen = tasks if tasks else compose_tasks(auto_task_names(run, auto or {"one_class": [], "other": []}))
             results[str(run_dir)] = evaluate_run(run, chosen)
         except AelabError as exc:

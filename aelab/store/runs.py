@@ -67,11 +67,11 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     )
 
 
-def read_yaml(path: str | Path):
-    """A YAML file of a run folder as a DictConfig; one that cannot be read, is not YAML or not a mapping is a
-    RunFolderError naming it."""
+def read_yaml(path: str | Path, mapping: bool = True):
+    """A YAML file of a run folder as a DictConfig (``mapping=False``: a ListConfig); one that cannot be read, is
+    not YAML or not of that kind is a RunFolderError naming it."""
     import yaml
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
     path = Path(path)
     try:
@@ -83,8 +83,10 @@ def read_yaml(path: str | Path):
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RunFolderError(f"{path} is not valid YAML ({why}): the run folder is damaged") from None
-    if not isinstance(cfg, DictConfig):
-        raise RunFolderError(f"{path} does not hold a YAML mapping: the run folder is damaged")
+    if not isinstance(cfg, DictConfig if mapping else ListConfig):
+        raise RunFolderError(
+            f"{path} does not hold a YAML {'mapping' if mapping else 'list'}: the run folder is damaged"
+        )
     return cfg
 
 
@@ -133,6 +135,16 @@ def run_search_path(run_dir: str | Path) -> list[str]:
     if not isinstance(entries, list):
         raise RunFolderError(f"{path}: hydra.searchpath is not a list: the run folder is damaged")
     return [str(e) for e in entries]
+
+
+def run_overrides(run_dir: str | Path) -> list[str]:
+    """The command-line overrides a run was composed with (``.hydra/overrides.yaml``); empty when it has none."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    return [str(item) for item in OmegaConf.to_container(read_yaml(path, mapping=False), resolve=False)]
 
 
 def run_choices(run_dir: str | Path) -> dict[str, str]:

@@ -70,10 +70,22 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def main() -> None:
-    """Console entry point ``aelab-predict``."""
+    """Console entry point ``aelab-predict``. SIGTERM stops it as Ctrl-C does: the arrays being written are removed,
+    files already complete are kept."""
+    import signal
+
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    _hydra_main()
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        print("aelab-predict: stopped; no half-written file is left in its output folder", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

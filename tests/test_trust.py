@@ -156,6 +156,20 @@ def test_ckpt_path_and_resume_refuse_a_checkpoint_that_runs_code_before_training
     assert (shared / "checkpoints" / "last.ckpt").read_bytes() == before  # nothing written over it
 
 
+@pytest.mark.xfail(
+    strict=True, reason="aelab/run/job.py must pass trust=cfg.trust_checkpoint to resume_checkpoint (the lead's file)"
+)
+def test_trust_checkpoint_true_lets_aelab_train_start_from_a_checkpoint_it_refused(run, tmp_path):
+    from aelab.run.job import run_job
+
+    marker = tmp_path / "ran"
+    shared = copy_run(run, tmp_path / "shared")
+    poison_checkpoints(shared, marker)
+    ckpt = shared / "checkpoints" / "last.ckpt"
+    run_job(compose_config(tmp_path / "new", [*QUICK, f"ckpt_path={ckpt}", "trust_checkpoint=true"]), cli=False)
+    assert marker.exists()  # loaded with full pickle, as the flag says
+
+
 def test_export_as_safetensors_holds_the_parts_weights_and_keeps_the_other_formats_description(run, tmp_path):
     from safetensors import safe_open
 

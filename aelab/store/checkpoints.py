@@ -43,20 +43,26 @@ SAFE_GLOBALS: list = []
 TRUST_HINT = "trust_checkpoint=true"
 
 
+#: torch's words for a type its weights-only unpickler refuses (anything else it refuses is a damaged file)
+_REFUSED_TYPE = re.compile(r"GLOBAL ([\w.]+)|can only (?:build|create new object)|call reduce for unrecognized", re.I)
+
+
 def _unsafe_types(path: Path, exc: BaseException) -> list[str]:
     """The types a checkpoint holds that a weights-only load refuses, read from its pickle without running it
-    (torch's scan), else from the error torch raised."""
+    (torch's scan) or from the error torch raised; empty when the error is not about types (a damaged file)."""
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # noqa: BLE001 — the scan is only for the message; torch's own error names a type too
+    except Exception:  # noqa: BLE001 — not a zip checkpoint, or damaged: torch's error names the type, if any
         found = []
-    return found or re.findall(r"GLOBAL ([\w.]+)", str(exc))[:1] or ["an object that is not weights"]
+    if found:
+        return found
+    match = _REFUSED_TYPE.search(str(exc))
+    return [match.group(1) or "an object that is not weights"] if match else []
 
 
-def untrusted_error(path: Path, exc: BaseException) -> TrustError:
-    """The one-line refusal of a checkpoint whose pickle holds more than weights."""
-    types = _unsafe_types(path, exc)
+def untrusted_error(path: Path, types: list[str]) -> TrustError:
+    """The one-line refusal of a checkpoint whose pickle holds more than weights (``types``)."""
     shown = ", ".join(types[:4]) + (f" and {len(types) - 4} more" if len(types) > 4 else "")
     return TrustError(
         f"checkpoint {path} was refused: it holds {shown}, not only weights, and loading it would run code from the "
@@ -78,8 +84,9 @@ def torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False, 
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "GLOBAL" in str(exc):
-            raise untrusted_error(Path(path), exc) from None
+        types = _unsafe_types(Path(path), exc)
+        if types:
+            raise untrusted_error(Path(path), types) from None
         raise
 
 

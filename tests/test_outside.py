@@ -195,7 +195,10 @@ def test_export_cli_prints_the_parity_and_refuses_bad_options(runs, cli):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max |difference| =" in result.stdout and (runs["transpose"] / "export" / "encoder.onnx").is_file()
     result = cli(f"run={runs['transpose']}", "format=tflite", tool="aelab-export")
-    assert result.returncode != 0 and "format=tflite must be one of ['onnx', 'torchscript', 'safetensors']" in result.stderr
+    assert (
+        result.returncode != 0
+        and "format=tflite must be one of ['onnx', 'torchscript', 'safetensors']" in result.stderr
+    )
 
 
 # ------------------------------------------------------------------ the Python API

@@ -97,7 +97,7 @@ class BadImagesError(ConfigError):
         super().__init__(f"{len(bad)} image file(s) under {folder} cannot be used: {listed}. {advice[0].upper()}"
                          f"{advice[1:]}")
 
-    def advising(self, advice: str) -> "BadImagesError":
+    def advising(self, advice: str) -> BadImagesError:
         """The same error with other advice."""
         return BadImagesError(self.folder, self.bad, advice)
 

@@ -92,28 +92,25 @@ def read_yaml(path: str | Path, mapping: bool = True):
 
 def read_run_config(run_dir: str | Path):
     """The run's ``.hydra/config.yaml`` as written (nothing resolved or filled in); a missing, unreadable or
-    garbage file — or one without the ``data`` and ``model`` sections of an aelab run — is a RunFolderError
-    naming it."""
-    from omegaconf import DictConfig
-
+    garbage file is a RunFolderError naming it."""
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise RunFolderError(f"{run_dir} is not an aelab run folder (no .hydra/config.yaml)")
-    path = run_dir / ".hydra" / "config.yaml"
-    cfg = read_yaml(path)
-    missing = [part for part in ("data", "model") if not isinstance(cfg.get(part), DictConfig)]
-    if missing:
-        raise RunFolderError(
-            f"{path} is not an aelab run config (it has no {' or '.join(missing)} section): the run folder is damaged"
-        )
-    return cfg
+    return read_yaml(run_dir / ".hydra" / "config.yaml")
 
 
 def load_run_config(run_dir: str | Path):
-    """The run's composed config (``.hydra/config.yaml``) with its folder filled in (see :func:`read_run_config`)."""
-    from omegaconf import open_dict
+    """The run's composed config (``.hydra/config.yaml``) with its folder filled in, ready to rebuild the run: one
+    without the ``data`` and ``model`` sections is a RunFolderError naming the file (see :func:`read_run_config`)."""
+    from omegaconf import DictConfig, open_dict
 
     cfg = read_run_config(run_dir)
+    missing = [part for part in ("data", "model") if not isinstance(cfg.get(part), DictConfig)]
+    if missing:
+        raise RunFolderError(
+            f"{Path(run_dir) / '.hydra' / 'config.yaml'} is not an aelab run config (it has no "
+            f"{' or '.join(missing)} section): the run folder is damaged"
+        )
     with open_dict(cfg):
         cfg.setdefault("paths", {})
         cfg.paths.run_dir = str(Path(run_dir).resolve())  # was ${hydra:runtime.output_dir}

@@ -271,16 +271,22 @@ def test_the_allowlist_takes_component_classes_of_the_runs_search_path_packages_
     check_config_targets(cfg, trusted=trusted_packages(["unused"]))  # trusted explicitly: anything under it
 
 
-def test_the_runs_recorded_search_path_is_read_from_its_hydra_yaml(run, tmp_path):
+def test_the_runs_recorded_search_path_is_read_from_its_hydra_yaml(run, tmp_path, monkeypatch):
     from aelab.errors import RunFolderError
-    from aelab.store.runs import run_search_path
+    from aelab.run.load import check_run_config
+    from aelab.store.runs import load_run_config, run_search_path
 
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "extension"))  # tests/extension/mylab
     folder = copy_run(run, tmp_path / "ext")
+    edit_config(folder, lambda cfg: cfg.model.update({"_target_": "mylab.toy_model.CodeL2Autoencoder"}))
     assert run_search_path(folder) == []
+    with pytest.raises(TrustError, match="mylab.toy_model.CodeL2Autoencoder .* trust_packages=\\[mylab\\]"):
+        check_run_config(load_run_config(folder), folder)
     hydra = OmegaConf.load(folder / ".hydra" / "hydra.yaml")
     hydra.hydra.searchpath = ["pkg://mylab.conf"]
     OmegaConf.save(hydra, folder / ".hydra" / "hydra.yaml")
     assert run_search_path(folder) == ["pkg://mylab.conf"]
+    check_run_config(load_run_config(folder), folder)  # the run's own extension package: no flag needed
     (folder / ".hydra" / "hydra.yaml").write_text("hydra: [unclosed\n")
     with pytest.raises(RunFolderError, match="hydra.yaml is not valid YAML"):
         run_search_path(folder)

@@ -131,6 +131,11 @@ def check_config_targets(
             if not problem:
                 continue
             top = str(target).split(".")[0]
+            if problem.startswith("cannot be found"):  # an allowed package that is not importable here
+                raise TrustError(
+                    f"{key}._target_={target} in {where} {problem}: is {top} installed where you load the run "
+                    "(importable, e.g. on PYTHONPATH)?"
+                )
             if top in ("aelab", "torch", "lightning") or top in sys.stdlib_module_names:
                 way_out = "no aelab run needs it: check who edited this run folder's config"
             else:

@@ -111,15 +111,18 @@ class LoadedRun:
 def check_run_config(cfg, run_dir: str | Path, trust_packages: Iterable[str] = ()) -> None:
     """Refuse a run folder's config whose parts would instantiate anything outside the allowlist
     (:mod:`aelab.config.trust`: aelab's components, torch optimizers and schedulers, the run's search-path
-    packages' components, and ``trust_packages``)."""
+    packages' components, and ``trust_packages``). The run's ``hydra.yaml`` is read only when a target needs it."""
     from aelab.config.trust import check_config_targets, search_path_packages, trusted_packages
+    from aelab.errors import TrustError
 
-    check_config_targets(
-        cfg,
-        search_packages=search_path_packages(run_search_path(run_dir)),
-        trusted=trusted_packages(trust_packages),
-        where=str(Path(run_dir) / ".hydra" / "config.yaml"),
-    )
+    check = {"trusted": trusted_packages(trust_packages), "where": str(Path(run_dir) / ".hydra" / "config.yaml")}
+    try:
+        check_config_targets(cfg, **check)
+    except TrustError:
+        search_packages = search_path_packages(run_search_path(run_dir))
+        if not search_packages:
+            raise
+        check_config_targets(cfg, search_packages=search_packages, **check)
 
 
 def load_run(

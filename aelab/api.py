@@ -68,16 +68,27 @@ def train(overrides: Iterable[str] = (), device: str = "cpu", verbose: bool | No
     return load_run(Path(result.hydra_cfg.hydra.runtime.output_dir), device=device)
 
 
-def load_run(path: str | Path, which: str = "best", device: str = "cpu"):
+def load_run(
+    path: str | Path,
+    which: str = "best",
+    device: str = "cpu",
+    trust_checkpoint: bool = False,
+    trust_packages: Iterable[str] = (),
+):
     """A trained run folder loaded back (:class:`aelab.run.load.LoadedRun`): ``.config``, ``.metrics``, ``.model``,
-    ``.encode(x)``, ``.reconstruct(x)``, ``.score(x)``, ``.datamodule()``."""
+    ``.encode(x)``, ``.reconstruct(x)``, ``.score(x)``, ``.datamodule()``.
+
+    The folder is read as data (``docs/trust.md``): ``trust_checkpoint=True`` loads its checkpoint with full pickle
+    (running any code it holds), ``trust_packages`` lets its config name those packages' ``_target_``s."""
     from aelab.run.load import load_run as _load
 
-    return _load(path, which=which, device=device)
+    return _load(path, which=which, device=device, trust_checkpoint=trust_checkpoint, trust_packages=trust_packages)
 
 
 def compare(paths=None, **options):
-    """Tables and figures over the runs under ``paths``, as ``aelab-compare`` writes them (:func:`aelab.analysis.compare.compare`)."""
+    """Tables and figures over the runs under ``paths``, as ``aelab-compare`` writes them
+    (:func:`aelab.analysis.compare.compare`).
+    """
     from aelab.analysis.compare import compare as _compare
 
     return _compare(paths, **options)

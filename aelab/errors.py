@@ -27,6 +27,11 @@ class RunFolderError(AelabError):
     """A run or sweep folder is missing, incomplete or of the wrong kind."""
 
 
+class TrustError(AelabError):
+    """A file read from a run folder would run code to be loaded (a pickled object in a checkpoint, a config
+    ``_target_`` outside the allowlist): refused unless trusted explicitly (see ``docs/trust.md``)."""
+
+
 def find_aelab_error(exc: BaseException | None) -> AelabError | None:
     """Return the first :class:`AelabError` in ``exc``'s cause/context chain.
 

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from aelab.errors import RunFolderError
 from aelab.metric_info import MetricCatalog
 from aelab.store.record import RECORD_METRICS, RunRecord
-from aelab.store.runs import find_run_dirs, run_choices
+from aelab.store.runs import find_run_dirs, read_run_config, run_choices, run_overrides
 
 # Keys that never identify a setting: bookkeeping, hardware, logging.
 IGNORED_PREFIXES = (
@@ -75,14 +75,7 @@ def flatten(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> 
 
 
 def _override_keys(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    keys = []
-    for item in OmegaConf.to_container(OmegaConf.load(path)):
-        key = str(item).split("=", 1)[0].lstrip("+~")
-        keys.append(key)
-    return keys
+    return [item.split("=", 1)[0].lstrip("+~") for item in run_overrides(run_dir)]
 
 
 def _hashable(value: Any) -> Any:
@@ -107,7 +100,22 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 "point aelab-compare at a sweep folder (outputs/sweeps/<sweep>) or at run folders"
             )
         for run_dir in run_dirs:
-            cfg = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
+            try:
+                cfg, choices, overrides = read_run_config(run_dir), run_choices(run_dir), _override_keys(run_dir)
+            except RunFolderError as exc:  # a damaged run folder is listed as not included, with why
+                records.append(
+                    {
+                        "run": str(run_dir),
+                        "status": "unreadable",
+                        "error": str(exc),
+                        "_config": {},
+                        "_choices": {},
+                        "_overrides": [],
+                        "_info": None,
+                    }
+                )
+                continue
+            cfg = OmegaConf.to_container(cfg, resolve=False)
             run_record, problem = RunRecord.read_with_problem(run_dir)
             record = {
                 "run": str(run_dir),
@@ -118,8 +126,8 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 else "unreadable",
                 "error": run_record.get("error") if run_record else (None if problem.startswith("no ") else problem),
                 "_config": flatten(cfg),
-                "_choices": run_choices(run_dir),
-                "_overrides": _override_keys(run_dir),
+                "_choices": choices,
+                "_overrides": overrides,
                 "_info": run_record.get("metric_info") if run_record else None,
             }
             if run_record:
@@ -130,6 +138,7 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
 
 def varying_keys(records: list[dict[str, Any]]) -> list[str]:
     """Config keys (overridden somewhere, or group choices) whose values differ between runs."""
+    records = [r for r in records if r["_config"]] or records  # a damaged run folder's missing config decides nothing
     candidates: dict[str, None] = {}
     for record in records:
         for key in list(record["_choices"]) + record["_overrides"]:

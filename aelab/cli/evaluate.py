@@ -44,7 +44,8 @@ def evaluate_main(cfg: DictConfig) -> int:
     try:
         device = pick_device(str(cfg.device))
         tasks = instantiate_group(cfg.get("eval")) or None
-        results = evaluate_path(cfg.run, tasks, str(cfg.checkpoint), device, cfg.auto_tasks)
+        trust = {"trust_checkpoint": bool(cfg.trust_checkpoint), "trust_packages": list(cfg.trust_packages)}
+        results = evaluate_path(cfg.run, tasks, str(cfg.checkpoint), device, cfg.auto_tasks, **trust)
     except AelabError as exc:
         print(f"aelab-eval: error: {find_aelab_error(exc) or exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aelab import config_dir
 from aelab.cli.common import entry_main, refuse_bad_options
-from aelab.deploy.export import FORMATS, PARTS, export
+from aelab.deploy.export import FORMATS, PARTS, description_path, export
 from aelab.errors import ConfigError, find_aelab_error
 
 
@@ -25,13 +25,20 @@ def export_main(cfg: DictConfig) -> int:
     try:
         if OmegaConf.is_missing(cfg, "run"):
             raise ConfigError(
-                "name the run: aelab-export run=<run folder> format=onnx|torchscript part=encoder|decoder|autoencoder"
+                "name the run: aelab-export run=<run folder> format=onnx|torchscript|safetensors "
+                "part=encoder|decoder|autoencoder"
             )
         if str(cfg.format) not in FORMATS or str(cfg.part) not in PARTS:
             raise ConfigError(
                 f"format={cfg.format} must be one of {list(FORMATS)} and part={cfg.part} one of {list(PARTS)}"
             )
-        run = load_run(cfg.run, which=str(cfg.checkpoint), device="cpu")
+        run = load_run(
+            cfg.run,
+            which=str(cfg.checkpoint),
+            device="cpu",
+            trust_checkpoint=bool(cfg.trust_checkpoint),
+            trust_packages=list(cfg.trust_packages),
+        )
         result = export(
             run, str(cfg.format), str(cfg.part), cfg.out, int(cfg.batch), float(cfg.tolerance), int(cfg.opset)
         )
@@ -47,7 +54,7 @@ def export_main(cfg: DictConfig) -> int:
         f"parity with PyTorch on {p['batches'][0]} and {p['batches'][1]} real test inputs ({p['runtime']}): "
         f"max |difference| = {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:g})"
     )
-    print(f"description: {Path(result['file']).with_suffix('.json')}")
+    print(f"description: {description_path(Path(result['file']), result['format'])}")
     return 0
 
 

@@ -31,7 +31,14 @@ def predict_main(cfg: DictConfig) -> int:
         unknown = [o for o in outputs if o not in OUTPUTS]
         if unknown:
             raise ConfigError(f"outputs={outputs}: {unknown} are not among {list(OUTPUTS)}")
-        run = load_run(cfg.run, which=str(cfg.checkpoint), device=pick_device(str(cfg.device)), setup_data=False)
+        run = load_run(
+            cfg.run,
+            which=str(cfg.checkpoint),
+            device=pick_device(str(cfg.device)),
+            setup_data=False,
+            trust_checkpoint=bool(cfg.trust_checkpoint),
+            trust_packages=list(cfg.trust_packages),
+        )
         result = predict(
             run,
             str(cfg.input),
@@ -65,10 +72,22 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def main() -> None:
-    """Console entry point ``aelab-predict``."""
+    """Console entry point ``aelab-predict``. SIGTERM stops it as Ctrl-C does: the arrays being written are removed,
+    files already complete are kept."""
+    import signal
+
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    entry_main(_hydra_main, "aelab-predict", "predict")
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        entry_main(_hydra_main, "aelab-predict", "predict")
+    except KeyboardInterrupt:
+        print("aelab-predict: stopped; no half-written file is left in its output folder", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class TrainOptions:
     resume: str = "auto"
     on_config_change: Literal["refuse", "continue"] = "refuse"
     ckpt_path: str | None = None
+    trust_checkpoint: bool = False  # load checkpoints with full pickle (runs the code they hold)
     nonfinite_loss: Literal["stop", "skip"] = "stop"
     test: bool = True
     test_ckpt: Literal["best", "last"] = "best"
@@ -77,6 +78,8 @@ class EvalOptions:
     device: str = "auto"
     auto_tasks: Any = None
     eval: Any = None
+    trust_checkpoint: bool = False  # load the checkpoint with full pickle (runs the code it holds; docs/trust.md)
+    trust_packages: list[str] = field(default_factory=list)  # packages the run's config may name besides aelab's
 
 
 @dataclass
@@ -95,6 +98,8 @@ class PredictOptions:
     device: str = "auto"
     batch_size: PositiveInt = 512
     grid_images: NonNegativeInt = 32
+    trust_checkpoint: bool = False
+    trust_packages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -102,10 +107,12 @@ class ExportOptions:
     """The options of ``aelab-export`` (``conf/export.yaml``)."""
 
     run: str
-    format: Literal["onnx", "torchscript"] = "onnx"
+    format: Literal["onnx", "torchscript", "safetensors"] = "onnx"
     part: Literal["encoder", "decoder", "autoencoder"] = "autoencoder"
     out: str | None = None
     checkpoint: Literal["best", "last"] = "best"
     batch: PositiveInt = 16
     tolerance: PositiveFloat = 1e-4
     opset: PositiveInt = 18
+    trust_checkpoint: bool = False
+    trust_packages: list[str] = field(default_factory=list)

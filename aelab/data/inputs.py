@@ -123,9 +123,16 @@ def read_input(source: str, spec: InputSpec, split: str = "test", seed: int = 0,
 
         if not spec.is_images:
             raise ConfigError(f"this run takes vectors of {spec.shape[0]} values; {path} is a folder of images")
+        from aelab.data.folder import BadImagesError
+
         c, h, w = spec.shape
         folder = ImageFolder(path=str(path), image_size=[h, w], channels=c)
-        images, files, labels, classes = folder.read_all()
+        try:
+            images, files, labels, classes = folder.read_all()
+        except BadImagesError as exc:  # predict reads every file it is given: no data.skip_bad here
+            raise exc.advising(
+                f"fix or replace them, or move them out of input={source}: aelab-predict writes one row per file"
+            ) from None
         return InputSet(images, files, labels, classes, path.name)
     if path.suffix in (".npy", ".npz", ".pt", ".pth"):
         from aelab.data.arrays import read_array_file, to_layout

@@ -1,15 +1,21 @@
-"""``aelab-export``: a trained encoder, decoder or whole autoencoder as ONNX or TorchScript, checked against PyTorch.
+"""``aelab-export``: a trained encoder, decoder or whole autoencoder as ONNX, TorchScript or safetensors weights,
+checked against PyTorch.
 
     aelab-export run=outputs/runs/<run> format=onnx part=autoencoder
     aelab-export run=outputs/runs/<run> format=torchscript part=encoder
+    aelab-export run=outputs/runs/<run> format=safetensors part=autoencoder
 
-Writes ``<run>/export/<part>.onnx`` (or ``.pt``) with a dynamic batch dimension and
-``<part>.json`` beside it: input/output names, shapes, the preprocessing inputs need
-(:class:`aelab.data.inputs.InputSpec`), and the parity figure. After writing, the exported
-file is run — onnxruntime for ONNX, ``torch.jit.load`` for TorchScript — on a batch of
-the run's real test inputs (and on a batch of another size, to prove the dynamic batch
-dimension) and compared with the PyTorch model; a largest absolute difference above
-``tolerance`` (1e-4 in fp32) fails the command.
+Writes ``<run>/export/<part>.onnx`` (``.pt`` for TorchScript, ``.safetensors``) with a dynamic batch dimension and
+``<part>.<format>.json`` beside it (one description per format: exporting another format keeps the first's):
+input/output names, shapes, the preprocessing inputs need (:class:`aelab.data.inputs.InputSpec`), and the
+parity figure. After writing, the exported file is run — onnxruntime for ONNX, ``torch.jit.load`` for
+TorchScript, the run's model rebuilt from its config with the file's weights for safetensors — on a batch of
+the run's real test inputs (and on a batch of another size, to prove the dynamic batch dimension) and compared
+with the PyTorch model; a largest absolute difference above ``tolerance`` (1e-4 in fp32) fails the command.
+
+``safetensors`` is the format to share weights in: it holds tensors and text only, so loading it cannot run
+code (a pickled ``.ckpt`` or TorchScript ``.pt`` can). It holds the state dict of the part (the encoder's
+weights without the decoder's, and so on) with the run's model config and preprocessing as metadata.
 
 The parts:
 
@@ -28,12 +34,31 @@ from pathlib import Path
 
 import numpy as np
 
+from aelab.deploy import output_folder
 from aelab.errors import ConfigError
 
 log = logging.getLogger("aelab.deploy.export")
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "safetensors")
 PARTS = ("encoder", "decoder", "autoencoder")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torch.jit.load", "safetensors": "safetensors into the rebuilt model"}
+
+
+def description_path(path: Path, fmt: str) -> Path:
+    """The JSON description of an exported file: ``<part>.<format>.json``, one per format."""
+    return path.with_name(f"{path.stem}.{fmt}.json")
+
+
+def part_weights(model, part: str) -> dict:
+    """The tensors ``part`` needs: the model's state dict without the decoder's (encoder) or the encoder's
+    (decoder) weights; every tensor its own copy (safetensors stores no shared memory)."""
+    skip = {"encoder": "decoder.", "decoder": "encoder.", "autoencoder": None}[part]
+    return {
+        k: v.detach().cpu().contiguous().clone()
+        for k, v in model.state_dict().items()
+        if skip is None or not k.startswith(skip)
+    }
 
 
 def wrap(model, part: str):
@@ -110,8 +135,8 @@ def export(
     model = run.model.float().eval()
     module = wrap(model, part)
     inputs, outputs = io_names(model, part)
-    out_dir = Path(out_dir) if out_dir else run.run_dir / "export"
-    path = out_dir / f"{part}.{'onnx' if fmt == 'onnx' else 'pt'}"
+    out_dir = output_folder(out_dir, run.run_dir / "export")
+    path = out_dir / f"{part}{SUFFIXES[fmt]}"
     x = example_inputs(run, part, batch)
     other = example_inputs(run, part, batch + 5)[: max(1, min(batch + 5, 3 * batch // 2))]
     started = time.perf_counter()
@@ -133,6 +158,10 @@ def export(
                     verbose=False,
                 )
             program.save(str(tmp))
+        elif fmt == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file(part_weights(model, part), str(tmp), metadata=_weights_metadata(run, part))
         else:
             model._jit_is_scripting = True  # Lightning's own flag while it scripts: `trainer` reads None, not an error
             try:
@@ -140,7 +169,8 @@ def export(
             finally:
                 model._jit_is_scripting = False
     seconds = time.perf_counter() - started
-    diffs = [parity(path, fmt, module, t) for t in (x, other)]
+    exported = load_exported(path, fmt, run, part)
+    diffs = [parity(exported, module, t) for t in (x, other)]
     worst = max(diffs)
     spec = run.input_spec
     description = {
@@ -158,11 +188,11 @@ def export(
             "max_abs_diff": worst,
             "tolerance": tolerance,
             "batches": [len(x), len(other)],
-            "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load",
+            "runtime": RUNTIMES[fmt],
         },
         "export_seconds": round(seconds, 2),
     }
-    write_json_atomic(path.with_suffix(".json"), description)
+    write_json_atomic(description_path(path, fmt), description)
     if not worst <= tolerance:
         raise ConfigError(
             f"the exported {part} differs from the PyTorch model by up to {worst:.3g} (> {tolerance:g}) on real "
@@ -180,21 +210,57 @@ def _output_shapes(module, x) -> list[list[int]]:
     return [list(o.shape[1:]) for o in out]
 
 
-def parity(path: Path, fmt: str, module, x) -> float:
-    """The largest absolute difference between the exported file's outputs and the PyTorch module's on ``x``."""
+def _weights_metadata(run, part: str) -> dict[str, str]:
+    """What a safetensors file says about itself (text only): the part, the run's model config and preprocessing."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    return {
+        "format": "aelab",
+        "part": part,
+        "run": str(run.run_dir),
+        "model_config": OmegaConf.to_yaml(run.cfg.model, resolve=True),
+        "preprocessing": json.dumps(run.input_spec.describe()),
+    }
+
+
+def load_exported(path: Path, fmt: str, run, part: str):
+    """The exported file loaded back as a function of a tensor, as its runtime runs it: an ONNX Runtime session,
+    ``torch.jit.load``, or the run's model rebuilt from its config (fresh weights) with the safetensors weights."""
+    import torch
+
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        fresh = run.fresh_model().float()
+        missing, unexpected = fresh.load_state_dict(load_file(str(path)), strict=False)
+        if unexpected:
+            raise ConfigError(f"{path} holds weights the run's model does not have: {unexpected[:3]}")
+        loaded = wrap(fresh.cpu().eval(), part)
+    else:
+        loaded = torch.jit.load(str(path), map_location="cpu")
+
+    def run_module(x):
+        with torch.no_grad():
+            out = loaded(x.cpu())
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+    return run_module
+
+
+def parity(exported, module, x) -> float:
+    """The largest absolute difference between the exported file's outputs (:func:`load_exported`) and the PyTorch
+    module's on ``x``."""
     import torch
 
     with torch.no_grad():
         expected = module(x)
     expected = [e.cpu().numpy() for e in (expected if isinstance(expected, tuple) else (expected,))]
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})
-    else:
-        loaded = torch.jit.load(str(path), map_location="cpu")
-        with torch.no_grad():
-            out = loaded(x.cpu())
-        got = [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+    got = exported(x)
     return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))

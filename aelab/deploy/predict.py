@@ -33,16 +33,16 @@ OUTPUTS = ("codes", "recon", "score", "map")
 
 
 class ArrayWriter:
-    """An ``.npy`` written batch by batch (memory-mapped), renamed into place when complete."""
+    """An ``.npy`` written batch by batch (memory-mapped) under a temporary name of :mod:`aelab.store.files`
+    (it carries the writer's PID), renamed into place when complete and removed when the prediction fails."""
 
     def __init__(self, path: Path, rows: int):
-        self.path, self.rows, self.array, self.tmp, self.start = (
-            path,
-            rows,
-            None,
-            path.with_name(f".{path.stem}.tmp.npy"),
-            0,
-        )
+        import os
+
+        from aelab.store.files import TMP_MARK
+
+        self.path, self.rows, self.array, self.start = path, rows, None, 0
+        self.tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
 
     def add(self, values: np.ndarray) -> None:
         if self.array is None:
@@ -55,8 +55,12 @@ class ArrayWriter:
     def close(self) -> None:
         if self.array is not None:
             self.array.flush()
-            del self.array
+            self.array = None
             self.tmp.replace(self.path)
+
+    def discard(self) -> None:
+        self.array = None
+        self.tmp.unlink(missing_ok=True)
 
 
 def predict(
@@ -80,8 +84,9 @@ def predict(
 
     from aelab.analysis.images import image_grid, save_png
     from aelab.data.inputs import read_input
+    from aelab.deploy import output_folder
     from aelab.evaluation.anomaly import heatmap, image_score
-    from aelab.store.files import write_text_atomic
+    from aelab.store.files import remove_dead_temporaries, write_text_atomic
 
     unknown = [o for o in outputs if o not in OUTPUTS]
     if unknown:
@@ -90,13 +95,17 @@ def predict(
         raise ConfigError(f"score={score!r} is not one of ['mean', 'topk']")
     spec = run.input_spec
     started = time.perf_counter()
+    if out_dir and write:  # a file or unwritable folder is named before the inputs are read
+        out_dir = output_folder(out_dir, Path(out_dir))
     inputs = (
         source
         if not isinstance(source, str)
         else read_input(source, spec, split, int(run.cfg.get("seed", 0)), own=(run.metrics.get("data"), run.data))
     )
-    out_dir = Path(out_dir) if out_dir else run.run_dir / "predict" / inputs.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    default_out = run.run_dir / "predict" / inputs.name
+    out_dir = output_folder(out_dir, default_out) if write else Path(out_dir or default_out)
+    for leftover in remove_dead_temporaries(out_dir):  # a killed earlier prediction's
+        log.info("removed %s, left by a prediction that was stopped", leftover)
     model, n = run.model, len(inputs.values)
     maps_wanted = "map" in outputs and spec.is_images
     writers = {
@@ -112,30 +121,35 @@ def predict(
         from rich.progress import track
 
         batches = track(batches, description=f"predict {inputs.name}", total=len(batches), transient=True)
-    with torch.no_grad():
-        for start in batches:
-            x = spec.prepare(inputs.values[start : start + batch_size]).to(model.device)
-            codes, recon = model.infer(x)  # one pass: codes and reconstructions
-            if "codes" in writers:
-                writers["codes"].add(codes.float().cpu().numpy())
-            if "recon" in writers:
-                writers["recon"].add(recon.float().cpu().numpy())
-            maps = model.error_map(x, recon) if (maps_wanted or "score" in outputs) else None
-            if "maps" in writers:
-                writers["maps"].add(maps.float().cpu().numpy())
-            if "score" in outputs:
-                values = {"mse": image_score(maps, score, topk)}
-                if "elbo" in model.features:
-                    values["elbo"] = model.anomaly_scores(x)["elbo"]
-                for key, v in values.items():
-                    score_rows.setdefault(key, []).append(v.float().cpu().numpy())
-            if write and spec.is_images and sum(len(v) for v in shown["x"]) < grid_images:
-                shown["x"].append(x.cpu())
-                shown["recon"].append(recon.cpu())
-                if maps is not None:
-                    shown["maps"].append(maps.float().cpu())
-            if denoised_dir is not None and write:
-                _write_denoised(denoised_dir, inputs.sources[start : start + batch_size], recon.cpu())
+    try:
+        with torch.no_grad():
+            for start in batches:
+                x = spec.prepare(inputs.values[start : start + batch_size]).to(model.device)
+                codes, recon = model.infer(x)  # one pass: codes and reconstructions
+                if "codes" in writers:
+                    writers["codes"].add(codes.float().cpu().numpy())
+                if "recon" in writers:
+                    writers["recon"].add(recon.float().cpu().numpy())
+                maps = model.error_map(x, recon) if (maps_wanted or "score" in outputs) else None
+                if "maps" in writers:
+                    writers["maps"].add(maps.float().cpu().numpy())
+                if "score" in outputs:
+                    values = {"mse": image_score(maps, score, topk)}
+                    if "elbo" in model.features:
+                        values["elbo"] = model.anomaly_scores(x)["elbo"]
+                    for key, v in values.items():
+                        score_rows.setdefault(key, []).append(v.float().cpu().numpy())
+                if write and spec.is_images and sum(len(v) for v in shown["x"]) < grid_images:
+                    shown["x"].append(x.cpu())
+                    shown["recon"].append(recon.cpu())
+                    if maps is not None:
+                        shown["maps"].append(maps.float().cpu())
+                if denoised_dir is not None and write:
+                    _write_denoised(denoised_dir, inputs.sources[start : start + batch_size], recon.cpu())
+    except BaseException:  # an error, Ctrl-C or SIGTERM: no half-written array is left behind
+        for writer in writers.values():
+            writer.discard()
+        raise
     for writer in writers.values():
         writer.close()
     if not write:

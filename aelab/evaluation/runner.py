@@ -37,11 +37,14 @@ def evaluate_run(run, tasks: dict[str, Any]) -> dict[str, Any]:
     from aelab.store.runs import wandb_run_id
     from aelab.tracking import publish_to_wandb_run
 
-    evaluation = run_tasks(run, tasks)
     record = RunRecord.require(run.run_dir)
-    record.add_evaluation(
-        evaluation.metrics, evaluation.details, evaluation.files, str(run.checkpoint), evaluation.infos
-    ).save()
+
+    def save(evaluation) -> None:  # after every task: a stopped aelab-eval keeps the finished tasks' numbers
+        record.add_evaluation(
+            evaluation.metrics, evaluation.details, evaluation.files, str(run.checkpoint), evaluation.infos
+        ).save()
+
+    evaluation = run_tasks(run, tasks, after_each=save)
     run_id = wandb_run_id(run.run_dir)
     if run_id is not None:
         wandb_cfg = (run.cfg.get("logger") or {}).get("wandb")
@@ -55,9 +58,11 @@ def evaluate_path(
     checkpoint: str = "best",
     device: str = "cpu",
     auto: dict | None = None,
+    trust_checkpoint: bool = False,
+    trust_packages: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Evaluate every run folder at ``path`` with ``tasks`` (None: the automatic ones); returns ``{run_dir: metrics or
-    error}``.
+    error}``. ``trust_checkpoint`` and ``trust_packages`` are :func:`aelab.run.load.load_run`'s.
     """
     from aelab.run.load import load_run
     from aelab.store.runs import find_run_dirs
@@ -70,24 +75,22 @@ def evaluate_path(
         raise RunFolderError(f"{path} holds no aelab runs (no .hydra/config.yaml): point run= at a run or sweep folder")
     results: dict[str, Any] = {}
     for run_dir in run_dirs:
-        record = RunRecord.read(run_dir)
+        record, problem = RunRecord.read_with_problem(run_dir)
         status = record.live_status() if record else None
         has_weights = any((run_dir / "checkpoints").glob("*.ckpt"))
         if status == "interrupted" and has_weights:  # killed: its checkpoints are still worth evaluating
             log.warning("%s was interrupted (no live process owns it); evaluating the checkpoints it kept", run_dir)
         elif status != "completed":
+            why = problem if record is None else f"its status is {status or 'not recorded'}"
             results[str(run_dir)] = RunFolderError(
-                f"not evaluated: its status is {status or 'unknown (no metrics.json)'}"
-                + (" and it kept no checkpoint" if status == "interrupted" else "")
+                f"not evaluated: {why}" + (" and it kept no checkpoint" if status == "interrupted" else "")
             )
             continue
         try:
-            run = load_run(run_dir, which=checkpoint, device=device)
-            chosen = (
-                tasks
-                if tasks
-                else compose_tasks(auto_task_names(run, auto or {"one_class": [], "other": []}), run.search_path)
-            )
+            trust = {"trust_checkpoint": trust_checkpoint, "trust_packages": trust_packages}
+            run = load_run(run_dir, which=checkpoint, device=device, **trust)
+            auto_tasks = auto or {"one_class": [], "other": []}
+            chosen = tasks if tasks else compose_tasks(auto_task_names(run, auto_tasks), run.search_path)
             results[str(run_dir)] = evaluate_run(run, chosen)
         except AelabError as exc:
             results[str(run_dir)] = exc

@@ -128,8 +128,11 @@ class Evaluation:
         return {k: self.root / v for k, v in self.files.items() if str(v).endswith(".png")}
 
 
-def run_tasks(run, tasks: dict[str, EvalTask], out_dir: Path | None = None) -> Evaluation:
-    """Run ``tasks`` (name → task) on a loaded run; refuse, before any of them runs, those it cannot serve."""
+def run_tasks(run, tasks: dict[str, EvalTask], out_dir: Path | None = None, after_each=None) -> Evaluation:
+    """Run ``tasks`` (name → task) on a loaded run; refuse, before any of them runs, those it cannot serve.
+
+    ``after_each(evaluation)`` is called with the results so far after every task (to record them: a run stopped
+    later keeps the finished tasks' numbers)."""
     refusals = [why for why in (task.refusal(run) for task in tasks.values()) if why]
     if refusals:
         raise ConfigError("; ".join(refusals))
@@ -146,4 +149,6 @@ def run_tasks(run, tasks: dict[str, EvalTask], out_dir: Path | None = None) -> E
             path = (Path(value) if Path(value).is_absolute() else Path(out_dir) / value).resolve()
             result.files[f"{name}/{key}"] = str(path.relative_to(root)) if root in path.parents else str(path)
         result.infos += task.metric_info()
+        if after_each is not None:
+            after_each(result)
     return result

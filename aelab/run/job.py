@@ -45,7 +45,8 @@ class Job:
         self.loggers, self.tasks, self.tracked = [], {}, {}
         self.overrides, self.search_path = task_overrides(), search_path()
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when
-            at = {"at_step": checkpoint_step(self.resume_from), "at": self.started_at}
+            trust = bool(cfg.get("trust_checkpoint", False))
+            at = {"at_step": checkpoint_step(self.resume_from, trust), "at": self.started_at}
             changed = [{**at, "key": k, "before": b, "after": a} for k, b, a in prepared.changes]
             self.record.update(config_changes=[*(self.record.get("config_changes") or []), *changed])
 
@@ -110,11 +111,11 @@ class Job:
         publish_evaluation(self.loggers, ev.metrics, ev.images, self.trainer.global_step)
 
 
-def checkpoint_step(path: Path | None) -> int:
+def checkpoint_step(path: Path | None, trust: bool = False) -> int:
     """The optimizer step a checkpoint was saved at (0 without one)."""
     from aelab.store.checkpoints import load_checkpoint
 
-    return int(load_checkpoint(path, mmap=True).get("global_step", 0)) if path is not None else 0
+    return int(load_checkpoint(path, mmap=True, trust=trust).get("global_step", 0)) if path is not None else 0
 
 
 def prepare_here(cfg: DictConfig, run_dir: Path) -> precheck.Prepared:

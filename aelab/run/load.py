@@ -5,11 +5,12 @@ Used by ``aelab-eval``, ``aelab-predict``, ``aelab-export``, ``aelab-compare``'s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from aelab.errors import ConfigError
 from aelab.store.record import RunRecord
-from aelab.store.runs import checkpoint_path, load_run_config
+from aelab.store.runs import checkpoint_path, load_run_config, run_search_path
 
 
 def pick_device(name: str) -> str:
@@ -113,11 +114,38 @@ class LoadedRun:
         return build_components(self.cfg).model.to(self.model.device).eval()
 
 
-def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setup_data: bool = True) -> LoadedRun:
+def check_run_config(cfg, run_dir: str | Path, trust_packages: Iterable[str] = ()) -> None:
+    """Refuse a run folder's config whose parts would instantiate anything outside the allowlist
+    (:mod:`aelab.config.trust`: aelab's components, torch optimizers and schedulers, the run's search-path
+    packages' components, and ``trust_packages``). The run's ``hydra.yaml`` is read only when a target needs it."""
+    from aelab.config.trust import check_config_targets, search_path_packages, trusted_packages
+    from aelab.errors import TrustError
+
+    check = {"trusted": trusted_packages(trust_packages), "where": str(Path(run_dir) / ".hydra" / "config.yaml")}
+    try:
+        check_config_targets(cfg, **check)
+    except TrustError:
+        search_packages = search_path_packages(run_search_path(run_dir))
+        if not search_packages:
+            raise
+        check_config_targets(cfg, search_packages=search_packages, **check)
+
+
+def load_run(
+    run_dir: str | Path,
+    which: str = "best",
+    device: str = "cpu",
+    setup_data: bool = True,
+    trust_checkpoint: bool = False,
+    trust_packages: Iterable[str] = (),
+) -> LoadedRun:
     """Rebuild a run's model from its config and load its ``best`` or ``last`` checkpoint onto ``device``
     (``auto``: a GPU when there is one).
 
-    Raises :class:`RunFolderError` for a folder without config or checkpoint.
+    The folder is data, not code (``docs/trust.md``): its config may only name allowed ``_target_``s
+    (:func:`check_run_config`; ``trust_packages`` adds packages), its checkpoint is read weights only unless
+    ``trust_checkpoint`` (full pickle: it runs any code the file holds). Raises :class:`RunFolderError` for a
+    folder without config or checkpoint, :class:`aelab.errors.TrustError` for a refused config or checkpoint.
     """
     if device == "auto":
         import torch
@@ -130,9 +158,10 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu", setu
     run_dir = Path(run_dir)
     run_context(run_dir)  # the run's own packages (extensions) importable, as when it trained
     cfg = load_run_config(run_dir)
+    check_run_config(cfg, run_dir, trust_packages)
     ckpt = checkpoint_path(run_dir, which)
+    state = load_checkpoint(ckpt, map_location=device, trust=trust_checkpoint)
     parts = build_components(cfg)
-    state = load_checkpoint(ckpt, map_location=device)
     parts.model.load_state_dict(state["state_dict"])
     parts.model.to(device).eval()
     if setup_data:

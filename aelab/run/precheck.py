@@ -195,12 +195,14 @@ def resume_from(cfg: DictConfig, run_dir: Path | None, model=None) -> Path | Non
     given the model, of its shapes (a checkpoint of another model size is named before anything is written)."""
     from aelab.store.checkpoints import load_checkpoint, resume_checkpoint
 
+    trust = bool(cfg.get("trust_checkpoint", False))
     try:
         path = None  # a fresh folder (run_dir None) starts from ckpt_path= only
         if run_dir is not None or cfg.get("ckpt_path"):
-            path = resume_checkpoint(run_dir or Path("."), cfg.get("ckpt_path"), str(cfg.resume))
+            path = resume_checkpoint(run_dir or Path("."), cfg.get("ckpt_path"), str(cfg.resume), trust=trust)
         if path is not None and model is not None:
-            problem = shape_problem(load_checkpoint(path, mmap=True).get("state_dict") or {}, model.state_dict())
+            state = load_checkpoint(path, mmap=True, trust=trust).get("state_dict") or {}
+            problem = shape_problem(state, model.state_dict())
             if problem:
                 raise ConfigError(
                     f"checkpoint {path} holds a model of another shape than this config builds ({problem}): "

@@ -142,9 +142,10 @@ def _record_failure(job: Job, exc: BaseException, status: str) -> str:
 
 def _repeats(exc: BaseException) -> bool:
     """Whether running the same command again would meet the same failure (a config error, a NaN, a broken file)."""
-    from aelab.errors import ConfigError, DataFileError, RunFolderError
+    from aelab.errors import ConfigError, DataFileError, RunFolderError, TrustError
 
-    return isinstance(find_aelab_error(exc), (ConfigError, NonFiniteLossError, DataFileError, RunFolderError))
+    repeating = (ConfigError, NonFiniteLossError, DataFileError, RunFolderError, TrustError)
+    return isinstance(find_aelab_error(exc), repeating)
 
 
 @contextmanager

@@ -62,6 +62,32 @@ def remove_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
+def remove_dead_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` in ``folder`` whose writer (the PID in the name) is no longer
+    running: what a killed process left, safe without owning the folder (a live writer's files are kept)."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        if not (is_temporary(path) and path.is_file()):
+            continue
+        pid = path.stem.rpartition(TMP_MARK)[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     with atomic_path(path) as tmp:

@@ -67,17 +67,81 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     )
 
 
-def load_run_config(run_dir: str | Path):
-    """The run's composed config (``.hydra/config.yaml``) with its folder filled in."""
-    from omegaconf import OmegaConf, open_dict
+def read_yaml(path: str | Path, mapping: bool = True):
+    """A YAML file of a run folder as a DictConfig (``mapping=False``: a ListConfig); one that cannot be read, is
+    not YAML or not of that kind is a RunFolderError naming it."""
+    import yaml
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
+    path = Path(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise RunFolderError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunFolderError(f"{path} is not valid YAML ({why}): the run folder is damaged") from None
+    if not isinstance(cfg, DictConfig if mapping else ListConfig):
+        raise RunFolderError(
+            f"{path} does not hold a YAML {'mapping' if mapping else 'list'}: the run folder is damaged"
+        )
+    return cfg
+
+
+def read_run_config(run_dir: str | Path):
+    """The run's ``.hydra/config.yaml`` as written (nothing resolved or filled in); a missing, unreadable or
+    garbage file is a RunFolderError naming it."""
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise RunFolderError(f"{run_dir} is not an aelab run folder (no .hydra/config.yaml)")
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    return read_yaml(run_dir / ".hydra" / "config.yaml")
+
+
+def load_run_config(run_dir: str | Path):
+    """The run's composed config (``.hydra/config.yaml``) with its folder filled in, ready to rebuild the run: one
+    without the ``data`` and ``model`` sections is a RunFolderError naming the file (see :func:`read_run_config`)."""
+    from omegaconf import DictConfig, open_dict
+
+    cfg = read_run_config(run_dir)
+    missing = [part for part in ("data", "model") if not isinstance(cfg.get(part), DictConfig)]
+    if missing:
+        raise RunFolderError(
+            f"{Path(run_dir) / '.hydra' / 'config.yaml'} is not an aelab run config (it has no "
+            f"{' or '.join(missing)} section): the run folder is damaged"
+        )
     with open_dict(cfg):
-        cfg.paths.run_dir = str(run_dir.resolve())  # was ${hydra:runtime.output_dir}
+        cfg.setdefault("paths", {})
+        cfg.paths.run_dir = str(Path(run_dir).resolve())  # was ${hydra:runtime.output_dir}
     return cfg
+
+
+def run_search_path(run_dir: str | Path) -> list[str]:
+    """The Hydra search path a run was composed with (``hydra.searchpath`` of its ``.hydra/hydra.yaml``, e.g.
+    ``["pkg://mylab.conf"]``); empty when it recorded none. Garbage in the file is a RunFolderError naming it."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return []
+    entries = OmegaConf.select(read_yaml(path), "hydra.searchpath", default=None)
+    if entries is None:
+        return []
+    entries = OmegaConf.to_container(entries, resolve=False) if OmegaConf.is_config(entries) else entries
+    if not isinstance(entries, list):
+        raise RunFolderError(f"{path}: hydra.searchpath is not a list: the run folder is damaged")
+    return [str(e) for e in entries]
+
+
+def run_overrides(run_dir: str | Path) -> list[str]:
+    """The command-line overrides a run was composed with (``.hydra/overrides.yaml``); empty when it has none."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    return [str(item) for item in OmegaConf.to_container(read_yaml(path, mapping=False), resolve=False)]
 
 
 def run_choices(run_dir: str | Path) -> dict[str, str]:
@@ -87,7 +151,10 @@ def run_choices(run_dir: str | Path) -> dict[str, str]:
     path = Path(run_dir) / ".hydra" / "hydra.yaml"
     if not path.is_file():
         return {}
-    choices = OmegaConf.to_container(OmegaConf.load(path).hydra.runtime.choices)
+    choices = OmegaConf.select(read_yaml(path), "hydra.runtime.choices", default=None)
+    if not OmegaConf.is_dict(choices):
+        return {}
+    choices = OmegaConf.to_container(choices, resolve=False)
     return {k: v for k, v in choices.items() if v is not None and not k.startswith("hydra")}
 
 

@@ -45,7 +45,7 @@ class Job:
         self.loggers, self.tasks, self.tracked = [], {}, {}
         self.overrides, self.search_path = task_overrides(), search_path()
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when
-            trust = bool(cfg.get("trust_checkpoint", False))
+            trust = bool(self.cfg.get("trust_checkpoint", False))
             at = {"at_step": checkpoint_step(self.resume_from, trust), "at": self.started_at}
             changed = [{**at, "key": k, "before": b, "after": a} for k, b, a in prepared.changes]
             self.record.update(config_changes=[*(self.record.get("config_changes") or []), *changed])
@@ -141,6 +141,8 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
         prepared = precheck.take(run_dir) or prepare_here(cfg, run_dir)
     except precheck.Refused as refused:
         if not multirun:
+            if not cli:
+                raise refused.error from None  # the Python API raises the error itself
             raise
         failed_before_start(run_dir, refused.error)  # a sweep goes on with its other jobs
         release_folder(run_dir)

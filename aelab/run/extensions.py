@@ -6,14 +6,16 @@ imported from (``metrics.json``: ``extension_packages``), beside the search path
 composed with (``search_path``). ``aelab-eval``, ``aelab-predict``, ``aelab-export``,
 ``aelab-compare`` and :func:`aelab.load_run` then compose with that search path and import those
 packages without being told again (:func:`run_context`): a package that is not importable is
-looked for in its recorded folder when that folder exists on this machine and lies outside the
-run folder (a shared run folder cannot bring its own code along). One that is found nowhere is
-one line naming the module and how to make it importable.
+looked for in its recorded folder when that folder exists on this machine, lies outside the run
+folder and belongs to the user running the command — a shared run folder, or a colleague's folder on
+a lab disk, cannot bring its own code along (``docs/trust.md``). One that is found nowhere is one
+line naming the module and how to make it importable.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,18 @@ def packages_of(config: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _usable(home: Path, top: str, run_dir: Path) -> bool:
+    """Whether a recorded folder may go on ``sys.path``: it holds the package, lies outside the run folder, and the
+    package is this user's own (a shared folder, or a colleague's on a lab disk, cannot bring code along)."""
+    found = home / top if (home / top).is_dir() else home / f"{top}.py"
+    if not found.exists():
+        return False
+    home = home.resolve()
+    if home == run_dir or run_dir in home.parents:
+        return False
+    return not hasattr(os, "getuid") or found.stat().st_uid == os.getuid()
+
+
 def make_importable(packages: dict[str, str], run_dir: Path) -> None:
     """Make the run's recorded packages importable (see the module docstring); one line for one that cannot be."""
     run_dir = Path(run_dir).resolve()
@@ -76,10 +90,8 @@ def make_importable(packages: dict[str, str], run_dir: Path) -> None:
                 continue
         except (ImportError, ValueError):
             pass
-        home = Path(folder)
-        inside = home.resolve() == run_dir or run_dir in home.resolve().parents
-        if home.is_dir() and not inside and (home / top).exists() or (home / f"{top}.py").is_file() and not inside:
-            sys.path.append(str(home))
+        if _usable(Path(folder), top, run_dir):
+            sys.path.append(str(Path(folder)))
             importlib.invalidate_caches()
             continue
         raise ConfigError(

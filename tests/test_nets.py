@@ -54,7 +54,10 @@ def test_mlp_nets_round_trip(shape):
 
 def test_linear_autoencoder_is_affine():
     enc, dec = MLPEncoder((1, 8, 8), 3, hidden=[]), MLPDecoder((1, 8, 8), 3, hidden=[])
-    f = lambda x: dec(enc(x))  # noqa: E731
+
+    def f(x):
+        return dec(enc(x))
+
     a, b = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
     # affine: f(a) + f(b) - f(0) == f(a + b)
     assert torch.allclose(f(a) + f(b) - f(torch.zeros_like(a)), f(a + b), atol=1e-5)

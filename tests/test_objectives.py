@@ -207,7 +207,10 @@ def test_iwae_bound_is_tighter_than_the_elbo_and_grows_with_k(sprites):
     fit(model, sprites, steps=20)
     model.eval()
     x = sprites[:128]
-    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+
+    def g():
+        return torch.Generator().manual_seed(1)
+
     elbo = float(model.terms(x, x, g())["elbo"].mean())
     l5, l50 = (float(model.iwae_bound(x, k, g()).mean()) for k in (5, 50))
     assert elbo < l5 < l50, (elbo, l5, l50)

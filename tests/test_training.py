@@ -115,7 +115,10 @@ def test_sample_grid_shows_input_corrupted_and_reconstruction(run_train):
     left, top = labelled.shape[2] - plain.shape[2], labelled.shape[1] - plain.shape[1]
     a = np.asarray(grid.convert("L"), dtype=float)
     assert (a[top:, :left] < 100).any()  # the row labels are written in the margin
-    row = lambda i: a[top + 2 + i * 86 : top + 86 + i * 86, left:]  # noqa: E731
+
+    def row(i):
+        return a[top + 2 + i * 86 : top + 86 + i * 86, left:]
+
     assert np.abs(row(0) - row(1)).mean() > 1  # masking changed the input
     assert np.abs(row(0) - row(2)).mean() > 0.1
 

@@ -42,7 +42,7 @@ def export_main(cfg: DictConfig) -> int:
         result = export(
             run, str(cfg.format), str(cfg.part), cfg.out, int(cfg.batch), float(cfg.tolerance), int(cfg.opset)
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 — Hydra's instantiate wraps the components' own errors: unwrapped below
         err = find_aelab_error(exc)
         if err is None:
             raise

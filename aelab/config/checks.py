@@ -431,7 +431,7 @@ def check_config(cfg: DictConfig, tool: str = "aelab-train") -> None:
     """
     try:
         problems, warnings = config_problems(cfg)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 — a fault of the check itself must not stop a run (the constructors check)
         log.warning(
             "the early config check failed (%s: %s); the components check their options when they are built",
             type(exc).__name__,

@@ -102,7 +102,9 @@ class ArrayFile(ImageDataModule):
         self.test_fraction = float(test_fraction)
 
     def cache_key(self) -> tuple:
-        stamp = lambda p: None if p is None or not p.exists() else (str(p), p.stat().st_size, p.stat().st_mtime_ns)  # noqa: E731
+        def stamp(p):
+            return None if p is None or not p.exists() else (str(p), p.stat().st_size, p.stat().st_mtime_ns)
+
         return (stamp(self.path), stamp(self.test_path), self.x_key, self.y_key, self.layout, self.normalize, self.test_fraction, self.seed)
 
     def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -158,7 +160,9 @@ class ArrayFile(ImageDataModule):
             test_y, y = (None, None) if y is None else (y[order[:n_test]], y[order[n_test:]])
         self._minmax = None
         x, test_x = self._scale(x, test_x)
-        labels = lambda v, n: torch.zeros(n, dtype=torch.long) if v is None else torch.from_numpy(v.astype(np.int64))  # noqa: E731
+        def labels(v, n):
+            return torch.zeros(n, dtype=torch.long) if v is None else torch.from_numpy(v.astype(np.int64))
+
         train_labels, test_labels = labels(y, len(x)), labels(test_y, len(test_x))
         n_classes = int(max(train_labels.max(), test_labels.max())) + 1
         kind = "vectors" if x.ndim == 2 else "images"

@@ -59,7 +59,7 @@ def decode_into(array_path: str, start: int, paths: list[str], size: tuple[int, 
                     bad.append((row, f"is {image.width}x{image.height}, the others {shape[1]}x{shape[0]}"))
                     continue
                 pixels = np.asarray(image, dtype=np.uint8)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 — any file Pillow cannot decode is a bad file, listed by name
             bad.append((row, f"cannot be decoded ({type(exc).__name__}: {exc})"))
             continue
         target[row] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)

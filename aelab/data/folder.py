@@ -395,6 +395,6 @@ class AnomalyFolder(ImageFolder):
                     out[i, 0] = np.asarray(mask) > 127
             except ConfigError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 — any mask Pillow cannot read is named in one line
                 raise ConfigError(f"mask {path} cannot be read ({type(exc).__name__}: {exc})") from None
         return torch.from_numpy(out)

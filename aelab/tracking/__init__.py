@@ -62,7 +62,9 @@ def publish_evaluation(loggers: Iterable[Logger], metrics: dict[str, Any], image
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for logger in loggers:
         logger.log_metrics(numbers, step=step)
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001
+        if (
+            isinstance(logger, WandbLogger) and logger._experiment is not None
+        ):  # private attribute: WandbLogger has no public handle on its run
             import wandb
 
             try:
@@ -91,7 +93,7 @@ def finish_loggers(loggers: Iterable[Logger], summary: dict[str, Any], exit_code
     for logger in loggers:
         try:
             logger.save()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 — a logger that cannot flush must not stop the run's end
             pass
         if isinstance(logger, ResilientMLFlowLogger):
             numbers = {k: v for k, v in flat.items() if k not in ("status", "error", "metric_info")}

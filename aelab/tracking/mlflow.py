@@ -142,7 +142,7 @@ def mlflow_logger(
             client = MlflowClient(uri)
             if client.get_experiment_by_name(experiment_name) is None:
                 client.create_experiment(experiment_name, artifact_location=artifact_location)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 — any store failure at start-up is one line naming the store
             raise ConfigError(f"{key}: the MLflow store {uri} cannot be used ({type(exc).__name__}: {exc})") from None
         if run_id:
             try:

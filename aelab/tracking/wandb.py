@@ -127,8 +127,8 @@ def wandb_logger(
         settings=settings,
         **kwargs,
     )
-    if logger._wandb_init.get("anonymous") is None:  # noqa: SLF001 — W&B warns about the unused setting
-        logger._wandb_init.pop("anonymous", None)  # noqa: SLF001
+    if logger._wandb_init.get("anonymous") is None:  # private: W&B warns about the unused setting
+        logger._wandb_init.pop("anonymous", None)  # private attribute: WandbLogger has no public handle on its run
     return logger
 
 
@@ -153,11 +153,11 @@ def _experiment_waiting_for_id(logger: WandbLogger, attempts: int = 10, pause_s:
     for attempt in range(attempts):
         try:
             return logger.experiment
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 — W&B raises plain Exceptions; only 'in use' is retried
             if "in use" not in str(exc) or attempt == attempts - 1:
                 raise
             log.info("W&B run id still held by the previous process; retrying in %.0f s", pause_s)
-            logger._experiment = None  # noqa: SLF001
+            logger._experiment = None  # private attribute: WandbLogger has no public handle on its run
             time.sleep(pause_s)
     return logger.experiment
 
@@ -173,17 +173,17 @@ def start_wandb(logger: WandbLogger, summary_metrics: dict[str, str]) -> bool:
         experiment = _experiment_waiting_for_id(logger)
     except Exception as exc:  # noqa: BLE001 — no network, service down, bad key: never block the run
         log.warning("W&B could not start online (%s); writing offline instead", exc)
-        logger._wandb_init["mode"] = "offline"  # noqa: SLF001 — WandbLogger keeps its init kwargs here
-        logger._experiment = None  # noqa: SLF001
+        logger._wandb_init["mode"] = "offline"  # private: WandbLogger keeps its init kwargs here
+        logger._experiment = None  # private attribute: WandbLogger has no public handle on its run
         try:
             experiment = logger.experiment
-        except Exception as exc2:  # noqa: BLE001
+        except Exception as exc2:  # noqa: BLE001 — W&B must never stop a run: it goes on untracked
             log.warning("W&B could not start offline either (%s); this run is not tracked in W&B", exc2)
             return False
     try:
         for metric, summary in summary_metrics.items():
             experiment.define_metric(metric, summary=summary, step_metric="trainer/global_step")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 — a summary W&B refuses costs only the dashboard's best values
         log.warning("W&B define_metric failed (%s); dashboards show the last values only", exc)
     return True
 
@@ -218,12 +218,14 @@ def publish_to_wandb_run(
 def finish_wandb(loggers: Iterable[Logger], summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:
     """Write ``summary`` into each W&B run's summary and finish it (the next job gets a new run)."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # noqa: SLF001
-            run = logger._experiment  # noqa: SLF001
+        if (
+            isinstance(logger, WandbLogger) and logger._experiment is not None
+        ):  # private attribute: WandbLogger has no public handle on its run
+            run = logger._experiment  # private attribute: WandbLogger has no public handle on its run
             try:
                 if summary:
                     run.summary.update({k: v for k, v in summary.items() if v is not None})
                 run.finish(exit_code=exit_code)
             except Exception as exc:  # noqa: BLE001 — the run's results are already in metrics.json
                 log.warning("W&B could not finish its run cleanly (%s)", exc)
-            logger._experiment = None  # noqa: SLF001
+            logger._experiment = None  # private attribute: WandbLogger has no public handle on its run

@@ -49,9 +49,9 @@ def image_grid(
 def _annotate(grid: torch.Tensor, row_height: int, pad: int, labels: list[str], title: str | None) -> torch.Tensor:
     """The grid with a white margin: ``labels`` left of the rows, ``title`` above."""
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default(size=max(10, min(16, row_height // 4)))
+    font = _font(max(10, min(16, row_height // 4)))
     image = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     draw = ImageDraw.Draw(image)
     left = max((int(draw.textlength(label, font=font)) for label in labels), default=0) + (12 if labels else 0)
@@ -65,6 +65,17 @@ def _annotate(grid: torch.Tensor, row_height: int, pad: int, labels: list[str], 
         y = top + pad + i * row_height + (row_height - pad - font.size) // 2
         draw.text((6, y), label, fill="black", font=font)
     return torch.from_numpy(np.array(canvas)).permute(2, 0, 1).float() / 255
+
+
+def _font(size: int):
+    """The house font (DejaVu Sans, as in every aelab figure; it has σ, β, ±) at ``size`` pixels."""
+    import matplotlib
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except OSError:  # a matplotlib without its bundled fonts: PIL's own
+        return ImageFont.load_default(size=size)
 
 
 def save_png(grid: torch.Tensor, path: str | Path) -> Path:

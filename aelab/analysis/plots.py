@@ -65,26 +65,24 @@ class Panel:
 
 
 def panels(table: RunTable, summary: pd.DataFrame, bookkeeping: bool = False) -> list[Panel]:
-    """The study's panels: its metrics with values, baselines folded into the metric they are a baseline of.
+    """The study's panels: its metrics with values, each with the baselines declared for it (``baseline_for``).
 
-    A gap's ``_ci95`` is its band, not a panel; parameters and wall time only with ``bookkeeping``.
+    A baseline is drawn on its metric's axes, not in a panel of its own (even when it is a table column); a
+    gap's ``_ci95`` is its band; parameters and wall time get panels only with ``bookkeeping``.
     """
-    present = [
-        m for m in table.metrics if m in summary.columns and pd.to_numeric(summary[m], errors="coerce").notna().any()
-    ]
+
+    def has_values(frame: pd.DataFrame, m: str) -> bool:
+        return m in frame.columns and pd.to_numeric(frame[m], errors="coerce").notna().any()
+
+    present = [m for m in table.metrics if has_values(summary, m)]
     present = [m for m in present if not m.endswith("_ci95") and (bookkeeping or m not in BOOKKEEPING)]
-    out: dict[str, Panel] = {}
-    folded: dict[str, list[str]] = {}
-    for m in present:
-        info = table.info.get(m)
-        target = info.baseline_for if info is not None else None
-        if target and target in present:
-            folded.setdefault(target, []).append(m)
-    for m in present:
-        if any(m in b for b in folded.values()):
-            continue
-        out[m] = Panel(m, folded.get(m, []))
-    return list(out.values())
+    done = table.completed
+    baselines: dict[str, list[str]] = {}
+    for info in table.info:
+        if info.baseline_for in present and has_values(done, info.key):
+            baselines.setdefault(info.baseline_for, []).append(info.key)
+    folded = {b for found in baselines.values() for b in found}
+    return [Panel(m, baselines.get(m, [])) for m in present if m not in folded]
 
 
 # ------------------------------------------------------------------------------------------------ the runs
@@ -223,7 +221,7 @@ def metric_figures(
         fig, axes = style.figure(1, 1, panel=(style.PANEL[0] + (1.0 if keys and x else 0), style.PANEL[1]))
         handles, labels, counts, interval = draw_metric(axes[0, 0], table, panel, references)
         if handles:
-            style.legend(axes[0, 0], handles, labels, title=variant_title(keys) or None, outside=bool(keys))
+            style.legend(fig if keys else axes[0, 0], handles, labels, variant_title(keys) or None, outside=bool(keys))
         style.note(fig, style.spread_note(counts, interval=interval))
         out[panel.metric] = style.save(fig, out_dir / f"{panel.metric.replace('/', '_')}.png")
     cols = min(MAX_COLUMNS, len(chosen))
@@ -360,8 +358,8 @@ def curves_figure(table: RunTable, chosen: Sequence[Panel], out_path: Path, limi
                     counts.append(n)
                 train_key, what = _train_key(name, columns)
                 epochs, mean, lo, hi, n = _band(frames, train_key) if train_key else (None, None, None, None, 0)
-                if n:
-                    ax.plot(epochs, mean, color=color, ls="--", lw=1.2)
+                if n:  # on top of the validation line, lighter: visible where the two coincide
+                    ax.plot(epochs, mean, color=style.lighten(color), ls=(0, (3, 2)), lw=1.4, zorder=3)
                     ax.fill_between(epochs, lo, hi, color=color, alpha=0.10, lw=0)
                     train_what = train_what or what
             style.epoch_axis(ax)
@@ -377,7 +375,7 @@ def curves_figure(table: RunTable, chosen: Sequence[Panel], out_path: Path, limi
     items = dict(handles) if x else {}
     items["solid: validation"] = Line2D([], [], color="0.3")
     if train_what:
-        items[f"dashed: {train_what}"] = Line2D([], [], color="0.3", ls="--")
+        items[f"dashed, lighter: {train_what}"] = Line2D([], [], color=style.lighten("0.3"), ls=(0, (3, 2)), lw=1.4)
     style.legend(fig, list(items.values()), list(items), title=style.key_label(x) if x else None, outside=True)
     most = max(counts, default=0)
     n_values = sorted(set(counts))

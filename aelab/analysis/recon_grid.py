@@ -49,22 +49,29 @@ def reconstruction_figure(
     all_rows = [images] + rows
     names = ["test images"] + labels
     n = images.shape[0]
-    height, width = images.shape[-2:]
-    row = 0.66  # inches per row of images; the width follows from the images' aspect, plus the row labels
+    height = images.shape[-2]
+    pad = max(2, height // 14)
+    grid = make_grid(torch.cat(all_rows).float().clamp(0, 1), nrow=n, padding=pad, pad_value=1.0)
+    image = grid.permute(1, 2, 0).numpy()
+    row = 0.62  # inches per row of images; the width follows from the images' aspect, plus the row labels
+    label = 0.09 * max(len(name) for name in names) + 0.3
     fig, axes = style.figure(
-        len(all_rows), 1, panel=(row * n * (width + 2) / (height + 2) + 1.5, row), layout="compressed"
+        1,
+        1,
+        panel=(
+            row * len(all_rows) * image.shape[1] / image.shape[0] + label,
+            row * len(all_rows) + 0.35 + 0.25 * bool(title),
+        ),
     )
-    for ax, row, name in zip(axes[:, 0], all_rows, names):
-        strip = make_grid(row.float().clamp(0, 1), nrow=n, padding=2, pad_value=1.0)
-        image = strip.permute(1, 2, 0).numpy()
-        ax.imshow(image[..., 0] if row.shape[1] == 1 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        ax.set_ylabel(name, rotation=0, ha="right", va="center")
+    ax = axes[0, 0]
+    ax.imshow(image[..., 0] if images.shape[1] == 1 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([pad + r * (height + pad) + height / 2 for r in range(len(all_rows))], names)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
         fig.suptitle(title)
     style.note(fig, note)
-    return style.save(fig, out_path)
+    return style.save(fig, out_path, trim=True)

@@ -93,13 +93,17 @@ def figure(rows: int = 1, cols: int = 1, panel: tuple[float, float] = PANEL, **k
     return fig, axes
 
 
-def save(fig, path: str | Path) -> Path:
-    """Write ``fig`` as ``path`` (PNG) and a PDF next to it, under the house style, and close it."""
+def save(fig, path: str | Path, trim: bool = False) -> Path:
+    """Write ``fig`` as ``path`` (PNG) and a PDF next to it, under the house style, and close it.
+
+    ``trim``: cut the figure to what is drawn (image grids, whose fixed aspect leaves a margin).
+    """
     from aelab.store.files import save_figure
 
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # the PDF writer's font subsetting talks at INFO
     with plt.rc_context(RC):
-        return save_figure(fig, Path(path), dpi=RC["savefig.dpi"], vector="pdf")
+        options = {"bbox_inches": "tight", "pad_inches": 0.04} if trim else {}
+        return save_figure(fig, Path(path), dpi=RC["savefig.dpi"], vector="pdf", **options)
 
 
 # ------------------------------------------------------------------------------------------------ order and colour
@@ -141,6 +145,13 @@ def colors(values: Iterable[Any]) -> dict[Any, Any]:
         lo, hi = SEQUENTIAL_RANGE
         return {v: cmap(lo + (hi - lo) * i / (len(distinct) - 1)) for i, v in enumerate(distinct)}
     return {v: CATEGORICAL[i % len(CATEGORICAL)] for i, v in enumerate(distinct)}
+
+
+def lighten(color: Any, amount: float = 0.45) -> tuple:
+    """``color`` mixed with white (``amount`` of white): a second line of the same colour that stays visible on top
+    of the first where the two coincide."""
+    r, g, b, _ = matplotlib.colors.to_rgba(color)
+    return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount, 1.0)
 
 
 def value_text(value: Any) -> str:

@@ -231,12 +231,12 @@ def aggregate(table: RunTable) -> pd.DataFrame:
         out[f"{m} std"] = std[m]
         out[f"{m} n"] = count[m]
     out = out.reset_index() if keys else out
-    if "model.bottleneck" in keys:  # variants together, bottleneck ascending
-        others = [k for k in keys if k != "model.bottleneck"]
-        out["_order"] = pd.to_numeric(out["model.bottleneck"], errors="coerce")
-        out = out.sort_values(others + ["_order"], key=lambda s: s if s.name == "_order" else s.astype(str)).drop(
-            columns="_order"
-        )
+    if keys:  # values in numeric order (2, 4, 16; 0.5, 4, 16); variants together, the bottleneck ascending within
+        from aelab.analysis.style import order_key
+
+        order = [k for k in keys if k != "model.bottleneck"] + [k for k in keys if k == "model.bottleneck"]
+        rows = sorted(range(len(out)), key=lambda i: tuple(order_key(out[k].iloc[i]) for k in order))
+        out = out.iloc[rows]
     return out.reset_index(drop=True)
 
 
@@ -346,6 +346,8 @@ def format_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = Fal
 
     A cell whose n differs from its row's n says so (``0.91 (n = 1)``).
     """
+    from aelab.analysis.style import value_text
+
     keys = table.setting_keys
     metrics = [m for m in shown_metrics(table, bookkeeping) if m in summary.columns]
     records = summary.to_dict("records")  # records keep each column's type (iterrows would make ints floats)
@@ -359,7 +361,7 @@ def format_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = Fal
     for row in records:
         counts = [int(row[f"{m} n"]) for m in metrics if _finite(row.get(f"{m} n")) is not None]
         n = max(counts, default=0)
-        cells = [str(row[k]) for k in keys]
+        cells = [value_text(row[k]) for k in keys]
         for m in metrics:
             cell = format_cell(row[m], row[f"{m} std"], row[f"{m} n"], places[m])
             count = _finite(row.get(f"{m} n"))

@@ -144,8 +144,8 @@ class DenoiseTask(EvalTask):
                     files[name] = save_png(
                         image_grid(
                             [x, noisy, model.reconstruct(noisy)],
-                            row_labels=["clean", name, "denoised"],
-                            title=f"denoising {name}",
+                            row_labels=["clean test images", corruption.caption(), "denoised by the model"],
+                            title=f"Denoising: {corruption.caption()}",
                         ),
                         out_dir / f"denoise_{name}.png",
                     )

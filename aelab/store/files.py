@@ -100,11 +100,11 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aelab"
 
 
-def save_figure(fig, path: Path, dpi: int = 110, vector: str | None = "pdf") -> Path:
+def save_figure(fig, path: Path, dpi: int = 110, vector: str | None = "pdf", **options: Any) -> Path:
     """Write a matplotlib figure to ``path`` (PNG by the suffix) and, with ``vector``, to the same name with that
     suffix (``pdf`` or ``svg``: text and lines stay sharp at any size in a paper), each atomically; close it.
 
-    Returns ``path``.
+    ``options`` go to ``savefig`` (``bbox_inches="tight"``, ...). Returns ``path``.
     """
     import matplotlib.pyplot as plt
 
@@ -115,7 +115,7 @@ def save_figure(fig, path: Path, dpi: int = 110, vector: str | None = "pdf") -> 
     try:
         for target in targets:
             with atomic_path(target) as tmp:
-                fig.savefig(tmp, dpi=dpi, format=target.suffix.lstrip(".") or "png")
+                fig.savefig(tmp, dpi=dpi, format=target.suffix.lstrip(".") or "png", **options)
     finally:
         plt.close(fig)
     return path

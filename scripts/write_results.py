@@ -5,9 +5,11 @@
 
 For each ablation it takes ``outputs/sweeps/<name>_full`` when that sweep is
 complete, else ``<name>_quick``; re-runs ``aelab-compare`` on it with the
-ablation's metrics; copies one figure to ``docs/figures/``; and writes the
-command, the hardware and wall time (from ``ablation.json``), the table and a
-sentence, computed from the numbers, on whether the published claim held.
+ablation's metrics (figures in the house style, :mod:`aelab.analysis.style`);
+copies one figure to ``docs/figures/``; and writes the command, the hardware and
+wall time (from ``ablation.json``), the table and a sentence, computed from the
+numbers, on whether the published claim held. A section whose sweep folder is
+not on this machine keeps the text an earlier run wrote, marked as such.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -50,6 +52,12 @@ RUFF_2018_SOURCE = (
 )
 
 
+KEPT_MARK = (
+    "> **Kept from an earlier run.** This section's sweep folder was not on the machine that last regenerated the "
+    "page, so its text, table and figure are those of the run that wrote it: the table's precision and the figure "
+    "predate the house style of `aelab-compare` (docs/compare.md). Rerun it with `python scripts/run_ablation.py "
+    "{name}`, then `python scripts/write_results.py`."
+)
 SCALE_NOTES = {
     "quick": " (fewer epochs and seeds than the paper protocol)",
     "cpu": " (the full protocol sized for a CPU: all training images, one seed)",
@@ -65,6 +73,8 @@ class Ablation:
     claim: str
     figure: str | tuple[str, ...]  # file(s) in the comparison folder; several are put side by side
     verdict: Callable[[pd.DataFrame], str]
+    #: published numbers drawn on a metric's axes: ``{metric: (value, label)}``
+    references: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _rows(summary: pd.DataFrame, **where) -> pd.DataFrame:
@@ -336,7 +346,7 @@ ABLATION_TEXT = {
         "Linear autoencoder vs PCA",
         "A linear autoencoder trained with squared error learns the principal subspace (Baldi & Hornik 1989): its "
         "reconstruction error approaches exact PCA with as many components.",
-        "eval_recon_vs_pca.png",
+        "overview.png",  # the autoencoder's test MSE with PCA's on the same axes, their ratio, the angles
         verdict_linear_vs_pca,
     ),
     "bottleneck_mlp_vs_conv": Ablation(
@@ -352,7 +362,7 @@ ABLATION_TEXT = {
         "Decoder upsampling and checkerboard artifacts",
         "Transposed convolutions with uneven kernel overlap paint checkerboard artifacts; resize-convolution does not "
         "(Odena et al. 2016).",
-        ("eval_checkerboard_init.png", "eval_checkerboard.png"),
+        "overview.png",  # the checkerboard excess at initialisation and after training, the MSE, PSNR, gap
         verdict_upsampling,
     ),
     "denoising": Ablation(
@@ -387,6 +397,7 @@ ABLATION_TEXT = {
         "binarized Fashion-MNIST.",
         "curves.png",
         verdict_vae_reference,
+        {"test/nll_iwae": (235.0, "≈235 nats reported (longer training)")},
     ),
     "bottleneck_overfitting": Ablation(
         "bottleneck_overfitting",
@@ -441,8 +452,8 @@ def pick_sweep(outputs: Path, name: str) -> Path | None:
     return None
 
 
-def shrink_copy(sources: list[Path], dst: Path, max_width: int = 900) -> None:
-    """Copy PNGs (side by side) into docs/, downscaled so the repository stays small."""
+def shrink_copy(sources: list[Path], dst: Path, max_width: int = 1400) -> None:
+    """Copy PNGs (side by side) into docs/, downscaled and as a palette PNG so the repository stays small."""
     from PIL import Image
 
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -454,7 +465,7 @@ def shrink_copy(sources: list[Path], dst: Path, max_width: int = 900) -> None:
         x += part.width
     if img.width > max_width:
         img = img.resize((max_width, round(img.height * max_width / img.width)))
-    img.convert("RGB").quantize(colors=64).save(dst, optimize=True)  # a palette PNG: a few tens of KB
+    img.convert("RGB").quantize(colors=128).save(dst, optimize=True)  # a palette PNG: a few tens of KB
 
 
 def anomaly_reference_table(summary: pd.DataFrame, dataset: str) -> str:
@@ -494,7 +505,8 @@ def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path)
         ]
         return "\n".join(lines)
     info = json.loads((sweep / "ablation.json").read_text()) if (sweep / "ablation.json").is_file() else {}
-    result = compare([sweep], metrics=ablation_metrics(sweep), curves=8)
+    command = f"python scripts/write_results.py  # aelab-compare {sweep} with the ablation's metrics"
+    result = compare([sweep], metrics=ablation_metrics(sweep), curves=8, references=ab.references, command=command)
     summary = result.summary
     hw = info.get("hardware", {})
     where = f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores" + (
@@ -554,7 +566,11 @@ def main() -> None:
     for i, name in enumerate(ABLATIONS, 1):
         sweep = pick_sweep(outputs, name)
         if sweep is None and name in previous:  # no sweep folder here: keep what an earlier run wrote, renumbered
-            parts.append(re.sub(r"^## \d+\.", f"## {i}.", previous[name], count=1))
+            kept = re.sub(r"^## \d+\.", f"## {i}.", previous[name], count=1)
+            if KEPT_MARK.split(".**")[0] not in kept:
+                heading, _, rest = kept.partition("\n")
+                kept = f"{heading}\n\n{KEPT_MARK.format(name=name)}\n{rest}"
+            parts.append(kept)
             continue
         parts.append(section(i, ABLATION_TEXT[name], sweep, figures, docs))
     out.write_text("\n".join(parts))

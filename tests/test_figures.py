@@ -164,7 +164,7 @@ def test_a_metric_panel_orders_and_colours_variants_by_value_and_says_n(compared
     assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "16"]
     # two seeds: the mean line and each seed's point (open circles), n written in the note
     assert sorted(set(counts)) == [1, 2]
-    assert style.spread_note(counts) == "line/bar: mean of n = 1–2 seeds; open points: each of them"
+    assert style.spread_note(counts) == "line: mean of n = 1–2 seeds; open points: each of them"
     points = [c for c in ax.collections if len(c.get_offsets()) == 2]
     assert points, "each seed's value is drawn"
     plt.close(fig)
@@ -369,3 +369,18 @@ def test_a_plain_run_grid_has_no_corrupted_row():
     row = 28 * 3 + 2  # enlarged x3, 2 pixels of padding
     assert plain.shape[1] == 2 * row + 2 and noisy.shape[1] == 3 * row + 2
     assert plain.shape[2] > 16 * row  # 16 images a row, their labels left of them
+
+
+def test_compare_reads_published_numbers_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
+    from aelab.cli.compare import main, parse_references
+
+    assert parse_references(["test/nll_iwae=235:reported (Burda et al.)", "eval/auroc=0.9"]) == {
+        "test/nll_iwae": (235.0, "reported (Burda et al.)"),
+        "eval/auroc": (0.9, "published: 0.9"),
+    }
+    assert main([str(tmp_path), "--reference", "test/nll_iwae=lots"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("aelab-compare: error: --reference 'test/nll_iwae=lots' is not METRIC=VALUE")
+        and err.count("\n") == 1
+    )

@@ -200,7 +200,7 @@ def test_end_of_run_summary_shows_the_records_numbers(run_train, capsys):
     summary, run_dir = run_train("model=conv", "trainer.max_epochs=2", "model.bottleneck=6")
     out = capsys.readouterr().out
     record = RunRecord.read(run_dir)
-    assert "aelab-train: completed in" in out and "2 epochs" in out and f"best epoch {summary['best_epoch']}" in out
+    assert "aelab-train: completed in" in out and "2 epochs" in out and f"best epoch {summary['best_epoch'] + 1}" in out
     assert f"run folder: {run_dir}" in out
     assert f"reconstructions: {run_dir / 'samples' / 'recon_epoch=002.png'}" in out  # after the 2nd of 2 epochs
     assert f"aelab-eval run={run_dir}" in out

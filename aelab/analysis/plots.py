@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 from aelab.analysis import style
 from aelab.analysis.table import BOOKKEEPING, RunTable
@@ -190,8 +191,8 @@ def draw_metric(
             labels.append(label)
     if metric.startswith("gap/"):
         style.zero_line(ax)
-    if metric in BOOKKEEPING and metric == "params":
-        ax.set_yscale("log")
+    if metric == "params":  # whole numbers with separators (1,083,696), not 1.0837×10⁶
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_ylabel(_wrap(table.info.label(metric)))
     return handles, labels, _counts(done, table.setting_keys, metric), interval
 
@@ -222,7 +223,7 @@ def metric_figures(
         handles, labels, counts, interval = draw_metric(axes[0, 0], table, panel, references)
         if handles:
             style.legend(fig if keys else axes[0, 0], handles, labels, variant_title(keys) or None, outside=bool(keys))
-        style.note(fig, style.spread_note(counts, interval=interval))
+        style.note(fig, style.spread_note(counts, interval=interval, bars=x is None))
         out[panel.metric] = style.save(fig, out_dir / f"{panel.metric.replace('/', '_')}.png")
     cols = min(MAX_COLUMNS, len(chosen))
     rows = math.ceil(len(chosen) / cols)
@@ -235,13 +236,16 @@ def metric_figures(
         all_counts += counts
         if interval:
             intervals.add(interval)
-        for h, lab in zip(handles, labels):
-            legend_items.setdefault(lab, h)
+        if keys:  # the variants' lines are the same in every panel: one legend beside the figure
+            for h, lab in zip(handles, labels):
+                legend_items.setdefault(lab, h)
+        elif handles:  # no variants: a panel's baselines and references are its own, named in it
+            style.legend(ax, handles, labels)
     for ax in list(axes.flat)[len(chosen) :]:
         ax.axis("off")
     if legend_items:
         style.legend(fig, list(legend_items.values()), list(legend_items), variant_title(keys) or None, outside=True)
-    style.note(fig, style.spread_note(all_counts, interval="; ".join(sorted(intervals)) or None))
+    style.note(fig, style.spread_note(all_counts, "; ".join(sorted(intervals)) or None, bars=x is None))
     out["overview"] = style.save(fig, out_dir / "overview.png")
     return out
 
@@ -277,7 +281,7 @@ def curve_quantities(table: RunTable, chosen: Sequence[Panel], curves: dict[str,
 
 def _train_key(name: str, columns: set[str]) -> tuple[str | None, str]:
     for key, what in (
-        (f"train_eval/{name}", "training set, eval mode"),
+        (f"train_eval/{name}", "training set (eval mode)"),
         (f"train/{name}_epoch", "training (epoch mean, train mode)"),
         (f"train/{name}", "training (train mode)"),
     ):
@@ -321,6 +325,7 @@ def _log_scale_if_wide(ax, name: str) -> None:
     values = np.concatenate(values) if values else np.array([])
     if name.endswith("loss") and len(values) and values.min() > 0 and values.max() / values.min() > 3:
         ax.set_yscale("log")
+        style.plain_log_ticks(ax)
 
 
 @style.styled
@@ -373,15 +378,15 @@ def curves_figure(table: RunTable, chosen: Sequence[Panel], out_path: Path, limi
     from matplotlib.lines import Line2D
 
     items = dict(handles) if x else {}
-    items["solid: validation"] = Line2D([], [], color="0.3")
+    items["validation"] = Line2D([], [], color="0.3")
     if train_what:
-        items[f"dashed, lighter: {train_what}"] = Line2D([], [], color=style.lighten("0.3"), ls=(0, (3, 2)), lw=1.4)
+        items[train_what] = Line2D([], [], color=style.lighten("0.3"), ls=(0, (3, 2)), lw=1.4)
     style.legend(fig, list(items.values()), list(items), title=style.key_label(x) if x else None, outside=True)
     most = max(counts, default=0)
     n_values = sorted(set(counts))
     n_text = str(n_values[0]) if len(n_values) == 1 else f"{n_values[0]}–{n_values[-1]}"
     band = "range of the seeds" if most <= style.MAX_SEED_POINTS else "± 1 std over the seeds"
-    text = f"line: mean of n = {n_text} seeds" + (f"; band: {band}" if most > 1 else "")
+    text = f"line: mean of n = {n_text} seeds; band: {band}" if most > 1 else "one run per setting (n = 1)"
     style.note(fig, text + "; epoch 1 = the first epoch")
     return style.save(fig, out_path)
 
@@ -425,5 +430,5 @@ def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Pa
     ax.set_ylabel("PSNR vs the clean image (dB)")
     ax.grid(axis="x", visible=False)
     style.legend(fig, handles, labels, title=variant_title(keys) or None, outside=True)
-    style.note(fig, style.spread_note(counts))
+    style.note(fig, style.spread_note(counts, bars=True))
     return style.save(fig, out_path)

@@ -223,9 +223,21 @@ def _figure_html(key: str, path: Path, caption: str) -> str:
         f' · <a href="{_e(pdf.name)}">{_e(pdf.name)}</a>' if pdf.is_file() else ""
     )
     return (
-        f'<figure id="fig-{_e(key)}"><img src="{data_uri(path)}" alt="{_e(caption)}">'
+        f'<figure id="fig-{_e(key)}"><img src="{data_uri(path)}" alt="{_e(caption)}"{_display_width(path)}>'
         f"<figcaption>{_e(caption)} — {links}</figcaption></figure>"
     )
+
+
+def _display_width(path: Path) -> str:
+    """A figure shown at its size in inches (about 1.1 × a CSS inch), not at its 200-dpi pixel size."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            width, dpi = image.width, float((image.info.get("dpi") or (200, 200))[0]) or 200.0
+    except OSError:
+        return ""
+    return f' style="width:{round(width / dpi * 106)}px"'
 
 
 FIGURE_CAPTIONS = {

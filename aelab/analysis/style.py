@@ -284,19 +284,20 @@ def zero_line(ax) -> None:
     ax.axhline(0, color="0.5", lw=0.8, ls=":", zorder=1)
 
 
-def spread_note(counts: Iterable[int], what: str = "seeds", interval: str | None = None) -> str:
-    """What a figure's marks mean, with n: ``line: mean of n = 2 seeds; points: each seed``."""
+def spread_note(counts: Iterable[int], interval: str | None = None, bars: bool = False, what: str = "seeds") -> str:
+    """What a figure's marks mean, with n: ``line: mean of n = 2 seeds; open points: each seed``."""
     counts = sorted({int(c) for c in counts if c})
     if not counts:
         return ""
     n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     most = counts[-1]
+    mark = "bars" if bars else "line"
     if most <= 1:
-        text = f"one run per setting (n = 1, no spread over {what} shown)"
+        text = f"one run per setting (n = 1: no spread over {what} to show)"
     elif most <= MAX_SEED_POINTS:
-        text = f"line/bar: mean of n = {n} {what}; open points: each of them"
+        text = f"{mark}: mean of n = {n} {what}; open points: each of them"
     else:
-        text = f"line/bar: mean of n = {n} {what}; band/error bar: ± 1 std"
+        text = f"{mark}: mean of n = {n} {what}; {'error bars' if bars else 'band'}: ± 1 std"
     if interval:
         text += f"; {interval}"
     return text
@@ -315,6 +316,19 @@ def legend(target, handles: Sequence[Any], labels: Sequence[str], title: str | N
     if not pairs:
         return None
     handles, labels = zip(*pairs)
-    if outside:
-        return target.legend(handles, labels, title=title, loc="outside right upper")
-    return target.legend(handles, labels, title=title)
+    if not outside:
+        return target.legend(handles, labels, title=title)
+    # to the right of the panels: the figure grows by the legend's width, so the panels keep theirs
+    made = target.legend(handles, labels, title=title, loc="outside right upper")
+    width = made.get_window_extent(target.canvas.get_renderer()).width / target.dpi
+    target.set_size_inches(target.get_figwidth() + width + 0.15, target.get_figheight())
+    return made
+
+
+def plain_log_ticks(ax, axis: str = "y") -> None:
+    """A log axis labelled with plain numbers (0.03, 0.05) instead of powers of ten (3 × 10⁻²)."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    target.set_major_formatter(plain)
+    target.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 3.0, 5.0)))
+    target.set_minor_formatter(plain)

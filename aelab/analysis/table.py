@@ -290,7 +290,8 @@ def column_decimals(means: list[Any], spreads: list[Any]) -> int:
 
     With a spread (std over seeds): the column's typical (median) spread keeps one significant figure — two
     when that figure is a 1 (0.0014 → 0.0014, not 0.001) — and the means are rounded to the same place
-    (``0.0232 ± 0.0004``). Without one (single runs): three significant figures of the column's largest value.
+    (``0.0232 ± 0.0004``). Without one (single runs): three significant figures of the column's largest value,
+    more when the differences between its rows need them (ratios 1.002 … 1.038, not 1.00 … 1.04).
     Whole numbers keep no decimals.
     """
     positive = sorted(s for s in (_finite(v) for v in spreads) if s is not None and s > 0)
@@ -303,13 +304,16 @@ def column_decimals(means: list[Any], spreads: list[Any]) -> int:
         if all(float(v).is_integer() for v in values):
             return 0
         places = -int(f"{max(abs(v) for v in values):.2e}".split("e")[1]) + 2
+        spread = max(values) - min(values)  # and the differences between the settings keep two figures
+        if spread > 0:
+            places = max(places, -int(f"{spread:.1e}".split("e")[1]) + 1)
     else:
         return 0
     return min(max(places, 0), 12)
 
 
 def _number(value: float, places: int) -> str:
-    text = f"{value:,.{places}f}" if abs(value) >= 10_000 else f"{value:.{places}f}"
+    text = f"{value:,.{places}f}" if abs(value) >= 1000 else f"{value:.{places}f}"
     return "0" if text.lstrip("-").strip("0.,") == "" and places == 0 else text
 
 

@@ -90,8 +90,8 @@ def run_summary(record: RunRecord) -> tuple[object, str]:
     head = f"aelab-train: {status} in {_duration(record.get('wall_time_s'))}"
     if epochs is not None:
         head += f" — {epochs} epoch{'s' if epochs != 1 else ''}"
-    if record.get("best_epoch") is not None:
-        head += f", best epoch {record.get('best_epoch')}"
+    if record.get("best_epoch") is not None:  # metrics.json keeps Lightning's 0-based index; people count from 1
+        head += f", best epoch {int(record.get('best_epoch')) + 1}"
     if timing.get("train_images_per_s"):
         head += f", {timing['train_images_per_s']:,.0f} training images/s"
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

@@ -219,10 +219,11 @@ def metric_figures(
     x = x_key(table)
     keys = variant_keys(table, x)
     for panel in chosen:
-        fig, axes = style.figure(1, 1, panel=(style.PANEL[0] + (1.0 if keys and x else 0), style.PANEL[1]))
+        fig, axes = style.figure(1, 1)
         handles, labels, counts, interval = draw_metric(axes[0, 0], table, panel, references)
         if handles:
-            style.legend(fig if keys else axes[0, 0], handles, labels, variant_title(keys) or None, outside=bool(keys))
+            lines = bool(keys) and x is not None
+            style.legend(fig if lines else axes[0, 0], handles, labels, variant_title(keys) if lines else None, lines)
         style.note(fig, style.spread_note(counts, interval=interval, bars=x is None))
         out[panel.metric] = style.save(fig, out_dir / f"{panel.metric.replace('/', '_')}.png")
     cols = min(MAX_COLUMNS, len(chosen))
@@ -236,10 +237,10 @@ def metric_figures(
         all_counts += counts
         if interval:
             intervals.add(interval)
-        if keys:  # the variants' lines are the same in every panel: one legend beside the figure
+        if keys and x is not None:  # the variants' lines are the same in every panel: one legend beside the figure
             for h, lab in zip(handles, labels):
                 legend_items.setdefault(lab, h)
-        elif handles:  # no variants: a panel's baselines and references are its own, named in it
+        elif handles:  # no lines (or bars named on the axis): a panel's baselines are its own, named in it
             style.legend(ax, handles, labels)
     for ax in list(axes.flat)[len(chosen) :]:
         ax.axis("off")

@@ -255,9 +255,10 @@ def seed_bars(
     most = max((len(v) for v in values), default=0)
     errors = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values] if most > MAX_SEED_POINTS else None
     bars = ax.bar(positions, means, width=width, color=color, alpha=0.85, label=label, yerr=errors, capsize=2)
-    if 1 < most <= MAX_SEED_POINTS:
+    if 1 < most <= MAX_SEED_POINTS:  # side by side across the bar, so equal values stay countable
         for x, v in zip(positions, values):
-            ax.scatter(np.full(len(v), x), v, s=12, facecolor="white", edgecolor="black", linewidth=0.8, zorder=3)
+            spread = np.linspace(-width / 4, width / 4, len(v)) if len(v) > 1 else np.zeros(1)
+            ax.scatter(x + spread, v, s=12, facecolor="white", edgecolor="black", linewidth=0.8, zorder=3)
     return bars
 
 
@@ -311,13 +312,14 @@ def note(fig, text: str) -> None:
 
 
 def legend(target, handles: Sequence[Any], labels: Sequence[str], title: str | None = None, outside: bool = False):
-    """A legend in the given (value) order; ``outside``: to the right of the whole figure (several panels)."""
+    """A legend in the given (value) order: to the right of the whole figure (``outside``, ``target`` a figure), or
+    just above one panel (``target`` an axes)."""
     pairs = [(h, lab) for h, lab in zip(handles, labels) if h is not None]
     if not pairs:
         return None
     handles, labels = zip(*pairs)
-    if not outside:
-        return target.legend(handles, labels, title=title)
+    if not outside:  # a panel's own legend (its baselines): just above the panel, never over its data
+        return target.legend(handles, labels, title=title, loc="lower left", bbox_to_anchor=(0, 1.02), borderaxespad=0)
     # to the right of the panels: the figure grows by the legend's width, so the panels keep theirs
     made = target.legend(handles, labels, title=title, loc="outside right upper")
     width = made.get_window_extent(target.canvas.get_renderer()).width / target.dpi

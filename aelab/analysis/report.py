@@ -312,7 +312,8 @@ def write_html_report(
     if grids:
         body += [_figure_html(k, v, "The same test images reconstructed by each setting") for k, v in grids]
     else:
-        body.append("<p>No reconstruction grid (see the notes below).</p>")
+        why = "see the notes below" if notes else "<code>--grid-images 0</code>, or runs read from a tracking service"
+        body.append(f"<p>No reconstruction grid ({why}).</p>")
     panel_metric = formatted.metrics[0] if formatted is not None and formatted.metrics else None
     body.append('<h2 id="runs">Runs</h2>')
     body.append(_runs_html(table, panel_metric))

@@ -129,9 +129,14 @@ def test_the_table_shows_the_studys_metrics_with_n_and_the_csv_every_digit(compa
     assert "params" in csv.columns  # the CSV keeps every column and every digit
     value = csv.loc[(csv["model.bottleneck"] == 4) & (csv["model.beta"] == 4), "test/recon_loss"].item()
     assert value == pytest.approx((loss(4, 4, 0) + loss(4, 4, 1)) / 2, rel=1e-12)
-    with_books = compare([compared[0]], out_dir=compared[0] / "books", grid_images=0, bookkeeping=True)
-    assert "params" in with_books.files["comparison.md"].read_text().splitlines()[0]
-    assert (with_books.out_dir / "params.png").is_file()
+    from aelab.analysis.plots import panels
+    from aelab.analysis.table import markdown_table
+
+    books = markdown_table(result.summary, result.table, bookkeeping=True).splitlines()[0]  # --bookkeeping
+    assert books.endswith("| params | wall_time_s | n |") and "1,002,000 |" in markdown_table(
+        result.summary, result.table, bookkeeping=True
+    )
+    assert [p.metric for p in panels(result.table, result.summary, bookkeeping=True)][-2:] == ["params", "wall_time_s"]
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -156,11 +161,14 @@ def test_a_metric_panel_orders_and_colours_variants_by_value_and_says_n(compared
 
     _, result = compared
     fig, ax = plt.subplots()
-    handles, labels, counts, _ = draw_metric(ax, result.table, Panel("test/recon_loss", ["eval/pca_recon_loss"]))
-    assert labels == ["0.5", "4", "16", "PCA test MSE"]  # numeric order, then the baseline
+    drawn = draw_metric(ax, result.table, Panel("test/recon_loss", ["eval/pca_recon_loss"]))
+    counts = drawn.counts
+    assert list(drawn.lines) == ["0.5", "4", "16"]  # numeric order (the figure's legend)
     expected = style.colors([0.5, 4, 16])
-    assert [handles[i].get_color() for i in range(3)] == [expected[v] for v in (0.5, 4, 16)]
-    assert handles[3].get_linestyle() == "--" and handles[3].get_color() == "black"
+    assert [line.get_color() for line in drawn.lines.values()] == [expected[v] for v in (0.5, 4, 16)]
+    pca = drawn.own["PCA test MSE"]  # the baseline, named in its own panel
+    assert pca.get_linestyle() == "--" and pca.get_color() == "black"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["PCA test MSE"]
     assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "16"]
     # two seeds: the mean line and each seed's point (open circles), n written in the note
     assert sorted(set(counts)) == [1, 2]
@@ -384,3 +392,24 @@ def test_compare_reads_published_numbers_and_refuses_a_bad_one_in_one_line(tmp_p
         err.startswith("aelab-compare: error: --reference 'test/nll_iwae=lots' is not METRIC=VALUE")
         and err.count("\n") == 1
     )
+
+
+def test_a_key_that_follows_another_one_to_one_is_not_a_second_setting():
+    from aelab.analysis.table import table_from_records
+
+    records = [
+        {
+            "run": f"{model}{b}",
+            "status": "completed",
+            "seed": 0,
+            "test/recon_loss": 0.1,
+            "_config": {"model.bottleneck": b, "seed": 0},
+            "_choices": {"model": model, "model/net": model},  # model=conv brings model/net=conv
+            "_overrides": ["model.bottleneck"],
+        }
+        for model in ("mlp", "conv")
+        for b in (2, 8)
+    ]
+    table = table_from_records(records)
+    assert table.setting_keys == ["model", "model.bottleneck"] and table.echoes == {"model/net": "model"}
+    assert "model/net" in table.frame.columns  # runs.csv keeps it

@@ -338,7 +338,8 @@ def test_compare_carries_the_gaps_interval_into_its_plot(tmp_path):
     from aelab.analysis.plots import Panel, draw_metric
 
     fig, ax = plt.subplots()
-    _, _, counts, interval = draw_metric(ax, table, Panel("gap/recon_loss"))
+    drawn = draw_metric(ax, table, Panel("gap/recon_loss"))
+    counts, interval = drawn.counts, drawn.interval
     from matplotlib.collections import PolyCollection
 
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]  # the shaded interval around the mean gap

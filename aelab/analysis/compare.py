@@ -233,6 +233,8 @@ def write_report(
             values = sorted({str(v) for v in frame[key]}, key=lambda v: (len(v), v))
             varying.append(f"`{key}` ∈ {{{', '.join(values)}}}")
         lines.append("Varying: " + "; ".join(varying) + ".")
+        if table.echoes:
+            lines.append(" ".join(f"`{k}` follows `{v}`." for k, v in table.echoes.items()))
     seeds = sorted({str(s) for s in frame.get("seed", pd.Series(dtype=object)).dropna()})
     if len(seeds) > 1:
         lines.append(

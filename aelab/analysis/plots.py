@@ -127,21 +127,26 @@ def _counts(done: pd.DataFrame, keys: Sequence[str], metric: str) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ one panel
-def draw_metric(
-    ax,
-    table: RunTable,
-    panel: Panel,
-    references: dict[str, tuple[float, str]] | None = None,
-) -> tuple[list, list[str], list[int], str | None]:
-    """Draw ``panel`` on ``ax``; returns the legend's handles and labels, the runs per setting, an interval note."""
+@dataclass
+class Drawn:
+    """What :func:`draw_metric` drew: the variants' lines (a legend shared by every panel), the panel's own marks
+    (its baselines and references, named in the panel), the runs per setting and what a band means."""
+
+    lines: dict[str, object] = field(default_factory=dict)
+    own: dict[str, object] = field(default_factory=dict)
+    counts: list[int] = field(default_factory=list)
+    interval: str | None = None
+
+
+def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[float, str]] | None = None) -> Drawn:
+    """Draw ``panel`` on ``ax``: one line per variant against the x key (or bars per setting), the baselines."""
     metric = panel.metric
     x = x_key(table)
     keys = variant_keys(table, x)
     done = _done(table, [metric, f"{metric}_ci95", *panel.baselines])
     groups = _variants(done, keys)
     colors = _variant_colors(groups)
-    handles, labels = [], []
-    interval = None
+    drawn = Drawn(counts=_counts(done, table.setting_keys, metric))
     if x is not None:
         spread = 0.08 * (len(groups) > 1)
         for i, (name, group) in enumerate(groups):
@@ -150,36 +155,29 @@ def draw_metric(
             offset = spread * (i - (len(groups) - 1) / 2)
             line = style.seed_series(ax, xs, values, colors[name], label, offset=offset)
             if keys:  # one line per variant: the legend names them; a single line needs no legend
-                handles.append(line)
-                labels.append(label)
+                drawn.lines[label] = line
             ci = f"{metric}_ci95"
             if ci in group.columns and group[ci].notna().any():
                 _, half = _per_x(group, x, ci)
                 means = [np.mean(v) if v else np.nan for v in values]
                 style.interval_band(ax, xs, means, [np.mean(h) if h else np.nan for h in half], colors[name])
-                interval = "band: 95 % interval of one run's gap (its noise floor)"
+                drawn.interval = "band: 95 % interval of one run's gap (its noise floor)"
         for b in panel.baselines:
             xs, values = _per_x(done, x, b)
             keep = [i for i, v in enumerate(values) if v]
             if keep:
-                handles.append(
-                    style.baseline(
-                        ax, [xs[i] for i in keep], [float(np.mean(values[i])) for i in keep], table.info.label(b)
-                    )
-                )
-                labels.append(table.info.label(b))
+                means = [float(np.mean(values[i])) for i in keep]
+                drawn.own[table.info.label(b)] = style.baseline(ax, [xs[i] for i in keep], means, table.info.label(b))
         style.value_axis(ax, [float(style.as_number(v)) for v in style.ordered(done[x])], x)
         ax.set_xlabel(style.key_label(x))
-    else:
+    else:  # no swept number: a bar per setting, named on the axis
         names = [name for name, _ in groups]
         positions = np.arange(len(names), dtype=float)
         for pos, (name, group) in zip(positions, groups):
-            handles.append(style.seed_bars(ax, [pos], [list(group[metric].dropna())], colors[name], 0.7, None))
+            style.seed_bars(ax, [pos], [list(group[metric].dropna())], colors[name], 0.7, None)
         for b in panel.baselines:
             ys = [float(g[b].mean()) if b in g and g[b].notna().any() else np.nan for _, g in groups]
-            handles.append(style.baseline_segments(ax, positions, ys, 0.45, table.info.label(b)))
-            labels.append(table.info.label(b))
-        handles = handles[len(groups) :]
+            drawn.own[table.info.label(b)] = style.baseline_segments(ax, positions, ys, 0.45, table.info.label(b))
         ticks = [variant_name(dict(zip(keys, n)), keys) for n in names]
         ax.set_xticks(positions, ticks, rotation=30 if max(map(len, ticks), default=0) > 6 else 0, ha="right")
         if keys:
@@ -187,14 +185,15 @@ def draw_metric(
         ax.grid(axis="x", visible=False)
     for m, (value, label) in (references or {}).items():
         if m == metric:
-            handles.append(style.reference(ax, value, label))
-            labels.append(label)
+            drawn.own[label] = style.reference(ax, value, label)
     if metric.startswith("gap/"):
         style.zero_line(ax)
     if metric == "params":  # whole numbers with separators (1,083,696), not 1.0837×10⁶
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_ylabel(_wrap(table.info.label(metric)))
-    return handles, labels, _counts(done, table.setting_keys, metric), interval
+    if drawn.own:
+        style.legend(ax, list(drawn.own.values()), list(drawn.own))
+    return drawn
 
 
 @style.styled
@@ -216,37 +215,32 @@ def metric_figures(
     out: dict[str, Path] = {}
     if not chosen:
         return out
-    x = x_key(table)
-    keys = variant_keys(table, x)
+    title = variant_title(variant_keys(table, x_key(table))) or None
+    bars = x_key(table) is None
     for panel in chosen:
         fig, axes = style.figure(1, 1)
-        handles, labels, counts, interval = draw_metric(axes[0, 0], table, panel, references)
-        if handles:
-            lines = bool(keys) and x is not None
-            style.legend(fig if lines else axes[0, 0], handles, labels, variant_title(keys) if lines else None, lines)
-        style.note(fig, style.spread_note(counts, interval=interval, bars=x is None))
+        drawn = draw_metric(axes[0, 0], table, panel, references)
+        if drawn.lines:
+            style.legend(fig, list(drawn.lines.values()), list(drawn.lines), title, outside=True)
+        style.note(fig, style.spread_note(drawn.counts, interval=drawn.interval, bars=bars))
         out[panel.metric] = style.save(fig, out_dir / f"{panel.metric.replace('/', '_')}.png")
     cols = min(MAX_COLUMNS, len(chosen))
     rows = math.ceil(len(chosen) / cols)
     fig, axes = style.figure(rows, cols)
-    all_counts: list[int] = []
+    counts: list[int] = []
     intervals: set[str] = set()
-    legend_items: dict[str, object] = {}
+    lines: dict[str, object] = {}
     for ax, panel in zip(axes.flat, chosen):
-        handles, labels, counts, interval = draw_metric(ax, table, panel, references)
-        all_counts += counts
-        if interval:
-            intervals.add(interval)
-        if keys and x is not None:  # the variants' lines are the same in every panel: one legend beside the figure
-            for h, lab in zip(handles, labels):
-                legend_items.setdefault(lab, h)
-        elif handles:  # no lines (or bars named on the axis): a panel's baselines are its own, named in it
-            style.legend(ax, handles, labels)
+        drawn = draw_metric(ax, table, panel, references)
+        counts += drawn.counts
+        intervals |= {drawn.interval} if drawn.interval else set()
+        for label, line in drawn.lines.items():  # the variants' lines are the same in every panel: one legend
+            lines.setdefault(label, line)
     for ax in list(axes.flat)[len(chosen) :]:
         ax.axis("off")
-    if legend_items:
-        style.legend(fig, list(legend_items.values()), list(legend_items), variant_title(keys) or None, outside=True)
-    style.note(fig, style.spread_note(all_counts, "; ".join(sorted(intervals)) or None, bars=x is None))
+    if lines:
+        style.legend(fig, list(lines.values()), list(lines), title, outside=True)
+    style.note(fig, style.spread_note(counts, "; ".join(sorted(intervals)) or None, bars=bars))
     out["overview"] = style.save(fig, out_dir / "overview.png")
     return out
 

@@ -277,6 +277,7 @@ def write_html_report(
             )
             + "."
         )
+        meta += [f"<code>{_e(k)}</code> follows <code>{_e(v)}</code>." for k, v in table.echoes.items()]
     seeds = ordered(frame["seed"].dropna()) if "seed" in frame else []
     if len(seeds) > 1:
         meta.append(f"Seeds {_e(', '.join(value_text(s) for s in seeds))}.")

@@ -58,6 +58,7 @@ class RunTable:
     problems: list[dict[str, Any]] = field(default_factory=list)  # runs not completed
     info: MetricCatalog = field(default_factory=MetricCatalog)  # what the metrics mean, as the runs declared it
     explicit: bool = False  # the metric columns were named by the user (``--metrics``), not the runs' defaults
+    echoes: dict[str, str] = field(default_factory=dict)  # varying keys that follow a setting key one-to-one
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -144,6 +145,25 @@ def varying_keys(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def echoes(keys: list[str], records: list[dict[str, Any]]) -> dict[str, str]:
+    """The keys whose values pair one-to-one with an earlier key's, and that key: they name the same setting twice
+    (``model=conv`` brings ``model/net=conv``). Tables and figures leave them out; runs.csv keeps them."""
+
+    def values(key: str) -> list[Any]:
+        return [_hashable(r["_choices"].get(key, r["_config"].get(key))) for r in records]
+
+    kept: list[str] = []
+    out: dict[str, str] = {}
+    for key in keys:
+        mine = values(key)
+        same = [k for k in kept if len(set(zip(mine, values(k)))) == len(set(mine)) == len(set(values(k)))]
+        if same:
+            out[key] = same[0]
+        else:
+            kept.append(key)
+    return out
+
+
 def build_table(paths: list[str | Path], metrics: list[str] | None = None) -> RunTable:
     """Load the runs under ``paths`` and work out settings and metric columns."""
     return table_from_records(load_runs(paths), metrics)
@@ -154,7 +174,8 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
     if not records:
         raise RunFolderError("no runs to compare")
     keys = varying_keys(records)
-    setting_keys = [k for k in keys if k != SEED]
+    echoed = echoes([k for k in keys if k != SEED], records)
+    setting_keys = [k for k in keys if k != SEED and k not in echoed]
     rows = []
     for record in records:
         row = {k: v for k, v in record.items() if not k.startswith("_")}
@@ -187,7 +208,13 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
         {"run": r["run"], "status": r["status"], "error": r.get("error")} for r in rows if r["status"] != "completed"
     ]
     return RunTable(
-        frame=frame, setting_keys=setting_keys, metrics=metrics, problems=problems, info=info, explicit=explicit
+        frame=frame,
+        setting_keys=setting_keys,
+        metrics=metrics,
+        problems=problems,
+        info=info,
+        explicit=explicit,
+        echoes=echoed,
     )
 
 

@@ -402,7 +402,7 @@ def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Pa
     done = _done(table, [f"eval/denoise/{lv}/{k}" for lv in levels for k in ("psnr", "psnr_input")])
     groups = _variants(done, keys)
     colors = _variant_colors(groups)
-    fig, axes = style.figure(1, 1, panel=(max(4.2, 0.35 * len(levels) * len(groups) + 1.6), 2.8))
+    fig, axes = style.figure(1, 1, panel=(max(4.0, 0.22 * len(levels) * len(groups) + 1.2), 2.8))
     ax = axes[0, 0]
     width = 0.8 / max(len(groups), 1)
     handles, labels, counts = [], [], []

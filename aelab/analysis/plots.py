@@ -175,6 +175,11 @@ def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[f
         positions = np.arange(len(names), dtype=float)
         for pos, (name, group) in zip(positions, groups):
             style.seed_bars(ax, [pos], [list(group[metric].dropna())], colors[name], 0.7, None)
+            ci = f"{metric}_ci95"
+            if ci in group.columns and group[ci].notna().any():  # the gap's noise floor, as an error bar
+                mean, half = group[metric].mean(), group[ci].mean()
+                ax.errorbar([pos], [mean], yerr=[half], fmt="none", ecolor="0.25", elinewidth=1.0, capsize=4, zorder=4)
+                drawn.interval = "error bar: 95 % interval of one run's gap (its noise floor)"
         for b in panel.baselines:
             ys = [float(g[b].mean()) if b in g and g[b].notna().any() else np.nan for _, g in groups]
             drawn.own[table.info.label(b)] = style.baseline_segments(ax, positions, ys, 0.45, table.info.label(b))

@@ -43,7 +43,7 @@ def variant_keys(table: RunTable, x: str | None) -> list[str]:
 
 
 def variant_name(row: dict, keys: Sequence[str]) -> str:
-    """A variant as a legend entry: its values (``conv``, ``0.5``), ``key=value`` when the key is not obvious."""
+    """A variant as a legend entry: its values (``conv``, ``0.5``); the legend title names the keys."""
     if not keys:
         return "all runs"
     return ", ".join(style.value_text(row[k]) for k in keys)

@@ -5,7 +5,8 @@
     aelab-compare --wandb my-team/aelab --group <sweep>   # the same from W&B (needs network)
     aelab-compare --mlflow sqlite:///outputs/mlflow.db --experiment aelab --group <sweep>   # from MLflow
 
-The work is :func:`aelab.analysis.compare.compare`.
+It writes the tables, the figures (PNG and PDF) and ``report.html``, one self-contained page of the whole
+study (docs/compare.md). The work is :func:`aelab.analysis.compare.compare`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aelab-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", help="sweep folders or run folders")
     parser.add_argument("--out", help="where to write (default: <sweep>/comparison)")
-    parser.add_argument("--metrics", help="comma-separated metric columns (default: the usual ones present)")
+    parser.add_argument("--metrics", help="comma-separated metric columns and panels (default: those the runs declare)")
     parser.add_argument(
         "--curves", type=int, default=12, help="how many settings get learning curves (mean over their seeds)"
     )

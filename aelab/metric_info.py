@@ -5,10 +5,10 @@ A model declares the metrics it logs (:meth:`ReconstructionModule.metric_info
 numbers it reports (``EvalTask.metric_info``), the run record the facts it
 keeps (parameters, wall time). Each :class:`MetricInfo` says which direction is
 better (the best value in ``metrics.json``), what W&B keeps as the run's summary,
-the axis label of plots, and whether ``aelab-compare`` shows it as a default
-column. The run's ``metrics.json`` stores the infos of its metrics, so tables and
-plots read them from the runs themselves — nothing keeps a list of metric names
-elsewhere.
+the axis label of plots, whether ``aelab-compare`` shows it as a default
+column, and which metric it is a baseline of (drawn on that metric's axes). The
+run's ``metrics.json`` stores the infos of its metrics, so tables and plots read
+them from the runs themselves — nothing keeps a list of metric names elsewhere.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class MetricInfo:
     summary: Literal["min", "max", "last"] | None = None
     #: a default column of aelab-compare's tables (in the order the infos were declared)
     column: bool = False
+    #: this number is a baseline of that metric (PCA's error for the model's ``test/recon_loss``, the noisy
+    #: input's PSNR for the denoised one's): figures draw it on that metric's axes, dashed, not in a panel of its own
+    baseline_for: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)

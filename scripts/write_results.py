@@ -5,9 +5,11 @@
 
 For each ablation it takes ``outputs/sweeps/<name>_full`` when that sweep is
 complete, else ``<name>_quick``; re-runs ``aelab-compare`` on it with the
-ablation's metrics; copies one figure to ``docs/figures/``; and writes the
-command, the hardware and wall time (from ``ablation.json``), the table and a
-sentence, computed from the numbers, on whether the published claim held.
+ablation's metrics (figures in the house style, :mod:`aelab.analysis.style`);
+copies one figure to ``docs/figures/``; and writes the command, the hardware and
+wall time (from ``ablation.json``), the table and a sentence, computed from the
+numbers, on whether the published claim held. A section whose sweep folder is
+not on this machine keeps the text an earlier run wrote, marked as such.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +33,8 @@ PIXELS = 784  # Fashion-MNIST / MNIST images: per-pixel MSE x 784 = squared erro
 
 # Published reference values. Transcribed from the papers; marked where they could not be
 # re-checked against the paper from this machine (it has no network beyond package registries).
-RUFF_2018_DCAE_MNIST = {  # Ruff et al. 2018 (Deep SVDD, ICML), Table 1, DCAE column, AUC in % (mean ± std over 10 seeds)
+# Ruff et al. 2018 (Deep SVDD, ICML), Table 1, DCAE column, AUC in % (mean ± std over 10 seeds)
+RUFF_2018_DCAE_MNIST = {
     0: "97.6 ± 0.7",
     1: "98.3 ± 0.6",
     2: "85.4 ± 2.4",
@@ -49,6 +52,18 @@ RUFF_2018_SOURCE = (
 )
 
 
+KEPT_MARK = (
+    "> **Kept from an earlier run.** This section's sweep folder was not on the machine that last regenerated the "
+    "page, so its text, table and figure are those of the run that wrote it: the table's precision and the figure "
+    "predate the house style of `aelab-compare` (docs/compare.md). Rerun it with `python scripts/run_ablation.py "
+    "{name}`, then `python scripts/write_results.py`."
+)
+SCALE_NOTES = {
+    "quick": " (fewer epochs and seeds than the paper protocol)",
+    "cpu": " (the full protocol sized for a CPU: all training images, one seed)",
+}
+
+
 @dataclass
 class Ablation:
     """How one ablation is written up."""
@@ -58,6 +73,8 @@ class Ablation:
     claim: str
     figure: str | tuple[str, ...]  # file(s) in the comparison folder; several are put side by side
     verdict: Callable[[pd.DataFrame], str]
+    #: published numbers drawn on a metric's axes: ``{metric: (value, label)}``
+    references: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def _rows(summary: pd.DataFrame, **where) -> pd.DataFrame:
@@ -72,13 +89,14 @@ def verdict_linear_vs_pca(s: pd.DataFrame) -> str:
     angle = s.get("eval/principal_angle_mean_deg")
     held = ratio.max() < 1.1
     text = (
-        f"{'Held' if held else 'Not yet'}: the linear autoencoder's test MSE is {ratio.min():.3f}–{ratio.max():.3f}× the exact PCA "
-        f"error at bottlenecks {', '.join(str(int(b)) for b in s['model.bottleneck'])}"
+        f"{'Held' if held else 'Not yet'}: the linear autoencoder's test MSE is {ratio.min():.3f}–{ratio.max():.3f}× "
+        f"the exact PCA error at bottlenecks {', '.join(str(int(b)) for b in s['model.bottleneck'])}"
     )
     if angle is not None:
         text += (
-            f"; the mean principal angle between its decoder and the PCA subspace is {angle.min():.1f}°–{angle.max():.1f}° "
-            "(the trailing directions, whose eigenvalues are nearly equal, converge last)"
+            "; the mean principal angle between its decoder and the PCA subspace is "
+            f"{angle.min():.1f}°–{angle.max():.1f}° (the trailing directions, whose eigenvalues are nearly equal, "
+            "converge last)"
         )
     return text + "."
 
@@ -101,10 +119,10 @@ def verdict_mlp_vs_conv(s: pd.DataFrame) -> str:
     smaller = _rows(s, model="conv")
     wins = int((smaller["test/recon_loss"] < smaller["eval/pca_recon_loss"]).sum())
     return (
-        f"{'Held' if held else 'Did not hold'} for the conv autoencoder: at bottleneck {b} its squared error per image is "
-        f"{c * PIXELS:.2f} against PCA's {pca * PIXELS:.2f} — PCA/conv = {pca / c:.2f}× (Hinton & Salakhutdinov report "
-        f"13.87/3.00 = 4.6× on MNIST at 30 dimensions with a deep, pretrained autoencoder trained far longer); it beats PCA "
-        f"at {wins} of {len(smaller)} bottleneck sizes; {mlp_note}."
+        f"{'Held' if held else 'Did not hold'} for the conv autoencoder: at bottleneck {b} its squared error per "
+        f"image is {c * PIXELS:.2f} against PCA's {pca * PIXELS:.2f} — PCA/conv = {pca / c:.2f}× (Hinton & "
+        "Salakhutdinov report 13.87/3.00 = 4.6× on MNIST at 30 dimensions with a deep, pretrained autoencoder "
+        f"trained far longer); it beats PCA at {wins} of {len(smaller)} bottleneck sizes; {mlp_note}."
     )
 
 
@@ -122,9 +140,10 @@ def verdict_upsampling(s: pd.DataFrame) -> str:
     )
     return (
         f"{verdict}: the transposed convolution's checkerboard excess over the clean images is "
-        f"{init['transpose']:.1f} dB at initialisation — the highest, against ≤ {init.drop('transpose').max():.1f} dB for the "
-        f"others — and {trained['transpose']:.1f} dB after training, where {top_trained} is highest at {trained.max():.1f} dB "
-        f"(the MSE objective penalises the periodic pattern directly, so training removes most of it). Reconstruction MSE: "
+        f"{init['transpose']:.1f} dB at initialisation — the highest, against ≤ {init.drop('transpose').max():.1f} dB "
+        f"for the others — and {trained['transpose']:.1f} dB after training, where {top_trained} is highest at "
+        f"{trained.max():.1f} dB (the MSE objective penalises the periodic pattern directly, so training removes most "
+        "of it). Reconstruction MSE: "
         + ", ".join(f"{k} {v:.4f}" for k, v in s.set_index(key)["test/recon_loss"].items())
         + " (max-unpooling's lower error is not a fair bottleneck comparison: its pooling switches carry "
         "position information around the code)."
@@ -148,18 +167,19 @@ def verdict_denoising(s: pd.DataFrame) -> str:
     )
     total = sum(1 for lv in levels for _ in by.index if f"{lv}/psnr_input" in by)
     return (
-        f"{'Held' if gain > 0 else 'Did not hold'}: at test σ = 0.5 the best denoising autoencoder ({best}) reconstructs the clean "
-        f"image at {by.loc[best, col]:.2f} dB PSNR against {plain:.2f} dB for the plain autoencoder (+{gain:.2f} dB); "
-        f"{beats} of {total} (model, test corruption) pairs beat the noisy-input PSNR."
+        f"{'Held' if gain > 0 else 'Did not hold'}: at test σ = 0.5 the best denoising autoencoder ({best}) "
+        f"reconstructs the clean image at {by.loc[best, col]:.2f} dB PSNR against {plain:.2f} dB for the plain "
+        f"autoencoder (+{gain:.2f} dB); {beats} of {total} (model, test corruption) pairs beat the noisy-input PSNR."
     )
 
 
 def verdict_vae_reference(s: pd.DataFrame) -> str:
     nll, elbo = float(s["test/nll_iwae"].iloc[0]), float(s["test/elbo"].iloc[0])
     return (
-        f"aelab reaches a test NLL of {nll:.1f} nats (IWAE bound) and an ELBO of {elbo:.1f} nats on dynamically binarized "
-        f"Fashion-MNIST with this budget — {nll - 235:+.1f} nats from the ≈235 reported for this model, which trained far longer; "
-        f"the IWAE bound is {-elbo - nll:.1f} nats tighter than the ELBO. (On binarized MNIST Burda et al. report 86.76 nats.)"
+        f"aelab reaches a test NLL of {nll:.1f} nats (IWAE bound) and an ELBO of {elbo:.1f} nats on dynamically "
+        f"binarized Fashion-MNIST with this budget — {nll - 235:+.1f} nats from the ≈235 reported for this model, "
+        f"which trained far longer; the IWAE bound is {-elbo - nll:.1f} nats tighter than the ELBO. (On binarized "
+        "MNIST Burda et al. report 86.76 nats.)"
     )
 
 
@@ -170,13 +190,14 @@ def verdict_anomaly(s: pd.DataFrame) -> str:
     reference = sum(float(v.split(" ± ")[0]) for v in RUFF_2018_DCAE_MNIST.values()) / len(RUFF_2018_DCAE_MNIST)
     return (
         f"Mean AUROC over the {len(classes)} normal classes: {mean:.3f} (best class {best['data.normal_class']}: "
-        f"{best['eval/auroc']:.3f}, worst {worst['data.normal_class']}: {worst['eval/auroc']:.3f}); reconstruction error "
-        "separates most classes well above chance (0.5). The published plain-autoencoder baseline of this protocol is "
-        f"Ruff et al.'s DCAE on MNIST, {reference:.1f} % mean AUROC (per class in the table below when run on MNIST); on "
-        "Fashion-MNIST no per-class plain-autoencoder number could be verified from this machine. Where differences come from: "
-        "the weak classes are those whose images other classes resemble (a model of shirts reconstructs pullovers and coats "
-        "well, so their error does not rise); the DCAE is a smaller, bias-free LeNet-style net trained longer with a "
-        "different schedule; and Fashion-MNIST's classes are not MNIST's, so the means compare protocols, not models."
+        f"{best['eval/auroc']:.3f}, worst {worst['data.normal_class']}: {worst['eval/auroc']:.3f}); reconstruction "
+        "error separates most classes well above chance (0.5). The published plain-autoencoder baseline of this "
+        f"protocol is Ruff et al.'s DCAE on MNIST, {reference:.1f} % mean AUROC (per class in the table below when "
+        "run on MNIST); on Fashion-MNIST no per-class plain-autoencoder number could be verified from this machine. "
+        "Where differences come from: the weak classes are those whose images other classes resemble (a model of "
+        "shirts reconstructs pullovers and coats well, so their error does not rise); the DCAE is a smaller, "
+        "bias-free LeNet-style net trained longer with a different schedule; and Fashion-MNIST's classes are not "
+        "MNIST's, so the means compare protocols, not models."
     )
 
 
@@ -192,9 +213,8 @@ def verdict_vae(s: pd.DataFrame) -> str:
         for _, g in s.groupby("model.bottleneck")
     )
     return (
-        f"{'Held' if kl_falls else 'Did not hold'}: a larger β buys a smaller KL (a more compressed code) at every latent size — "
-        + "; ".join(lines)
-        + "."
+        f"{'Held' if kl_falls else 'Did not hold'}: a larger β buys a smaller KL (a more compressed code) at every "
+        "latent size — " + "; ".join(lines) + "."
     )
 
 
@@ -222,16 +242,23 @@ def verdict_bottleneck_overfitting(s: pd.DataFrame) -> str:
     held = rho_gap > 0.8 and falls and interior
     partly = smallest_least or rho_ratio > 0.8 or interior
     seeds = int(g["gap/recon_loss n"].max()) if "gap/recon_loss n" in g else 1
+    clearly = "; the smallest bottleneck overfits least, clearly" if smallest_least else ""
+    minimum = (
+        "the predicted minimum"
+        if interior
+        else "no intermediate minimum at this budget; note that the test pass uses the checkpoint with the best "
+        "validation loss (early stopping), which takes away much of what overfitting would cost the test error"
+    )
     return (
-        f"{'Held' if held else 'Partly held' if partly else 'Did not hold'} ({seeds} seeds per size, mean shown). "
-        f"The gap (validation − training MSE, eval mode, equal image counts) is {', '.join(f'{b}: {v:.4f}' for b, v in zip(sizes, gap))} "
-        f"(Spearman ρ with the bottleneck {rho_gap:.2f}); it lies outside its own 95 % interval at "
-        f"{', '.join(map(str, outside)) or 'no size'}{'; the smallest bottleneck overfits least, clearly' if smallest_least else ''}. "
-        f"Relative to the training error the overfitting grows with the bottleneck (validation/training error "
+        f"{'Held' if held else 'Partly held' if partly else 'Did not hold'} ({seeds} seeds per size, mean shown). The "
+        "gap (validation − training MSE, eval mode, equal image counts) is "
+        f"{', '.join(f'{b}: {v:.4f}' for b, v in zip(sizes, gap))} (Spearman ρ with the bottleneck {rho_gap:.2f}); it "
+        f"lies outside its own 95 % interval at {', '.join(map(str, outside)) or 'no size'}{clearly}. Relative to the "
+        "training error the overfitting grows with the bottleneck (validation/training error "
         f"{', '.join(f'{r:.1f}×' for r in ratio)}; ρ = {rho_ratio:.2f}). The training error "
-        f"{'falls' if falls else 'does not fall'} as the bottleneck grows ({train[0]:.4f} → {train[-1]:.4f}, ρ = {rho_train:.2f}). The test "
-        f"error is lowest at bottleneck {best} ({test.min():.4f}; {'an intermediate size' if interior else 'an end of the range'}; "
-        f"{test[0]:.4f} at {sizes[0]}) — {'the predicted minimum' if interior else 'no intermediate minimum at this budget; note that the test pass uses the checkpoint with the best validation loss (early stopping), which takes away much of what overfitting would cost the test error'}."
+        f"{'falls' if falls else 'does not fall'} as the bottleneck grows ({train[0]:.4f} → {train[-1]:.4f}, "
+        f"ρ = {rho_train:.2f}). The test error is lowest at bottleneck {best} ({test.min():.4f}; "
+        f"{'an intermediate size' if interior else 'an end of the range'}; {test[0]:.4f} at {sizes[0]}) — {minimum}."
     )
 
 
@@ -240,10 +267,16 @@ def verdict_objectives(s: pd.DataFrame) -> str:
     for b, g in s.groupby("model.bottleneck"):
         g = g.set_index("model")
         recon = g["test/recon_loss"].sort_values()
-        text = f"bottleneck {b}: reconstruction best {recon.index[0]} ({recon.iloc[0]:.4f}), worst {recon.index[-1]} ({recon.iloc[-1]:.4f})"
+        text = (
+            f"bottleneck {b}: reconstruction best {recon.index[0]} ({recon.iloc[0]:.4f}), worst {recon.index[-1]} "
+            f"({recon.iloc[-1]:.4f})"
+        )
         if "eval/probe_acc" in g:
             probe = g["eval/probe_acc"].sort_values(ascending=False)
-            text += f"; probe accuracy best {probe.index[0]} ({probe.iloc[0]:.3f}), worst {probe.index[-1]} ({probe.iloc[-1]:.3f})"
+            text += (
+                f"; probe accuracy best {probe.index[0]} ({probe.iloc[0]:.3f}), worst {probe.index[-1]} "
+                f"({probe.iloc[-1]:.3f})"
+            )
         if "test/nll_iwae" in g and {"vae", "iwae"} <= set(g.index):
             v, i = float(g.loc["vae", "test/nll_iwae"]), float(g.loc["iwae", "test/nll_iwae"])
             text += (
@@ -264,12 +297,14 @@ def verdict_objectives(s: pd.DataFrame) -> str:
     )
     return (
         (
-            "Held: a deterministic objective (AE, WAE, VQ-VAE) reconstructs best and a KL-weighted one (β-VAE, β-TC-VAE) "
-            "worst at every bottleneck"
+            "Held: a deterministic objective (AE, WAE, VQ-VAE) reconstructs best and a KL-weighted one (β-VAE, "
+            "β-TC-VAE) worst at every bottleneck"
             if order_held
-            else "Not at every bottleneck do the deterministic objectives reconstruct best and the KL-weighted ones worst"
+            else "Not at every bottleneck do the deterministic objectives reconstruct best and the KL-weighted ones "
+            "worst"
         )
-        + " (MSE against the binarized test images: every model's error includes the binarization noise, so the differences are small); "
+        + " (MSE against the binarized test images: every model's error includes the binarization noise, so the "
+        "differences are small); "
         + "; ".join(parts)
         + ". "
         + (
@@ -309,16 +344,16 @@ ABLATION_TEXT = {
     "bottleneck_linear_vs_pca": Ablation(
         "bottleneck_linear_vs_pca",
         "Linear autoencoder vs PCA",
-        "A linear autoencoder trained with squared error learns the principal subspace (Baldi & Hornik 1989): "
-        "its reconstruction error approaches exact PCA with as many components.",
-        "eval_recon_vs_pca.png",
+        "A linear autoencoder trained with squared error learns the principal subspace (Baldi & Hornik 1989): its "
+        "reconstruction error approaches exact PCA with as many components.",
+        "overview.png",  # the autoencoder's test MSE with PCA's on the same axes, their ratio, the angles
         verdict_linear_vs_pca,
     ),
     "bottleneck_mlp_vs_conv": Ablation(
         "bottleneck_mlp_vs_conv",
         "Nonlinear autoencoders vs PCA over bottleneck size",
-        "Nonlinear autoencoders reconstruct better than PCA (Hinton & Salakhutdinov 2006: 3.00 vs 13.87 squared "
-        "error per MNIST image at 30 dimensions).",
+        "Nonlinear autoencoders reconstruct better than PCA (Hinton & Salakhutdinov 2006: 3.00 vs 13.87 squared error "
+        "per MNIST image at 30 dimensions).",
         "overview.png",
         verdict_mlp_vs_conv,
     ),
@@ -327,56 +362,58 @@ ABLATION_TEXT = {
         "Decoder upsampling and checkerboard artifacts",
         "Transposed convolutions with uneven kernel overlap paint checkerboard artifacts; resize-convolution does not "
         "(Odena et al. 2016).",
-        ("eval_checkerboard_init.png", "eval_checkerboard.png"),
+        "overview.png",  # the checkerboard excess at initialisation and after training, the MSE, PSNR, gap
         verdict_upsampling,
     ),
     "denoising": Ablation(
         "denoising",
         "Denoising autoencoders",
-        "Training on corrupted inputs (Vincent et al. 2008) makes the autoencoder a denoiser: it reconstructs clean images "
-        "from noisy ones better than a plain autoencoder, and beats the noisy-input baseline.",
+        "Training on corrupted inputs (Vincent et al. 2008) makes the autoencoder a denoiser: it reconstructs clean "
+        "images from noisy ones better than a plain autoencoder, and beats the noisy-input baseline.",
         "denoise_psnr.png",
         verdict_denoising,
     ),
     "anomaly_oneclass": Ablation(
         "anomaly_oneclass",
         "One-class anomaly detection",
-        "Under the one-class protocol (Ruff et al. 2018), the reconstruction error of an autoencoder trained on one class "
-        "detects the other classes as anomalies.",
+        "Under the one-class protocol (Ruff et al. 2018), the reconstruction error of an autoencoder trained on one "
+        "class detects the other classes as anomalies.",
         "eval_auroc.png",
         verdict_anomaly,
     ),
     "vae_beta_latent": Ablation(
         "vae_beta_latent",
         "VAE latent size × β",
-        "Raising β trades reconstruction for a smaller KL and fewer active latent units (Higgins et al. 2017); the IWAE "
-        "bound gives a tighter NLL than the ELBO (Burda et al. 2016).",
+        "Raising β trades reconstruction for a smaller KL and fewer active latent units (Higgins et al. 2017); the "
+        "IWAE bound gives a tighter NLL than the ELBO (Burda et al. 2016).",
         "overview.png",
         verdict_vae,
     ),
     "vae_reference": Ablation(
         "vae_reference",
         "VAE reference point: NLL on binarized Fashion-MNIST",
-        "The one-stochastic-layer VAE of Burda et al. (2016) (50 latents, 784-200-200 tanh MLPs, Bernoulli decoder) reaches "
-        "86.76 nats on dynamically binarized MNIST (k = 5000); about 235 nats has been reported for it on binarized Fashion-MNIST.",
+        "The one-stochastic-layer VAE of Burda et al. (2016) (50 latents, 784-200-200 tanh MLPs, Bernoulli decoder) "
+        "reaches 86.76 nats on dynamically binarized MNIST (k = 5000); about 235 nats has been reported for it on "
+        "binarized Fashion-MNIST.",
         "curves.png",
         verdict_vae_reference,
+        {"test/nll_iwae": (235.0, "≈235 nats reported (longer training)")},
     ),
     "bottleneck_overfitting": Ablation(
         "bottleneck_overfitting",
         "Bottleneck size and overfitting (the seed's claim)",
-        "Smaller bottlenecks lower the risk of overfitting, but the smaller the bottleneck the more information is lost: on a "
-        "small training set the overfitting gap grows with the bottleneck while the training error falls, and the test error "
-        "is lowest at an intermediate size.",
+        "Smaller bottlenecks lower the risk of overfitting, but the smaller the bottleneck the more information is "
+        "lost: on a small training set the overfitting gap grows with the bottleneck while the training error falls, "
+        "and the test error is lowest at an intermediate size.",
         "overview.png",
         verdict_bottleneck_overfitting,
     ),
     "objectives": Ablation(
         "objectives",
         "Objectives at one bottleneck: AE, VAE, β-VAE, β-TC-VAE, WAE, VQ-VAE, IWAE",
-        "At a fixed architecture and code size the objective decides what the code keeps: KL-weighted objectives trade "
-        "reconstruction for a prior-shaped code; training on the IWAE bound gives a better likelihood than training on the "
-        "ELBO (Burda et al. 2016: IWAE-5 beats the VAE's NLL at equal k).",
+        "At a fixed architecture and code size the objective decides what the code keeps: KL-weighted objectives "
+        "trade reconstruction for a prior-shaped code; training on the IWAE bound gives a better likelihood than "
+        "training on the ELBO (Burda et al. 2016: IWAE-5 beats the VAE's NLL at equal k).",
         "overview.png",
         verdict_objectives,
     ),
@@ -415,8 +452,8 @@ def pick_sweep(outputs: Path, name: str) -> Path | None:
     return None
 
 
-def shrink_copy(sources: list[Path], dst: Path, max_width: int = 900) -> None:
-    """Copy PNGs (side by side) into docs/, downscaled so the repository stays small."""
+def shrink_copy(sources: list[Path], dst: Path, max_width: int = 1400) -> None:
+    """Copy PNGs (side by side) into docs/, downscaled and as a palette PNG so the repository stays small."""
     from PIL import Image
 
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -428,7 +465,7 @@ def shrink_copy(sources: list[Path], dst: Path, max_width: int = 900) -> None:
         x += part.width
     if img.width > max_width:
         img = img.resize((max_width, round(img.height * max_width / img.width)))
-    img.convert("RGB").quantize(colors=64).save(dst, optimize=True)  # a palette PNG: a few tens of KB
+    img.convert("RGB").quantize(colors=128).save(dst, optimize=True)  # a palette PNG: a few tens of KB
 
 
 def anomaly_reference_table(summary: pd.DataFrame, dataset: str) -> str:
@@ -462,28 +499,30 @@ def section(i: int, ab: Ablation, sweep: Path | None, figures: Path, docs: Path)
     lines = [f"## {i}. {ab.title} (`{ab.name}`)", "", f"**Claim.** {ab.claim}", ""]
     if sweep is None:
         lines += [
-            f"_Not run yet._ Run `python scripts/run_ablation.py {ab.name}` (quick) or `--scale full`, "
-            "then `python scripts/write_results.py`.",
+            f"_Not run yet._ Run `python scripts/run_ablation.py {ab.name}` (quick) or `--scale full`, then `python "
+            "scripts/write_results.py`.",
             "",
         ]
         return "\n".join(lines)
     info = json.loads((sweep / "ablation.json").read_text()) if (sweep / "ablation.json").is_file() else {}
-    result = compare([sweep], metrics=ablation_metrics(sweep), curves=8)
+    command = f"python scripts/write_results.py  # aelab-compare {sweep} with the ablation's metrics"
+    result = compare([sweep], metrics=ablation_metrics(sweep), curves=8, references=ab.references, command=command)
     summary = result.summary
     hw = info.get("hardware", {})
     where = f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores" + (
         f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU"
     )
     scale = sweep.name.rsplit("_", 1)[-1]
+    folder = sweep.relative_to(sweep.parents[2]) if len(sweep.parents) > 2 else sweep
+    verdict_input = with_group_means(summary, result.table) if ab.name == "anomaly_oneclass" else summary
     lines += [
         f"**Command.** `{info.get('command', f'python scripts/run_ablation.py {ab.name} --scale {scale}')}`",
         "",
-        f"**Run.** `{scale}` variant{' (fewer epochs and seeds than the paper protocol)' if scale == 'quick' else ' (the full protocol sized for a CPU: all training images, one seed)' if scale == 'cpu' else ''}; "
-        f"{len(result.table.completed)} runs; {where}; sweep wall time {_wall_time(info)} "
-        f"(sum of job times {info.get('jobs_wall_time_s', '?')} s); torch {hw.get('torch', '?')}. "
-        f"Sweep folder `{sweep.relative_to(sweep.parents[2]) if len(sweep.parents) > 2 else sweep}`.",
+        f"**Run.** `{scale}` variant{SCALE_NOTES.get(scale, '')}; {len(result.table.completed)} runs; {where}; sweep "
+        f"wall time {_wall_time(info)} (sum of job times {info.get('jobs_wall_time_s', '?')} s); torch "
+        f"{hw.get('torch', '?')}. Sweep folder `{folder}`.",
         "",
-        f"**Result.** {ab.verdict(with_group_means(summary, result.table) if ab.name == 'anomaly_oneclass' else summary)}",
+        f"**Result.** {ab.verdict(verdict_input)}",
         "",
         (result.files["comparison.md"]).read_text(),
     ]
@@ -515,18 +554,23 @@ def main() -> None:
         "# Results: paper-style ablations",
         "",
         "_Generated by `scripts/write_results.py` from the sweep folders under `outputs/sweeps/` on "
-        f"{datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')} — do not edit by hand; a section whose sweep folder is not "
-        "on the machine that regenerates the page keeps the text of the run that wrote it (its own date and wall time)._ "
-        "Each section says which variant produced it: `quick` runs fit a 2-core CPU in minutes (fewer epochs, one seed, "
-        "subsets); `full` is the paper-style protocol for a GPU (`--scale full`). Reconstruction errors are per-pixel MSE on "
-        "[0, 1] pixels unless stated; ×784 gives squared error per 28×28 image.",
+        f"{datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')} — do not edit by hand; a section whose sweep "
+        "folder is not on the machine that regenerates the page keeps the text of the run that wrote it (its own "
+        "date and wall time)._ Each section says which variant produced it: `quick` runs fit a 2-core CPU in minutes "
+        "(fewer epochs, one seed, subsets); `full` is the paper-style protocol for a GPU (`--scale full`). "
+        "Reconstruction errors are per-pixel MSE on [0, 1] pixels unless stated; ×784 gives squared error per 28×28 "
+        "image.",
         "",
     ]
     previous = previous_sections(out)
     for i, name in enumerate(ABLATIONS, 1):
         sweep = pick_sweep(outputs, name)
         if sweep is None and name in previous:  # no sweep folder here: keep what an earlier run wrote, renumbered
-            parts.append(re.sub(r"^## \d+\.", f"## {i}.", previous[name], count=1))
+            kept = re.sub(r"^## \d+\.", f"## {i}.", previous[name], count=1)
+            if KEPT_MARK.split(".**")[0] not in kept:
+                heading, _, rest = kept.partition("\n")
+                kept = f"{heading}\n\n{KEPT_MARK.format(name=name)}\n{rest}"
+            parts.append(kept)
             continue
         parts.append(section(i, ABLATION_TEXT[name], sweep, figures, docs))
     out.write_text("\n".join(parts))

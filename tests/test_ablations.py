@@ -120,4 +120,6 @@ def test_results_writer_keeps_the_sections_whose_sweeps_ran_elsewhere(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     assert "Held: measured on another machine." in text  # kept, not replaced by "Not run yet"
+    assert "**Kept from an earlier run.**" in text  # and marked as such, with the command that reruns it
+    assert "`python scripts/run_ablation.py upsampling`" in text
     assert text.count("_Not run yet._") == 9

@@ -25,7 +25,7 @@ def test_cli_trains_and_writes_a_complete_run_folder(cli, tmp_path):
         "checkpoints/last.ckpt",
         "csv/metrics.csv",
         "train.log",
-        "samples/recon_epoch=000.png",
+        "samples/recon_epoch=001.png",
     ):
         assert (run_dir / path).is_file(), path
     assert json.loads((run_dir / "metrics.json").read_text())["bottleneck"] == 8

@@ -79,7 +79,7 @@ def test_the_toy_metrics_reach_wandb(toy_run):
 
 def test_the_toy_metrics_are_columns_of_aelab_compare(toy_run):
     root, run_dir = toy_run
-    result = run_cli([str(run_dir), "--out", str(root / "cmp")], root, tool="aelab-compare")
+    result = run_cli([str(run_dir), "--out", str(root / "cmp"), "--bookkeeping"], root, tool="aelab-compare")
     assert result.returncode == 0, result.stderr[-2000:]
     header = (root / "cmp" / "comparison.md").read_text().splitlines()[0]
     for column in ("test/recon_loss", "train/code_norm", "eval/code_norm", "eval/code_std", "eval/probe_acc", "params"):

@@ -298,7 +298,7 @@ def test_one_class_sweeps_get_a_mean_row_over_classes():
     summary = with_group_means(aggregate(table), table)
     mean = summary[summary["data.normal_class"] == "mean"].iloc[0]
     assert mean["eval/auroc"] == pytest.approx(0.9) and mean["eval/auroc n"] == 3
-    assert "| mean | 0.9000 ± 0.1000 |" in markdown_table(summary, table)
+    assert "| mean | 0.90 ± 0.10 | 3 |" in markdown_table(summary, table)  # two figures of a spread starting with 1
 
 
 @pytest.mark.slow
@@ -335,16 +335,17 @@ def test_compare_carries_the_gaps_interval_into_its_plot(tmp_path):
     summary = aggregate(table)
     # the interval rides along with the gap, so the plot can tell a gap inside its noise floor from one outside it
     assert list(summary["gap/recon_loss_ci95"]) == pytest.approx([0.001, 0.001])
-    files = metric_figures(summary, table, tmp_path, table.metrics)
-    assert files["gap/recon_loss"].is_file()
+    files = metric_figures(summary, table, tmp_path)
+    assert files["gap/recon_loss"].is_file() and files["gap/recon_loss"].with_suffix(".pdf").is_file()
     import matplotlib.pyplot as plt
 
-    from aelab.analysis.plots import plot_metric
+    from aelab.analysis.plots import Panel, draw_metric
 
     fig, ax = plt.subplots()
-    plot_metric(summary, table, "gap/recon_loss", ax)
+    drawn = draw_metric(ax, table, Panel("gap/recon_loss"))
+    counts, interval = drawn.counts, drawn.interval
     from matplotlib.collections import PolyCollection
 
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]  # the shaded interval around the mean gap
-    assert len(bands) == 1 and "95 %" in ax.get_title()
+    assert len(bands) == 1 and "95 %" in interval and counts == [2, 2]
     plt.close(fig)

@@ -85,8 +85,8 @@ def test_run_folder_and_metrics_json(run_train):
     assert Path(data["checkpoints"]["best"]).is_file()
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == [
         "interpolation.png",
-        "recon_epoch=000.png",
-        "recon_epoch=001.png",
+        "recon_epoch=001.png",  # epochs counted from 1: the grids after the first and the second epoch
+        "recon_epoch=002.png",
         "samples.png",
     ]
     assert (run_dir / "csv" / "metrics.csv").is_file()
@@ -101,16 +101,14 @@ def test_sample_grid_shows_input_corrupted_and_reconstruction(run_train):
     from aelab.analysis.images import image_grid
 
     _, run_dir = run_train("model=mlp", "noise=masking", "noise.p=0.5")
-    grid = Image.open(run_dir / "samples" / "recon_epoch=000.png")
-    # the layout: 8 images a row, enlarged x3 (28 -> 84 pixels), labelled rows, a title line
-    labels = ["input", "corrupted", "reconstruction"]
-    plain = image_grid([torch.zeros(8, 1, 28, 28)] * 3)
+    grid = Image.open(run_dir / "samples" / "recon_epoch=001.png")  # after the first (and only) epoch
+    # the layout: 16 images a row, enlarged x3 (28 -> 84 pixels), rows labelled in words, a title line
+    labels = ["validation images", "model input: 50 % of pixels set to 0", "reconstructions"]
+    plain = image_grid([torch.zeros(16, 1, 28, 28)] * 3)
     labelled = image_grid(
-        [torch.zeros(8, 1, 28, 28)] * 3,
-        row_labels=labels,
-        title="epoch 0: input | masking(p=0.5) input | reconstruction",
+        [torch.zeros(16, 1, 28, 28)] * 3, row_labels=labels, title="Reconstructions after epoch 1 of 1"
     )
-    assert plain.shape[1:] == (3 * 84 + 4 * 2, 8 * 84 + 9 * 2)
+    assert plain.shape[1:] == (3 * 84 + 4 * 2, 16 * 84 + 17 * 2)
     assert grid.size == (labelled.shape[2], labelled.shape[1])
     left, top = labelled.shape[2] - plain.shape[2], labelled.shape[1] - plain.shape[1]
     a = np.asarray(grid.convert("L"), dtype=float)
@@ -205,9 +203,9 @@ def test_end_of_run_summary_shows_the_records_numbers(run_train, capsys):
     summary, run_dir = run_train("model=conv", "trainer.max_epochs=2", "model.bottleneck=6")
     out = capsys.readouterr().out
     record = RunRecord.read(run_dir)
-    assert "aelab-train: completed in" in out and "2 epochs" in out and f"best epoch {summary['best_epoch']}" in out
+    assert "aelab-train: completed in" in out and "2 epochs" in out and f"best epoch {summary['best_epoch'] + 1}" in out
     assert f"run folder: {run_dir}" in out
-    assert f"reconstructions: {run_dir / 'samples' / 'recon_epoch=001.png'}" in out
+    assert f"reconstructions: {run_dir / 'samples' / 'recon_epoch=002.png'}" in out  # after the 2nd of 2 epochs
     assert f"aelab-eval run={run_dir}" in out
     rows = headline(record)
     keys = {key for key, _, _ in rows}

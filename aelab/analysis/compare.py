@@ -5,13 +5,15 @@
     aelab-compare --wandb my-team/aelab --group <sweep>   # the same from W&B (needs network)
     aelab-compare --mlflow sqlite:///outputs/mlflow.db --experiment aelab --group <sweep>   # from MLflow
 
-Writes ``comparison.csv`` (per setting: mean, std, n of each metric),
-``runs.csv`` (one row per run), ``comparison.md``, PNG plots (each metric
-against bottleneck size, one line per variant, error bars over seeds; the
-overfitting gap; training curves; a reconstruction grid with one row per
-bottleneck size on the same test images) and ``report.md`` tying them
-together. Works on sweeps that are still running or have failed jobs: those
-runs are listed, not averaged.
+Writes ``comparison.csv`` (per setting: mean, std, n of each metric, every digit),
+``runs.csv`` (one row per run), ``comparison.md`` (the table, rounded by each
+column's spread), figures as PNG and PDF in the house style
+(:mod:`aelab.analysis.style`: ``overview`` with every metric of the study
+against the swept key, one figure per metric, the learning curves, a
+reconstruction grid with one row per setting on the same test images),
+``report.md`` and ``report.html`` — one self-contained page with all of it
+(:mod:`aelab.analysis.report`). Works on sweeps that are still running or have
+failed jobs: those runs are listed, not averaged.
 """
 
 from __future__ import annotations
@@ -24,8 +26,18 @@ from typing import Any
 
 import pandas as pd
 
-from aelab.analysis.plots import curves_figure, denoise_figure, metric_figures, variant_keys, variant_name, x_key
-from aelab.analysis.table import RunTable, aggregate, build_table, markdown_table, table_from_records, with_group_means
+from aelab.analysis.plots import curves_figure, denoise_figure, metric_figures, panels, variant_keys, x_key
+from aelab.analysis.report import study_commands, write_html_report
+from aelab.analysis.style import key_label, order_key, value_text
+from aelab.analysis.table import (
+    RunTable,
+    aggregate,
+    build_table,
+    format_table,
+    markdown_table,
+    table_from_records,
+    with_group_means,
+)
 from aelab.errors import AelabError, RunFolderError
 from aelab.store.files import atomic_path, write_text_atomic
 
@@ -47,16 +59,6 @@ def _default_out(paths: list[Path]) -> Path:
     if len(paths) == 1:
         return paths[0] / "comparison"
     return Path("outputs") / "comparisons" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-
-
-def _chosen_curve_runs(table: RunTable, limit: int) -> pd.DataFrame:
-    """The first seed of each setting (up to ``limit`` runs)."""
-    done = table.completed
-    if done.empty or limit <= 0:
-        return done.iloc[:0]
-    if table.setting_keys:
-        done = done.sort_values("seed", na_position="last").groupby(table.setting_keys, dropna=False, sort=True).head(1)
-    return done.head(limit)
 
 
 def _not_started(paths: list[Path]) -> list[dict[str, Any]]:
@@ -90,18 +92,28 @@ def _grids(table: RunTable, out_dir: Path, num_images: int) -> tuple[dict[str, P
     x = x_key(table)
     keys = variant_keys(table, x)
     files: dict[str, Path] = {}
-    groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
-    for i, (_, group) in enumerate(groups):
+    groups = done.groupby(keys, dropna=False, sort=False) if keys else [((), done)]
+    groups = sorted(groups, key=lambda item: tuple(order_key(v) for v in (item[0] if keys else ())))
+    for i, (name, group) in enumerate(groups):
         group = group.sort_values("seed").groupby(x, sort=False).head(1) if x else group.head(8)
         if x:
-            group = group.assign(_x=pd.to_numeric(group[x], errors="coerce")).sort_values("_x")
+            group = group.iloc[sorted(range(len(group)), key=lambda j: order_key(group[x].iloc[j]))]
         runs = [Path(r) for r in group["run"]]
-        labels = [f"{x}={row[x]}" if x else Path(row["run"]).name for row in group.to_dict("records")]
-        title = variant_name(group.to_dict("records")[0], keys) if keys else ""
+        labels = [
+            f"{key_label(x)} {value_text(row[x])}" if x else Path(row["run"]).name for row in group.to_dict("records")
+        ]
+        name = name if isinstance(name, tuple) else (name,)
+        title = ", ".join(f"{key_label(k)}: {value_text(v)}" for k, v in zip(keys, name)) if keys else ""
         suffix = f"_{i}" if keys else ""
+        seeds = group["seed"].dropna()
+        note = f"the same {num_images} test images in every row" + (
+            f"; each row: the run with seed {value_text(seeds.iloc[0])} of its setting"
+            if len(seeds) and table.completed["seed"].nunique() > 1
+            else ""
+        )
         try:
             files[f"recon_grid{suffix}"] = reconstruction_figure(
-                runs, labels, out_dir / f"recon_grid{suffix}.png", num_images, title
+                runs, labels, out_dir / f"recon_grid{suffix}.png", num_images, title, note
             )
         except AelabError as exc:
             notes.append(f"reconstruction grid for {title or 'the runs'} skipped: {exc}")
@@ -121,10 +133,16 @@ def compare(
     wandb_group: str | None = None,
     mlflow_uri: str | None = None,
     mlflow_experiment: str = "aelab",
+    bookkeeping: bool = False,
+    references: dict[str, tuple[float, str]] | None = None,
+    command: str | None = None,
 ) -> Comparison:
     """Compare the runs under ``paths`` (or a W&B project, or an MLflow experiment): tables, plots and a report.
 
-    ``wandb_group`` also selects one sweep of an MLflow experiment (its ``sweep`` tag).
+    ``wandb_group`` also selects one sweep of an MLflow experiment (its ``sweep`` tag). ``curves``: settings
+    whose learning curves are drawn; ``bookkeeping``: parameters and wall time in the table and figures too;
+    ``references``: published numbers drawn on a metric's axes (``{"test/nll_iwae": (235.0, "reported")}``);
+    ``command``: how this comparison was asked for (shown in ``report.html``).
     """
     if mlflow_uri:
         from aelab.analysis.mlflow_runs import load_mlflow_runs
@@ -154,6 +172,8 @@ def compare(
         table.problems += _not_started(paths)
         sources = [str(p) for p in paths]
         out = Path(out_dir) if out_dir else _default_out(paths)
+    if command is None:
+        command = f"aelab.compare({[str(p) for p in paths or []]!r})"
     out.mkdir(parents=True, exist_ok=True)
     summary = aggregate(table)
     files: dict[str, Path] = {}
@@ -165,18 +185,18 @@ def compare(
     with atomic_path(out / "comparison.csv") as tmp:
         tabulated.to_csv(tmp, index=False)
     files["runs.csv"], files["comparison.csv"] = out / "runs.csv", out / "comparison.csv"
-    md = markdown_table(tabulated, table)
+    md = markdown_table(tabulated, table, bookkeeping)
     write_text_atomic(out / "comparison.md", md)
     files["comparison.md"] = out / "comparison.md"
     notes: list[str] = []
     if not summary.empty:
-        files.update(metric_figures(summary, table, out, table.metrics))
+        chosen = panels(table, summary, bookkeeping)
+        files.update(metric_figures(summary, table, out, bookkeeping=bookkeeping, references=references))
         denoise = denoise_figure(summary, table, out / "denoise_psnr.png")
         if denoise:
             files["denoise_psnr"] = denoise
-        chosen = _chosen_curve_runs(table, curves)
-        if not chosen["run"].str.startswith(TRACKED).any():
-            path = curves_figure(table, chosen, out / "curves.png")
+        if not table.completed["run"].str.startswith(TRACKED).any():
+            path = curves_figure(table, chosen, out / "curves.png", curves)
             if path:
                 files["curves"] = path
         if grid_images > 0:
@@ -185,6 +205,9 @@ def compare(
             notes += grid_notes
     report = write_report(table, summary, md, files, sources, notes, out)
     files["report.md"] = report
+    formatted = format_table(tabulated, table, bookkeeping) if not summary.empty else None
+    study = study_commands(paths) if paths and not (mlflow_uri or wandb_path) else []
+    files["report.html"] = write_html_report(table, formatted, files, sources, notes, out, command, study)
     return Comparison(table=table, summary=summary, out_dir=out, files=files)
 
 
@@ -210,9 +233,14 @@ def write_report(
             values = sorted({str(v) for v in frame[key]}, key=lambda v: (len(v), v))
             varying.append(f"`{key}` ∈ {{{', '.join(values)}}}")
         lines.append("Varying: " + "; ".join(varying) + ".")
+        if table.echoes:
+            lines.append(" ".join(f"`{k}` follows `{v}`." for k, v in table.echoes.items()))
     seeds = sorted({str(s) for s in frame.get("seed", pd.Series(dtype=object)).dropna()})
     if len(seeds) > 1:
-        lines.append(f"Seeds {', '.join(seeds)}: values are mean ± std over seeds (sample std, n in the last column).")
+        lines.append(
+            f"Seeds {', '.join(seeds)}: values are mean ± std over seeds (sample std, n in the last column), "
+            "rounded where the spread makes further digits noise; comparison.csv keeps every digit."
+        )
     lines += ["", "## Results", "", md]
     figures = [(k, v) for k, v in files.items() if v.suffix == ".png"]
     if figures:
@@ -233,6 +261,8 @@ def write_report(
         "- `comparison.csv`: per setting, mean / std / n of each metric",
         "- `runs.csv`: one row per run",
         "- `comparison.md`: the table above",
+        "- `report.html`: this report as one self-contained page (figures embedded, sortable tables)",
+        "- every figure as PNG and PDF",
         "",
     ]
     path = out / "report.md"

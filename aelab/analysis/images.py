@@ -49,22 +49,48 @@ def image_grid(
 def _annotate(grid: torch.Tensor, row_height: int, pad: int, labels: list[str], title: str | None) -> torch.Tensor:
     """The grid with a white margin: ``labels`` left of the rows, ``title`` above."""
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default(size=max(10, min(16, row_height // 4)))
+    font = _font(max(10, min(16, row_height // 4)))
     image = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     draw = ImageDraw.Draw(image)
     left = max((int(draw.textlength(label, font=font)) for label in labels), default=0) + (12 if labels else 0)
-    top = (font.size + 10) if title else 0
+    lines = _wrap(title, font, draw, image.width + left - 8) if title else []
+    line_height = font.size + 4
+    top = line_height * len(lines) + 6 if lines else 0
     canvas = Image.new("RGB", (image.width + left, image.height + top), "white")
     canvas.paste(image, (left, top))
     draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((left + pad, 4), title, fill="black", font=font)
+    fits = all(draw.textlength(line, font=font) <= image.width - pad for line in lines)
+    x = left + pad if fits else 6  # above the images when it fits there, else across the whole width
+    for i, line in enumerate(lines):  # a long title wraps to the grid's width instead of running off it
+        draw.text((x, 4 + i * line_height), line, fill="black", font=font)
     for i, label in enumerate(labels):
         y = top + pad + i * row_height + (row_height - pad - font.size) // 2
         draw.text((6, y), label, fill="black", font=font)
     return torch.from_numpy(np.array(canvas)).permute(2, 0, 1).float() / 255
+
+
+def _wrap(text: str, font, draw, width: int) -> list[str]:
+    """``text`` broken into lines no wider than ``width`` pixels (at word boundaries)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _font(size: int):
+    """The house font (DejaVu Sans, as in every aelab figure; it has σ, β, ±) at ``size`` pixels."""
+    import matplotlib
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except OSError:  # a matplotlib without its bundled fonts: PIL's own
+        return ImageFont.load_default(size=size)
 
 
 def save_png(grid: torch.Tensor, path: str | Path) -> Path:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from aelab.errors import RunFolderError  # noqa: E402
-from aelab.run.load import load_run  # noqa: E402
-from aelab.store.files import save_figure  # noqa: E402
+from aelab.analysis import style
+from aelab.errors import RunFolderError
+from aelab.run.load import load_run
 
 
 @torch.no_grad()
@@ -37,25 +33,45 @@ def reconstruction_rows(run_dirs: list[Path], num_images: int = 10) -> tuple[tor
     return images, rows
 
 
+@style.styled
 def reconstruction_figure(
-    run_dirs: list[Path], labels: list[str], out_path: Path, num_images: int = 10, title: str = ""
+    run_dirs: list[Path],
+    labels: list[str],
+    out_path: Path,
+    num_images: int = 10,
+    title: str = "",
+    note: str = "",
 ) -> Path:
-    """A labelled grid: the test images on top, then one row of reconstructions per run."""
+    """A labelled grid: the test images on top, then one row of reconstructions per run (PNG and PDF)."""
+    from torchvision.utils import make_grid
+
     images, rows = reconstruction_rows(run_dirs, num_images)
     all_rows = [images] + rows
     names = ["test images"] + labels
     n = images.shape[0]
-    fig, axes = plt.subplots(len(all_rows), n, figsize=(n * 0.8 + 1.6, len(all_rows) * 0.85 + 0.3), squeeze=False)
-    for r, (row, name) in enumerate(zip(all_rows, names)):
-        for c in range(n):
-            ax = axes[r, c]
-            img = row[c].permute(1, 2, 0).numpy()
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    height = images.shape[-2]
+    pad = max(2, height // 14)
+    grid = make_grid(torch.cat(all_rows).float().clamp(0, 1), nrow=n, padding=pad, pad_value=1.0)
+    image = grid.permute(1, 2, 0).numpy()
+    row = 0.62  # inches per row of images; the width follows from the images' aspect, plus the row labels
+    label = 0.09 * max(len(name) for name in names) + 0.3
+    fig, axes = style.figure(
+        1,
+        1,
+        panel=(
+            row * len(all_rows) * image.shape[1] / image.shape[0] + label,
+            row * len(all_rows) + 0.35 + 0.25 * bool(title),
+        ),
+    )
+    ax = axes[0, 0]
+    ax.imshow(image[..., 0] if images.shape[1] == 1 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([pad + r * (height + pad) + height / 2 for r in range(len(all_rows))], names)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.96) if title else None)
-    save_figure(fig, out_path)
-    return out_path
+        fig.suptitle(title)
+    style.note(fig, note)
+    return style.save(fig, out_path, trim=True)

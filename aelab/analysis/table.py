@@ -57,6 +57,8 @@ class RunTable:
     metrics: list[str]  # metric columns, in display order
     problems: list[dict[str, Any]] = field(default_factory=list)  # runs not completed
     info: MetricCatalog = field(default_factory=MetricCatalog)  # what the metrics mean, as the runs declared it
+    explicit: bool = False  # the metric columns were named by the user (``--metrics``), not the runs' defaults
+    echoes: dict[str, str] = field(default_factory=dict)  # varying keys that follow a setting key one-to-one
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -152,6 +154,25 @@ def varying_keys(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def echoes(keys: list[str], records: list[dict[str, Any]]) -> dict[str, str]:
+    """The keys whose values pair one-to-one with an earlier key's, and that key: they name the same setting twice
+    (``model=conv`` brings ``model/net=conv``). Tables and figures leave them out; runs.csv keeps them."""
+
+    def values(key: str) -> list[Any]:
+        return [_hashable(r["_choices"].get(key, r["_config"].get(key))) for r in records]
+
+    kept: list[str] = []
+    out: dict[str, str] = {}
+    for key in keys:
+        mine = values(key)
+        same = [k for k in kept if len(set(zip(mine, values(k)))) == len(set(mine)) == len(set(values(k)))]
+        if same:
+            out[key] = same[0]
+        else:
+            kept.append(key)
+    return out
+
+
 def build_table(paths: list[str | Path], metrics: list[str] | None = None) -> RunTable:
     """Load the runs under ``paths`` and work out settings and metric columns."""
     return table_from_records(load_runs(paths), metrics)
@@ -162,7 +183,8 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
     if not records:
         raise RunFolderError("no runs to compare")
     keys = varying_keys(records)
-    setting_keys = [k for k in keys if k != SEED]
+    echoed = echoes([k for k in keys if k != SEED], records)
+    setting_keys = [k for k in keys if k != SEED and k not in echoed]
     rows = []
     for record in records:
         row = {k: v for k, v in record.items() if not k.startswith("_")}
@@ -177,6 +199,7 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
     for record in records:
         info.add(MetricCatalog.from_json(record.get("_info")))
     info.add(RECORD_METRICS)
+    explicit = metrics is not None
     if metrics is None:  # the default columns the runs' producers declared, in their order; the record's facts last
         trailing = [m.key for m in RECORD_METRICS]
         columns = [c for c in info.columns() if c not in trailing]
@@ -193,7 +216,15 @@ def table_from_records(records: list[dict[str, Any]], metrics: list[str] | None 
     problems = [
         {"run": r["run"], "status": r["status"], "error": r.get("error")} for r in rows if r["status"] != "completed"
     ]
-    return RunTable(frame=frame, setting_keys=setting_keys, metrics=metrics, problems=problems, info=info)
+    return RunTable(
+        frame=frame,
+        setting_keys=setting_keys,
+        metrics=metrics,
+        problems=problems,
+        info=info,
+        explicit=explicit,
+        echoes=echoed,
+    )
 
 
 def _check_compatible(records: list[dict[str, Any]], frame: pd.DataFrame) -> None:
@@ -236,12 +267,12 @@ def aggregate(table: RunTable) -> pd.DataFrame:
         out[f"{m} std"] = std[m]
         out[f"{m} n"] = count[m]
     out = out.reset_index() if keys else out
-    if "model.bottleneck" in keys:  # variants together, bottleneck ascending
-        others = [k for k in keys if k != "model.bottleneck"]
-        out["_order"] = pd.to_numeric(out["model.bottleneck"], errors="coerce")
-        out = out.sort_values(others + ["_order"], key=lambda s: s if s.name == "_order" else s.astype(str)).drop(
-            columns="_order"
-        )
+    if keys:  # values in numeric order (2, 4, 16; 0.5, 4, 16); variants together, the bottleneck ascending within
+        from aelab.analysis.style import order_key
+
+        order = [k for k in keys if k != "model.bottleneck"] + [k for k in keys if k == "model.bottleneck"]
+        rows = sorted(range(len(out)), key=lambda i: tuple(order_key(out[k].iloc[i]) for k in order))
+        out = out.iloc[rows]
     return out.reset_index(drop=True)
 
 
@@ -270,40 +301,124 @@ def with_group_means(summary: pd.DataFrame, table: RunTable, key: str = "data.no
     return pd.concat([out, pd.DataFrame(rows)], ignore_index=True)
 
 
-def format_value(mean: float, std: float, n: int) -> str:
-    """``mean ± std`` with sensible precision (just the mean for one run)."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+#: the record's facts (parameters, wall time): shown in tables and figures only on request
+BOOKKEEPING = tuple(m.key for m in RECORD_METRICS)
+
+
+def shown_metrics(table: RunTable, bookkeeping: bool = False) -> list[str]:
+    """The metric columns a table shows: the study's metrics; the bookkeeping ones only when asked for
+    (``bookkeeping``) or named explicitly (``--metrics``)."""
+    if bookkeeping or table.explicit:
+        return list(table.metrics)
+    return [m for m in table.metrics if m not in BOOKKEEPING]
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def column_decimals(means: list[Any], spreads: list[Any]) -> int:
+    """Decimal places for one column, chosen from its spread.
+
+    With a spread (std over seeds): the column's typical (median) spread keeps one significant figure — two
+    when that figure is a 1 (0.0014 → 0.0014, not 0.001) — and the means are rounded to the same place
+    (``0.0232 ± 0.0004``). Without one (single runs): three significant figures of the column's largest value,
+    more when the differences between its rows need them (ratios 1.002 … 1.038, not 1.00 … 1.04).
+    Whole numbers keep no decimals.
+    """
+    positive = sorted(s for s in (_finite(v) for v in spreads) if s is not None and s > 0)
+    values = [m for m in (_finite(v) for v in means) if m is not None]
+    if positive:
+        typical = positive[(len(positive) - 1) // 2]  # the lower median: few cells lose their spread to "<"
+        mantissa, exponent = f"{typical:.1e}".split("e")  # rounded to its first figure: 0.0999 → 1.0e-01
+        places = -int(exponent) + (mantissa[0] == "1")  # 0.0014: two figures (one would halve or double it)
+    elif values and any(v != 0 for v in values):
+        if all(float(v).is_integer() for v in values):
+            return 0
+        places = -int(f"{max(abs(v) for v in values):.2e}".split("e")[1]) + 2
+        spread = max(values) - min(values)  # and the differences between the settings keep two figures
+        if spread > 0:
+            places = max(places, -int(f"{spread:.1e}".split("e")[1]) + 1)
+    else:
+        return 0
+    return min(max(places, 0), 12)
+
+
+def _number(value: float, places: int) -> str:
+    text = f"{value:,.{places}f}" if abs(value) >= 1000 else f"{value:.{places}f}"
+    return "0" if text.lstrip("-").strip("0.,") == "" and places == 0 else text
+
+
+def format_cell(mean: Any, std: Any, n: Any, places: int) -> str:
+    """``mean ± std`` at ``places`` decimals (just the mean for one run or no spread; ``–`` for no value)."""
+    mean = _finite(mean)
+    if mean is None:
         return "–"
-
-    def fmt(v: float) -> str:
-        if v == 0:
-            return "0"
-        a = abs(v)
-        if a >= 1000:
-            return f"{v:,.0f}"
-        if a >= 10:
-            return f"{v:.2f}"
-        if a >= 0.01:
-            return f"{v:.4f}"
-        return f"{v:.3g}"
-
-    if n is None or n < 2 or std is None or (isinstance(std, float) and math.isnan(std)):
-        return fmt(mean)
-    return f"{fmt(mean)} ± {fmt(std)}"
+    std = _finite(std)
+    if n is None or _finite(n) is None or int(n) < 2 or std is None or std == 0:
+        return _number(mean, places)
+    if round(std, places) == 0:
+        return f"{_number(mean, places)} ± <{10**-places:.{places}f}"
+    return f"{_number(mean, places)} ± {_number(std, places)}"
 
 
-def markdown_table(summary: pd.DataFrame, table: RunTable) -> str:
-    """The per-setting table as Markdown: setting columns, then ``mean ± std`` per metric, then n."""
+def format_value(mean: float, std: float, n: int) -> str:
+    """One value ``mean ± std`` with its decimals chosen from its own spread (see :func:`column_decimals`)."""
+    return format_cell(mean, std, n, column_decimals([mean], [std] if n and n > 1 else []))
+
+
+@dataclass
+class FormattedTable:
+    """The per-setting table as text: header, cells, the raw value behind each cell (for sorting) and n."""
+
+    header: list[str]
+    metrics: list[str]
+    rows: list[list[str]]
+    raw: list[list[Any]]
+
+
+def format_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = False) -> FormattedTable:
+    """Setting columns, then ``mean ± std`` per metric (decimals per column from its spread), then n.
+
+    A cell whose n differs from its row's n says so (``0.91 (n = 1)``).
+    """
+    from aelab.analysis.style import value_text
+
+    keys = table.setting_keys
+    metrics = [m for m in shown_metrics(table, bookkeeping) if m in summary.columns]
+    records = summary.to_dict("records")  # records keep each column's type (iterrows would make ints floats)
+    places = {
+        m: column_decimals(
+            [r[m] for r in records], [r[f"{m} std"] for r in records if (_finite(r.get(f"{m} n")) or 0) > 1]
+        )
+        for m in metrics
+    }
+    rows, raw = [], []
+    for row in records:
+        counts = [int(row[f"{m} n"]) for m in metrics if _finite(row.get(f"{m} n")) is not None]
+        n = max(counts, default=0)
+        cells = [value_text(row[k]) for k in keys]
+        for m in metrics:
+            cell = format_cell(row[m], row[f"{m} std"], row[f"{m} n"], places[m])
+            count = _finite(row.get(f"{m} n"))
+            if cell != "–" and count is not None and int(count) != n:
+                cell += f" (n = {int(count)})"
+            cells.append(cell)
+        rows.append(cells + [str(n)])
+        raw.append([row[k] for k in keys] + [_finite(row[m]) for m in metrics] + [n])
+    return FormattedTable(keys + metrics + ["n"], metrics, rows, raw)
+
+
+def markdown_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = False) -> str:
+    """The per-setting table as Markdown (see :func:`format_table`)."""
     if summary.empty:
         return "_no completed runs_\n"
-    keys = table.setting_keys
-    metrics = [m for m in table.metrics if m in summary.columns]
-    header = keys + metrics + ["runs"]
+    formatted = format_table(summary, table, bookkeeping)
+    header = formatted.header
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in summary.to_dict("records"):  # records keep each column's type (iterrows would make ints floats)
-        cells = [str(row[k]) for k in keys]
-        cells += [format_value(row[m], row[f"{m} std"], row[f"{m} n"]) for m in metrics]
-        n = max(int(row[f"{m} n"]) for m in metrics) if metrics else 0
-        cells.append(str(n))
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in formatted.rows]
     return "\n".join(lines) + "\n"

@@ -31,3 +31,11 @@ class ProgressBar(RichProgressBar):
         # after the optimizer step: the model logged the shown value on the step before (its _progress_due)
         if trainer.global_step % self.refresh_every == 0 or last or self.train_progress_bar_id is None:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """``Epoch k/n`` counted from 1, as aelab's figures and grids count (Lightning's bar says "Epoch 2/2" for the
+        third of three epochs)."""
+        text = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            text += f"/{self.trainer.max_epochs}"
+        return f"{text:{len(self.validation_description)}}"

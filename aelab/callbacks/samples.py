@@ -1,4 +1,4 @@
-"""Reconstruction grids of fixed validation images: input | corrupted | reconstruction."""
+"""Reconstruction grids of fixed validation images during training: input | corrupted | reconstruction."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from aelab.analysis.images import image_grid, publish_image
 
 
 class ReconstructionGrid(L.Callback):
-    """Every ``every_n_epochs`` validations (and after the last one), draw a 3-row grid.
+    """Every ``every_n_epochs`` epochs (and after the last one), draw the fixed validation images and their
+    reconstructions.
 
-    Row 1 holds the first ``num_images`` validation images, row 2 their
-    corrupted versions (the fixed evaluation corruption), row 3 the
-    reconstructions. Saved as ``<dirpath>/recon_epoch=NNN.png`` and logged
-    to W&B / TensorBoard under ``samples/reconstruction``.
+    Rows: the first ``num_images`` validation images; the model's input when the run corrupts it (its fixed
+    evaluation corruption, e.g. "Gaussian noise σ=0.3" — no such row for a plain autoencoder); the
+    reconstructions. Epochs are counted from 1 as in every aelab figure: ``<dirpath>/recon_epoch=003.png`` is the
+    grid after the third epoch. Logged to W&B / MLflow / TensorBoard under ``samples/reconstruction``.
     """
 
-    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, num_images: int = 8):
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, num_images: int = 16):
         super().__init__()
         self.dirpath = Path(dirpath)
         self.every_n_epochs = max(1, int(every_n_epochs))
@@ -45,28 +46,30 @@ class ReconstructionGrid(L.Callback):
             _, x_in, x_hat = pl_module.per_sample_metrics(x, pl_module.eval_generator())
         finally:
             pl_module.train(was_training)
-        corrupted = "corrupted" if pl_module.noise.name != "none" else "input (no corruption)"
-        return image_grid([x, x_in, x_hat], row_labels=["input", corrupted, "reconstruction"], title=title)
+        if pl_module.noise.name == "none":
+            return image_grid([x, x_hat], row_labels=["validation images", "reconstructions"], title=title)
+        rows = ["validation images", f"model input: {pl_module.noise.caption()}", "reconstructions"]
+        return image_grid([x, x_in, x_hat], row_labels=rows, title=title)
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        if (epoch + 1) % self.every_n_epochs and not last:
+        epoch = trainer.current_epoch + 1  # Lightning counts from 0; aelab's figures from 1
+        total = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+        last = total is not None and epoch >= total
+        if epoch % self.every_n_epochs and not last:
             return
         images = self._fixed_images(trainer)
         if images is None:
             return
-        grid = self.render(
-            pl_module, images, title=f"epoch {epoch}: input | {pl_module.noise.describe()} input | reconstruction"
-        )
+        when = f"after epoch {epoch}" + (f" of {total}" if total else "")
+        grid = self.render(pl_module, images, title=f"Reconstructions {when}")
         publish_image(
             grid,
             self.dirpath / f"recon_epoch={epoch:03d}.png",
             "samples/reconstruction",
             trainer.loggers,
             trainer.global_step,
-            caption=f"epoch {epoch}: input | corrupted | reconstruction",
+            caption=f"validation images and their reconstructions {when}",
         )

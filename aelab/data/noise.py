@@ -35,6 +35,10 @@ class Corruption(nn.Module):
         """A short label for plots and tables, e.g. ``gaussian(sigma=0.3)``."""
         return self.name
 
+    def caption(self) -> str:
+        """What the corruption does, for a figure's reader who never saw the config, e.g. ``Gaussian noise σ=0.3``."""
+        return self.describe()
+
 
 class NoCorruption(Corruption):
     """The identity: a plain (not denoising) autoencoder."""
@@ -43,6 +47,9 @@ class NoCorruption(Corruption):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x
+
+    def caption(self) -> str:
+        return "no corruption"
 
 
 class GaussianNoise(Corruption):
@@ -64,6 +71,9 @@ class GaussianNoise(Corruption):
     def describe(self) -> str:
         return f"gaussian(sigma={self.sigma:g})"
 
+    def caption(self) -> str:
+        return f"Gaussian noise σ={self.sigma:g}" + ("" if self.clip else " (not clipped)")
+
 
 class SaltAndPepperNoise(Corruption):
     """Each value becomes 1 (salt) or 0 (pepper) with total probability ``p``."""
@@ -84,6 +94,9 @@ class SaltAndPepperNoise(Corruption):
     def describe(self) -> str:
         return f"salt_pepper(p={self.p:g})"
 
+    def caption(self) -> str:
+        return f"salt & pepper on {self.p * 100:g} % of pixels"
+
 
 class MaskingNoise(Corruption):
     """Masking noise (Vincent et al. 2008): each value is set to 0 with probability ``p``."""
@@ -101,6 +114,9 @@ class MaskingNoise(Corruption):
 
     def describe(self) -> str:
         return f"masking(p={self.p:g})"
+
+    def caption(self) -> str:
+        return f"{self.p * 100:g} % of pixels set to 0"
 
 
 def corruption_kinds() -> dict[str, type[Corruption]]:

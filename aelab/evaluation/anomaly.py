@@ -300,8 +300,8 @@ class AnomalyTask(EvalTask):
             files[f"map_{kind}"] = save_png(
                 image_grid(
                     [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows],
-                    row_labels=["image", "reconstruction", "error", "mask"],
-                    title=f"anomaly maps: {kind}",
+                    row_labels=["test images", "reconstructions", "squared error (heat)", "true anomaly mask"],
+                    title=f"Anomaly maps: {kind} (each error map scaled to its own largest error)",
                 ),
                 out_dir / f"anomaly_map_{kind}.png",
             )

@@ -39,6 +39,16 @@ def level_name(level: dict) -> str:
     return f"{kind}_{value:g}" if value is not None else kind
 
 
+def level_caption(name: str) -> str:
+    """A level name made by :func:`level_name` (``gaussian_0.5``) as a reader's caption (``Gaussian noise σ=0.5``)."""
+    kind, _, value = name.rpartition("_")
+    try:
+        corruption = make_corruption(kind, **{"sigma" if kind == "gaussian" else "p": float(value)})
+    except (ConfigError, TypeError, ValueError):
+        return name
+    return corruption.caption()
+
+
 def psnr_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
@@ -84,10 +94,23 @@ class DenoiseTask(EvalTask):
         self.num_images, self.grid_images, self.seed = num_images, int(grid_images), int(seed)
 
     def metric_info(self) -> list[MetricInfo]:
-        return [
+        infos = [
             MetricInfo("eval/denoise_psnr", "mean PSNR of denoised test images (dB)", True, None, True),
             MetricInfo("eval/denoise_psnr_gain", "PSNR gain over the noisy input (dB)", True, None, True),
         ]
+        for name, corruption in self.corruptions.items():  # per level: the noisy input is the denoised one's baseline
+            for key, unit in (("psnr", " (dB)"), ("ssim", "")):
+                what = f"{key.upper()}{unit}, {corruption.caption()}"
+                infos.append(MetricInfo(f"eval/denoise/{name}/{key}", f"denoised {what}", True))
+                infos.append(
+                    MetricInfo(
+                        f"eval/denoise/{name}/{key}_input",
+                        f"noisy input {what}",
+                        True,
+                        baseline_for=f"eval/denoise/{name}/{key}",
+                    )
+                )
+        return infos
 
     def run(self, run, out_dir: Path) -> EvalResult:
         model = run.model
@@ -121,8 +144,8 @@ class DenoiseTask(EvalTask):
                     files[name] = save_png(
                         image_grid(
                             [x, noisy, model.reconstruct(noisy)],
-                            row_labels=["clean", name, "denoised"],
-                            title=f"denoising {name}",
+                            row_labels=["clean test images", corruption.caption(), "denoised by the model"],
+                            title=f"Denoising: {corruption.caption()}",
                         ),
                         out_dir / f"denoise_{name}.png",
                     )

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from aelab.analysis import style
 from aelab.config.constraints import PositiveInt
 from aelab.config.signatures import check_arguments
 from aelab.data.batches import map_batches
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.store.files import save_figure
 
 
 def discretize(codes: np.ndarray, bins: int = 20) -> np.ndarray:
@@ -171,22 +171,20 @@ def factor_vae_score(
     }
 
 
+@style.styled
 def heatmap(matrix: np.ndarray, factor_names: list[str], path: Path, title: str) -> Path:
-    """A code-dimension × factor heat map (normalised mutual information) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * matrix.shape[1], 1.0 + 0.3 * matrix.shape[0]))
-    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0, vmax=max(1.0, float(matrix.max())))
-    ax.set_xticks(range(matrix.shape[1]), factor_names, rotation=30, fontsize=8)
-    ax.set_yticks(range(matrix.shape[0]), [f"z{d}" for d in range(matrix.shape[0])], fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    """A code-dimension × factor heat map (normalised mutual information), PNG and PDF."""
+    fig, axes = style.figure(1, 1, panel=(1.6 + 0.75 * matrix.shape[1], 1.1 + 0.24 * matrix.shape[0]))
+    ax = axes[0, 0]
+    image = ax.imshow(matrix, aspect="auto", cmap=style.SEQUENTIAL, vmin=0, vmax=max(1.0, float(matrix.max())))
+    ax.set_xticks(range(matrix.shape[1]), factor_names, rotation=30, ha="right")
+    ax.set_yticks(range(matrix.shape[0]), [f"z{d}" for d in range(matrix.shape[0])])
+    ax.set_xlabel("generative factor")
+    ax.set_ylabel("code dimension")
+    ax.grid(False)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.05, label="normalised mutual information")
+    return style.save(fig, path)
 
 
 class DisentanglementTask(EvalTask):

@@ -4,7 +4,7 @@ Codes (mean codes for VAEs) of a labelled subset of the training split train a
 logistic-regression linear probe and a k-nearest-neighbour classifier
 (scikit-learn, on standardised codes); both are scored on the test split's
 codes. A 2-D scatter of the test codes (the codes themselves for a 2-D
-bottleneck, else PCA or t-SNE) coloured by class is saved as PNG.
+bottleneck, else PCA or t-SNE) coloured by class is saved as PNG and PDF.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Literal
 
 import numpy as np
 
+from aelab.analysis import style
 from aelab.config.constraints import PositiveInt
 from aelab.config.signatures import check_arguments
 from aelab.data.batches import map_batches
 from aelab.errors import ConfigError
 from aelab.evaluation.task import EvalResult, EvalTask
 from aelab.metric_info import MetricInfo
-from aelab.store.files import save_figure
 
 
 def encode(model, batches, limit: int | None = None):
@@ -51,6 +51,7 @@ def knn_accuracy(train_z, train_y, test_z, test_y, k: int = 5) -> float:
     return float(knn.score(test_z, test_y))
 
 
+@style.styled
 def scatter_codes(
     z: np.ndarray,
     y: np.ndarray,
@@ -60,36 +61,34 @@ def scatter_codes(
     seed: int = 0,
     title: str = "",
 ) -> Path:
-    """2-D scatter of codes coloured by class (PCA or t-SNE when the codes have more than 2 dims)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
+    """2-D scatter of codes coloured by class (PCA or t-SNE when the codes have more than 2 dims), PNG and PDF."""
     if z.shape[1] == 1:
         xy, how = np.c_[z[:, 0], np.zeros(len(z))], "code"
     elif z.shape[1] == 2:
         xy, how = z, "code"
     elif method == "tsne":
+        from sklearn.manifold import TSNE
+
         xy, how = TSNE(n_components=2, random_state=seed, init="pca").fit_transform(z), "t-SNE"
     elif method == "pca":
+        from sklearn.decomposition import PCA
+
         xy, how = PCA(n_components=2, random_state=seed).fit_transform(z), "PCA"
     else:
         raise ConfigError(f"probe.embedding={method!r} is not pca or tsne")
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for c in np.unique(y):
+    fig, axes = style.figure(1, 1, panel=(4.8, 3.4))
+    ax = axes[0, 0]
+    for i, c in enumerate(np.unique(y)):
         sel = y == c
         name = class_names[c] if c < len(class_names) else str(c)
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=3, alpha=0.6, label=name)
-    ax.set_xlabel(f"{how} 1")
-    ax.set_ylabel(f"{how} 2")
-    ax.legend(markerscale=4, fontsize=7, loc="best")
-    ax.set_title(title or f"test codes ({how})", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return path
+        color = style.CATEGORICAL[i % len(style.CATEGORICAL)]
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=3, alpha=0.6, color=color, label=name, rasterized=True, lw=0)
+    ax.set_xlabel(f"{how} 1" if how != "code" else "code dimension 1")
+    ax.set_ylabel(f"{how} 2" if how != "code" else ("code dimension 2" if z.shape[1] == 2 else ""))
+    fig.legend(markerscale=4, loc="outside right upper", title="class")
+    ax.set_title(title or f"test codes ({how})")
+    style.note(fig, f"{len(z)} test images, one point each" + (f", projected by {how}" if how != "code" else ""))
+    return style.save(fig, path)
 
 
 class ProbeTask(EvalTask):
@@ -129,7 +128,7 @@ class ProbeTask(EvalTask):
         return [
             MetricInfo("eval/probe_acc", "linear-probe accuracy", True, None, True),
             MetricInfo("eval/knn_acc", "k-NN accuracy", True, None, True),
-            MetricInfo("eval/chance_acc", "chance accuracy (majority class)"),
+            MetricInfo("eval/chance_acc", "chance (majority class)", baseline_for="eval/probe_acc"),
         ]
 
     def run(self, run, out_dir: Path) -> EvalResult:

@@ -105,8 +105,8 @@ def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
     head = f"aelab-train: {status} in {_duration(record.get('wall_time_s'))}"
     if record.get("epochs") is not None:
         head += f" — {_progress(record)}"
-    if record.get("best_epoch") is not None:
-        head += f", best epoch {record.get('best_epoch')}"
+    if record.get("best_epoch") is not None:  # metrics.json keeps Lightning's 0-based index; people count from 1
+        head += f", best epoch {int(record.get('best_epoch')) + 1}"
     if timing.get("train_images_per_s"):
         head += f", {timing['train_images_per_s']:,.0f} training images/s"
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

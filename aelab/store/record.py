@@ -60,7 +60,8 @@ class RecordData(TypedDict, total=False):
     best: dict[str, Any]
     """The best value of every ``val/*`` metric with a direction (see ``metric_info``)."""
     best_epoch: int | None
-    """The epoch of the best monitored value (``model.monitor``), 1-based."""
+    """The epoch of the best monitored value (``model.monitor``) as Lightning counts it, from 0 (shown +1: the
+    summary, grids and figures count epochs from 1, as ``epochs`` does)."""
     objective: dict[str, Any]
     """``{"metric", "value"}``: what a sweep or search optimises (``optimized_metric``)."""
     checkpoints: dict[str, str | None]

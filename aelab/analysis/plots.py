@@ -170,11 +170,11 @@ def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[f
                 drawn.own[table.info.label(b)] = style.baseline(ax, [xs[i] for i in keep], means, table.info.label(b))
         style.value_axis(ax, [float(style.as_number(v)) for v in style.ordered(done[x])], x)
         ax.set_xlabel(style.key_label(x))
-    else:  # no swept number: a bar per setting, named on the axis
+    else:  # no swept number: a dot per setting, named on the axis
         names = [name for name, _ in groups]
         positions = np.arange(len(names), dtype=float)
         for pos, (name, group) in zip(positions, groups):
-            style.seed_bars(ax, [pos], [list(group[metric].dropna())], colors[name], 0.7, None)
+            style.seed_dots(ax, pos, list(group[metric].dropna()), colors[name])
             ci = f"{metric}_ci95"
             if ci in group.columns and group[ci].notna().any():  # the gap's noise floor, as an error bar
                 mean, half = group[metric].mean(), group[ci].mean()
@@ -185,6 +185,7 @@ def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[f
             drawn.own[table.info.label(b)] = style.baseline_segments(ax, positions, ys, 0.45, table.info.label(b))
         ticks = [variant_name(dict(zip(keys, n)), keys) for n in names]
         ax.set_xticks(positions, ticks, rotation=30 if max(map(len, ticks), default=0) > 6 else 0, ha="right")
+        ax.set_xlim(-0.6, len(names) - 0.4)
         if keys:
             ax.set_xlabel(variant_title(keys))
         ax.grid(axis="x", visible=False)
@@ -221,13 +222,13 @@ def metric_figures(
     if not chosen:
         return out
     title = variant_title(variant_keys(table, x_key(table))) or None
-    bars = x_key(table) is None
+    mark = "dot" if x_key(table) is None else "line"
     for panel in chosen:
         fig, axes = style.figure(1, 1)
         drawn = draw_metric(axes[0, 0], table, panel, references)
         if drawn.lines:
             style.legend(fig, list(drawn.lines.values()), list(drawn.lines), title, outside=True)
-        style.note(fig, style.spread_note(drawn.counts, interval=drawn.interval, bars=bars))
+        style.note(fig, style.spread_note(drawn.counts, interval=drawn.interval, mark=mark))
         out[panel.metric] = style.save(fig, out_dir / f"{panel.metric.replace('/', '_')}.png")
     cols = min(MAX_COLUMNS, len(chosen))
     rows = math.ceil(len(chosen) / cols)
@@ -245,7 +246,7 @@ def metric_figures(
         ax.axis("off")
     if lines:
         style.legend(fig, list(lines.values()), list(lines), title, outside=True)
-    style.note(fig, style.spread_note(counts, "; ".join(sorted(intervals)) or None, bars=bars))
+    style.note(fig, style.spread_note(counts, "; ".join(sorted(intervals)) or None, mark=mark))
     out["overview"] = style.save(fig, out_dir / "overview.png")
     return out
 
@@ -430,5 +431,5 @@ def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Pa
     ax.set_ylabel("PSNR vs the clean image (dB)")
     ax.grid(axis="x", visible=False)
     style.legend(fig, handles, labels, title=variant_title(keys) or None, outside=True)
-    style.note(fig, style.spread_note(counts, bars=True))
+    style.note(fig, style.spread_note(counts, mark="bars"))
     return style.save(fig, out_path)

@@ -104,7 +104,7 @@ class GenerationTask(EvalTask):
                 )
                 written["samples"] = dirpath / "samples.png"
                 publish_image(
-                    image_grid(samples, 8, title=f"{len(samples)} decoded samples: {model.sampling}"),
+                    image_grid(samples, 8, title=f"{len(samples)} decoded {model.sampling}"),
                     written["samples"],
                     "generation/samples",
                     loggers,

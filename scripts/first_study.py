@@ -18,13 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from write_results import shrink_copy  # noqa: E402 — a sibling script, found through the path set above
 
-#: the study: MLP, bottleneck 2…64, seeds 0 and 1, 5,000 training images, 5 epochs, two jobs at a time
+#: the study: MLP, bottleneck 2…64, seeds 0 and 1, Fashion-MNIST, 5 epochs (1,075 steps), a linear probe, two jobs at a time
 SWEEP = [
     "model=mlp",
     "model.bottleneck=2,4,8,16,32,64",
     "seed=0,1",
-    "data.limit_train=5000",
     "trainer.max_epochs=5",
+    "eval=[probe]",
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",
     "sweep.name=first_study",

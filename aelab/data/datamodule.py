@@ -1,28 +1,30 @@
 """The one tensor-backed LightningDataModule that every dataset derives from.
 
 A dataset (``aelab.data.sprites.Sprites``, ``aelab.data.sources.FashionMNIST``,
-a user's own) is a subclass that loads its official splits; the whole dataset lives in memory as a uint8 tensor ``[N, C, H, W]``; a batch
-is a slice of it (one gather, no per-item PIL transform, no worker processes).
+a user's own) is a subclass that loads its official splits; the whole dataset lives
+in memory as a uint8 tensor ``[N, C, H, W]``; a batch is a slice of it (one gather,
+no per-item PIL transform, no worker processes).
 Images become float pixels in [0, 1] after they reach the batch's device
 (``on_after_batch_transfer``), so a GPU run moves bytes, not floats.
 """
 
 from __future__ import annotations
 
-import logging
 import copy
+import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aelab.config.constraints import NonNegativeInt, PositiveInt, Probability
-from aelab.errors import ConfigError
-from aelab.data.seeds import step_seed
 from aelab.config.signatures import check_arguments
+from aelab.data.seeds import step_seed
+from aelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,13 @@ class Split:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def select(self, index: torch.Tensor) -> "Split":
+    def select(self, index: torch.Tensor) -> Split:
         """The rows ``index`` of this split, as a new split."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         if self.rows is not None:
-            return Split(self.images, self.labels[index], self.ids[index], pick(self.factors), pick(self.masks), self.rows[index])
+            return Split(
+                self.images, self.labels[index], self.ids[index], pick(self.factors), pick(self.masks), self.rows[index]
+            )
         return Split(self.images[index], self.labels[index], self.ids[index], pick(self.factors), pick(self.masks))
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
@@ -66,7 +70,7 @@ class Split:
         """All images of the split in memory."""
         return self.gather(torch.arange(len(self)))
 
-    def with_images(self, images: torch.Tensor) -> "Split":
+    def with_images(self, images: torch.Tensor) -> Split:
         """The same split with other (e.g. binarized) images, held in memory."""
         return Split(images, self.labels, self.ids, self.factors, self.masks)
 
@@ -127,8 +131,17 @@ class BatchIndexSampler(Sampler):
     exactly once; a rank may get one batch fewer.
     """
 
-    def __init__(self, num_items: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, even: bool = True):
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        even: bool = True,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.num_items = num_items
@@ -193,9 +206,11 @@ class BatchIndexSampler(Sampler):
 def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     """Binarize images once: pixel → 255 with probability pixel/255 (uint8) or value (float), using ``seed``."""
     generator = torch.Generator().manual_seed(int(seed))
-    probs = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float().clamp(0, 1)  # a new tensor either way
+    # a new tensor either way
+    probs = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float().clamp(0, 1)
     noise = torch.rand(probs.shape, generator=generator)
-    return torch.lt(noise, probs).view(torch.uint8).mul_(255)  # in place: 0.42 → 0.30 s for 55,000 images, the same values
+    # in place: 0.42 → 0.30 s for 55,000 images, the same values
+    return torch.lt(noise, probs).view(torch.uint8).mul_(255)
 
 
 @dataclass
@@ -375,22 +390,38 @@ class ImageDataModule(L.LightningDataModule):
         self._check_normal_class(self.class_names)
         self.factor_names = list(data.factor_names)
         self.origin = data.origin
+
         def rows(name: str, n: int) -> torch.Tensor | None:  # the rows of a memory-mapped array this split holds
             given = getattr(data, f"{name}_rows")
             return None if not data.mapped else given if given is not None else torch.arange(n)
 
         n_train, n_test = len(data.train_labels), len(data.test_labels)
-        pool = Split(data.train_images, data.train_labels, torch.arange(n_train), data.train_factors, rows=rows("train", n_train))
-        test = Split(data.test_images, data.test_labels, TEST_ID_OFFSET + torch.arange(n_test), data.test_factors,
-                     data.test_masks, rows=rows("test", n_test))
+        pool = Split(
+            data.train_images, data.train_labels, torch.arange(n_train), data.train_factors, rows=rows("train", n_train)
+        )
+        test = Split(
+            data.test_images,
+            data.test_labels,
+            TEST_ID_OFFSET + torch.arange(n_test),
+            data.test_factors,
+            data.test_masks,
+            rows=rows("test", n_test),
+        )
         generator = torch.Generator().manual_seed(self.seed)
         if data.val_images is not None:  # the dataset has its own validation split
             n_val = len(data.val_labels)
-            val, train = Split(data.val_images, data.val_labels, VAL_ID_OFFSET + torch.arange(n_val), rows=rows("val", n_val)), pool
+            val, train = (
+                Split(data.val_images, data.val_labels, VAL_ID_OFFSET + torch.arange(n_val), rows=rows("val", n_val)),
+                pool,
+            )
         else:
             val_size = max(1, round(self.val_fraction * len(pool))) if self.val_fraction is not None else self.val_size
             if not 0 < val_size < len(pool):
-                what = f"data.val_fraction={self.val_fraction} gives {val_size} images" if self.val_fraction is not None else f"got {val_size}"
+                what = (
+                    f"data.val_fraction={self.val_fraction} gives {val_size} images"
+                    if self.val_fraction is not None
+                    else f"got {val_size}"
+                )
                 raise ConfigError(f"data.val_size must lie between 1 and {len(pool) - 1} for {self.name} ({what})")
             order = torch.randperm(len(pool), generator=generator)
             val, train = pool.select(order[:val_size]), pool.select(order[val_size:])
@@ -407,11 +438,13 @@ class ImageDataModule(L.LightningDataModule):
             for offset, name in enumerate(("train", "val", "test")):
                 if name == "train" and self.binarize == "dynamic":
                     continue
-                splits[name] = splits[name].with_images(binarize_fixed(splits[name].materialized(), self.seed + 101 + offset))
+                splits[name] = splits[name].with_images(
+                    binarize_fixed(splits[name].materialized(), self.seed + 101 + offset)
+                )
         self.splits = splits
         log.info("%s", self.describe())
 
-    def all_classes(self) -> "ImageDataModule":
+    def all_classes(self) -> ImageDataModule:
         """The same dataset without the one-class restriction (labelled training images of every class)."""
         if self.normal_class is None:
             return self
@@ -423,9 +456,15 @@ class ImageDataModule(L.LightningDataModule):
     def info(self) -> dict:
         """What the dataset is, for ``metrics.json`` and the loggers: name, source, split sizes, shape, cache."""
         data = self._data()
-        out = {"name": self.name, "origin": self.origin or data.origin, "shape": list(self.dims),
-               "dtype": str(data.train_images.dtype).replace("torch.", ""), "classes": len(self.class_names or data.class_names),
-               "memory_mapped": bool(data.mapped), **data.info}
+        out = {
+            "name": self.name,
+            "origin": self.origin or data.origin,
+            "shape": list(self.dims),
+            "dtype": str(data.train_images.dtype).replace("torch.", ""),
+            "classes": len(self.class_names or data.class_names),
+            "memory_mapped": bool(data.mapped),
+            **data.info,
+        }
         if self.splits:
             out["sizes"] = {k: len(v) for k, v in self.splits.items()}
         return out
@@ -437,7 +476,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def describe(self) -> str:
         """One line: dataset, split sizes and image shape."""
-        sizes = " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test")) if self.splits else "not set up"
+        sizes = (
+            " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test")) if self.splits else "not set up"
+        )
         extra = f", normal class {self.normal_class}" if self.normal_class is not None else ""
         extra += f", binarize={self.binarize}" if self.binarize != "none" else ""
         shape = "x".join(str(s) for s in self.dims)
@@ -451,12 +492,26 @@ class ImageDataModule(L.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
-    def _loader(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False,
-                shard: bool = False, even: bool = False, keep_on_device: bool = True) -> DataLoader:
+    def _loader(
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        shard: bool = False,
+        even: bool = False,
+        keep_on_device: bool = True,
+    ) -> DataLoader:
         rank, world = self._ranks() if shard else (0, 1)
-        sampler = BatchIndexSampler(len(split), batch_size, shuffle, drop_last, seed=self.seed, rank=rank, world_size=world, even=even)
-        loader = ResumableLoader if even else DataLoader  # training (even) resumes mid-epoch; evaluation always starts over
-        return loader(TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0)
+        sampler = BatchIndexSampler(
+            len(split), batch_size, shuffle, drop_last, seed=self.seed, rank=rank, world_size=world, even=even
+        )
+        loader = (
+            ResumableLoader if even else DataLoader
+        )  # training (even) resumes mid-epoch; evaluation always starts over
+        return loader(
+            TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], self.batch_size, self.shuffle, self.drop_last, shard=True, even=True)
@@ -470,13 +525,19 @@ class ImageDataModule(L.LightningDataModule):
     def _placed(self, split: Split, keep: bool = True) -> Split:
         """``split`` on the device that trains, when ``data.device`` says so (copied once when ``keep``)."""
         device = self._data_device()
-        if device is None or split.images.device == device or split.rows is not None:  # a memory map stays in host memory
+        if device is None or split.images.device == device or split.rows is not None:  # (a memory map stays in RAM)
             return split
         key = id(split)
         if key in self._on_device:
             return self._on_device[key][1]
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        moved = Split(split.images.to(device), split.labels.to(device), split.ids.to(device), move(split.factors), move(split.masks))
+        moved = Split(
+            split.images.to(device),
+            split.labels.to(device),
+            split.ids.to(device),
+            move(split.factors),
+            move(split.masks),
+        )
         if keep:
             self._on_device[key] = (split, moved)  # holding the original keeps its id unique
         return moved
@@ -498,8 +559,13 @@ class ImageDataModule(L.LightningDataModule):
             split = split.with_images(binarize_fixed(split.materialized(), self.seed + 100))
         return self._loader(split, batch_size or self.eval_batch_size, False, keep_on_device=False)
 
-    def batches(self, split: str, limit: int | None = None, device: torch.device | str | None = None,
-                batch_size: int | None = None) -> Iterator[dict]:
+    def batches(
+        self,
+        split: str,
+        limit: int | None = None,
+        device: torch.device | str | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[dict]:
         """The first ``limit`` images of ``split`` in order, as float batches on ``device``.
 
         The one path by which evaluations, callbacks and analysis get images:

@@ -46,7 +46,8 @@ class FaultInjection(L.Callback):
         if self.at_batch is None:
             self._fire(trainer)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_chunk_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        """Before training batch ``batch_idx`` of the epoch (called by the model's step, inside a chunk)."""
         if self.at_batch is not None and batch_idx == self.at_batch:
             self._fire(trainer)
 

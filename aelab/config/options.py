@@ -48,6 +48,7 @@ class TrainOptions:
     resume: str = "auto"
     ckpt_path: str | None = None
     nonfinite_loss: Literal["stop", "skip"] = "stop"
+    steps_per_call: PositiveInt = 8
     test: bool = True
     test_ckpt: Literal["best", "last"] = "best"
     optimized_metric: str = "val/recon_loss"

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aelab.config.constraints import NonNegativeInt, PositiveInt, Probability
 from aelab.config.signatures import check_arguments
+from aelab.data.chunks import CHUNK, Chunk, batch_units, count_chunks, plan_chunks
 from aelab.data.seeds import step_seed
 from aelab.errors import ConfigError
 
@@ -80,7 +81,8 @@ VAL_ID_OFFSET = 20_000_000
 
 
 class TensorBatches(Dataset):
-    """A dataset whose items are whole batches: ``dataset[list_of_indices]`` gathers them."""
+    """A dataset whose items are whole batches: ``dataset[list_of_indices]`` gathers them; ``dataset[chunk]``
+    gathers the batches of a :class:`~aelab.data.chunks.Chunk` at once and says where they begin and end."""
 
     def __init__(self, split: Split):
         self.split = split
@@ -88,14 +90,17 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, indices) -> dict[str, torch.Tensor]:
+    def __getitem__(self, indices) -> dict:
         split = self.split
-        index = torch.as_tensor(indices, dtype=torch.long, device=split.labels.device)
+        chunk = indices if isinstance(indices, Chunk) else None
+        index = torch.as_tensor(chunk.indices if chunk else indices, dtype=torch.long, device=split.labels.device)
         batch = {"image": split.gather(index), "label": split.labels[index], "id": split.ids[index]}
         if split.factors is not None:
             batch["factors"] = split.factors[index]
         if split.masks is not None:
             batch["mask"] = split.masks[index]
+        if chunk is not None:
+            batch[CHUNK] = {"sizes": chunk.sizes, "first": chunk.first, "last": chunk.last}
         return batch
 
 
@@ -112,6 +117,11 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.load_state_dict(state)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Training batches in an epoch (the loader's length counts chunks of them)."""
+        return self.sampler.num_batches()
 
 
 class BatchIndexSampler(Sampler):
@@ -201,6 +211,55 @@ class BatchIndexSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self._slices())
+
+
+class ChunkSampler(BatchIndexSampler):
+    """The training sampler: this rank's batches of an epoch (as :class:`BatchIndexSampler`), handed out
+    ``steps_per_call`` consecutive ones at a time as one :class:`~aelab.data.chunks.Chunk`.
+
+    ``limit`` keeps the epoch's first so many batches (``limit_train_batches``), and chunks end after
+    every ``every``-th batch (a validation inside the epoch): both set by :meth:`ImageDataModule.train_dataloader`
+    from the Trainer. The position (``yielded``, saved in checkpoints) counts batches, so a run stopped
+    between two chunks resumes at its next batch; a chunk is trained whole before the run stops there.
+    """
+
+    def __init__(self, *args, steps_per_call: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps_per_call = int(steps_per_call)
+        self.limit: int | None = None
+        self.every: int | None = None
+
+    def num_batches(self) -> int:
+        total = len(self._slices())
+        return total if self.limit is None else min(total, self.limit)
+
+    def state_dict(self) -> dict[str, int]:
+        return {**super().state_dict(), "steps_per_call": self.steps_per_call}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        batches, written_with = int(state["batches"]), int(state.get("steps_per_call", 1))
+        if written_with != self.steps_per_call and 0 < batches < self.num_batches():
+            raise ConfigError(
+                f"the checkpoint stopped inside an epoch with steps_per_call={written_with}, and this run has "
+                f"steps_per_call={self.steps_per_call}: continue with steps_per_call={written_with} (Lightning "
+                "counts an epoch's chunks, which must not change halfway)"
+            )
+        super().load_state_dict(state)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        order, slices, total = self._order(), self._slices(), self.num_batches()
+        skip = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            skip = min(self.resume_at[1], total)  # the batches of this epoch the checkpoint had already trained on
+        self.resume_at = None
+        self.yielded = skip
+        for start, stop in plan_chunks(skip, total, self.steps_per_call, self.every):
+            parts = [order[lo:hi] for lo, hi in slices[start:stop]]
+            self.yielded = stop
+            yield Chunk(torch.cat(parts).tolist(), [len(p) for p in parts], start, stop == total)
+
+    def __len__(self) -> int:
+        return count_chunks(self.num_batches(), self.steps_per_call, self.every)
 
 
 def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -294,6 +353,8 @@ class ImageDataModule(L.LightningDataModule):
     normal_label: int | None = None
     #: whether the test split has per-pixel anomaly masks
     has_masks: bool = False
+    #: training batches per Lightning call (the ``steps_per_call`` option; set by aelab-train)
+    steps_per_call: int = 1
 
     def __init__(
         self,
@@ -492,35 +553,48 @@ class ImageDataModule(L.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
-    def _loader(
-        self,
-        split: Split,
-        batch_size: int,
-        shuffle: bool,
-        drop_last: bool = False,
-        shard: bool = False,
-        even: bool = False,
-        keep_on_device: bool = True,
-    ) -> DataLoader:
+    def _loader(self, split: Split, batch_size: int, shard: bool = False, keep_on_device: bool = True) -> DataLoader:
+        """Evaluation batches of ``split`` in order (every image once; with ``shard``, this rank's share)."""
         rank, world = self._ranks() if shard else (0, 1)
         sampler = BatchIndexSampler(
-            len(split), batch_size, shuffle, drop_last, seed=self.seed, rank=rank, world_size=world, even=even
+            len(split), batch_size, False, False, seed=self.seed, rank=rank, world_size=world, even=False
         )
-        loader = (
-            ResumableLoader if even else DataLoader
-        )  # training (even) resumes mid-epoch; evaluation always starts over
-        return loader(
+        return DataLoader(
             TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["train"], self.batch_size, self.shuffle, self.drop_last, shard=True, even=True)
+        """Chunks of ``steps_per_call`` consecutive training batches (see :mod:`aelab.data.chunks`)."""
+        size = int(self.steps_per_call)
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
+        if size > 1 and module is not None and not getattr(module, "trains_chunks", False):
+            raise ConfigError(
+                f"steps_per_call={size} hands {type(module).__name__} chunks of {size} batches, and its "
+                "training_step takes one batch: use steps_per_call=1 with it"
+            )
+        rank, world = self._ranks()
+        split = self.splits["train"]
+        sampler = ChunkSampler(
+            len(split),
+            self.batch_size,
+            self.shuffle,
+            self.drop_last,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            even=True,
+            steps_per_call=size,
+        )
+        if trainer is not None:
+            sampler.limit, sampler.every = batch_units(trainer, sampler.num_batches(), size)
+        return ResumableLoader(TensorBatches(self._placed(split)), batch_size=None, sampler=sampler, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["val"], self.eval_batch_size, False, shard=True)
+        return self._loader(self.splits["val"], self.eval_batch_size, shard=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["test"], self.eval_batch_size, False, shard=True)
+        return self._loader(self.splits["test"], self.eval_batch_size, shard=True)
 
     def _placed(self, split: Split, keep: bool = True) -> Split:
         """``split`` on the device that trains, when ``data.device`` says so (copied once when ``keep``)."""
@@ -557,7 +631,7 @@ class ImageDataModule(L.LightningDataModule):
             split = split.select(torch.arange(int(limit)))
         if name == "train" and self.binarize == "dynamic":
             split = split.with_images(binarize_fixed(split.materialized(), self.seed + 100))
-        return self._loader(split, batch_size or self.eval_batch_size, False, keep_on_device=False)
+        return self._loader(split, batch_size or self.eval_batch_size, keep_on_device=False)
 
     def batches(
         self,
@@ -586,20 +660,23 @@ class ImageDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------- on device
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """uint8 → float pixels in [0, 1] on the batch's device; dynamic binarization in training.
+        """uint8 → float pixels in [0, 1] on the batch's device (evaluation), or a training chunk as it is:
+        its batches become float, and are dynamically binarized, one at a time in the training step
+        (:func:`aelab.data.chunks.split_chunk`).
 
         The binarization of a training batch draws from a generator seeded by
         ``(seed, epoch, batch, rank)``, so a resumed run binarizes like an
-        uninterrupted one.
+        uninterrupted one, whatever ``steps_per_call``.
         """
-        trainer = self.trainer
-        training = trainer is not None and trainer.training
-        if not (training and self.binarize == "dynamic"):
+        info = batch.get(CHUNK)
+        if info is None:
             return to_float_batch(batch)
-        batch_number = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        seed = step_seed(self.seed + 7, trainer.current_epoch, batch_number, trainer.global_rank)
-        generator = torch.Generator(device=batch["image"].device).manual_seed(seed)
-        return to_float_batch(batch, dynamic_binarize=True, generator=generator)
+        if self.binarize == "dynamic":
+            trainer = self.trainer
+            epoch, rank = (trainer.current_epoch, trainer.global_rank) if trainer is not None else (0, 0)
+            seeds = [step_seed(self.seed + 7, epoch, info["first"] + i, rank) for i in range(len(info["sizes"]))]
+            batch = {**batch, CHUNK: {**info, "binarize_seeds": seeds}}
+        return batch
 
 
 def to_float_batch(batch: dict, dynamic_binarize: bool = False, generator: torch.Generator | None = None) -> dict:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.config.checks import accelerator_problem, config_problems, local_ddp_sweep_problem
 from aelab.errors import ConfigError, find_aelab_error
 from aelab.run.session import (
+    CtrlC,
     configure_threads,
     hydra_choices,
     is_multirun,
@@ -69,6 +70,7 @@ class TrainingJob:
         self.resume_from: Path | None = None
         self.tracked: dict = {}  # the W&B and MLflow runs this run logs to (kept in the record)
         self.pruning = None  # OptunaPruning, in a job of an Optuna search
+        self.ctrl_c: CtrlC | None = None  # Ctrl-C during fit: stop at the next step boundary
 
     def build(self) -> None:
         """Instantiate every part; config errors surface here, before any training."""
@@ -93,6 +95,8 @@ class TrainingJob:
         parts = build_components(cfg, before_model=self.check_size)
         self.datamodule, self.model = parts.datamodule, parts.model
         self.model.nonfinite_loss = str(cfg.nonfinite_loss)
+        # training batches per Lightning call: the loader's chunks, and the model's messages
+        self.datamodule.steps_per_call = self.model.steps_per_call = int(cfg.get("steps_per_call") or 1)
         if cfg.get("compile"):
             for net in (self.model.encoder, self.model.decoder):  # in place: parameter names (and checkpoints) stay
                 net.compile()
@@ -204,9 +208,10 @@ class TrainingJob:
         self.build()
         if self.trainer.is_global_zero:
             self.write("running")
-        self.trainer.fit(
-            self.model, datamodule=self.datamodule, ckpt_path=str(self.resume_from) if self.resume_from else None
-        )
+        with CtrlC(self.trainer) as self.ctrl_c:
+            self.trainer.fit(
+                self.model, datamodule=self.datamodule, ckpt_path=str(self.resume_from) if self.resume_from else None
+            )
         if self.trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         if (
@@ -404,13 +409,16 @@ def _run_owned(cfg: DictConfig, run_dir: Path, multirun: bool, cli: bool) -> flo
         summarize(job, multirun)
         return value
     except (KeyboardInterrupt, SystemExit) as exc:
-        job.record_failure(exc, "interrupted")
+        ctrl_c = job.ctrl_c is not None and job.ctrl_c.presses > 0
+        job.record_failure(KeyboardInterrupt("stopped by Ctrl-C") if ctrl_c else exc, "interrupted")
         summarize(job, multirun)
         print(
-            f"aelab-train: interrupted ({type(exc).__name__}); what was written is kept in {run_dir}; "
-            "run the same command again to continue from checkpoints/last.ckpt",
+            f"aelab-train: interrupted ({'Ctrl-C' if ctrl_c else type(exc).__name__}); what was written is kept in "
+            f"{run_dir}; run the same command again to continue from checkpoints/last.ckpt",
             file=sys.stderr,
         )
+        if ctrl_c:
+            raise SystemExit(128 + 2) from None  # the shell's code for SIGINT (Lightning exits 1 after a Ctrl-C)
         if type(exc).__name__ == "SIGTERMException":
             raise SystemExit(128 + 15) from None  # Lightning's SIGTERM exit carries no status; report the signal
         raise

@@ -38,23 +38,41 @@ class Chunk(NamedTuple):
     last: bool  # the chunk ends the epoch
 
 
+def calls_per_interval(num_batches: int, size: int, every: int) -> int:
+    """How many chunks each validation interval of ``every`` batches is cut into, so that Lightning, counting
+    calls, validates where it would count batches: after every full interval, and not after the epoch's last,
+    shorter one (which must then make fewer chunks than a full one)."""
+    calls = math.ceil(every / size)
+    rest = num_batches % every
+    if rest and math.ceil(rest / size) >= calls:
+        calls = math.ceil(rest / size) + 1  # smaller chunks in the full intervals (each still >= 1 batch)
+    return calls
+
+
 def plan_chunks(start: int, num_batches: int, size: int, every: int | None = None) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` batch ranges of at most ``size`` batches from ``start`` to ``num_batches``, cut after
-    every ``every``-th batch of the epoch (where validation runs), so each such interval is the same chunks."""
-    while start < num_batches:
-        stop = min(start + size, num_batches)
-        if every:
-            stop = min(stop, (start // every + 1) * every)
-        yield start, stop
-        start = stop
+    """``(start, stop)`` batch ranges of at most ``size`` batches from ``start`` to ``num_batches``. With a
+    validation every ``every`` batches, no chunk spans a validation point and each full interval is
+    :func:`calls_per_interval` chunks."""
+    if not every:
+        bounds = list(range(size, num_batches, size)) + [num_batches]
+    else:
+        calls, bounds = calls_per_interval(num_batches, size, every), []
+        for lo in range(0, num_batches, every):
+            hi = min(lo + every, num_batches)
+            if hi - lo == every:  # a full interval: `calls` chunks of near-equal size
+                base, extra = divmod(every, calls)
+                bounds += [lo + i * base + min(i, extra) for i in range(1, calls)] + [hi]
+            else:
+                bounds += list(range(lo + size, hi, size)) + [hi]
+    for stop in bounds:
+        if stop > start:
+            yield start, stop
+            start = stop
 
 
 def count_chunks(num_batches: int, size: int, every: int | None = None) -> int:
     """How many chunks :func:`plan_chunks` makes of an epoch of ``num_batches`` batches."""
-    if not every or every >= num_batches:
-        return math.ceil(num_batches / size)
-    full, rest = divmod(num_batches, every)
-    return full * math.ceil(every / size) + math.ceil(rest / size)
+    return sum(1 for _ in plan_chunks(0, num_batches, size, every))
 
 
 def split_chunk(batch: dict, batch_idx: int, is_last: bool) -> Iterator[tuple[dict, int, bool]]:
@@ -131,6 +149,6 @@ def batch_units(trainer, num_batches: int, size: int) -> tuple[int, int | None]:
         )
     if isinstance(limit, float) and float(limit) != 1.0:
         trainer.limit_train_batches = 1.0  # the sampler yields only the limited batches
-    if every is not None:
-        trainer.val_check_interval = math.ceil(every / size)  # each interval of `every` batches is this many calls
+    if every is not None:  # each interval of `every` batches is this many calls
+        trainer.val_check_interval = calls_per_interval(limit_batches, size, every)
     return limit_batches, every

@@ -330,11 +330,8 @@ class ReconstructionModule(TrainingStep):
         optimizer = factory(params=self.parameters()) if self.optimizer_factory else factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"},
-        }
+        scheduler = self.scheduler_factory(optimizer=optimizer)  # a ReduceLROnPlateau monitors scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def num_parameters(self) -> int:
         """Trainable parameter count."""

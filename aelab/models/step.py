@@ -55,6 +55,10 @@ _MOVED = {
 }
 
 
+def _plateau(config) -> bool:
+    return isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
 def refuse_moved_overrides(cls: type, base: type) -> None:
     """Refuse a subclass of ``base`` that overrides what aelab's models no longer let it (see ``_MOVED``)."""
     for name, how in _MOVED.items():
@@ -156,7 +160,7 @@ class TrainingStep(L.LightningModule):
                         every,
                     )
         for config in self.trainer.lr_scheduler_configs:
-            if config.interval == "step" and config.reduce_on_plateau:
+            if config.interval == "step" and _plateau(config):
                 raise ConfigError(
                     "a ReduceLROnPlateau scheduler stepped every step (interval 'step') is not supported by aelab's "
                     "training step: step it every epoch (interval 'epoch')"
@@ -257,29 +261,29 @@ class TrainingStep(L.LightningModule):
         every optimizer step (``frequency`` counted in batches of the epoch), an ``epoch`` one after the epoch's
         last optimizer step; ReduceLROnPlateau at the end of the epoch (:meth:`on_train_epoch_end`)."""
         for config in self.trainer.lr_scheduler_configs:
-            if config.interval != interval or config.reduce_on_plateau:
+            if config.interval != interval or _plateau(config):
                 continue
             count = index + 1 if interval == "step" else self.current_epoch + 1
             if count % config.frequency == 0:
                 self.lr_scheduler_step(config.scheduler, None)
 
+    #: the metric a ReduceLROnPlateau scheduler monitors (Lightning drops a scheduler's ``monitor`` key under
+    #: manual optimization; aelab's models set this from ``model.monitor``)
+    scheduler_monitor: str = "val/recon_loss"
+
     def _step_plateau_schedulers(self) -> None:
-        """ReduceLROnPlateau every ``frequency`` epochs, on its monitored value (validation ran before this)."""
+        """ReduceLROnPlateau every ``frequency`` epochs, on the monitored value (validation ran before this)."""
         trainer = self.trainer
         for config in trainer.lr_scheduler_configs:
-            if not config.reduce_on_plateau or config.interval != "epoch":
+            if not _plateau(config) or config.interval != "epoch" or (self.current_epoch + 1) % config.frequency:
                 continue
-            if (self.current_epoch + 1) % config.frequency:
-                continue
-            value = trainer.callback_metrics.get(config.monitor)
+            value = trainer.callback_metrics.get(self.scheduler_monitor)
             if value is None:
-                if config.strict:
-                    raise ConfigError(
-                        f"the ReduceLROnPlateau scheduler monitors {config.monitor}, which was not logged by the end "
-                        f"of epoch {self.current_epoch} (logged: {', '.join(sorted(trainer.callback_metrics))})"
-                    )
-                log.warning("ReduceLROnPlateau: %s not logged this epoch; its learning rate stays", config.monitor)
-                continue
+                raise ConfigError(
+                    f"the ReduceLROnPlateau scheduler monitors {self.scheduler_monitor} (model.monitor), which was "
+                    f"not logged by the end of epoch {self.current_epoch}: validate every epoch "
+                    "(trainer.check_val_every_n_epoch=1) or monitor a metric that is logged"
+                )
             self.lr_scheduler_step(config.scheduler, value)
 
     # ------------------------------------------------------------ finite losses

@@ -339,3 +339,26 @@ def test_plain_batches_from_another_loader_train_one_per_call():
     loader = DataLoader([{"image": im} for im in torch.rand(40, 1, 28, 28)], batch_size=8)
     trainer = fit(model, loader)
     assert trainer.global_step == 5
+
+
+class Plain(L.LightningModule):
+    """Someone's own LightningModule on aelab's DataModule."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.seen = torch.nn.Linear(784, 1), set()
+
+    def training_step(self, batch, batch_idx):
+        self.seen.add((batch["image"].dtype, batch["image"].shape[0]))
+        return self.net(batch["image"].flatten(1)).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_another_lightning_module_gets_float_batches_one_a_call():
+    plain = Plain()
+    fit(plain, sprites(1, binarize="dynamic"))
+    assert plain.seen == {(torch.float32, 32)}
+    with pytest.raises(ConfigError, match="steps_per_call=8 hands Plain chunks of 8 batches.*use steps_per_call=1"):
+        fit(Plain(), sprites(8))

@@ -660,23 +660,27 @@ class ImageDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------- on device
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """uint8 → float pixels in [0, 1] on the batch's device (evaluation), or a training chunk as it is:
-        its batches become float, and are dynamically binarized, one at a time in the training step
-        (:func:`aelab.data.chunks.split_chunk`).
+        """uint8 → float pixels in [0, 1] on the batch's device; dynamic binarization in training.
 
-        The binarization of a training batch draws from a generator seeded by
-        ``(seed, epoch, batch, rank)``, so a resumed run binarizes like an
-        uninterrupted one, whatever ``steps_per_call``.
+        An aelab model's training chunk stays as it is: its batches become float, and are binarized,
+        one at a time in the training step (:func:`aelab.data.chunks.split_chunk`). The binarization
+        of a training batch draws from a generator seeded by ``(seed, epoch, batch, rank)``, so a
+        resumed run binarizes like an uninterrupted one, whatever ``steps_per_call``.
         """
         info = batch.get(CHUNK)
         if info is None:
             return to_float_batch(batch)
+        trainer = self.trainer
+        seeds = None
         if self.binarize == "dynamic":
-            trainer = self.trainer
             epoch, rank = (trainer.current_epoch, trainer.global_rank) if trainer is not None else (0, 0)
             seeds = [step_seed(self.seed + 7, epoch, info["first"] + i, rank) for i in range(len(info["sizes"]))]
-            batch = {**batch, CHUNK: {**info, "binarize_seeds": seeds}}
-        return batch
+        module = trainer.lightning_module if trainer is not None else None
+        if getattr(module, "trains_chunks", False):
+            return {**batch, CHUNK: {**info, "binarize_seeds": seeds}}
+        # another LightningModule (one batch a call, checked in train_dataloader): a float batch, as ever
+        generator = None if seeds is None else torch.Generator(device=batch["image"].device).manual_seed(seeds[0])
+        return to_float_batch(batch, dynamic_binarize=seeds is not None, generator=generator)
 
 
 def to_float_batch(batch: dict, dynamic_binarize: bool = False, generator: torch.Generator | None = None) -> dict:

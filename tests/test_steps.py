@@ -18,6 +18,7 @@ from aelab.models import Autoencoder
 from aelab.nets import MLPDecoder, MLPEncoder
 
 sys.path.insert(0, str(Path(__file__).parent / "extension"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 # 600 training images in batches of 64: 10 batches an epoch, chunks of 8 + 2 at the default steps_per_call
 DETERMINISTIC = ["trainer.deterministic=true", "trainer.max_epochs=2"]
@@ -362,3 +363,75 @@ def test_another_lightning_module_gets_float_batches_one_a_call():
     assert plain.seen == {(torch.float32, 32)}
     with pytest.raises(ConfigError, match="steps_per_call=8 hands Plain chunks of 8 batches.*use steps_per_call=1"):
         fit(Plain(), sprites(8))
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
+
+
+@needs_gpu
+def test_no_host_sync_inside_a_call_on_the_gpu():
+    """CUDA's sync debug mode counts the synchronizing operations of each call of 8 steps: the finite-loss flags'
+    one read, nothing per step."""
+    import warnings
+
+    model, syncs = small_model(), []
+    stock_step = model.training_step
+
+    def step(*args):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                return stock_step(*args)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+                syncs.append(sum("synchroniz" in str(w.message) for w in caught))
+
+    model.training_step = step
+    fit(model, sprites(8), accelerator="gpu", devices=1, deterministic=False, log_every_n_steps=1000)
+    assert model.trainer.global_step == 10
+    assert syncs == [1, 1], syncs  # calls of 8 and 2 batches
+
+
+@needs_gpu
+def test_steps_per_call_train_the_same_weights_on_the_gpu():
+    models = {n: small_model(noise=None) for n in (1, 8)}
+    for n, model in models.items():
+        fit(model, sprites(n), accelerator="gpu", devices=1, deterministic=True, precision="bf16-mixed")
+    for (name, a), b in zip(models[1].state_dict().items(), models[8].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_the_gpu_check_plans_every_gpu_row_and_prints_one_table(tmp_path):
+    """scripts/gpu_check.sh's CPU side: its plan (--dry-run) and the table it builds from the logs."""
+    import json
+    import os
+    import subprocess
+
+    from bench_steps import default_steps_per_call
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHON=sys.executable)
+    plan = subprocess.run([repo / "scripts" / "gpu_check.sh", "--dry-run"], cwd=repo, env=env, capture_output=True)
+    assert plan.returncode == 0, plan.stderr
+    default = default_steps_per_call()
+    assert [s for s in plan.stdout.decode().splitlines() if s.startswith("row: ")] == [
+        f"row: cuda {net} batch {batch} {precision} steps_per_call 1,{default}"
+        for net in ("conv", "mlp")
+        for batch in (256, 1024)
+        for precision in ("32-true", "bf16-mixed")
+    ]
+    (tmp_path / "tests.log").write_text("....\n========== 4 passed in 61.20s ==========\n")
+    row = {"device": "cuda", "net": "conv", "batch": 1024, "precision": "bf16-mixed", "bare": 2000.0}
+    row["aelab"] = {"1": 1800.0, str(default): 1990.0}
+    (tmp_path / "bench.log").write_text("device net ...\nROW " + json.dumps(row) + "\n")
+    table = subprocess.run(
+        [sys.executable, repo / "scripts" / "bench_train.py", "--gpu-table", tmp_path / "tests.log"]
+        + [tmp_path / "bench.log", "NVIDIA H200", "412"],
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert table[0].startswith("aelab GPU check on NVIDIA H200 (412 s)")
+    assert table[1] == f"| check | bare | aelab N=1 | aelab N={default} |"
+    assert table[3] == "| GPU tests | 4 passed in 61.20s | | |"
+    assert table[4] == "| conv, batch 1024, bf16-mixed | 2000 | 1800 (0.900) | 1990 (0.995) |"

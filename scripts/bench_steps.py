@@ -19,6 +19,9 @@ and backward) differed by up to 50 % from process to process, which swamped the 
     .venv/bin/python scripts/bench_steps.py [--nets conv,mlp,vae] [--rounds 3] [--steps-per-call 1,2,4,8,16]
 
 ``--steps-per-call`` adds an aelab column per value (the measurement that chose the default).
+``--cpu-time`` times the process's CPU time with one torch thread instead of wall time: on a
+machine shared with other work, wall time swings with their load (a step's wall time doubled
+from one round to the next on 2 shared cores), CPU time much less; it counts the same work.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
 WINDOW = 8  # batches per window of the step time (a multiple of the default steps_per_call's calls)
+clock = time.perf_counter  # --cpu-time: time.process_time, one torch thread
 
 
 def median_step_ms(times: list[float]) -> float:
@@ -95,7 +99,7 @@ def child(mode: str, net: str, work: str, steps_per_call: int | None = None) -> 
         opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
         perm, times = torch.randperm(len(images)), []
         for start in range(0, len(images), 256):
-            times.append(time.perf_counter())
+            times.append(clock())
             x = images[perm[start : start + 256]].float().div_(255)
             loss = bare.loss_of(net, enc, dec, x)
             opt.zero_grad(set_to_none=True)
@@ -109,10 +113,10 @@ def child(mode: str, net: str, work: str, steps_per_call: int | None = None) -> 
     class Clock(L.Callback):
         def on_train_batch_start(self, *args):  # plain Lightning: one batch a call
             if mode == "plain":
-                times.append(time.perf_counter())
+                times.append(clock())
 
         def on_chunk_batch_start(self, *args):  # aelab's step: before every batch, inside a call too
-            times.append(time.perf_counter())
+            times.append(clock())
 
     if mode == "plain":
         from aelab.data import FashionMNIST
@@ -163,10 +167,17 @@ def main() -> None:
     parser.add_argument("--nets", default="conv,mlp,vae")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps-per-call", default="", help="more aelab columns: these steps_per_call values")
+    parser.add_argument("--cpu-time", action="store_true", help="CPU time of one thread, not wall time")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one net, every round and mode in this process
+        global clock
         net, where, rounds, sizes = args.child
+        if args.cpu_time:
+            import torch
+
+            torch.set_num_threads(1)
+            clock = time.process_time
         modes = ["bare", "plain"] + [f"aelab:{n}" for n in sizes.split(",")]
         got: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(int(rounds)):
@@ -180,7 +191,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="aelab-bench-steps-")
     try:
         print(
-            f"training step, ms (batch 256, CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+            f"training step, ms of {'CPU time, 1 thread' if args.cpu_time else 'wall time'} (batch 256, CPU, "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
             f"median over windows of {WINDOW} batches of one epoch, median of {args.rounds} rounds); "
             f"aelab N = steps_per_call (default {default}):"
         )
@@ -194,7 +206,8 @@ def main() -> None:
         )
         print("|---|---|---|" + "---|" * len(cols) + "---|" + "---|" * len(cols))
         for net in args.nets.split(","):
-            got = child_result([__file__, "--child", net, work, str(args.rounds), ",".join(map(str, sizes))])
+            child_args = [__file__, "--child", net, work, str(args.rounds), ",".join(map(str, sizes))]
+            got = child_result(child_args + (["--cpu-time"] if args.cpu_time else []))
             m = {k: statistics.median(v) for k, v in got.items()}
             aelab = [m[f"aelab:{n}"] for n in sizes]
             print(

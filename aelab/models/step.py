@@ -174,7 +174,7 @@ class TrainingStep(L.LightningModule):
         stop_mode = self.nonfinite_loss != "skip"
         max_steps = trainer.max_steps
         hooks = self.__dict__.get("_batch_hooks", ())
-        flags: list[tuple[torch.Tensor, int]] = []  # per batch: is its loss finite (on the device), its step
+        flags: list[tuple[torch.Tensor, int]] = []  # per batch: its loss (on the device) and its step
         steps, group, shown, checked, skipped = 0, 0, None, True, self.skipped_batches
         count = chunk_length(batch)
         is_last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
@@ -196,7 +196,7 @@ class TrainingStep(L.LightningModule):
             x_in = self.noise(x)
             loss, values = self.objective(x, x_in)
             if stop_mode:
-                flags.append((torch.isfinite(loss.detach()).all(), step))
+                flags.append((loss.detach(), step))
             elif not self._finite_now(loss, step):  # skip mode: no backward, no step for this batch
                 if stepping:
                     optimizer.zero_grad()
@@ -288,14 +288,14 @@ class TrainingStep(L.LightningModule):
 
     # ------------------------------------------------------------ finite losses
     def _check_flags(self, flags: list[tuple[torch.Tensor, int]]) -> None:
-        """``nonfinite_loss=stop``: one read of the chunk's finite-loss flags (agreed across DDP ranks)."""
-        finite = torch.stack([f for f, _ in flags])
-        ok = bool(finite.all())
+        """``nonfinite_loss=stop``: one read of whether the chunk's losses were finite (agreed across DDP ranks)."""
+        losses = torch.stack([loss.float().reshape(()) for loss, _ in flags])
+        ok = bool(torch.isfinite(losses).all())
         if self.trainer.world_size > 1:
             ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
-        if not ok:  # the first non-finite batch's step (another rank's: this chunk's first)
-            bad = [s for (_, s), f in zip(flags, finite.tolist()) if not f]
-            self._raise_nonfinite(bad[0] if bad else flags[0][1])
+        if not ok:  # the first non-finite batch (when it was another rank's: this chunk's first)
+            bad = [(step, value) for (_, step), value in zip(flags, losses.tolist()) if not math.isfinite(value)]
+            self._raise_nonfinite(*(bad[0] if bad else (flags[0][1], math.nan)))
 
     def _finite_now(self, loss: torch.Tensor, step: int) -> bool:
         """``nonfinite_loss=skip``: whether this batch's loss is finite (agreed across DDP ranks); counts skips and
@@ -319,12 +319,13 @@ class TrainingStep(L.LightningModule):
         kept = (
             "The weights from before this step are saved as checkpoints/last.ckpt."
             if finite_weights
-            else f"Later steps of the same call (steps_per_call={self.steps_per_call}) made the weights non-finite: "
-            "checkpoints/last.ckpt keeps the last weights saved before."
+            else f"The later steps of the same call (steps_per_call={self.steps_per_call}, checked once per call) made "
+            "the weights non-finite: they are not saved, and checkpoints/last.ckpt, if an epoch ended before, keeps "
+            "the last finite ones (steps_per_call=1 saves those of just before the step)."
         )
         raise NonFiniteLossError(
-            f"the training loss became {'non-finite' if math.isnan(value) else value} at epoch {self.current_epoch}, "
-            f"step {step} (learning rate {lr:g}). {kept} "
+            f"the training loss became {value} at epoch {self.current_epoch}, step {step} (learning rate {lr:g}). "
+            f"{kept} "
             "Try a lower model.optimizer.lr or gradient clipping (trainer.gradient_clip_val=1.0)"
             + (
                 f"; {self._skipped_in_a_row} batches in a row were skipped (nonfinite_loss=skip)."

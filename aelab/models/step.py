@@ -175,7 +175,7 @@ class TrainingStep(L.LightningModule):
         max_steps = trainer.max_steps
         hooks = self.__dict__.get("_batch_hooks", ())
         flags: list[tuple[torch.Tensor, int]] = []  # per batch: its loss (on the device) and its step
-        steps, group, shown, checked, skipped = 0, 0, None, True, self.skipped_batches
+        steps, group, shown, checked, skipped = 0, 0, None, False, self.skipped_batches
         count = chunk_length(batch)
         is_last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         for i, (part, index, last) in enumerate(split_chunk(batch, batch_idx, is_last)):
@@ -207,8 +207,6 @@ class TrainingStep(L.LightningModule):
                 if stop_mode and i == count - 1:  # before the chunk's last step: one read of the flags
                     self._check_flags(flags)
                     checked = True
-                else:
-                    checked = False
                 optimizer.step()
                 optimizer.zero_grad()
                 steps += 1

@@ -28,7 +28,11 @@ with the basic launcher (one process) and with joblib (2 workers), against 8 bar
 overhead is (Σ over worker processes of the span from its first job's first batch to its last job's end − the jobs'
 training spans) / 8.
 
-    .venv/bin/python scripts/bench_e2e.py [--rounds 3] [--jobs conv,mlp,vae] [--no-sweeps]
+    .venv/bin/python scripts/bench_e2e.py [--rounds 3] [--jobs conv,mlp,vae] [--no-sweeps] [--one-thread]
+
+``--one-thread`` runs every process with one torch thread and adds the training phase's CPU-time
+ratio (aelab's ``metrics.json`` → ``timing.training_cpu_s``, the bare script's own count): on a
+machine shared with other work, wall time swings with their load, CPU time of one thread much less.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] 
         "startup": t["first_batch_at"] - started,
         "imports": t["imports_s"],
         "training": t["fit_end_at"] - t["first_batch_at"],
+        "training_cpu": t["training_cpu_s"],
         "end": ended - t["fit_end_at"],
         "rss": rss,
     }
@@ -128,11 +133,12 @@ def bare_run(job: str, out: Path, env: dict) -> dict:
     ]
     started, ended, rss, output = launch(cmd, out, env)
     line = next(s for s in output.splitlines() if s.startswith("TIMES"))
-    first, fit_end = (float(v) for v in line.split()[1:3])
+    first, fit_end, _, cpu = (float(v) for v in line.split()[1:5])
     return {
         "wall": ended - started,
         "startup": first - started,
         "training": fit_end - first,
+        "training_cpu": cpu,
         "end": ended - fit_end,
         "rss": rss,
     }
@@ -282,6 +288,11 @@ def main() -> None:
     parser.add_argument("--jobs", default="conv,mlp,vae")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-features", action="store_true")
+    parser.add_argument(
+        "--one-thread",
+        action="store_true",
+        help="every process with one torch thread; adds the training phase's CPU-time ratio (robust to other load)",
+    )
     parser.add_argument("--profile-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile_child:
@@ -290,6 +301,9 @@ def main() -> None:
     env = dict(
         os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="120", TERM=os.environ.get("TERM", "xterm")
     )
+    if args.one_thread:
+        env["OMP_NUM_THREADS"] = "1"  # the bare script's torch threads; aelab-train gets threads=1
+        COMMON.append("threads=1")
     env.pop("WANDB_SERVICE", None)
     work = Path(tempfile.mkdtemp(prefix="aelab-bench-e2e-"))
     rows = []
@@ -325,7 +339,14 @@ def main() -> None:
                 "| end aelab / bare | peak RSS aelab / bare |"
             )
             print("|---|---|---|---|---|---|---|---|---|---|")
+            cpu_rows = []
             for job, a, one, b in rows:
+                cpu_rows.append(
+                    f"| {job} | {med(a, 'training_cpu'):.1f} / {med(b, 'training_cpu'):.1f} "
+                    f"= {med(a, 'training_cpu') / med(b, 'training_cpu'):.3f} "
+                    f"| {med(one, 'training_cpu'):.1f} / {med(b, 'training_cpu'):.1f} "
+                    f"= {med(one, 'training_cpu') / med(b, 'training_cpu'):.3f} |"
+                )
                 epochs = JOBS[job][1]
                 own = med(a, "startup") - med(a, "imports")
                 print(
@@ -338,6 +359,11 @@ def main() -> None:
                     f"= {med(one, 'training') / med(b, 'training'):.3f} "
                     f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |"
                 )
+        if rows and args.one_thread:
+            print(f"\ntraining phase, CPU time of the process (one thread), median of {args.rounds}; seconds:")
+            print(f"| job | aelab N={default} / bare = ratio | aelab N=1 / bare = ratio |")
+            print("|---|---|---|")
+            print("\n".join(cpu_rows))
         if not args.no_features:
             feature_costs(work, env, args.rounds)
             callback_shares(work, env, list(JOBS))

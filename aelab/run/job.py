@@ -307,6 +307,7 @@ class TrainingJob:
             t["training_s"] = round(end - clock.first_batch_at, 3)
             if clock.fit_end_at is not None:
                 t["after_fit_s"] = round(now - clock.fit_end_at, 3)
+                t["training_cpu_s"] = round(clock.fit_end_cpu - clock.first_batch_cpu, 3)  # (CPU time: see Timing)
             if clock.train_seconds > 0:
                 t["train_images_per_s"] = round(clock.images / clock.train_seconds, 1)
             t["first_batch_at"], t["fit_end_at"] = clock.first_batch_at, clock.fit_end_at

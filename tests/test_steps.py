@@ -21,7 +21,13 @@ sys.path.insert(0, str(Path(__file__).parent / "extension"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 # 600 training images in batches of 64: 10 batches an epoch, chunks of 8 + 2 at the default steps_per_call
-DETERMINISTIC = ["trainer.deterministic=true", "trainer.max_epochs=2"]
+DETERMINISTIC = [
+    "trainer.deterministic=true",
+    "trainer.max_epochs=2",
+    "test=false",  # training is what is compared: no test pass, no image grids
+    "callbacks.reconstruction_grid=null",
+    "callbacks.generation_grids=null",
+]
 
 
 def checkpoint(run_dir: Path) -> dict:

@@ -11,8 +11,10 @@ the progress bar draws as it does in a terminal), timed from launch to exit.
   Adam 1e-3, a validation pass and a checkpoint every epoch.
 
 Jobs: the conv AE (2 epochs), the MLP AE 784-512-256-32 (3 epochs), the VAE 784-200-200-50
-(5 epochs, fixed binarization). Runs alternate aelab / bare (bare first in odd rounds); the median
-of ``--rounds`` is shown. aelab's time is split with the timestamps its run record keeps
+(5 epochs, fixed binarization). aelab runs twice a round: with the default ``steps_per_call``
+(``conf/config.yaml``: that many optimizer steps per Lightning call) and with ``steps_per_call=1``
+(Lightning calls the step every batch). Runs alternate aelab / aelab N=1 / bare (reversed in odd
+rounds); the median of ``--rounds`` is shown. aelab's time is split with the timestamps its run record keeps
 (``metrics.json`` → ``timing``): **start-up** (launch → first training batch; the import of torch
 and Lightning measured in the same run, and aelab's own share), **training** (first batch → end of
 fit: every epoch with its validation and checkpoints) against the bare script's same span, and the
@@ -26,7 +28,11 @@ with the basic launcher (one process) and with joblib (2 workers), against 8 bar
 overhead is (Σ over worker processes of the span from its first job's first batch to its last job's end − the jobs'
 training spans) / 8.
 
-    .venv/bin/python scripts/bench_e2e.py [--rounds 3] [--jobs conv,mlp,vae] [--no-sweeps]
+    .venv/bin/python scripts/bench_e2e.py [--rounds 3] [--jobs conv,mlp,vae] [--no-sweeps] [--one-thread]
+
+``--one-thread`` runs every process with one torch thread and adds the training phase's CPU-time
+ratio (aelab's ``metrics.json`` → ``timing.training_cpu_s``, the bare script's own count): on a
+machine shared with other work, wall time swings with their load, CPU time of one thread much less.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] 
         "startup": t["first_batch_at"] - started,
         "imports": t["imports_s"],
         "training": t["fit_end_at"] - t["first_batch_at"],
+        "training_cpu": t["training_cpu_s"],
         "end": ended - t["fit_end_at"],
         "rss": rss,
     }
@@ -126,14 +133,21 @@ def bare_run(job: str, out: Path, env: dict) -> dict:
     ]
     started, ended, rss, output = launch(cmd, out, env)
     line = next(s for s in output.splitlines() if s.startswith("TIMES"))
-    first, fit_end = (float(v) for v in line.split()[1:3])
+    first, fit_end, _, cpu = (float(v) for v in line.split()[1:5])
     return {
         "wall": ended - started,
         "startup": first - started,
         "training": fit_end - first,
+        "training_cpu": cpu,
         "end": ended - fit_end,
         "rss": rss,
     }
+
+
+def default_steps_per_call() -> int:
+    from bench_steps import default_steps_per_call as default
+
+    return default()
 
 
 def med(rows: list[dict], key: str) -> float:
@@ -274,6 +288,11 @@ def main() -> None:
     parser.add_argument("--jobs", default="conv,mlp,vae")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--no-features", action="store_true")
+    parser.add_argument(
+        "--one-thread",
+        action="store_true",
+        help="every process with one torch thread; adds the training phase's CPU-time ratio (robust to other load)",
+    )
     parser.add_argument("--profile-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile_child:
@@ -282,44 +301,69 @@ def main() -> None:
     env = dict(
         os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="120", TERM=os.environ.get("TERM", "xterm")
     )
+    if args.one_thread:
+        env["OMP_NUM_THREADS"] = "1"  # the bare script's torch threads; aelab-train gets threads=1
+        COMMON.append("threads=1")
     env.pop("WANDB_SERVICE", None)
     work = Path(tempfile.mkdtemp(prefix="aelab-bench-e2e-"))
     rows = []
     try:
+        default = default_steps_per_call()
         for job in [j for j in args.jobs.split(",") if j]:  # --jobs "": sweeps and features only
-            a, b = [], []
+            a, one, b = [], [], []
             for r in range(args.rounds):
                 out = work / f"{job}{r}"
                 out.mkdir()
-                pair = [
+                runs = [
                     lambda: a.append(aelab_run(job, out, env, f"{job}{r}")),  # noqa: B023 — called below, in this iteration
+                    lambda: one.append(aelab_run(job, out, env, f"{job}{r}n1", ("steps_per_call=1",))),  # noqa: B023
                     lambda: b.append(bare_run(job, out, env)),  # noqa: B023 — called below, in this iteration
                 ]
-                for step in pair if r % 2 == 0 else pair[::-1]:
+                for step in runs if r % 2 == 0 else runs[::-1]:
                     step()
-            rows.append((job, a, b))
+            rows.append((job, a, one, b))
             print(
-                f"{job}: aelab {[round(x['wall'], 1) for x in a]} s, bare {[round(x['wall'], 1) for x in b]} s",
+                f"{job}: aelab {[round(x['wall'], 1) for x in a]} s, aelab N=1 {[round(x['wall'], 1) for x in one]} s, "
+                f"bare {[round(x['wall'], 1) for x in b]} s",
                 flush=True,
             )
         if rows:
-            print(f"\nwhole process, median of {args.rounds} (CPU, {os.cpu_count()} cores; seconds):")
+            print(
+                f"\nwhole process, median of {args.rounds} (CPU, {os.cpu_count()} cores, load average "
+                f"{os.getloadavg()[0]:.1f} at the end; seconds); aelab with steps_per_call={default} (the default) "
+                "and =1:"
+            )
             print(
                 "| job | aelab-train | bare | ratio | aelab start-up (torch+Lightning import / aelab's own) "
-                "| bare start-up | training aelab / bare = ratio | end aelab / bare | peak RSS aelab / bare |"
+                f"| bare start-up | training aelab N={default} / bare = ratio | training aelab N=1 / bare = ratio "
+                "| end aelab / bare | peak RSS aelab / bare |"
             )
-            print("|---|---|---|---|---|---|---|---|---|")
-            for job, a, b in rows:
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            cpu_rows = []
+            for job, a, one, b in rows:
+                cpu_rows.append(
+                    f"| {job} | {med(a, 'training_cpu'):.1f} / {med(b, 'training_cpu'):.1f} "
+                    f"= {med(a, 'training_cpu') / med(b, 'training_cpu'):.3f} "
+                    f"| {med(one, 'training_cpu'):.1f} / {med(b, 'training_cpu'):.1f} "
+                    f"= {med(one, 'training_cpu') / med(b, 'training_cpu'):.3f} |"
+                )
                 epochs = JOBS[job][1]
                 own = med(a, "startup") - med(a, "imports")
                 print(
                     f"| {job} ({epochs} ep) | {med(a, 'wall'):.1f} | {med(b, 'wall'):.1f} "
-                    f"| {med(a, 'wall') / med(b, 'wall'):.2f} "
+                    f"| {med(a, 'wall') / med(b, 'wall'):.3f} "
                     f"| {med(a, 'startup'):.1f} ({med(a, 'imports'):.1f} / {own:.1f}) | {med(b, 'startup'):.1f} "
                     f"| {med(a, 'training'):.1f} / {med(b, 'training'):.1f} "
                     f"= {med(a, 'training') / med(b, 'training'):.3f} "
+                    f"| {med(one, 'training'):.1f} / {med(b, 'training'):.1f} "
+                    f"= {med(one, 'training') / med(b, 'training'):.3f} "
                     f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |"
                 )
+        if rows and args.one_thread:
+            print(f"\ntraining phase, CPU time of the process (one thread), median of {args.rounds}; seconds:")
+            print(f"| job | aelab N={default} / bare = ratio | aelab N=1 / bare = ratio |")
+            print("|---|---|---|")
+            print("\n".join(cpu_rows))
         if not args.no_features:
             feature_costs(work, env, args.rounds)
             callback_shares(work, env, list(JOBS))

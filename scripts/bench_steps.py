@@ -1,24 +1,34 @@
 #!/usr/bin/env python
-"""Where the training-phase overhead comes from: the median time of one training step, three ways.
+"""Where the training-phase overhead comes from: the time of one training step, four ways.
 
 * **bare** — the loop of ``scripts/bare_train.py`` (same nets from ``aelab.nets``, batch 256, Adam);
-* **plain Lightning** — a minimal ``LightningModule`` with the same nets and loss, aelab's DataModule,
-  no callbacks, no logger, no progress bar: what Lightning's training loop itself costs per step;
-* **aelab** — ``aelab-train``'s model, DataModule, default callbacks and CSV logger (validation off,
-  so only steps are timed).
+* **plain Lightning** — a minimal ``LightningModule`` with the same nets and loss (automatic optimization),
+  aelab's DataModule, no callbacks, no logger, no progress bar: what Lightning's loop costs per step;
+* **aelab, 1 step a call** — ``aelab-train``'s model, DataModule, default callbacks and CSV logger
+  (validation off, so only steps are timed) with ``steps_per_call=1``: Lightning calls the step every batch;
+* **aelab** — the same with the default ``steps_per_call`` (``conf/config.yaml``): one Lightning call
+  per chunk of that many batches.
 
-Each is one epoch of Fashion-MNIST; the median of the step-to-step intervals is robust to this
-machine's bursts of noise. The three run in one process per net, alternating, round after round:
-in separate processes the same loop's compute (a conv step's forward and backward) differed by up
-to 50 % from process to process, which swamped the overhead being measured.
+Each is one epoch of Fashion-MNIST, timed at the start of every batch (inside a chunk too). The
+step time is the median over windows of ``WINDOW`` consecutive batches of their mean: robust to this
+machine's bursts of noise, and every window holds one call's fixed cost when chunks are that long
+(a plain median of single intervals would miss it). The four run in one process per net,
+alternating, round after round: in separate processes the same loop's compute (a conv step's forward
+and backward) differed by up to 50 % from process to process, which swamped the overhead measured.
 
-    .venv/bin/python scripts/bench_steps.py [--nets conv,mlp,vae] [--rounds 3]
+    .venv/bin/python scripts/bench_steps.py [--nets conv,mlp,vae] [--rounds 3] [--steps-per-call 1,2,4,8,16]
+
+``--steps-per-call`` adds an aelab column per value (the measurement that chose the default).
+``--cpu-time`` times the process's CPU time with one torch thread instead of wall time: on a
+machine shared with other work, wall time swings with their load (a step's wall time doubled
+from one round to the next on 2 shared cores), CPU time much less; it counts the same work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -28,10 +38,23 @@ import time
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
+WINDOW = 8  # batches per window of the step time (a multiple of the default steps_per_call's calls)
+clock = time.perf_counter  # --cpu-time: time.process_time, one torch thread
 
 
 def median_step_ms(times: list[float]) -> float:
-    return statistics.median(b - a for a, b in zip(times, times[1:])) * 1000
+    """The median over windows of ``WINDOW`` consecutive batches of their mean step time, in ms."""
+    means = [(times[i + WINDOW] - times[i]) / WINDOW for i in range(0, len(times) - WINDOW, WINDOW)]
+    return statistics.median(means) * 1000
+
+
+def default_steps_per_call() -> int:
+    """The ``steps_per_call`` of ``conf/config.yaml``."""
+    from omegaconf import OmegaConf
+
+    from aelab import config_dir
+
+    return int(OmegaConf.load(Path(config_dir()) / "config.yaml").steps_per_call)
 
 
 def child_result(args: list[str], env: dict | None = None):
@@ -65,7 +88,7 @@ def built_job(overrides: list[str], work: str, name: str):
     return job
 
 
-def child(mode: str, net: str, work: str) -> float:
+def child(mode: str, net: str, work: str, steps_per_call: int | None = None) -> float:
     import torch
 
     sys.path.insert(0, str(SCRIPTS))
@@ -79,7 +102,7 @@ def child(mode: str, net: str, work: str) -> float:
         opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
         perm, times = torch.randperm(len(images)), []
         for start in range(0, len(images), 256):
-            times.append(time.perf_counter())
+            times.append(clock())
             x = images[perm[start : start + 256]].float().div_(255)
             loss = bare.loss_of(net, enc, dec, x)
             opt.zero_grad(set_to_none=True)
@@ -91,8 +114,12 @@ def child(mode: str, net: str, work: str) -> float:
     times: list[float] = []
 
     class Clock(L.Callback):
-        def on_train_batch_start(self, *args):
-            times.append(time.perf_counter())
+        def on_train_batch_start(self, *args):  # plain Lightning: one batch a call
+            if mode == "plain":
+                times.append(clock())
+
+        def on_chunk_batch_start(self, *args):  # aelab's step: before every batch, inside a call too
+            times.append(clock())
 
     if mode == "plain":
         from aelab.data import FashionMNIST
@@ -130,6 +157,7 @@ def child(mode: str, net: str, work: str) -> float:
         f"model={net}",
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
+        f"steps_per_call={steps_per_call}",
     ] + (["data.binarize=fixed"] if net == "vae" else [])
     job = built_job(overrides, work, f"steps-{time.monotonic_ns()}")  # a fresh run folder each time (no resume)
     job.trainer.callbacks.append(Clock())
@@ -141,29 +169,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nets", default="conv,mlp,vae")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--steps-per-call", default="", help="more aelab columns: these steps_per_call values")
+    parser.add_argument("--cpu-time", action="store_true", help="CPU time of one thread, not wall time")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one net, every round and mode in this process
-        net, where, rounds = args.child
-        got: dict[str, list[float]] = {"bare": [], "plain": [], "aelab": []}
+        global clock
+        net, where, rounds, sizes = args.child
+        if args.cpu_time:
+            import torch
+
+            torch.set_num_threads(1)
+            clock = time.process_time
+        modes = ["bare", "plain"] + [f"aelab:{n}" for n in sizes.split(",")]
+        got: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(int(rounds)):
-            for mode in list(got) if r % 2 == 0 else list(got)[::-1]:
-                got[mode].append(child(mode, net, where))
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                kind, _, n = mode.partition(":")
+                got[mode].append(child(kind, net, where, int(n) if n else None))
         print("RESULT", json.dumps(got))
         return
+    default = default_steps_per_call()
+    sizes = sorted({1, default, *(int(n) for n in args.steps_per_call.split(",") if n)})
     work = tempfile.mkdtemp(prefix="aelab-bench-steps-")
     try:
-        print(f"median training step, ms (batch 256, CPU, median over one epoch, median of {args.rounds} rounds):")
         print(
-            "| net | bare | plain Lightning | aelab | Lightning's own / bare | aelab / plain Lightning | aelab / bare |"
+            f"training step, ms of {'CPU time, 1 thread' if args.cpu_time else 'wall time'} (batch 256, CPU, "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+            f"median over windows of {WINDOW} batches of one epoch, median of {args.rounds} rounds); "
+            f"aelab N = steps_per_call (default {default}):"
         )
-        print("|---|---|---|---|---|---|---|")
+        cols = [f"aelab N={n}" for n in sizes]
+        print(
+            "| net | bare | plain Lightning | "
+            + " | ".join(cols)
+            + " | plain / bare | "
+            + " | ".join(f"{c} / bare" for c in cols)
+            + " |"
+        )
+        print("|---|---|---|" + "---|" * len(cols) + "---|" + "---|" * len(cols))
         for net in args.nets.split(","):
-            got = child_result([__file__, "--child", net, work, str(args.rounds)])
+            child_args = [__file__, "--child", net, work, str(args.rounds), ",".join(map(str, sizes))]
+            got = child_result(child_args + (["--cpu-time"] if args.cpu_time else []))
             m = {k: statistics.median(v) for k, v in got.items()}
+            aelab = [m[f"aelab:{n}"] for n in sizes]
             print(
-                f"| {net} | {m['bare']:.2f} | {m['plain']:.2f} | {m['aelab']:.2f} | {m['plain'] / m['bare']:.3f} "
-                f"| {m['aelab'] / m['plain']:.3f} | {m['aelab'] / m['bare']:.3f} |",
+                f"| {net} | {m['bare']:.2f} | {m['plain']:.2f} | "
+                + " | ".join(f"{a:.2f}" for a in aelab)
+                + f" | {m['plain'] / m['bare']:.3f} | "
+                + " | ".join(f"{a / m['bare']:.3f}" for a in aelab)
+                + " |",
                 flush=True,
             )
     finally:

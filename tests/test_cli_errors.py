@@ -122,7 +122,8 @@ def test_a_misspelt_key_without_plus_gets_aelabs_message_not_hydras_advice(cli, 
     assert time.time() - started < 30  # ~1 s on an idle machine
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_checkpoint_and_metrics(cli, tmp_path):
+@pytest.mark.parametrize("steps_per_call", [1, 8])
+def test_nan_loss_stops_with_a_message_and_keeps_checkpoint_and_metrics(cli, tmp_path, steps_per_call):
     result = cli(
         *TINY,
         "model=linear",
@@ -130,12 +131,20 @@ def test_nan_loss_stops_with_a_message_and_keeps_checkpoint_and_metrics(cli, tmp
         "model.optimizer._target_=torch.optim.SGD",
         "model.optimizer.lr=1e4",
         "~model.optimizer.weight_decay",
+        f"steps_per_call={steps_per_call}",
     )
     assert result.returncode != 0
     assert "the training loss became" in result.stderr
     run_dir = only_run_dir(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["error_type"] == "NonFiniteLossError"
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if steps_per_call == 1:  # checked before every step: the weights from before the bad one are saved
+        assert "The weights from before this step are saved" in metrics["error"]
+    else:  # checked once per call: the call's later steps made the weights non-finite, and they are not saved
+        assert "checked once per call" in metrics["error"] and not last.exists()  # (no epoch had ended)
+    if last.exists():
+        ckpt = torch.load(last, weights_only=False)
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert steps_per_call != 1 or last.exists()
     assert (run_dir / "error.log").is_file()

@@ -1,5 +1,8 @@
 """The three recipes of docs/extending.md, followed from a package outside aelab (tests/extension/mylab).
 
+(The model recipe's finite-loss check, and the refusal of models written to the docs before the training
+step moved into the base class, are in tests/test_steps.py.)
+
 A model variant, a dataset and an evaluation, each one module and one yaml, used through
 ``hydra.searchpath=[pkg://mylab.conf]`` without editing aelab: they train, are checked before any
 run folder exists, and land in metrics.json, W&B (offline) and aelab-compare's tables.
@@ -55,7 +58,8 @@ def test_the_toy_model_dataset_and_evaluation_train_and_land_in_metrics_json(toy
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "completed"
     assert record["dataset"].startswith("stripes: ")  # the toy dataset's own description
-    assert record["final"]["train/code_norm"] > 0  # the toy model's own metric
+    assert record["final"]["train/code_norm"] > 0  # the toy model's own metric, from its objective
+    assert record["final"]["train/recon_loss_epoch"] > 0  # the epoch mean of the base class's training step
     assert record["final"]["eval/code_norm"] > 0 and record["final"]["eval/code_std"] > 0  # the toy evaluation
     assert (
         0 <= record["final"]["eval/probe_acc"] <= 1 and record["final"]["eval/chance_acc"] < 0.6

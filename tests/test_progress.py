@@ -1,87 +1,110 @@
-"""The progress bar updates every ``refresh_every`` batches, and per-step values are logged only where shown or "
-"written."""
+"""The progress bar counts batches and updates every ``refresh_every`` of them, whatever ``steps_per_call``; per-step
+values are logged only where they are shown or written."""
 
 from functools import partial
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-from torch.utils.data import DataLoader
+from lightning.pytorch.loggers import Logger
 
 from aelab.callbacks import ProgressBar
+from aelab.data import Sprites
 from aelab.models import Autoencoder, SparsityPenalty
 from aelab.nets import MLPDecoder, MLPEncoder
 
 
-def test_the_bar_updates_every_few_batches_and_bar_only_steps_log_the_shown_value(monkeypatch):
+def model():
     torch.manual_seed(0)
-    model = Autoencoder(
-        input_shape=(1, 8, 8),
+    return Autoencoder(
+        input_shape=(1, 28, 28),
         bottleneck=4,
         sparse=SparsityPenalty(weight=1e-3),
         encoder=partial(MLPEncoder, hidden=[16]),
         decoder=partial(MLPDecoder, hidden=[16]),
     )
-    loader = DataLoader([{"image": im} for im in torch.rand(23 * 4, 1, 8, 8)], batch_size=4)  # 23 batches
-    updates, logged = [], []
-    stock_update, stock_log = RichProgressBar.on_train_batch_end, L.LightningModule.log
 
-    def update(self, trainer, *args):
-        updates.append(trainer.global_step)
-        return stock_update(self, trainer, *args)
+
+def sprites(steps_per_call: int):
+    dm = Sprites(num_train=23 * 8 + 40, num_test=40, val_size=40, batch_size=8)  # 23 training batches
+    dm.steps_per_call = steps_per_call
+    return dm
+
+
+class Rows(Logger):
+    """A logger that keeps the rows it is given."""
+
+    name, version = "rows", 0
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.append((step, metrics))
+
+    def log_hyperparams(self, *args, **kwargs):
+        pass
+
+
+def fit(steps_per_call: int, **kwargs) -> tuple[L.Trainer, Autoencoder, Rows]:
+    net, rows = model(), Rows()
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=rows,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+    trainer.fit(net, datamodule=sprites(steps_per_call))
+    return trainer, net, rows
+
+
+def test_the_bar_counts_batches_and_updates_every_few_of_them(monkeypatch):
+    updates, totals, logged = [], [], []
+    stock_update, stock_log = RichProgressBar._update, L.LightningModule.log
+
+    def update(self, bar, current, *args, **kwargs):
+        if bar is not None and bar == self.train_progress_bar_id:
+            updates.append(current)
+            totals.append(self.progress.tasks[bar].total)
+        return stock_update(self, bar, current, *args, **kwargs)
 
     def log(self, name, *args, **kwargs):
         if self.trainer.training and name.startswith("train/") and not name.endswith("_epoch"):
             logged.append((self.global_step, name))
         return stock_log(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", update)
+    monkeypatch.setattr(RichProgressBar, "_update", update)
     monkeypatch.setattr(Autoencoder, "log", log)
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        log_every_n_steps=20,
-        callbacks=[ProgressBar(refresh_every=5)],
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(model, loader)
+    for steps_per_call in (1, 8):
+        updates.clear(), totals.clear(), logged.clear()
+        trainer, net, rows = fit(steps_per_call, log_every_n_steps=20, callbacks=[ProgressBar(refresh_every=5)])
+        assert net.progress_every == 5
+        if steps_per_call == 1:
+            assert updates == [5, 10, 15, 20, 23]  # every 5th batch and the epoch's last, not all 23
+        else:  # calls of 8 batches: the calls in which the count passed a multiple of 5, and the last
+            assert updates == [8, 16, 23]
+        assert set(totals) == {23}  # batches, not calls
+        # a logger's step (the 20th) writes every value; the bar shows one value, logged (a self.log, ~0.3 ms)
+        # once per call in which the bar updates, after the call's steps
+        assert [(s, sorted(m)) for s, m in rows.rows if "train/recon_loss" in m] == [
+            (19, ["epoch", "train/loss", "train/recon_loss", "train/sparse_penalty"])
+        ]
+        shown = [(5, "train/recon_loss"), (10, "train/recon_loss"), (15, "train/recon_loss"), (20, "train/recon_loss")]
+        if steps_per_call == 8:
+            shown = [(8, "train/recon_loss"), (16, "train/recon_loss"), (23, "train/recon_loss")]
+        everything = [(shown[-1][0], "train/sparse_penalty"), (shown[-1][0], "train/loss")]
+        assert logged == shown + everything
+        assert "train/recon_loss" in trainer.progress_bar_metrics
 
-    assert model.progress_every == 5
-    assert updates == [5, 10, 15, 20, 23]  # every 5th batch and the epoch's last, not all 23
-    shown = [(step, "train/recon_loss") for step in (4, 9, 14)]  # the steps before a bar update: the shown value only
-    written = [(19, "train/recon_loss"), (19, "train/sparse_penalty"), (19, "train/loss")]  # a logger step: everything
-    assert logged == shown + written
-    assert "train/recon_loss" in trainer.progress_bar_metrics
 
-
-def test_without_a_bar_values_are_logged_on_the_loggers_steps_only(monkeypatch):
-    model = Autoencoder(
-        input_shape=(1, 8, 8),
-        bottleneck=4,
-        encoder=partial(MLPEncoder, hidden=[16]),
-        decoder=partial(MLPDecoder, hidden=[16]),
-    )
-    loader = DataLoader([{"image": im} for im in torch.rand(12 * 4, 1, 8, 8)], batch_size=4)
-    steps = []
-    stock_log = L.LightningModule.log
-    monkeypatch.setattr(
-        Autoencoder,
-        "log",
-        lambda self, name, *a, **k: (
-            steps.append(self.global_step) if name == "train/recon_loss" else None,
-            stock_log(self, name, *a, **k),
-        )[1],
-    )
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        log_every_n_steps=4,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(model, loader)
-    assert model.progress_every is None and steps == [3, 7, 11]
+def test_without_a_bar_values_are_logged_on_the_loggers_steps_only():
+    for steps_per_call in (1, 8):
+        trainer, net, rows = fit(steps_per_call, log_every_n_steps=4, enable_progress_bar=False)
+        assert net.progress_every is None
+        assert [s for s, m in rows.rows if "train/recon_loss" in m] == [3, 7, 11, 15, 19]
+        assert trainer.callback_metrics["train/recon_loss"] == rows.rows[4][1]["train/recon_loss"]

@@ -64,37 +64,90 @@ def test_sigkill_then_same_command_resumes_to_identical_metrics(cli, tmp_path):
     assert b["wandb"]["id"] in ids
 
 
-def test_sigterm_mid_epoch_then_same_command_resumes_at_the_next_batch_to_identical_metrics(cli, tmp_path):
-    """The SLURM preemption path: SIGTERM in the middle of an epoch, then the same command (CPU, deterministic)."""
-    runs = tmp_path / "outputs" / "runs"
-    base = [*RESUMABLE, "logger=csv", "model=mlp"]  # an MLP with Gaussian corruption: the same path, half the time
-    whole = cli(*base, "name=whole")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    term = [
+# An MLP with Gaussian corruption (random draws every step): the same path as RESUMABLE, half the time. 10 batches an
+# epoch, trained in calls of 8 + 2 (steps_per_call=8, the default).
+MID_EPOCH = [*RESUMABLE, "logger=csv", "model=mlp"]
+
+
+def fault(signal_name: str, at_batch: int = 5, times: int = 1) -> list[str]:
+    """A signal before training batch ``at_batch`` of epoch 1 (inside the epoch's first call of 8 batches)."""
+    return [
         "+callbacks.fault._target_=aelab.callbacks.FaultInjection",
         "+callbacks.fault.at_epoch=1",
-        "+callbacks.fault.at_batch=5",
-        "+callbacks.fault.signal=SIGTERM",
+        f"+callbacks.fault.at_batch={at_batch}",
+        f"+callbacks.fault.signal={signal_name}",
+        f"+callbacks.fault.times={times}",
         "+callbacks.fault.marker_dir=${paths.run_dir}",
     ]
-    stopped = cli(*base, "name=t", *term)
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The run every interrupted one must end identical to."""
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("whole")
+    whole = run_cli([*MID_EPOCH, "name=whole"], root)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    return metrics(root / "outputs" / "runs" / "whole")
+
+
+def stop_then_resume(cli, tmp_path, signal_name: str, expected_code: int, times: int = 1) -> tuple[dict, dict, str]:
+    """Stop a run with a signal inside a call of 8 batches, then run the very same command; returns the record
+    after the stop, after the resume, and the first run's output."""
+    runs = tmp_path / "outputs" / "runs"
+    stopped = cli(*MID_EPOCH, "name=t", *fault(signal_name, times=times))
+    assert stopped.returncode == expected_code, stopped.stderr[-3000:]
     record = metrics(runs / "t")
-    assert record["status"] == "interrupted"
-    steps_per_epoch = metrics(runs / "whole")["global_step"] // metrics(runs / "whole")["epochs"]
-    assert (
-        record["global_step"] == steps_per_epoch + 6
-    )  # batch 5, during which the signal came, finished; then it stopped
-    resumed = cli(*base, "name=t", *term)
+    resumed = cli(*MID_EPOCH, "name=t", *fault(signal_name, times=times))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "not resumable" not in resumed.stdout + resumed.stderr  # Lightning's warning about replaying the epoch
-    a, b = metrics(runs / "whole"), metrics(runs / "t")
-    assert (a["epochs"], a["global_step"]) == (b["epochs"], b["global_step"])
-    assert a["final"] == b["final"] and a["best"] == b["best"]  # the interrupted epoch's mean included
     with open(runs / "t" / "csv" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     train_steps = [r["step"] for r in rows if r.get("train/recon_loss")]
     assert len(train_steps) == len(set(train_steps))  # no step logged twice
+    return record, metrics(runs / "t"), stopped.stdout + stopped.stderr
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert (a["epochs"], a["global_step"]) == (b["epochs"], b["global_step"]) == (4, 40)
+    assert a["final"] == b["final"] and a["best"] == b["best"]  # the interrupted epoch's mean included
+
+
+def test_sigterm_mid_epoch_then_same_command_resumes_at_the_next_batch_to_identical_metrics(
+    cli, tmp_path, uninterrupted
+):
+    """The SLURM preemption path: SIGTERM in the middle of an epoch, then the same command (CPU, deterministic)."""
+    record, resumed, _ = stop_then_resume(cli, tmp_path, "SIGTERM", 128 + signal.SIGTERM)
+    assert record["status"] == "interrupted"
+    assert record["global_step"] == 10 + 8  # the call during which the signal came (batches 0-7) finished; then stop
+    assert_identical(uninterrupted, resumed)
+
+
+def test_ctrl_c_inside_a_call_stops_at_its_end_and_the_same_command_ends_identical(cli, tmp_path, uninterrupted):
+    """The issue's Ctrl-C: it used to raise mid-step, exit 1 with "SystemExit: 1", save a mid-step checkpoint,
+    and the continued run ended one step short (2999 of 3000)."""
+    record, resumed, output = stop_then_resume(cli, tmp_path, "SIGINT", 128 + signal.SIGINT)
+    assert "Ctrl-C: stopping after this step" in output and "SystemExit" not in output
+    assert record["status"] == "interrupted" and record["error"] == "KeyboardInterrupt: stopped by Ctrl-C"
+    assert record["global_step"] == 10 + 8
+    assert_identical(uninterrupted, resumed)
+
+
+@pytest.mark.slow  # 2 more runs; the first Ctrl-C's path is in the fast suite
+def test_a_second_ctrl_c_stops_at_once_and_the_same_command_still_ends_identical(cli, tmp_path, uninterrupted):
+    record, resumed, output = stop_then_resume(cli, tmp_path, "SIGINT", 128 + signal.SIGINT, times=2)
+    assert record["status"] == "interrupted"
+    assert "stopped at once" in output  # no checkpoint written mid-step: the end of epoch 0's is continued from
+    assert resumed["resumed_from"].endswith("last.ckpt")
+    assert_identical(uninterrupted, resumed)
+
+
+@pytest.mark.slow  # 3 runs; the SIGTERM and Ctrl-C tests above cover stops inside a call in the fast suite
+def test_sigkill_inside_a_call_then_same_command_ends_identical(cli, tmp_path, uninterrupted):
+    record, resumed, _ = stop_then_resume(cli, tmp_path, "SIGKILL", -signal.SIGKILL)
+    assert record["status"] == "running"  # what a dead machine leaves behind
+    assert_identical(uninterrupted, resumed)
 
 
 def test_completed_named_run_is_not_retrained_and_resume_never_protects_it(cli, tmp_path):

@@ -89,12 +89,12 @@ def test_gaussian_likelihood_learned_sigma_and_warmup_and_free_bits():
     assert model.kl_weight() == 0.0  # step 0 of the warm-up
     x = torch.rand(4, 1, 8, 8)
     terms = model.terms(x, x)
-    obj = model.objective(terms)
+    obj = model.per_image_objective(terms)
     assert torch.allclose(obj, terms["recon"])  # the KL is off at the start of the warm-up
     model._trainer = None
     model.kl_warmup_steps = 0
     expected = terms["recon"] + 4.0 * terms["kl_dims"].clamp(min=0.5).sum(1)
-    assert torch.allclose(model.objective(terms), expected)
+    assert torch.allclose(model.per_image_objective(terms), expected)
 
 
 def test_bad_vae_options_are_refused():

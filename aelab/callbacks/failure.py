@@ -15,14 +15,15 @@ log = logging.getLogger(__name__)
 
 
 class SaveOnFailure(L.Callback):
-    """On any exception during fitting (NaN loss, Ctrl-C, SIGTERM, a bug), save ``last.ckpt``.
+    """On an exception during fitting (NaN loss, SIGTERM or a first Ctrl-C, a bug), save ``last.ckpt``.
 
-    A NaN loss is detected before the optimizer step, so the saved weights are
-    the last finite ones. Weights that are already non-finite are not saved
-    over an earlier good ``last.ckpt``, and nothing is saved before training
-    started: until then the model holds weights that were neither loaded from
-    the run's checkpoint nor trained in it (a failed restore — a checkpoint of
-    another model size — must not be answered by writing the new, untrained
+    SIGTERM and a first Ctrl-C stop between two training calls, where the saved state resumes exactly. A
+    NaN loss is detected before the (last) optimizer step of its call, so the saved weights are the last
+    finite ones; weights that are already non-finite are not saved over an earlier good ``last.ckpt``.
+    A second Ctrl-C stops at once, wherever the step is: nothing is saved then, and the earlier
+    ``last.ckpt`` stays the one to continue from. Nothing is saved before training
+    started: until then the model holds weights that were neither loaded from the run's checkpoint nor trained in
+    it (a failed restore — a checkpoint of another model size — must not be answered by writing the new, untrained
     model over it).
     """
 
@@ -39,6 +40,9 @@ class SaveOnFailure(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.FITTING or not self.training:
+            return
+        if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C: mid-step, not a state to resume from
+            log.warning("stopped at once: %s is the one to continue from", self.path)
             return
         if isinstance(find_aelab_error(exception), DiskFullError):
             log.warning("the disk is full: not writing %s again (the earlier one is kept)", self.path)

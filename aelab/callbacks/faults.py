@@ -32,8 +32,10 @@ class FaultInjection(L.Callback):
         run_dir: str | Path | None = None,
         only_run: str | None = None,
         at_batch: int | None = None,
+        times: int = 1,
     ):
         super().__init__()
+        self.times, self.fired = max(1, int(times)), 0  # with at_batch: the signal before `times` batches in a row
         self.at_epoch = int(at_epoch)
         self.at_batch = None if at_batch is None else int(at_batch)  # mid-epoch: before training batch at_batch
         self.signal = getattr(signals, str(signal))
@@ -46,17 +48,19 @@ class FaultInjection(L.Callback):
         if self.at_batch is None:
             self._fire(trainer)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if self.at_batch is not None and batch_idx == self.at_batch:
+    def on_chunk_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        """Before training batch ``batch_idx`` of the epoch (called by the model's step, inside a chunk)."""
+        if self.at_batch is not None and self.at_batch <= batch_idx < self.at_batch + self.times:
             self._fire(trainer)
 
     def _fire(self, trainer: L.Trainer) -> None:
         if (
             not self.armed
             or trainer.current_epoch != self.at_epoch
-            or (self.marker is not None and self.marker.exists())
+            or (self.fired == 0 and self.marker is not None and self.marker.exists())
         ):
             return
-        if self.marker is not None:
+        if self.marker is not None and self.fired == 0:
             self.marker.write_text(f"{self.signal.name} at epoch {self.at_epoch}\n")
+        self.fired += 1
         os.kill(os.getpid(), self.signal)

@@ -1,4 +1,4 @@
-"""The progress bar, updated every few batches instead of every batch."""
+"""The progress bar, counting training batches and updated every few batches instead of every batch."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ from typing import Any
 
 from lightning.pytorch.callbacks import RichProgressBar
 
+from aelab.data.chunks import CHUNK
+
 
 class ProgressBar(RichProgressBar):
-    """Lightning's ``RichProgressBar`` whose training bar and metrics update every ``refresh_every`` batches.
+    """Lightning's ``RichProgressBar`` whose training bar counts batches and updates every ``refresh_every`` of them.
 
-    The bar redraws at most once a second (its refresh thread), yet the stock callback updates the
-    task and recomputes the progress-bar metrics after every batch: ~0.14 ms a step, 1-2 % of a small
-    MLP's step on a CPU. It also tells the model the same cadence, so the values it shows are
-    logged (a ``self.log`` each, ~0.3 ms) on those steps only (:meth:`ReconstructionModule.log_step`).
+    The training loader hands the model chunks of several batches per call (``steps_per_call``); the bar
+    counts batches all the same (its total is the epoch's batches, read from the loader). The bar redraws
+    at most once a second (its refresh thread), yet the stock callback updates the task and recomputes the
+    progress-bar metrics after every call: ~0.14 ms each. It also tells the model the same cadence, so the
+    value it shows is logged (a ``self.log``, ~0.3 ms) only before those updates (:mod:`aelab.models.step`).
     Other arguments are ``RichProgressBar``'s (``leave``, ``theme``, ``refresh_rate``).
     """
 
@@ -26,11 +29,28 @@ class ProgressBar(RichProgressBar):
         if self.is_enabled and hasattr(pl_module, "progress_every"):
             pl_module.progress_every = self.refresh_every
 
+    @property
+    def total_train_batches(self) -> int | float:
+        """The epoch's training batches (Lightning's count is of calls, each a chunk of batches)."""
+        batches = getattr(self.trainer.train_dataloader, "batches_per_epoch", None)
+        if batches is None:
+            return super().total_train_batches
+        if self.trainer.max_epochs == -1 and self.trainer.max_steps is not None and self.trainer.max_steps > 0:
+            return min(batches, self.trainer.max_steps - self.trainer.global_step)
+        return batches
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        last = batch_idx + 1 >= self.total_train_batches
-        # after the optimizer step: the model logged the shown value on the step before (its _progress_due)
-        if trainer.global_step % self.refresh_every == 0 or last or self.train_progress_bar_id is None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        info = batch.get(CHUNK) if isinstance(batch, dict) else None
+        done = batch_idx + 1 if info is None else info["first"] + len(info["sizes"])
+        before = done - (1 if info is None else len(info["sizes"]))
+        crossed = done // self.refresh_every != before // self.refresh_every
+        if not (crossed or done >= self.total_train_batches or self.train_progress_bar_id is None):
+            return
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()  # resumed mid-epoch
+        self._update(self.train_progress_bar_id, done)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
 
     def _get_train_description(self, current_epoch: int) -> str:
         """``Epoch k/n`` counted from 1, as aelab's figures and grids count (Lightning's bar says "Epoch 2/2" for the

@@ -18,14 +18,16 @@ class StepSeeding(L.Callback):
     then depends only on ``(seed, epoch, batch, rank)``, not on what drew
     random numbers before it (data loader start-up, evaluation, a restart).
     So a run resumed from an end-of-epoch checkpoint draws exactly the
-    numbers an uninterrupted run would have drawn.
+    numbers an uninterrupted run would have drawn, whatever ``steps_per_call``:
+    the model's training step calls :meth:`on_chunk_batch_start` before each
+    batch of a chunk, with the batch's index in the epoch.
     """
 
     def __init__(self, seed: int = 0):
         super().__init__()
         self.seed = int(seed)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+    def on_chunk_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         value = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         random.seed(value)
         np.random.seed(value)

@@ -50,6 +50,7 @@ class TrainOptions:
     ckpt_path: str | None = None
     trust_checkpoint: bool = False  # load checkpoints with full pickle (runs the code they hold)
     nonfinite_loss: Literal["stop", "skip"] = "stop"
+    steps_per_call: PositiveInt = 8
     test: bool = True
     test_ckpt: Literal["best", "last"] = "best"
     optimized_metric: str = "val/recon_loss"

@@ -1,28 +1,31 @@
 """The one tensor-backed LightningDataModule that every dataset derives from.
 
 A dataset (``aelab.data.sprites.Sprites``, ``aelab.data.sources.FashionMNIST``,
-a user's own) is a subclass that loads its official splits; the whole dataset lives in memory as a uint8 tensor ``[N, C, H, W]``; a batch
-is a slice of it (one gather, no per-item PIL transform, no worker processes).
+a user's own) is a subclass that loads its official splits; the whole dataset lives
+in memory as a uint8 tensor ``[N, C, H, W]``; a batch is a slice of it (one gather,
+no per-item PIL transform, no worker processes).
 Images become float pixels in [0, 1] after they reach the batch's device
 (``on_after_batch_transfer``), so a GPU run moves bytes, not floats.
 """
 
 from __future__ import annotations
 
-import logging
 import copy
+import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aelab.config.constraints import NonNegativeInt, PositiveInt, Probability
-from aelab.errors import ConfigError
-from aelab.data.seeds import step_seed
 from aelab.config.signatures import check_arguments
+from aelab.data.chunks import CHUNK, Chunk, batch_units, count_chunks, plan_chunks
+from aelab.data.seeds import step_seed
+from aelab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +52,13 @@ class Split:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def select(self, index: torch.Tensor) -> "Split":
+    def select(self, index: torch.Tensor) -> Split:
         """The rows ``index`` of this split, as a new split."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         if self.rows is not None:
-            return Split(self.images, self.labels[index], self.ids[index], pick(self.factors), pick(self.masks), self.rows[index])
+            return Split(
+                self.images, self.labels[index], self.ids[index], pick(self.factors), pick(self.masks), self.rows[index]
+            )
         return Split(self.images[index], self.labels[index], self.ids[index], pick(self.factors), pick(self.masks))
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
@@ -66,7 +71,7 @@ class Split:
         """All images of the split in memory."""
         return self.gather(torch.arange(len(self)))
 
-    def with_images(self, images: torch.Tensor) -> "Split":
+    def with_images(self, images: torch.Tensor) -> Split:
         """The same split with other (e.g. binarized) images, held in memory."""
         return Split(images, self.labels, self.ids, self.factors, self.masks)
 
@@ -76,7 +81,8 @@ VAL_ID_OFFSET = 20_000_000
 
 
 class TensorBatches(Dataset):
-    """A dataset whose items are whole batches: ``dataset[list_of_indices]`` gathers them."""
+    """A dataset whose items are whole batches: ``dataset[list_of_indices]`` gathers them; ``dataset[chunk]``
+    gathers the batches of a :class:`~aelab.data.chunks.Chunk` at once and says where they begin and end."""
 
     def __init__(self, split: Split):
         self.split = split
@@ -84,14 +90,17 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, indices) -> dict[str, torch.Tensor]:
+    def __getitem__(self, indices) -> dict:
         split = self.split
-        index = torch.as_tensor(indices, dtype=torch.long, device=split.labels.device)
+        chunk = indices if isinstance(indices, Chunk) else None
+        index = torch.as_tensor(chunk.indices if chunk else indices, dtype=torch.long, device=split.labels.device)
         batch = {"image": split.gather(index), "label": split.labels[index], "id": split.ids[index]}
         if split.factors is not None:
             batch["factors"] = split.factors[index]
         if split.masks is not None:
             batch["mask"] = split.masks[index]
+        if chunk is not None:
+            batch[CHUNK] = {"sizes": chunk.sizes, "first": chunk.first, "last": chunk.last}
         return batch
 
 
@@ -108,6 +117,11 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.load_state_dict(state)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Training batches in an epoch (the loader's length counts chunks of them)."""
+        return self.sampler.num_batches()
 
 
 class BatchIndexSampler(Sampler):
@@ -127,8 +141,17 @@ class BatchIndexSampler(Sampler):
     exactly once; a rank may get one batch fewer.
     """
 
-    def __init__(self, num_items: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, even: bool = True):
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        even: bool = True,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.num_items = num_items
@@ -190,12 +213,63 @@ class BatchIndexSampler(Sampler):
         return len(self._slices())
 
 
+class ChunkSampler(BatchIndexSampler):
+    """The training sampler: this rank's batches of an epoch (as :class:`BatchIndexSampler`), handed out
+    ``steps_per_call`` consecutive ones at a time as one :class:`~aelab.data.chunks.Chunk`.
+
+    ``limit`` keeps the epoch's first so many batches (``limit_train_batches``), and chunks end after
+    every ``every``-th batch (a validation inside the epoch): both set by :meth:`ImageDataModule.train_dataloader`
+    from the Trainer. The position (``yielded``, saved in checkpoints) counts batches, so a run stopped
+    between two chunks resumes at its next batch; a chunk is trained whole before the run stops there.
+    """
+
+    def __init__(self, *args, steps_per_call: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps_per_call = int(steps_per_call)
+        self.limit: int | None = None
+        self.every: int | None = None
+
+    def num_batches(self) -> int:
+        total = len(self._slices())
+        return total if self.limit is None else min(total, self.limit)
+
+    def state_dict(self) -> dict[str, int]:
+        return {**super().state_dict(), "steps_per_call": self.steps_per_call}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        batches, written_with = int(state["batches"]), int(state.get("steps_per_call", 1))
+        if written_with != self.steps_per_call and 0 < batches < self.num_batches():
+            raise ConfigError(
+                f"the checkpoint stopped inside an epoch with steps_per_call={written_with}, and this run has "
+                f"steps_per_call={self.steps_per_call}: continue with steps_per_call={written_with} (Lightning "
+                "counts an epoch's chunks, which must not change halfway)"
+            )
+        super().load_state_dict(state)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        order, slices, total = self._order(), self._slices(), self.num_batches()
+        skip = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            skip = min(self.resume_at[1], total)  # the batches of this epoch the checkpoint had already trained on
+        self.resume_at = None
+        self.yielded = skip
+        for start, stop in plan_chunks(skip, total, self.steps_per_call, self.every):
+            parts = [order[lo:hi] for lo, hi in slices[start:stop]]
+            self.yielded = stop
+            yield Chunk(torch.cat(parts).tolist(), [len(p) for p in parts], start, stop == total)
+
+    def __len__(self) -> int:
+        return count_chunks(self.num_batches(), self.steps_per_call, self.every)
+
+
 def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     """Binarize images once: pixel → 255 with probability pixel/255 (uint8) or value (float), using ``seed``."""
     generator = torch.Generator().manual_seed(int(seed))
-    probs = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float().clamp(0, 1)  # a new tensor either way
+    # a new tensor either way
+    probs = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float().clamp(0, 1)
     noise = torch.rand(probs.shape, generator=generator)
-    return torch.lt(noise, probs).view(torch.uint8).mul_(255)  # in place: 0.42 → 0.30 s for 55,000 images, the same values
+    # in place: 0.42 → 0.30 s for 55,000 images, the same values
+    return torch.lt(noise, probs).view(torch.uint8).mul_(255)
 
 
 @dataclass
@@ -279,6 +353,8 @@ class ImageDataModule(L.LightningDataModule):
     normal_label: int | None = None
     #: whether the test split has per-pixel anomaly masks
     has_masks: bool = False
+    #: training batches per Lightning call (the ``steps_per_call`` option; set by aelab-train)
+    steps_per_call: int = 1
 
     def __init__(
         self,
@@ -375,18 +451,30 @@ class ImageDataModule(L.LightningDataModule):
         self._check_normal_class(self.class_names)
         self.factor_names = list(data.factor_names)
         self.origin = data.origin
+
         def rows(name: str, n: int) -> torch.Tensor | None:  # the rows of a memory-mapped array this split holds
             given = getattr(data, f"{name}_rows")
             return None if not data.mapped else given if given is not None else torch.arange(n)
 
         n_train, n_test = len(data.train_labels), len(data.test_labels)
-        pool = Split(data.train_images, data.train_labels, torch.arange(n_train), data.train_factors, rows=rows("train", n_train))
-        test = Split(data.test_images, data.test_labels, TEST_ID_OFFSET + torch.arange(n_test), data.test_factors,
-                     data.test_masks, rows=rows("test", n_test))
+        pool = Split(
+            data.train_images, data.train_labels, torch.arange(n_train), data.train_factors, rows=rows("train", n_train)
+        )
+        test = Split(
+            data.test_images,
+            data.test_labels,
+            TEST_ID_OFFSET + torch.arange(n_test),
+            data.test_factors,
+            data.test_masks,
+            rows=rows("test", n_test),
+        )
         generator = torch.Generator().manual_seed(self.seed)
         if data.val_images is not None:  # the dataset has its own validation split
             n_val = len(data.val_labels)
-            val, train = Split(data.val_images, data.val_labels, VAL_ID_OFFSET + torch.arange(n_val), rows=rows("val", n_val)), pool
+            val, train = (
+                Split(data.val_images, data.val_labels, VAL_ID_OFFSET + torch.arange(n_val), rows=rows("val", n_val)),
+                pool,
+            )
         else:
             val_size = max(1, round(self.val_fraction * len(pool))) if self.val_fraction is not None else self.val_size
             if len(pool) < 2:  # nothing to split: no val_size can help
@@ -394,7 +482,11 @@ class ImageDataModule(L.LightningDataModule):
                                   "too few to hold out a validation image and still train on one; add images "
                                   "(at least 2 must remain for training and validation)")
             if not 0 < val_size < len(pool):
-                what = f"data.val_fraction={self.val_fraction} gives {val_size} images" if self.val_fraction is not None else f"got {val_size}"
+                what = (
+                    f"data.val_fraction={self.val_fraction} gives {val_size} images"
+                    if self.val_fraction is not None
+                    else f"got {val_size}"
+                )
                 raise ConfigError(f"data.val_size must lie between 1 and {len(pool) - 1} for {self.name} ({what})")
             order = torch.randperm(len(pool), generator=generator)
             val, train = pool.select(order[:val_size]), pool.select(order[val_size:])
@@ -411,11 +503,13 @@ class ImageDataModule(L.LightningDataModule):
             for offset, name in enumerate(("train", "val", "test")):
                 if name == "train" and self.binarize == "dynamic":
                     continue
-                splits[name] = splits[name].with_images(binarize_fixed(splits[name].materialized(), self.seed + 101 + offset))
+                splits[name] = splits[name].with_images(
+                    binarize_fixed(splits[name].materialized(), self.seed + 101 + offset)
+                )
         self.splits = splits
         log.info("%s", self.describe())
 
-    def all_classes(self) -> "ImageDataModule":
+    def all_classes(self) -> ImageDataModule:
         """The same dataset without the one-class restriction (labelled training images of every class)."""
         if self.normal_class is None:
             return self
@@ -427,9 +521,15 @@ class ImageDataModule(L.LightningDataModule):
     def info(self) -> dict:
         """What the dataset is, for ``metrics.json`` and the loggers: name, source, split sizes, shape, cache."""
         data = self._data()
-        out = {"name": self.name, "origin": self.origin or data.origin, "shape": list(self.dims),
-               "dtype": str(data.train_images.dtype).replace("torch.", ""), "classes": len(self.class_names or data.class_names),
-               "memory_mapped": bool(data.mapped), **data.info}
+        out = {
+            "name": self.name,
+            "origin": self.origin or data.origin,
+            "shape": list(self.dims),
+            "dtype": str(data.train_images.dtype).replace("torch.", ""),
+            "classes": len(self.class_names or data.class_names),
+            "memory_mapped": bool(data.mapped),
+            **data.info,
+        }
         if self.splits:
             out["sizes"] = {k: len(v) for k, v in self.splits.items()}
         return out
@@ -441,7 +541,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def describe(self) -> str:
         """One line: dataset, split sizes and image shape."""
-        sizes = " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test")) if self.splits else "not set up"
+        sizes = (
+            " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test")) if self.splits else "not set up"
+        )
         extra = f", normal class {self.normal_class}" if self.normal_class is not None else ""
         extra += f", binarize={self.binarize}" if self.binarize != "none" else ""
         shape = "x".join(str(s) for s in self.dims)
@@ -455,32 +557,65 @@ class ImageDataModule(L.LightningDataModule):
             return 0, 1
         return int(trainer.global_rank), int(trainer.world_size)
 
-    def _loader(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False,
-                shard: bool = False, even: bool = False, keep_on_device: bool = True) -> DataLoader:
+    def _loader(self, split: Split, batch_size: int, shard: bool = False, keep_on_device: bool = True) -> DataLoader:
+        """Evaluation batches of ``split`` in order (every image once; with ``shard``, this rank's share)."""
         rank, world = self._ranks() if shard else (0, 1)
-        sampler = BatchIndexSampler(len(split), batch_size, shuffle, drop_last, seed=self.seed, rank=rank, world_size=world, even=even)
-        loader = ResumableLoader if even else DataLoader  # training (even) resumes mid-epoch; evaluation always starts over
-        return loader(TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0)
+        sampler = BatchIndexSampler(
+            len(split), batch_size, False, False, seed=self.seed, rank=rank, world_size=world, even=False
+        )
+        return DataLoader(
+            TensorBatches(self._placed(split, keep_on_device)), batch_size=None, sampler=sampler, num_workers=0
+        )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["train"], self.batch_size, self.shuffle, self.drop_last, shard=True, even=True)
+        """Chunks of ``steps_per_call`` consecutive training batches (see :mod:`aelab.data.chunks`)."""
+        size = int(self.steps_per_call)
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
+        if size > 1 and module is not None and not getattr(module, "trains_chunks", False):
+            raise ConfigError(
+                f"steps_per_call={size} hands {type(module).__name__} chunks of {size} batches, and its "
+                "training_step takes one batch: use steps_per_call=1 with it"
+            )
+        rank, world = self._ranks()
+        split = self.splits["train"]
+        sampler = ChunkSampler(
+            len(split),
+            self.batch_size,
+            self.shuffle,
+            self.drop_last,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            even=True,
+            steps_per_call=size,
+        )
+        if trainer is not None:
+            sampler.limit, sampler.every = batch_units(trainer, sampler.num_batches(), size)
+        return ResumableLoader(TensorBatches(self._placed(split)), batch_size=None, sampler=sampler, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["val"], self.eval_batch_size, False, shard=True)
+        return self._loader(self.splits["val"], self.eval_batch_size, shard=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["test"], self.eval_batch_size, False, shard=True)
+        return self._loader(self.splits["test"], self.eval_batch_size, shard=True)
 
     def _placed(self, split: Split, keep: bool = True) -> Split:
         """``split`` on the device that trains, when ``data.device`` says so (copied once when ``keep``)."""
         device = self._data_device()
-        if device is None or split.images.device == device or split.rows is not None:  # a memory map stays in host memory
+        if device is None or split.images.device == device or split.rows is not None:  # (a memory map stays in RAM)
             return split
         key = id(split)
         if key in self._on_device:
             return self._on_device[key][1]
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        moved = Split(split.images.to(device), split.labels.to(device), split.ids.to(device), move(split.factors), move(split.masks))
+        moved = Split(
+            split.images.to(device),
+            split.labels.to(device),
+            split.ids.to(device),
+            move(split.factors),
+            move(split.masks),
+        )
         if keep:
             self._on_device[key] = (split, moved)  # holding the original keeps its id unique
         return moved
@@ -500,10 +635,15 @@ class ImageDataModule(L.LightningDataModule):
             split = split.select(torch.arange(int(limit)))
         if name == "train" and self.binarize == "dynamic":
             split = split.with_images(binarize_fixed(split.materialized(), self.seed + 100))
-        return self._loader(split, batch_size or self.eval_batch_size, False, keep_on_device=False)
+        return self._loader(split, batch_size or self.eval_batch_size, keep_on_device=False)
 
-    def batches(self, split: str, limit: int | None = None, device: torch.device | str | None = None,
-                batch_size: int | None = None) -> Iterator[dict]:
+    def batches(
+        self,
+        split: str,
+        limit: int | None = None,
+        device: torch.device | str | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[dict]:
         """The first ``limit`` images of ``split`` in order, as float batches on ``device``.
 
         The one path by which evaluations, callbacks and analysis get images:
@@ -526,18 +666,25 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """uint8 → float pixels in [0, 1] on the batch's device; dynamic binarization in training.
 
-        The binarization of a training batch draws from a generator seeded by
-        ``(seed, epoch, batch, rank)``, so a resumed run binarizes like an
-        uninterrupted one.
+        An aelab model's training chunk stays as it is: its batches become float, and are binarized,
+        one at a time in the training step (:func:`aelab.data.chunks.split_chunk`). The binarization
+        of a training batch draws from a generator seeded by ``(seed, epoch, batch, rank)``, so a
+        resumed run binarizes like an uninterrupted one, whatever ``steps_per_call``.
         """
-        trainer = self.trainer
-        training = trainer is not None and trainer.training
-        if not (training and self.binarize == "dynamic"):
+        info = batch.get(CHUNK)
+        if info is None:
             return to_float_batch(batch)
-        batch_number = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        seed = step_seed(self.seed + 7, trainer.current_epoch, batch_number, trainer.global_rank)
-        generator = torch.Generator(device=batch["image"].device).manual_seed(seed)
-        return to_float_batch(batch, dynamic_binarize=True, generator=generator)
+        trainer = self.trainer
+        seeds = None
+        if self.binarize == "dynamic":
+            epoch, rank = (trainer.current_epoch, trainer.global_rank) if trainer is not None else (0, 0)
+            seeds = [step_seed(self.seed + 7, epoch, info["first"] + i, rank) for i in range(len(info["sizes"]))]
+        module = trainer.lightning_module if trainer is not None else None
+        if getattr(module, "trains_chunks", False):
+            return {**batch, CHUNK: {**info, "binarize_seeds": seeds}}
+        # another LightningModule (one batch a call, checked in train_dataloader): a float batch, as ever
+        generator = None if seeds is None else torch.Generator(device=batch["image"].device).manual_seed(seeds[0])
+        return to_float_batch(batch, dynamic_binarize=seeds is not None, generator=generator)
 
 
 def to_float_batch(batch: dict, dynamic_binarize: bool = False, generator: torch.Generator | None = None) -> dict:

@@ -157,27 +157,23 @@ class Autoencoder(ReconstructionModule):
     def _activate(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(code, decoder output before the output activation)``."""
+    def code(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"z": the encoder's code}`` (and the max-pooling switches a max-unpooling decoder reads)."""
         if getattr(self.decoder, "uses_indices", False):
             z, indices = self.encoder.forward_with_indices(x)
-            return z, self.decoder(z, indices)
-        z = self.encoder(x)
-        return z, self.decoder(z)
+            return {"z": z, "pool_indices": indices}
+        return {"z": self.encoder(x)}
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+    def decoder_output(self, code: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "pool_indices" in code:
+            return self.decoder(code["z"], code["pool_indices"])
+        return self.decoder(code["z"])
+
+    def mean_image(self, out: torch.Tensor) -> torch.Tensor:
+        return self._activate(out)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self._activate(self.decoder(z)).clamp(0, 1)
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self._activate(self(x)[1])
-
-    @torch.no_grad()
-    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z, out = self(x)
-        return z, self._activate(out).clamp(0, 1)
+        return super().decode(z).clamp(0, 1)
 
     def _recon_loss(self, out: torch.Tensor, x: torch.Tensor, reduce: bool = True) -> torch.Tensor:
         if self.loss_name == "bce":
@@ -188,36 +184,25 @@ class Autoencoder(ReconstructionModule):
         return per_image.mean() if reduce else per_image
 
     # ------------------------------------------------------------ training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x = batch["image"]
-        x_in = self.noise(x)
+    def objective(self, x: torch.Tensor, x_in: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reconstruction loss of ``x`` from ``x_in``, plus the configured penalties on the code."""
         if self.contraction is not None:
             x_in = x_in.detach().requires_grad_(True)
-        z, out = self(x_in)
-        recon = self._recon_loss(out, x)
-        loss = recon
-        values = {"train/recon_loss": recon}
-        if self.sparsity is not None:
-            values["train/sparse_penalty"] = penalty = self.sparsity(z)
-            loss = loss + penalty
-        if self.contraction is not None:
-            values["train/contractive_penalty"] = penalty = self.contraction(x_in, z)
-            loss = loss + penalty
-        if self.mmd is not None:
-            values["train/mmd_penalty"] = penalty = self.mmd(z)
-            loss = loss + penalty
-        if not self.check_finite(loss):
-            return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
+        out = self(x_in)
+        z = out["z"]
+        recon = self._recon_loss(out["out"], x)
+        loss, values = recon, {"recon_loss": recon}
+        for name, penalty in (("sparse", self.sparsity), ("contractive", self.contraction), ("mmd", self.mmd)):
+            if penalty is not None:
+                values[f"{name}_penalty"] = term = penalty(x_in, z) if name == "contractive" else penalty(z)
+                loss = loss + term
         if loss is not recon:
-            values["train/loss"] = loss
-        n = x.shape[0]
-        self.log_step(values, n, prog_bar="train/recon_loss")
-        self.accumulate_epoch({"train/recon_loss_epoch": recon}, n)
-        return loss
+            values["loss"] = loss
+        return loss, values
 
     def per_sample_metrics(self, x: torch.Tensor, generator: torch.Generator | None):
         x_in = self.noise(x, generator)
-        _, out = self(x_in)
+        out = self(x_in)["out"]
         metrics = {"recon_loss": self._recon_loss(out, x, reduce=False)}
         x_hat = self._activate(out)
         if self.loss_name != "mse":

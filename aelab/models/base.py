@@ -2,11 +2,16 @@
 
 A model defines
 
+* ``code(x)`` — its code path, the one hook: what the encoder side makes of images ``x``, a dict whose
+  ``"z"`` is the code the decoder reads. ``forward``, ``encode``, ``reconstruct``, ``infer``, the
+  training objective, ``per_sample_metrics`` and every evaluation go through it (a model changing its
+  code — a top-k sparse code, a quantised one — overrides this alone);
+* ``decoder_output(code)`` and ``mean_image(out)`` — the decoder side;
+* ``objective(x, x_in)`` → ``(loss, values to log)``: the training step itself is the base class's
+  (:mod:`aelab.models.step`);
 * ``per_sample_metrics(x, generator)`` → ``(metrics, x_corrupted, x_hat)`` with
   one value per image for each metric (the validation/test quantities),
-* ``training_step``,
 * ``gap_keys`` — which metrics enter the overfitting gap and their sign,
-* ``encode`` / ``decode`` / ``reconstruct`` for evaluations and image grids,
 * ``metric_info()`` — what each logged metric means (direction, label, summary, table column),
 * ``features`` — what it offers beyond reconstruction (``elbo``, ``prior``, ``iwae``),
   which evaluation tasks ask for,
@@ -18,11 +23,9 @@ every evaluation, so their numbers repeat from epoch to epoch and run to run.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
@@ -30,8 +33,8 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from aelab.data.batches import map_batches
 from aelab.data.noise import Corruption, NoCorruption
-from aelab.errors import NonFiniteLossError
 from aelab.metric_info import MetricInfo, stage_metrics
+from aelab.models.step import TrainingStep, refuse_moved_overrides
 
 
 def _ssim_kernel(height: int, width: int) -> int:
@@ -39,13 +42,11 @@ def _ssim_kernel(height: int, width: int) -> int:
     return k if k % 2 else k - 1
 
 
-class ReconstructionModule(L.LightningModule):
+class ReconstructionModule(TrainingStep):
     """Base LightningModule of the autoencoder family (see module docstring)."""
 
     #: per-sample metric name → +1 if gap = val − train, −1 if gap = train − val
     gap_keys: dict[str, int] = {"recon_loss": 1}
-    #: metric that names the model's own objective in tables
-    objective_key = "recon_loss"
     #: what ``recon_loss`` measures, for labels
     recon_label = "reconstruction MSE"
     #: how much each latent dimension is used (a VAE's mean KL per dimension, nats); empty: no such measure
@@ -64,6 +65,7 @@ class ReconstructionModule(L.LightningModule):
         val_ssim: bool = False,
     ):
         super().__init__()
+        refuse_moved_overrides(type(self), ReconstructionModule)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.noise = noise if noise is not None else NoCorruption()
         self.optimizer_factory = optimizer
@@ -89,18 +91,41 @@ class ReconstructionModule(L.LightningModule):
                 }
             )
 
-    # ------------------------------------------------------------ interface
+    # ------------------------------------------------------------ the code path: one hook
+    def code(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The code path, the model's one hook: what its encoder side makes of images ``x``.
+
+        ``"z"`` is the code the decoder reads (and :meth:`encode` returns: the mean code for VAEs); other
+        entries are what the objective needs (a VAE's ``mu`` and ``logvar``, a VQ-VAE's ``indices``).
+        Training, :meth:`forward`, :meth:`encode`, :meth:`reconstruct`, :meth:`infer` and every evaluation
+        call it; override it (calling ``super().code(x)``) to change the code everywhere at once.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define code(x)")
+
+    def decoder_output(self, code: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The decoder's output for a code from :meth:`code` (before :meth:`mean_image`)."""
+        raise NotImplementedError(f"{type(self).__name__} must define decoder_output(code)")
+
+    def mean_image(self, out: torch.Tensor) -> torch.Tensor:
+        """Images from decoder outputs (the output activation; for VAEs the mean of p(x|z))."""
+        raise NotImplementedError(f"{type(self).__name__} must define mean_image(out)")
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One pass through the code path: :meth:`code`'s entries and the decoder's output ``"out"``."""
+        code = self.code(x)
+        return {**code, "out": self.decoder_output(code)}
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code of images ``x`` (the mean code for VAEs)."""
-        raise NotImplementedError
+        """The code of images ``x`` (the mean code for VAEs): :meth:`code`'s ``"z"``."""
+        return self.code(x)["z"]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] decoded from codes ``z``."""
-        raise NotImplementedError
+        return self.mean_image(self.decoder_output({"z": z}))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction in [0, 1] of (possibly corrupted) images ``x``."""
-        raise NotImplementedError
+        """Reconstruction of (possibly corrupted) images ``x``, through the code path."""
+        return self.mean_image(self(x)["out"])
 
     def per_sample_metrics(
         self, x: torch.Tensor, generator: torch.Generator | None
@@ -143,7 +168,8 @@ class ReconstructionModule(L.LightningModule):
     @torch.no_grad()
     def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(codes, reconstructions in [0, 1])`` of ``x`` in one pass (what prediction needs)."""
-        return self.encode(x), self.reconstruct(x).clamp(0, 1)
+        out = self(x)
+        return out["z"], self.mean_image(out["out"]).clamp(0, 1)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batches: Iterable[dict] | None = None) -> torch.Tensor:
@@ -299,123 +325,13 @@ class ReconstructionModule(L.LightningModule):
             out["__n"] = float(next(iter(values.values())).numel())
         return out
 
-    # ------------------------------------------------------------ training
-    #: steps between the progress bar's updates (set by ProgressBar; None: no bar, log on the loggers' steps only)
-    progress_every: int | None = None
-
-    def _step_log_due(self) -> bool:
-        """Whether this training step's values reach anyone: a logger writes this step, or the progress bar
-        updates after it. Each ``self.log`` costs Lightning about 0.3 ms, 3-5 % of a small model's step when
-        paid every step."""
-        return self._logger_due() or self._progress_due()
-
-    def _logger_due(self) -> bool:
-        """Lightning's ``log_every_n_steps`` rule for this step (always, outside a Trainer)."""
-        trainer = self._trainer
-        return trainer is None or (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0
-
-    def _progress_due(self) -> bool:
-        """The progress bar updates after this step (its rule in :class:`aelab.callbacks.ProgressBar`, one step "
-        "later)."""
-        return bool(self.progress_every) and (self.global_step + 1) % self.progress_every == 0
-
-    def log_step(self, values: dict[str, Any], batch_size: int, prog_bar: str | None = None) -> None:
-        """Per-step training values, logged on the steps where they are written or shown (:meth:`_step_log_due`)."""
-        if not self._logger_due():  # a bar-only step: only the value the bar shows
-            values = {prog_bar: values[prog_bar]} if prog_bar in values and self._progress_due() else {}
-        for key, value in values.items():
-            self.log(key, value, on_step=True, on_epoch=False, prog_bar=key == prog_bar, batch_size=batch_size)
-
-    def accumulate_epoch(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Add training values to the epoch's running means (logged once, at the end of the epoch, synced across "
-        "ranks)."""
-        sums = self.__dict__.setdefault("_epoch_sums", {})
-        for key, value in values.items():
-            total, count = sums.get(key, (0.0, 0))
-            sums[key] = (total + value.detach().double() * batch_size, count + batch_size)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A mid-epoch checkpoint keeps the epoch's running sums: the resumed epoch's means cover all its batches."""
-        sums = self.__dict__.get("_epoch_sums")
-        sampler = (
-            getattr(getattr(self._trainer, "train_dataloader", None), "sampler", None)
-            if self._trainer is not None
-            else None
-        )
-        mid_epoch = sampler is not None and hasattr(sampler, "yielded") and 0 < sampler.yielded < len(sampler)
-        if sums and mid_epoch:  # (an end-of-epoch checkpoint resumes with a fresh epoch)
-            checkpoint["aelab_epoch_sums"] = {k: (float(t), int(c)) for k, (t, c) in sums.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        sums = checkpoint.get("aelab_epoch_sums")
-        if sums:
-            self.__dict__["_epoch_sums"] = {k: (torch.tensor(t, dtype=torch.float64), c) for k, (t, c) in sums.items()}
-
-    def on_train_epoch_end(self) -> None:
-        for key, (total, count) in self.__dict__.pop("_epoch_sums", {}).items():
-            stats = torch.stack(
-                [
-                    torch.as_tensor(total, dtype=torch.float64, device=self.device),
-                    torch.tensor(float(count), dtype=torch.float64, device=self.device),
-                ]
-            )
-            if self._trainer is not None and self.trainer.world_size > 1:
-                stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-            self.log(key, (stats[0] / stats[1]).float(), on_step=False, on_epoch=True)
-
-    #: what a NaN/inf training loss does: ``stop`` (raise) or ``skip`` (drop the batch); set by aelab-train
-    nonfinite_loss: str = "stop"
-    #: with ``skip``: stop anyway after this many non-finite batches in a row
-    max_skipped_in_a_row: int = 100
-    skipped_batches: int = 0
-    _skipped_in_a_row: int = 0
-
-    def check_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite (agreed across DDP ranks); if not, stop with a clear message or, with
-        ``nonfinite_loss="skip"``, return False so the training step skips the batch."""
-        finite = bool(torch.isfinite(loss).all())
-        if self._trainer is not None and self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
-            self._skipped_in_a_row = 0
-            return True
-        if self.nonfinite_loss == "skip":
-            self._skipped_in_a_row += 1
-            self.skipped_batches += 1
-            if self._skipped_in_a_row < self.max_skipped_in_a_row:
-                self.log(
-                    "train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False, reduce_fx="max"
-                )
-                return False
-        if not finite:
-            value = float(loss.detach().float().cpu()) if loss.numel() == 1 else math.nan
-            lr = (
-                self.trainer.optimizers[0].param_groups[0]["lr"]
-                if self._trainer is not None and self.trainer.optimizers
-                else float("nan")
-            )
-            raise NonFiniteLossError(
-                f"the training loss became {value} at epoch {self.current_epoch}, step {self.global_step} "
-                f"(learning rate {lr:g}). The weights from before this step are saved as checkpoints/last.ckpt. "
-                "Try a lower model.optimizer.lr or gradient clipping (trainer.gradient_clip_val=1.0)"
-                + (
-                    f"; {self._skipped_in_a_row} batches in a row were skipped (nonfinite_loss=skip)."
-                    if self.nonfinite_loss == "skip"
-                    else ", or nonfinite_loss=skip to drop such batches."
-                )
-            )
-        return True
-
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
         optimizer = factory(params=self.parameters()) if self.optimizer_factory else factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"},
-        }
+        scheduler = self.scheduler_factory(optimizer=optimizer)  # a ReduceLROnPlateau monitors scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def num_parameters(self) -> int:
         """Trainable parameter count."""

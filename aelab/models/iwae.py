@@ -56,12 +56,12 @@ class IWAE(VAE):
         terms["iwae_bound"] = torch.logsumexp(log_w, dim=0) - math.log(self.train_samples)
         return terms
 
-    def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    def per_image_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-image ``−L_k`` (β, warm-up and free bits do not apply to the bound)."""
         return -terms["iwae_bound"]
 
     def step_values(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"train/iwae_bound": terms["iwae_bound"].mean()}
+        return {"iwae_bound": terms["iwae_bound"].mean()}
 
     def extra_metrics(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"iwae_bound": terms["iwae_bound"]}

@@ -118,13 +118,13 @@ class BetaTCVAE(VAE):
         """The warm-up factor alone (α, β, γ weigh the three terms)."""
         return 1.0 if self.kl_warmup_steps <= 0 else min(1.0, self.global_step / self.kl_warmup_steps)
 
-    def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    def per_image_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return terms["recon"] + self.kl_weight() * (
             self.alpha * terms["mi"] + self.beta * terms["tc"] + self.gamma * terms["dwkl"]
         )
 
     def step_values(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {f"train/{k}": terms[k].mean() for k in ("mi", "tc", "dwkl")}
+        return {k: terms[k].mean() for k in ("mi", "tc", "dwkl")}
 
     def extra_metrics(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"tc": terms["tc"]}

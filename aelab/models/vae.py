@@ -154,13 +154,18 @@ class VAE(ReconstructionModule):
 
     # ------------------------------------------------------------ the net
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log variance of q(z|x)."""
-        h = self.encoder(x)
-        mu, logvar = h.chunk(2, dim=1)
-        return mu, logvar.clamp(-30.0, 20.0)
+        """Mean and log variance of q(z|x) (through :meth:`code`)."""
+        code = self.code(x)
+        return code["mu"], code["logvar"]
 
-    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def code(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """q(z|x): ``mu`` and ``logvar``, and ``z`` = the mean code (what :meth:`encode` gives and reconstructions
+        decode; training decodes samples)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return {"z": mu, "mu": mu, "logvar": logvar.clamp(-30.0, 20.0)}
+
+    def decoder_output(self, code: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.decoder(code["z"])
 
     def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per image (summed over pixels), from decoder outputs ``out``."""
@@ -178,20 +183,6 @@ class VAE(ReconstructionModule):
     def mean_image(self, out: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z): pixel probabilities (Bernoulli) or means (Gaussian)."""
         return torch.sigmoid(out)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.posterior(x)[0]
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mean_image(self.decoder_output(z))
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-    @torch.no_grad()
-    def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu = self.encode(x)
-        return mu, self.decode(mu).clamp(0, 1)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images decoded from z ~ N(0, I) (the mean of p(x|z))."""
@@ -231,7 +222,7 @@ class VAE(ReconstructionModule):
         mu, logvar = self.posterior(x_in)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + (0.5 * logvar).exp() * eps
-        out = self.decoder_output(z)
+        out = self.decoder_output({"z": z})
         recon = -self.log_likelihood(out, x)
         kl_dims = kl_to_standard_normal(mu, logvar)
         return {
@@ -250,7 +241,7 @@ class VAE(ReconstructionModule):
             return self.beta
         return self.beta * min(1.0, self.global_step / self.kl_warmup_steps)
 
-    def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    def per_image_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-image training objective: −log p(x|z) + β·w(t)·Σ_j max(KL_j, free_bits)."""
         kl = terms["kl_dims"].clamp(min=self.free_bits).sum(1) if self.free_bits > 0 else terms["kl"]
         return terms["recon"] + self.kl_weight() * kl
@@ -264,35 +255,30 @@ class VAE(ReconstructionModule):
                     "likelihoods comparable with published numbers; set data.binarize=dynamic for those"
                 )
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x = batch["image"]
+    def objective(self, x: torch.Tensor, x_in: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean per-image objective (:meth:`per_image_objective`) on a one-sample ELBO of ``x`` from ``x_in``."""
         self._warn_grayscale(x)
-        terms = self.terms(self.noise(x), x)
-        loss = self.objective(terms).mean()
-        if not self.check_finite(loss):
-            return None  # nonfinite_loss=skip: no backward, no optimizer step for this batch
-        n = x.shape[0]
-        if self._step_log_due():
-            values = {
-                "train/loss": loss,
-                "train/elbo": terms["elbo"].mean(),
-                "train/recon": terms["recon"].mean(),
-                "train/kl": terms["kl"].mean(),
-                "train/kl_weight": self.kl_weight(),
-            }
+        terms = self.terms(x_in, x)
+        loss = self.per_image_objective(terms).mean()
+        values = {"loss": loss}
+        if self.logging_step:  # the rest only where it is written or shown
+            values.update(
+                elbo=terms["elbo"].mean(),
+                recon=terms["recon"].mean(),
+                kl=terms["kl"].mean(),
+                kl_weight=self.kl_weight(),
+            )
             if self.log_sigma.requires_grad:
-                values["train/sigma"] = self.log_sigma.exp()
+                values["sigma"] = self.log_sigma.exp()
             values.update(self.step_values(terms))
-            self.log_step(values, n, prog_bar="train/loss")
-        self.accumulate_epoch({"train/loss_epoch": loss}, n)
-        return loss
+        return loss, values
 
     def per_sample_metrics(self, x: torch.Tensor, generator: torch.Generator | None):
         x_in = self.noise(x, generator)
         terms = self.terms(x_in, x, generator)
         x_hat = self.decode(terms["mu"])
         metrics = {
-            "loss": self.objective(terms),
+            "loss": self.per_image_objective(terms),
             "elbo": terms["elbo"],
             "recon": terms["recon"],
             "kl": terms["kl"],
@@ -303,7 +289,8 @@ class VAE(ReconstructionModule):
         return metrics, x_in, x_hat
 
     def step_values(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Objective-specific training values logged beside the ELBO terms (none for the VAE)."""
+        """Objective-specific training values logged beside the ELBO terms, names without ``train/`` (none for the
+        VAE)."""
         return {}
 
     def extra_metrics(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -358,7 +345,7 @@ class VAE(ReconstructionModule):
             kc = min(per_pass, k - start)
             eps = torch.randn((kc, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + std * eps  # [kc, B, D]
-            out = self.decoder_output(z.reshape(-1, self.latent)).reshape(kc, x.shape[0], *x.shape[1:])
+            out = self.decoder_output({"z": z.reshape(-1, self.latent)}).reshape(kc, x.shape[0], *x.shape[1:])
             log_px_z = self.log_likelihood(out, x.unsqueeze(0))
             log_pz = gaussian_log_density(z)
             log_qz = gaussian_log_density(z, mu, logvar)

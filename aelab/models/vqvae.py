@@ -39,8 +39,12 @@ from aelab.models.autoencoder import Autoencoder
 from aelab.models.vae import VectorMean
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _distributed():
         dist.all_reduce(t)
     return t
 
@@ -84,40 +88,51 @@ class VectorQuantizer(nn.Module):
         return z_q, indices.view(z_e.shape[:-1]), commitment
 
     @torch.no_grad()
-    def update(self, z_e: torch.Tensor, indices: torch.Tensor) -> None:
-        """One EMA step of the codebook towards the outputs ``z_e`` assigned to each entry; restart dead entries."""
-        flat = z_e.detach().reshape(-1, self.dim).float()
-        idx = indices.reshape(-1)
-        if not bool(self.initialized):  # first batch: entries start at random encoder outputs
-            self._restart(torch.arange(self.size, device=flat.device), flat)
-            self.initialized.fill_(True)
-            self.embed_sum.copy_(self.embedding)
-            return
-        one_hot = F.one_hot(idx, self.size).float()
-        counts = _all_reduce(one_hot.sum(0))
-        sums = _all_reduce(one_hot.T @ flat)
-        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        n = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (n + self.size * self.eps) * n  # Laplace smoothing
-        self.embedding.copy_(self.embed_sum / smoothed[:, None])
-        self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
-        if self.dead_code_steps <= 0:
-            return
-        dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
-        if len(dead):
-            self._restart(dead, flat)
-            usage = counts.sum() / self.size  # a restarted entry starts with the average usage
-            self.cluster_size[dead] = usage
-            self.embed_sum[dead] = self.embedding[dead] * usage
-            self.steps_unused[dead] = 0
-            self.restarts += len(dead)
+    def update(self, z_e: torch.Tensor, indices: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """One EMA step of the codebook towards the outputs ``z_e`` assigned to each entry; restart dead entries.
 
-    def _restart(self, entries: torch.Tensor, flat: torch.Tensor) -> None:
-        pick = torch.randint(len(flat), (len(entries),), device=flat.device)
-        self.embedding[entries] = flat[pick] + 1e-3 * torch.randn(len(entries), self.dim, device=flat.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.broadcast(self.embedding, 0)
+        Without a read back to the host: the first batch, the restarts and ``valid`` (a step whose loss is not
+        finite changes nothing) are masks on the device. Across DDP ranks one all-reduce carries the counts,
+        the sums and rank 0's restart candidates, so every rank keeps the same codebook.
+        """
+        with torch.autocast(z_e.device.type, enabled=False):  # the codebook's sums in float32 under mixed precision
+            self._update(z_e.detach().reshape(-1, self.dim).float(), indices.reshape(-1), valid)
+
+    def _update(self, flat: torch.Tensor, indices: torch.Tensor, valid: torch.Tensor | None) -> None:
+        one_hot = F.one_hot(indices, self.size).float()
+        pick = torch.randint(len(flat), (self.size,), device=flat.device)
+        candidates = flat[pick] + 1e-3 * torch.randn(self.size, self.dim, device=flat.device)  # restart values
+        if _distributed():
+            candidates = candidates * float(dist.get_rank() == 0)  # rank 0's candidates, summed with zeros
+        packed = _all_reduce(torch.cat([one_hot.sum(0)[:, None], one_hot.T @ flat, candidates], dim=1))
+        counts, sums, candidates = packed[:, 0], packed[:, 1 : 1 + self.dim], packed[:, 1 + self.dim :]
+        ok = torch.ones((), dtype=torch.bool, device=flat.device) if valid is None else valid.reshape(())
+        first = ~self.initialized  # the first batch: entries start at random encoder outputs
+        cluster_size = self.cluster_size * self.decay + counts * (1 - self.decay)
+        embed_sum = self.embed_sum * self.decay + sums * (1 - self.decay)
+        n = cluster_size.sum()
+        smoothed = (cluster_size + self.eps) / (n + self.size * self.eps) * n  # Laplace smoothing
+        embedding = embed_sum / smoothed[:, None]
+        steps_unused = (self.steps_unused + 1) * (counts == 0)
+        dead = (steps_unused >= max(1, self.dead_code_steps)) & (self.dead_code_steps > 0) & ~first
+        usage = counts.sum() / self.size  # a restarted entry starts with the average usage
+        embedding = torch.where(dead[:, None], candidates, embedding)
+        cluster_size = torch.where(dead, usage, cluster_size)
+        embed_sum = torch.where(dead[:, None], candidates * usage, embed_sum)
+        steps_unused = torch.where(dead, 0, steps_unused)
+        embedding = torch.where(first, candidates, embedding)
+        embed_sum = torch.where(first, candidates, embed_sum)
+        cluster_size = torch.where(first, self.cluster_size, cluster_size)
+        steps_unused = torch.where(first, self.steps_unused, steps_unused)
+        for buffer, value in (
+            (self.embedding, embedding),
+            (self.embed_sum, embed_sum),
+            (self.cluster_size, cluster_size),
+            (self.steps_unused, steps_unused),
+        ):
+            buffer.copy_(torch.where(ok, value, buffer))
+        self.restarts.add_((dead & ok).sum())
+        self.initialized.logical_or_(ok)
 
 
 class VQVAE(Autoencoder):
@@ -165,58 +180,38 @@ class VQVAE(Autoencoder):
         self.sampling = "codes drawn slot by slot from the training codes' entry frequencies (slots independent)"
 
     # ------------------------------------------------------------- the net
-    def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(z_e, z_q, indices [B, slots], commitment)`` of images ``x``."""
+    def code(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``z``: the quantised code vector (the codebook entries of the slots, concatenated); ``z_e``: the
+        encoder's output; ``indices``: the chosen entries ``[B, slots]``; ``commitment``: ``mean ‖z_e − sg(z_q)‖²``."""
         z_e = self.encoder(x)
         z_q, indices, commitment = self.quantizer(z_e.view(-1, self.slots, self.code_dim))
-        return z_e, z_q.reshape(z_e.shape), indices, commitment
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, z_q, _, _ = self.quantise(x)
-        return z_q, self.decoder(z_q)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The quantised code vector (codebook entries of the slots, concatenated)."""
-        return self.quantise(x)[1]
+        return {"z": z_q.reshape(z_e.shape), "z_e": z_e, "indices": indices, "commitment": commitment}
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The chosen codebook entries ``[B, slots]`` (integers)."""
-        return self.quantise(x)[2]
+        return self.code(x)["indices"]
 
     # ------------------------------------------------------------ training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x = batch["image"]
-        x_in = self.noise(x)
-        z_e, z_q, indices, commitment = self.quantise(x_in)
-        out = self.decoder(z_q)
-        recon = self._recon_loss(out, x)
-        loss = recon + self.commitment * commitment
-        if not self.check_finite(loss):
-            return None
-        self.quantizer.update(z_e.view(-1, self.slots, self.code_dim), indices)
-        n = x.shape[0]
-        if self._step_log_due():
-            counts = torch.bincount(indices.reshape(-1), minlength=self.codebook_size)
-            self.log_step(
-                {
-                    "train/recon_loss": recon,
-                    "train/loss": loss,
-                    "train/commitment": commitment,
-                    "train/perplexity": perplexity(counts),
-                    "train/codebook_restarts": self.quantizer.restarts.float(),
-                },
-                n,
-                prog_bar="train/recon_loss",
-            )
-        self.accumulate_epoch({"train/recon_loss_epoch": recon}, n)
-        return loss
+    def objective(self, x: torch.Tensor, x_in: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction loss plus ``commitment`` × the commitment loss; moves the codebook one EMA step
+        towards this batch's encoder outputs (not when the loss is non-finite)."""
+        out = self(x_in)
+        recon = self._recon_loss(out["out"], x)
+        loss = recon + self.commitment * out["commitment"]
+        self.quantizer.update(
+            out["z_e"].view(-1, self.slots, self.code_dim), out["indices"], valid=torch.isfinite(loss)
+        )
+        values = {"recon_loss": recon, "loss": loss, "commitment": out["commitment"]}
+        if self.logging_step:
+            counts = torch.bincount(out["indices"].reshape(-1), minlength=self.codebook_size)
+            values.update(perplexity=perplexity(counts), codebook_restarts=self.quantizer.restarts.float())
+        return loss, values
 
     def per_sample_metrics(self, x: torch.Tensor, generator: torch.Generator | None):
         x_in = self.noise(x, generator)
-        _, z_q, indices, _ = self.quantise(x_in)
-        out = self.decoder(z_q)
-        x_hat = self._activate(out)
-        metrics = {"recon_loss": self._recon_loss(out, x, reduce=False), "_codes": indices}
+        out = self(x_in)
+        x_hat = self._activate(out["out"])
+        metrics = {"recon_loss": self._recon_loss(out["out"], x, reduce=False), "_codes": out["indices"]}
         if self.loss_name != "mse":
             metrics["mse"] = (x_hat - x).pow(2).flatten(1).mean(1)
         return metrics, x_in, x_hat

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from aelab.run import precheck
 from aelab.run.recording import failed_before_start, recorded, write_job_files, write_record
 from aelab.run.session import (
+    CtrlC,
     hydra_choices,
     is_multirun,
     job_running,
@@ -42,6 +43,7 @@ class Job:
         self.started = self.timing.get("prepare_start", time.time())  # the run's wall time includes building its parts
         self.started_at = now_iso()
         self.trainer = self.history = self.checkpoint = self.evaluation = self.info = self.clock = self.pruning = None
+        self.ctrl_c: CtrlC | None = None  # Ctrl-C during fit: stop at the next step boundary
         self.loggers, self.tasks, self.tracked = [], {}, {}
         self.overrides, self.search_path = task_overrides(), search_path()
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when
@@ -82,7 +84,8 @@ class Job:
         self.assemble()
         write_record(self, "running")
         ckpt = str(self.resume_from) if self.resume_from else None
-        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        with CtrlC(self.trainer) as self.ctrl_c:
+            self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         if self.trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         if (

@@ -35,7 +35,7 @@ def build_components(cfg: DictConfig) -> Components:
     """Instantiate ``cfg.data``, ``cfg.noise`` and ``cfg.model`` (the model gets the data's input shape and the noise).
 
     ``_convert_="all"`` hands plain lists and dicts to the constructors (and into checkpoints).
-    The top-level options that configure the model (``nonfinite_loss``, ``compile``) are applied here.
+    The top-level options that configure the model (``nonfinite_loss``, ``steps_per_call``, ``compile``) are applied here.
     """
     from hydra.utils import instantiate
 
@@ -44,6 +44,8 @@ def build_components(cfg: DictConfig) -> Components:
     model = instantiate(cfg.model, input_shape=list(datamodule.dims), noise=noise, _convert_="all")
     if cfg.get("nonfinite_loss") is not None:
         model.nonfinite_loss = str(cfg.nonfinite_loss)
+    # training batches per Lightning call: the loader's chunks, and the model's messages
+    datamodule.steps_per_call = model.steps_per_call = int(cfg.get("steps_per_call") or 1)
     if cfg.get("compile"):
         for net in (model.encoder, model.decoder):  # in place: parameter names (and checkpoints) stay
             net.compile()

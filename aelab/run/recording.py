@@ -91,6 +91,7 @@ def timings(job: Job, now: float) -> dict[str, Any]:
         t["training_s"] = round((clock.fit_end_at or now) - clock.first_batch_at, 3)
         if clock.fit_end_at is not None:
             t["after_fit_s"] = round(now - clock.fit_end_at, 3)
+            t["training_cpu_s"] = round(clock.fit_end_cpu - clock.first_batch_cpu, 3)  # (CPU time: see Timing)
         if clock.train_seconds > 0:
             t["train_images_per_s"] = round(clock.images / clock.train_seconds, 1)
         t["first_batch_at"], t["fit_end_at"] = clock.first_batch_at, clock.fit_end_at
@@ -160,13 +161,16 @@ def recorded(job: Job, multirun: bool, cli: bool) -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as exc:
-        _record_failure(job, exc, "interrupted")
+        ctrl_c = getattr(job, "ctrl_c", None) is not None and job.ctrl_c.presses > 0
+        _record_failure(job, KeyboardInterrupt("stopped by Ctrl-C") if ctrl_c else exc, "interrupted")
         print_run_summary(job, multirun)
         print(
-            f"aelab-train: interrupted ({type(exc).__name__}); what was written is kept in {job.run_dir}; "
-            "run the same command again to continue from checkpoints/last.ckpt",
+            f"aelab-train: interrupted ({'Ctrl-C' if ctrl_c else type(exc).__name__}); what was written is kept in "
+            f"{job.run_dir}; run the same command again to continue from checkpoints/last.ckpt",
             file=sys.stderr,
         )
+        if ctrl_c:
+            raise SystemExit(128 + 2) from None  # the shell's code for SIGINT (Lightning exits 1 after a Ctrl-C)
         if type(exc).__name__ == "SIGTERMException":
             raise SystemExit(128 + 15) from None  # Lightning's SIGTERM exit carries no status; report the signal
         raise

@@ -181,3 +181,41 @@ def stop_with_parent(interval: float = 1.0) -> None:
 
     threading.Thread(target=watch, name="aelab-parent-watch", daemon=True).start()
     _watching_parent = True
+
+
+class CtrlC:
+    """During ``trainer.fit``: a first Ctrl-C (SIGINT) stops training at the next step boundary, as SIGTERM does
+    (Lightning's stop between two training calls: ``last.ckpt`` saved, the run recorded ``interrupted``, resumed
+    exactly by the same command); a second Ctrl-C stops at once. ``presses`` counts them (exit code 130 if any)."""
+
+    def __init__(self, trainer):
+        self.trainer, self.presses, self._previous = trainer, 0, None
+
+    def __enter__(self) -> CtrlC:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        self.presses += 1
+        lightning_stops = type(signal.getsignal(signal.SIGTERM)).__name__ == "_HandlersCompose"  # fit is running
+        if self.presses > 1 or not lightning_stops:
+            raise KeyboardInterrupt
+        print(
+            "\naelab-train: Ctrl-C: stopping after this step and saving checkpoints/last.ckpt "
+            "(Ctrl-C again stops at once, without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.trainer._signal_connector.received_sigterm = True  # noqa: SLF001 — Lightning's SIGTERM stop

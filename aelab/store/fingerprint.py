@@ -49,6 +49,7 @@ CONTINUATION_KEYS: tuple[str, ...] = (
     "trust_checkpoint",
     "trust_packages",
     "threads",
+    "steps_per_call",  # how batches are grouped into Lightning calls: the same steps, bit for bit
     "verbose",
     "paths",
     "sweep",

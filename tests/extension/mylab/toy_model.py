@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aelab.config.constraints import NonNegativeFloat
-from aelab.config.signatures import check_arguments
+from aelab.constraints import NonNegativeFloat
+from aelab.signatures import check_arguments
 from aelab.metric_info import MetricInfo
 from aelab.models import Autoencoder
 
@@ -21,16 +21,11 @@ class CodeL2Autoencoder(Autoencoder):
         super().__init__(**kwargs)
         self.code_weight = float(code_weight)
 
-    def training_step(self, batch, batch_idx):
-        x = batch["image"]
-        z, out = self(self.noise(x))
-        recon = self._recon_loss(out, x)
-        norm = z.pow(2).sum(1).mean()
-        loss = recon + self.code_weight * norm
-        n = x.shape[0]
-        self.log("train/recon_loss", recon, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-        self.log("train/code_norm", norm, on_step=False, on_epoch=True, batch_size=n)
-        return loss
+    def objective(self, x, x_in):
+        out = self(x_in)  # the code path: {"z": code, "out": decoder output}
+        recon = self._recon_loss(out["out"], x)
+        norm = out["z"].pow(2).sum(1).mean()
+        return recon + self.code_weight * norm, {"recon_loss": recon, "code_norm": norm}
 
     def metric_info(self) -> list[MetricInfo]:
         return super().metric_info() + [MetricInfo("train/code_norm", "mean squared code norm", None, "last", True)]

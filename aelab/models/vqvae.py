@@ -147,6 +147,15 @@ class VQVAE(Autoencoder):
         **kwargs: the options of :class:`~aelab.models.Autoencoder` (nets, loss, noise, ...).
     """
 
+    # checked by the config check before anything is built (every job of a sweep too), and by check_arguments below
+    option_rules = (
+        (
+            "bottleneck % code_dim == 0",
+            "{path}.code_dim={code_dim} must divide {path}.bottleneck={bottleneck} "
+            "(the code vector is read as bottleneck / code_dim slots)",
+        ),
+    )
+
     def __init__(
         self,
         codebook_size: Annotated[int, Range(ge=2, what="a codebook size")] = 512,
@@ -158,11 +167,6 @@ class VQVAE(Autoencoder):
     ):
         check_arguments(VQVAE, locals(), "model")
         super().__init__(**kwargs)
-        if self.bottleneck % int(code_dim):
-            raise ConfigError(
-                f"model.code_dim={code_dim} must divide model.bottleneck={self.bottleneck} "
-                "(the code vector is read as bottleneck / code_dim slots)"
-            )
         if getattr(self.decoder, "uses_indices", False):
             raise ConfigError("a VQ-VAE decodes quantised codes: max-unpooling decoders do not apply")
         for name in ("sparsity", "contraction", "mmd"):

@@ -148,3 +148,18 @@ def test_nan_loss_stops_with_a_message_and_keeps_checkpoint_and_metrics(cli, tmp
         assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     assert steps_per_call != 1 or last.exists()
     assert (run_dir / "error.log").is_file()
+
+
+def test_a_path_with_an_equals_sign_is_taken_as_typed(tmp_path):
+    """A sweep job's folder (``model.k=4``) is a path Hydra's grammar would refuse unquoted."""
+    from aelab.cli.common import quote_paths
+
+    job = tmp_path / "sweeps" / "s" / "model.k=4"
+    job.mkdir(parents=True)
+    assert quote_paths([f"run={job}", "eval=[probe]", "model.k=2,4", "name=a=b"]) == [
+        f"run='{job}'",
+        "eval=[probe]",
+        "model.k=2,4",
+        "name=a=b",
+    ]
+    assert quote_paths(["run=./it's=here"]) == ["run='./it\\'s=here'"]

@@ -90,6 +90,7 @@ def run_app(
     import hydra._internal.utils as hydra_utils
     from hydra.errors import ConfigCompositionException
 
+    sys.argv[1:] = quote_paths(sys.argv[1:])
     original = hydra_utils.run_and_report
 
     def run_and_report(func):
@@ -111,6 +112,26 @@ def run_app(
         hydra_utils.run_and_report = original
 
 
+#: characters of a path that Hydra's override grammar does not take unquoted (a sweep job's folder is ``model.k=4``)
+_UNQUOTABLE = re.compile(r"[=\s()\[\]{}'\",]")
+
+
+def quote_paths(argv: list[str]) -> list[str]:
+    """``argv`` with each path value that Hydra would misread quoted: ``run=outputs/sweeps/s/model.k=4`` works as typed.
+
+    A value counts as a path when it starts like one (``/``, ``./``, ``../``, ``~``) or names an existing file or
+    folder; values that are already quoted, lists, dicts and interpolations are left alone.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and _UNQUOTABLE.search(value) and value[:1] not in "'\"[{$":
+            if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists():
+                arg = f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+        out.append(arg)
+    return out
+
+
 def with_run_context(argv: list[str]) -> list[str]:
     """``argv`` of an entry point that reads a run (``run=<run or sweep folder>``), with the run's recorded search path
     added (unless ``hydra.searchpath`` is given) and its own packages made importable — so ``aelab-eval run=... eval=[x]``
@@ -119,7 +140,7 @@ def with_run_context(argv: list[str]) -> list[str]:
     from aelab.run.extensions import run_context
     from aelab.store.runs import find_run_dirs
 
-    run = next((a.split("=", 1)[1] for a in argv if a.startswith("run=")), None)
+    run = next((a.split("=", 1)[1].strip("'") for a in argv if a.startswith("run=")), None)
     if not run or not Path(run).expanduser().is_dir():
         return argv
     paths: list[str] = []

@@ -106,9 +106,23 @@ def test_every_documented_command_is_accepted(page, tool, line, args, tmp_path, 
         assert not parser_error, f"{page}:{line}: aelab-compare {args}: {parser_error}"
         return
     overrides = [w for w in _first_values(words) if not w.startswith(("hydra/launcher=", "hydra.launcher."))]
+    if page == "extending.md" and tool != "aelab-train" and not any(w.startswith("hydra.searchpath=") for w in words):
+        overrides.append("hydra.searchpath=[pkg://newlab.conf]")  # what the page's run recorded (metrics.json)
     cfg = compose(CONFIGS.get(tool, "config"), overrides)
     problems = config_problems(cfg, overrides) if tool == "aelab-train" else entry_problems(tool, cfg, overrides)
     assert not problems, f"{page}:{line}: {tool} {args}: {problems}"
+
+
+def test_the_extending_page_shows_the_extension_package_file_for_file():
+    """Each code block of docs/extending.md headed ``# newlab/<file>`` is that file of tests/extension/newlab, whole."""
+    page = (REPO / "docs" / "extending.md").read_text()
+    blocks = re.findall(r"```(?:python|yaml)\n# newlab/(\S+)\n(.*?)\n```", page, flags=re.S)
+    package = REPO / "tests" / "extension" / "newlab"
+    shown = {name for name, _ in blocks}
+    assert shown == {"topk.py", "conf/model/topk.yaml", "digits.py", "conf/data/digits.yaml", "dead_units.py",
+                     "conf/eval/dead_units.yaml"}  # fmt: skip
+    for name, text in blocks:
+        assert text == (package / name).read_text().rstrip("\n"), f"docs/extending.md's {name} differs from {package}"
 
 
 def test_the_architecture_page_maps_every_module_with_its_one_job():

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from write_results import shrink_copy  # noqa: E402 — a sibling script, found through the path set above
 
-#: the study: MLP, bottleneck 2…64, seeds 0 and 1, Fashion-MNIST, 5 epochs (1,075 steps), a linear probe, two jobs at a time
+#: the study: MLP, bottleneck 2…64, seeds 0 and 1, Fashion-MNIST, 5 epochs (1,075 steps), a linear probe,
+#: two jobs at a time
 SWEEP = [
     "model=mlp",
     "model.bottleneck=2,4,8,16,32,64",

@@ -70,7 +70,8 @@ def compose_config(run_dir: Path, overrides: list[str], multirun: bool = False):
 
 
 def train_run_folder(run_dir: Path, overrides: list[str]) -> Path:
-    """Train in-process into ``run_dir`` (the job writes its ``.hydra/`` files as under the CLI: a complete run folder)."""
+    """Train in-process into ``run_dir`` (the job writes its ``.hydra/`` files as under the CLI: a complete run
+    folder)."""
     from omegaconf import open_dict
 
     from aelab.run.job import run_job

@@ -74,8 +74,8 @@ def test_aelab_eval_predict_export_and_compare_need_no_pythonpath(sweep):
 def test_load_run_in_a_fresh_python_without_pythonpath_gives_the_sparse_codes(sweep):
     root, sweep_dir = sweep
     code = (
-        "import aelab, torch; r = aelab.load_run(%r); z = r.encode(torch.rand(5, 1, 8, 8));"
-        "print('NONZERO', int((z != 0).sum(1).max()))" % str(sweep_dir / "model.k=2")
+        f"import aelab, torch; r = aelab.load_run({str(sweep_dir / 'model.k=2')!r}); "
+        "z = r.encode(torch.rand(5, 1, 8, 8)); print('NONZERO', int((z != 0).sum(1).max()))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)

@@ -113,7 +113,8 @@ def test_predict_cli_and_its_bad_input(runs, cli, tmp_path):
             f"run={runs['mlp']}",
             "input=sprites",
             "outputs=[codes,thumbnails]",
-        ): "outputs=['codes', 'thumbnails'] has the wrong type: expected list of one of 'codes', 'recon', 'score', 'map'",
+        ): "outputs=['codes', 'thumbnails'] has the wrong type: expected list of one of "
+        "'codes', 'recon', 'score', 'map'",
         (f"run={runs['transpose']}", f"input={tmp_path / 'vectors.npy'}"): "this run takes images [N, 1, 28, 28]",
         (f"run={tmp_path}", "input=sprites"): "is not an aelab run folder",
         ("input=sprites",): "name the run and the inputs",

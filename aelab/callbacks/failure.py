@@ -53,7 +53,7 @@ class SaveOnFailure(L.Callback):
             return
         try:
             # Not trainer.save_checkpoint: its barrier would wait forever for a DDP rank that already failed.
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # noqa: SLF001
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # noqa: SLF001 — Lightning has no public way to save from on_exception
             if trainer.is_global_zero:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             trainer.strategy.save_checkpoint(checkpoint, str(self.path))  # rank 0 writes, atomically

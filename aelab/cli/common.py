@@ -134,7 +134,8 @@ def quote_paths(argv: list[str]) -> list[str]:
 
 def with_run_context(argv: list[str]) -> list[str]:
     """``argv`` of an entry point that reads a run (``run=<run or sweep folder>``), with the run's recorded search path
-    added (unless ``hydra.searchpath`` is given) and its own packages made importable — so ``aelab-eval run=... eval=[x]``
+    added (unless ``hydra.searchpath`` is given) and its own packages made importable — so ``aelab-eval run=...
+    eval=[x]``
     finds an extension's task ``x`` as the training did, without being told again."""
     from aelab.run.compose import searchpath_override
     from aelab.run.extensions import run_context
@@ -152,7 +153,8 @@ def with_run_context(argv: list[str]) -> list[str]:
 
 
 def entry_main(hydra_main: Callable[[], Any], tool: str, config_name: str) -> Any:
-    """The console entry of ``aelab-eval``, ``-predict``, ``-export``: the run's context, then the app (:func:`run_app`)."""
+    """The console entry of ``aelab-eval``, ``-predict``, ``-export``: the run's context, then the app
+    (:func:`run_app`)."""
     from aelab.config.checks import entry_problems
     from aelab.errors import AelabError
 

@@ -85,7 +85,8 @@ def _attribute(value: Any, name: str) -> Any:
 
 
 def evaluate(expression: str, values: Mapping[str, Any]) -> Any:
-    """The value of a rule's ``expression`` with the component's option ``values``; :class:`Unknown` when one is missing."""
+    """The value of a rule's ``expression`` with the component's option ``values``; :class:`Unknown` when one is
+    missing."""
     try:
         tree = ast.parse(expression, mode="eval")
     except SyntaxError as exc:

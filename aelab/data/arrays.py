@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from aelab.config.constraints import Probability
+from aelab.config.signatures import check_arguments
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.errors import ConfigError, DatasetNotFoundError
-from aelab.config.signatures import check_arguments
 
 SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
@@ -45,13 +45,18 @@ def read_array_file(path: Path, x_key: str, y_key: str) -> tuple[np.ndarray, np.
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 — truncated, garbage, pickled objects, permissions
-        raise ConfigError(f"{path} cannot be read as {path.suffix} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ConfigError(
+            f"{path} cannot be read as {path.suffix} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if isinstance(data, torch.Tensor):
         return data.numpy(), None
     if isinstance(data, dict) and x_key in data:
         y = data.get(y_key)
         return np.asarray(data[x_key]), (None if y is None else np.asarray(y))
-    raise ConfigError(f"{path} holds a {type(data).__name__}; expected a tensor or a dict with {x_key!r} (and optionally {y_key!r})")
+    raise ConfigError(
+        f"{path} holds a {type(data).__name__}; expected a tensor or a dict with {x_key!r} (and optionally {y_key!r})"
+    )
 
 
 def to_layout(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
@@ -61,16 +66,22 @@ def to_layout(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
     if x.ndim == 3:
         return x[:, None]
     if x.ndim != 4:
-        raise ConfigError(f"{path}: an array of shape {tuple(x.shape)} is neither vectors (N, D) nor images "
-                          "(N, H, W), (N, H, W, C) or (N, C, H, W)")
+        raise ConfigError(
+            f"{path}: an array of shape {tuple(x.shape)} is neither vectors (N, D) nor images "
+            "(N, H, W), (N, H, W, C) or (N, C, H, W)"
+        )
     if layout == "auto":
         channels_first, channels_last = x.shape[1] in (1, 3), x.shape[3] in (1, 3)
         if channels_first == channels_last:
-            raise ConfigError(f"{path}: cannot tell the channels of shape {tuple(x.shape)}; set data.layout=nchw or nhwc")
+            raise ConfigError(
+                f"{path}: cannot tell the channels of shape {tuple(x.shape)}; set data.layout=nchw or nhwc"
+            )
         layout = "nchw" if channels_first else "nhwc"
     x = x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
     if x.shape[1] not in (1, 3):
-        raise ConfigError(f"{path}: images with {x.shape[1]} channels; aelab takes 1 (grayscale) or 3 (RGB) (data.layout={layout})")
+        raise ConfigError(
+            f"{path}: images with {x.shape[1]} channels; aelab takes 1 (grayscale) or 3 (RGB) (data.layout={layout})"
+        )
     return np.ascontiguousarray(x)
 
 
@@ -90,9 +101,17 @@ class ArrayFile(ImageDataModule):
 
     name = "arrays"
 
-    def __init__(self, path: str, test_path: str | None = None, x_key: str = "x", y_key: str = "y",
-                 layout: Literal["auto", "nchw", "nhwc"] = "auto", normalize: Literal["auto", "minmax", "none"] = "auto",
-                 test_fraction: Probability = 0.2, **kwargs):
+    def __init__(
+        self,
+        path: str,
+        test_path: str | None = None,
+        x_key: str = "x",
+        y_key: str = "y",
+        layout: Literal["auto", "nchw", "nhwc"] = "auto",
+        normalize: Literal["auto", "minmax", "none"] = "auto",
+        test_fraction: Probability = 0.2,
+        **kwargs,
+    ):
         check_arguments(ArrayFile, locals(), "data")
         kwargs.setdefault("val_fraction", 0.1)
         super().__init__(**kwargs)
@@ -105,7 +124,16 @@ class ArrayFile(ImageDataModule):
         def stamp(p):
             return None if p is None or not p.exists() else (str(p), p.stat().st_size, p.stat().st_mtime_ns)
 
-        return (stamp(self.path), stamp(self.test_path), self.x_key, self.y_key, self.layout, self.normalize, self.test_fraction, self.seed)
+        return (
+            stamp(self.path),
+            stamp(self.test_path),
+            self.x_key,
+            self.y_key,
+            self.layout,
+            self.normalize,
+            self.test_fraction,
+            self.seed,
+        )
 
     def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         x, y = read_array_file(path, self.x_key, self.y_key)
@@ -114,8 +142,10 @@ class ArrayFile(ImageDataModule):
             raise ConfigError(f"{path} holds {x.shape[0]} row(s); a dataset needs at least a few")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
-            raise ConfigError(f"{path} holds NaN or inf values in {int(bad.sum())} row(s) (the first: row {int(np.argmax(bad))}); "
-                              "remove or impute them")
+            raise ConfigError(
+                f"{path} holds NaN or inf values in {int(bad.sum())} row(s) (the first: row {int(np.argmax(bad))}); "
+                "remove or impute them"
+            )
         if y is not None:
             y = np.asarray(y).reshape(-1)
             if len(y) != len(x):
@@ -132,16 +162,23 @@ class ArrayFile(ImageDataModule):
         if self.normalize == "minmax":
             axis = 0 if train.ndim == 2 else None  # per feature for vectors, over all pixels for images
             lo, hi = train.min(axis=axis), train.max(axis=axis)
-            self._minmax = {"lo": np.asarray(lo).tolist(), "hi": np.asarray(hi).tolist()}  # recorded: predictions scale alike
+            self._minmax = {
+                "lo": np.asarray(lo).tolist(),
+                "hi": np.asarray(hi).tolist(),
+            }  # recorded: predictions scale alike
             span = np.where(hi > lo, hi - lo, 1.0)
-            return (train - lo) / span, (test - lo) / span  # test values may leave [0, 1]: that is what an anomaly looks like
+            return (train - lo) / span, (
+                test - lo
+            ) / span  # test values may leave [0, 1]: that is what an anomaly looks like
         if self.normalize == "auto":
             lo, hi = float(min(train.min(), test.min())), float(max(train.max(), test.max()))
             if lo < 0 or hi > 1:
                 raise ConfigError(
-                    f"{self.path}: the values span [{lo:g}, {hi:g}], not [0, 1]; set data.normalize=minmax (rescale by the "
-                    "training split's minimum and maximum, per feature for vectors) or data.normalize=none (use them as they "
-                    "are, with model.output_activation=identity)")
+                    f"{self.path}: the values span [{lo:g}, {hi:g}], not [0, 1]; set data.normalize=minmax (rescale "
+                    "by the training split's minimum and maximum, per feature for vectors) or data.normalize=none (use "
+                    "them as they "
+                    "are, with model.output_activation=identity)"
+                )
         return train, test
 
     def load(self) -> ImageSet:
@@ -150,7 +187,9 @@ class ArrayFile(ImageDataModule):
         if self.test_path is not None:
             test_x, test_y = self._read(self.test_path)
             if test_x.shape[1:] != x.shape[1:]:
-                raise ConfigError(f"{self.test_path} rows have shape {test_x.shape[1:]}, {self.path} rows {x.shape[1:]}")
+                raise ConfigError(
+                    f"{self.test_path} rows have shape {test_x.shape[1:]}, {self.path} rows {x.shape[1:]}"
+                )
             if (y is None) != (test_y is None):
                 raise ConfigError(f"labels ({self.y_key}) are in one of {self.path} and {self.test_path}, not both")
         else:
@@ -160,6 +199,7 @@ class ArrayFile(ImageDataModule):
             test_y, y = (None, None) if y is None else (y[order[:n_test]], y[order[n_test:]])
         self._minmax = None
         x, test_x = self._scale(x, test_x)
+
         def labels(v, n):
             return torch.zeros(n, dtype=torch.long) if v is None else torch.from_numpy(v.astype(np.int64))
 
@@ -167,10 +207,18 @@ class ArrayFile(ImageDataModule):
         n_classes = int(max(train_labels.max(), test_labels.max())) + 1
         kind = "vectors" if x.ndim == 2 else "images"
         return ImageSet(
-            train_images=torch.from_numpy(np.ascontiguousarray(x)), train_labels=train_labels,
-            test_images=torch.from_numpy(np.ascontiguousarray(test_x)), test_labels=test_labels,
-            class_names=[str(i) for i in range(n_classes)] if y is not None else ["row"], has_labels=y is not None,
+            train_images=torch.from_numpy(np.ascontiguousarray(x)),
+            train_labels=train_labels,
+            test_images=torch.from_numpy(np.ascontiguousarray(test_x)),
+            test_labels=test_labels,
+            class_names=[str(i) for i in range(n_classes)] if y is not None else ["row"],
+            has_labels=y is not None,
             origin=f"{kind} from {self.path}" + (f" and {self.test_path}" if self.test_path else ""),
-            info={"path": str(self.path), "test_path": str(self.test_path) if self.test_path else None, "kind": kind,
-                  "normalize": self.normalize, **({"minmax": self._minmax} if self._minmax else {})},
+            info={
+                "path": str(self.path),
+                "test_path": str(self.test_path) if self.test_path else None,
+                "kind": kind,
+                "normalize": self.normalize,
+                **({"minmax": self._minmax} if self._minmax else {}),
+            },
         )

@@ -14,10 +14,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -39,11 +39,11 @@ def _context():
 
 
 def file_key(files: list, settings: dict) -> str:
-    """A hash of the files (``.rel``, ``.size``, ``.mtime_ns``: relative path, size, modification time) and the settings."""
+    """A hash of the files (``.rel``, ``.size``, ``.mtime_ns``: relative path, size, modification time) and the
+    settings."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     h.update("".join(f"{f.rel}\0{f.size}\0{f.mtime_ns}\n" for f in files).encode())
     return h.hexdigest()[:20]
-
 
 
 def load_cached(stem: Path) -> tuple[dict, np.ndarray] | None:
@@ -59,8 +59,15 @@ def load_cached(stem: Path) -> tuple[dict, np.ndarray] | None:
     return meta, array
 
 
-def decode_files(paths: list[str], array_path: Path, shape: tuple[int, ...], size: tuple[int, int] | None,
-                 image_shape: tuple[int, int] | None, workers: int, nearest: bool = False) -> list[tuple[int, str]]:
+def decode_files(
+    paths: list[str],
+    array_path: Path,
+    shape: tuple[int, ...],
+    size: tuple[int, int] | None,
+    image_shape: tuple[int, int] | None,
+    workers: int,
+    nearest: bool = False,
+) -> list[tuple[int, str]]:
     """Decode ``paths`` into a new ``.npy`` of ``shape`` at ``array_path``, in parallel; returns the bad rows."""
     from aelab.data.decode import decode_into
 
@@ -72,8 +79,12 @@ def decode_files(paths: list[str], array_path: Path, shape: tuple[int, ...], siz
     chunk = max(256, len(paths) // (workers * 8))
     bad: list[tuple[int, str]] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
-        jobs = [pool.submit(decode_into, str(array_path), start, paths[start:start + chunk], size, channels, image_shape, nearest)
-                for start in range(0, len(paths), chunk)]
+        jobs = [
+            pool.submit(
+                decode_into, str(array_path), start, paths[start : start + chunk], size, channels, image_shape, nearest
+            )
+            for start in range(0, len(paths), chunk)
+        ]
         for job in jobs:
             bad += job.result()
     return sorted(bad)
@@ -87,7 +98,7 @@ def scan_files(paths: list[str], workers: int) -> list[tuple[int, int, int] | st
         return scan(paths)
     chunk = max(256, len(paths) // (workers * 8))
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
-        parts = pool.map(scan, [paths[i:i + chunk] for i in range(0, len(paths), chunk)])
+        parts = pool.map(scan, [paths[i : i + chunk] for i in range(0, len(paths), chunk)])
         return [item for part in parts for item in part]
 
 

@@ -478,9 +478,11 @@ class ImageDataModule(L.LightningDataModule):
         else:
             val_size = max(1, round(self.val_fraction * len(pool))) if self.val_fraction is not None else self.val_size
             if len(pool) < 2:  # nothing to split: no val_size can help
-                raise ConfigError(f"{data.origin or self.name} has {len(pool)} training image(s) after the test split: "
-                                  "too few to hold out a validation image and still train on one; add images "
-                                  "(at least 2 must remain for training and validation)")
+                raise ConfigError(
+                    f"{data.origin or self.name} has {len(pool)} training image(s) after the test split: "
+                    "too few to hold out a validation image and still train on one; add images "
+                    "(at least 2 must remain for training and validation)"
+                )
             if not 0 < val_size < len(pool):
                 what = (
                     f"data.val_fraction={self.val_fraction} gives {val_size} images"

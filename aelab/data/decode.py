@@ -7,7 +7,6 @@ fraction of a second instead of importing torch.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -34,8 +33,15 @@ def scan(paths: list[str]) -> list[tuple[int, int, int] | str]:
     return out
 
 
-def decode_into(array_path: str, start: int, paths: list[str], size: tuple[int, int] | None, channels: int,
-                shape: tuple[int, int] | None, nearest: bool = False) -> list[tuple[int, str]]:
+def decode_into(
+    array_path: str,
+    start: int,
+    paths: list[str],
+    size: tuple[int, int] | None,
+    channels: int,
+    shape: tuple[int, int] | None,
+    nearest: bool = False,
+) -> list[tuple[int, str]]:
     """Decode ``paths`` into rows ``start..`` of the ``.npy`` at ``array_path`` (opened as a memory map).
 
     ``size`` ``(height, width)`` resizes (bilinear, antialiased; ``nearest`` for masks);

@@ -1,4 +1,5 @@
-"""Your own images: a folder of image files (``data=folder``) and an MVTec AD-style anomaly set (``data=anomaly_folder``).
+"""Your own images: a folder of image files (``data=folder``) and an MVTec AD-style anomaly set
+(``data=anomaly_folder``).
 
 ``ImageFolder`` finds images recursively (PNG, JPEG, BMP, TIFF, WebP). Labels
 come from the first-level subfolder names when every image sits in one (else
@@ -30,10 +31,10 @@ import numpy as np
 import torch
 
 from aelab.config.constraints import NonNegativeFloat, PositiveInt, Probability, Range
+from aelab.config.signatures import check_arguments
 from aelab.data.cache import build_cache, decode_files, default_workers, file_key, scan_files
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.errors import ConfigError, DataFileError, DatasetNotFoundError
-from aelab.config.signatures import check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,17 @@ def find_images(folder: Path, extensions: tuple[str, ...], root: Path | None = N
 class BadImagesError(ConfigError):
     """Image files that cannot be used; the advice depends on who reads them (training or ``aelab-predict``)."""
 
-    TRAINING = ("fix or remove them, set data.image_size to resize differently sized images, "
-                "or set data.skip_bad=true to leave them out")
+    TRAINING = (
+        "fix or remove them, set data.image_size to resize differently sized images, "
+        "or set data.skip_bad=true to leave them out"
+    )
 
     def __init__(self, folder: Path, bad: list[tuple[str, str]], advice: str = TRAINING):
         self.folder, self.bad = folder, bad
         listed = "; ".join(f"{path} {why}" for path, why in bad[:3]) + (" ..." if len(bad) > 3 else "")
-        super().__init__(f"{len(bad)} image file(s) under {folder} cannot be used: {listed}. {advice[0].upper()}"
-                         f"{advice[1:]}")
+        super().__init__(
+            f"{len(bad)} image file(s) under {folder} cannot be used: {listed}. {advice[0].upper()}{advice[1:]}"
+        )
 
     def advising(self, advice: str) -> BadImagesError:
         """The same error with other advice."""
@@ -103,9 +107,7 @@ class BadImagesError(ConfigError):
 
 
 def _link_error(path: str, why: str) -> DataFileError:
-    return DataFileError(
-        f"{path} is a symbolic link that loops ({why}): remove it, or point at a folder without it"
-    )
+    return DataFileError(f"{path} is a symbolic link that loops ({why}): remove it, or point at a folder without it")
 
 
 def default_cache_dir(path: Path) -> Path:
@@ -152,10 +154,19 @@ class ImageFolder(ImageDataModule):
 
     name = "folder"
 
-    def __init__(self, path: str, image_size: ImageSize | None = None, channels: Literal[1, 3] | None = None,
-                 test_fraction: Probability = 0.1, extensions: list[str] = EXTENSIONS, skip_bad: bool = False,
-                 cache_dir: str | None = None, memory_budget_mb: NonNegativeFloat = 4096, num_workers: PositiveInt | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        path: str,
+        image_size: ImageSize | None = None,
+        channels: Literal[1, 3] | None = None,
+        test_fraction: Probability = 0.1,
+        extensions: list[str] = EXTENSIONS,
+        skip_bad: bool = False,
+        cache_dir: str | None = None,
+        memory_budget_mb: NonNegativeFloat = 4096,
+        num_workers: PositiveInt | None = None,
+        **kwargs,
+    ):
         check_arguments(ImageFolder, locals(), "data")
         kwargs.setdefault("val_fraction", 0.1)
         super().__init__(**kwargs)
@@ -183,12 +194,13 @@ class ImageFolder(ImageDataModule):
         if not any(found.values()):
             raise DatasetNotFoundError(
                 f"no images found in {self.path} (searched recursively for {', '.join(self.extensions)}); "
-                "point data.path at the folder that holds them, or set data.extensions")
+                "point data.path at the folder that holds them, or set data.extensions"
+            )
         return found
 
     def _labels(self, files: dict[str, list[ImageFile]]) -> tuple[list[str], dict[str, list[int]]]:
         """Class names from the first-level subfolders of each split folder (empty: unlabelled)."""
-        parts = {s: [f.rel.split("/")[0 if s == "all" else 1:] for f in group] for s, group in files.items()}
+        parts = {s: [f.rel.split("/")[0 if s == "all" else 1 :] for f in group] for s, group in files.items()}
         if all(len(p) > 1 for group in parts.values() for p in group):
             names = sorted({p[0] for group in parts.values() for p in group})
             index = {n: i for i, n in enumerate(names)}
@@ -199,14 +211,22 @@ class ImageFolder(ImageDataModule):
         """Channels and (height, width) of the cache, from the settings or the files' headers."""
         good = [(p, h) for p, h in zip(paths, headers) if not isinstance(h, str)]
         if not good:
-            raise ConfigError(f"none of the {len(paths)} image files under {self.path} can be read: {paths[0]}: {headers[0]}")
+            raise ConfigError(
+                f"none of the {len(paths)} image files under {self.path} can be read: {paths[0]}: {headers[0]}"
+            )
         channels = self.channels
         if channels is None:
             counts = Counter(h[2] for _, h in good)
             channels = counts.most_common(1)[0][0]
             if len(counts) > 1:
-                log.warning("the images under %s mix grayscale (%d) and colour (%d) files; all are converted to %d "
-                            "channel(s) (set data.channels=1 or 3 to choose)", self.path, counts[1], counts[3], channels)
+                log.warning(
+                    "the images under %s mix grayscale (%d) and colour (%d) files; all are converted to %d "
+                    "channel(s) (set data.channels=1 or 3 to choose)",
+                    self.path,
+                    counts[1],
+                    counts[3],
+                    channels,
+                )
         if self.size is not None:
             return channels, self.size
         sizes = Counter((h[1], h[0]) for _, h in good)
@@ -214,8 +234,10 @@ class ImageFolder(ImageDataModule):
             (first, _), (second, _) = sizes.most_common(2)
             a = next(p for p, h in good if (h[1], h[0]) == first)
             b = next(p for p, h in good if (h[1], h[0]) == second)
-            raise ConfigError(f"the images under {self.path} differ in size: {a} is {first[1]}x{first[0]}, {b} is "
-                              f"{second[1]}x{second[0]} ({len(sizes)} sizes); set data.image_size=[height,width] to resize them")
+            raise ConfigError(
+                f"the images under {self.path} differ in size: {a} is {first[1]}x{first[0]}, {b} is "
+                f"{second[1]}x{second[0]} ({len(sizes)} sizes); set data.image_size=[height,width] to resize them"
+            )
         return channels, next(iter(sizes))
 
     def decode(self, files: list[ImageFile], extra: dict) -> tuple[dict, np.ndarray]:
@@ -235,8 +257,12 @@ class ImageFolder(ImageDataModule):
                 raise BadImagesError(self.path, [(paths[i], why) for i, why in bad])
             for i, why in bad:
                 log.warning("skipped %s: %s", paths[i], why)
-            return {"files": [f.rel for f in files], "bad": [i for i, _ in bad],
-                    "bad_files": [f"{files[i].rel}: {why}" for i, why in bad], "settings": settings}
+            return {
+                "files": [f.rel for f in files],
+                "bad": [i for i, _ in bad],
+                "bad_files": [f"{files[i].rel}: {why}" for i, why in bad],
+                "settings": settings,
+            }
 
         log.info("reading %d image files under %s", len(paths), self.path)
         meta, array = build_cache(stem, build)
@@ -256,8 +282,12 @@ class ImageFolder(ImageDataModule):
         class_names, labels = self._labels(files)
         paths = [p for s in files for p in files[s]]
         meta, array = self.decode(paths, {})
-        return (torch.from_numpy(np.array(array)), meta["files"], [v for s in files for v in labels[s]] if class_names else None,
-                class_names)
+        return (
+            torch.from_numpy(np.array(array)),
+            meta["files"],
+            [v for s in files for v in labels[s]] if class_names else None,
+            class_names,
+        )
 
     # ------------------------------------------------------------ the dataset
     def load(self) -> ImageSet:
@@ -284,26 +314,52 @@ class ImageFolder(ImageDataModule):
             rows = split_rows["train"][torch.randperm(len(split_rows["train"]), generator=generator)]
             n_test = max(1, round(self.test_fraction * len(rows)))
             split_rows["train"], split_rows["test"] = rows[n_test:], rows[:n_test]
-        info = {"path": str(self.path), "cache_file": meta["cache_file"], "files": len(paths), "skipped_files": meta.get("bad_files", [])}
-        return self._image_set(images, all_labels, split_rows, class_names or ["image"], mapped, info, has_labels=bool(class_names))
+        info = {
+            "path": str(self.path),
+            "cache_file": meta["cache_file"],
+            "files": len(paths),
+            "skipped_files": meta.get("bad_files", []),
+        }
+        return self._image_set(
+            images, all_labels, split_rows, class_names or ["image"], mapped, info, has_labels=bool(class_names)
+        )
 
-    def _image_set(self, images: torch.Tensor, labels: torch.Tensor, rows: dict[str, torch.Tensor], class_names: list[str],
-                   mapped: bool, info: dict, test_masks: torch.Tensor | None = None, has_labels: bool = True) -> ImageSet:
+    def _image_set(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        rows: dict[str, torch.Tensor],
+        class_names: list[str],
+        mapped: bool,
+        info: dict,
+        test_masks: torch.Tensor | None = None,
+        has_labels: bool = True,
+    ) -> ImageSet:
         """An ImageSet whose splits are rows of one array (gathered now when in RAM, per batch when mapped)."""
         pick = (lambda r: images) if mapped else (lambda r: images[r])
         val = rows.get("val")
         return ImageSet(
-            train_images=pick(rows["train"]), train_labels=labels[rows["train"]],
-            test_images=pick(rows["test"]), test_labels=labels[rows["test"]],
-            val_images=None if val is None else pick(val), val_labels=None if val is None else labels[val],
-            class_names=list(class_names), origin=f"{self.name} {self.path}", test_masks=test_masks, mapped=mapped,
-            train_rows=rows["train"] if mapped else None, test_rows=rows["test"] if mapped else None,
-            val_rows=val if mapped else None, info=info, has_labels=has_labels,
+            train_images=pick(rows["train"]),
+            train_labels=labels[rows["train"]],
+            test_images=pick(rows["test"]),
+            test_labels=labels[rows["test"]],
+            val_images=None if val is None else pick(val),
+            val_labels=None if val is None else labels[val],
+            class_names=list(class_names),
+            origin=f"{self.name} {self.path}",
+            test_masks=test_masks,
+            mapped=mapped,
+            train_rows=rows["train"] if mapped else None,
+            test_rows=rows["test"] if mapped else None,
+            val_rows=val if mapped else None,
+            info=info,
+            has_labels=has_labels,
         )
 
 
 class AnomalyFolder(ImageFolder):
-    """An MVTec AD-style anomaly set: ``train/good``, ``test/good``, ``test/<defect>``, ``ground_truth/<defect>/<name>_mask.png``.
+    """An MVTec AD-style anomaly set: ``train/good``, ``test/good``, ``test/<defect>``,
+    ``ground_truth/<defect>/<name>_mask.png``.
 
     Training (and validation, ``data.val_fraction`` of ``train/good``) sees good images only; the
     test split holds every test image with its defect type as the label (0 = good) and, where
@@ -325,21 +381,30 @@ class AnomalyFolder(ImageFolder):
     def load(self) -> ImageSet:
         train_dir, test_dir, truth_dir = self.path / "train" / "good", self.path / "test", self.path / "ground_truth"
         if not train_dir.is_dir() or not test_dir.is_dir():
-            raise DatasetNotFoundError(f"{self.path} is not laid out like MVTec AD: it needs train/good/ and test/<good|defect>/ folders")
+            raise DatasetNotFoundError(
+                f"{self.path} is not laid out like MVTec AD: it needs train/good/ and test/<good|defect>/ folders"
+            )
         train = find_images(train_dir, self.extensions, self.path)
         defects = sorted(d.name for d in test_dir.iterdir() if d.is_dir() and d.name != "good")
         class_names = ["good", *defects]
-        test = [(p, 0) for p in find_images(test_dir / "good", self.extensions, self.path)] if (test_dir / "good").is_dir() else []
+        test = (
+            [(p, 0) for p in find_images(test_dir / "good", self.extensions, self.path)]
+            if (test_dir / "good").is_dir()
+            else []
+        )
         for i, d in enumerate(defects, start=1):
             test += [(p, i) for p in find_images(test_dir / d, self.extensions, self.path)]
         if not train or not test:
-            raise DatasetNotFoundError(f"no images in {train_dir if not train else test_dir} (searched for {', '.join(self.extensions)})")
+            raise DatasetNotFoundError(
+                f"no images in {train_dir if not train else test_dir} (searched for {', '.join(self.extensions)})"
+            )
         n_defect = sum(1 for _, label in test if label > 0)
         if n_defect and self.require_masks and not truth_dir.is_dir():
             raise DatasetNotFoundError(
                 f"{self.path} has no ground_truth/ folder, and data.require_masks=true (the default) needs a mask for "
                 f"each of its {n_defect} defect images: add ground_truth/<defect>/<name>_mask.png files, or set "
-                "data.require_masks=false to score them at image level only (no pixel metrics)")
+                "data.require_masks=false to score them at image level only (no pixel metrics)"
+            )
         masks = self._mask_files(test, class_names, truth_dir) if truth_dir.is_dir() else None
         paths = train + [p for p, _ in test]
         meta, array = self.decode(paths, {"layout": "mvtec"})
@@ -357,11 +422,21 @@ class AnomalyFolder(ImageFolder):
         if masks is not None:
             test_masks = self._decode_masks(masks, (array.shape[2], array.shape[3]))
             test_masks = test_masks[rows_test - len(train)]
-        info = {"path": str(self.path), "cache_file": meta["cache_file"], "files": len(paths), "defect_types": defects,
-                "masks": test_masks is not None, "skipped_files": meta.get("bad_files", [])}
-        return self._image_set(images, labels, {"train": rows_train, "test": rows_test}, class_names, mapped, info, test_masks)
+        info = {
+            "path": str(self.path),
+            "cache_file": meta["cache_file"],
+            "files": len(paths),
+            "defect_types": defects,
+            "masks": test_masks is not None,
+            "skipped_files": meta.get("bad_files", []),
+        }
+        return self._image_set(
+            images, labels, {"train": rows_train, "test": rows_test}, class_names, mapped, info, test_masks
+        )
 
-    def _mask_files(self, test: list[tuple[ImageFile, int]], class_names: list[str], truth_dir: Path) -> list[Path | None]:
+    def _mask_files(
+        self, test: list[tuple[ImageFile, int]], class_names: list[str], truth_dir: Path
+    ) -> list[Path | None]:
         out, missing = [], []
         for image, label in test:
             if label == 0:
@@ -374,8 +449,10 @@ class AnomalyFolder(ImageFolder):
                 missing.append(candidates[-1])
             out.append(mask)
         if missing and self.require_masks:
-            raise DatasetNotFoundError(f"{len(missing)} defect image(s) have no mask, e.g. {missing[0]} is missing; add the masks, "
-                                       "or set data.require_masks=false to score those images at image level only")
+            raise DatasetNotFoundError(
+                f"{len(missing)} defect image(s) have no mask, e.g. {missing[0]} is missing; add the masks, "
+                "or set data.require_masks=false to score those images at image level only"
+            )
         return out
 
     def _decode_masks(self, masks: list[Path | None], size: tuple[int, int]) -> torch.Tensor:

@@ -36,7 +36,7 @@ class InputSpec:
         return len(self.shape) == 3
 
     @classmethod
-    def of_run(cls, cfg, dims, dataset_info: dict | None) -> "InputSpec":
+    def of_run(cls, cfg, dims, dataset_info: dict | None) -> InputSpec:
         scaling = str((cfg.get("data") or {}).get("normalize", "auto"))
         stats = (dataset_info or {}).get("minmax")
         minmax = (np.asarray(stats["lo"], np.float32), np.asarray(stats["hi"], np.float32)) if stats else None
@@ -49,9 +49,11 @@ class InputSpec:
             layout = f"float32 [N, {c}, {h}, {w}], {'grayscale' if c == 1 else 'RGB'} images resized to {h}x{w}"
         else:
             layout = f"float32 [N, {self.shape[0]}] vectors"
-        values = {"auto": "uint8 pixels divided by 255 (floats in [0, 1] as they are)",
-                  "minmax": "(x - min) / (max - min) with the training split's min and max",
-                  "none": "values as they are"}[self.scaling]
+        values = {
+            "auto": "uint8 pixels divided by 255 (floats in [0, 1] as they are)",
+            "minmax": "(x - min) / (max - min) with the training split's min and max",
+            "none": "values as they are",
+        }[self.scaling]
         out = {"input": layout, "values": values, "shape": list(self.shape)}
         if self.minmax is not None:
             out["min"], out["max"] = np.asarray(self.minmax[0]).tolist(), np.asarray(self.minmax[1]).tolist()
@@ -67,8 +69,10 @@ class InputSpec:
             if t.dim() == 1:
                 t = t[None]
             if t.dim() != 2 or t.shape[1] != self.shape[0]:
-                raise ConfigError(f"this run takes vectors of {self.shape[0]} values, [N, {self.shape[0]}]; got an input of shape "
-                                  f"{tuple(t.shape)}")
+                raise ConfigError(
+                    f"this run takes vectors of {self.shape[0]} values, [N, {self.shape[0]}]; got an input of shape "
+                    f"{tuple(t.shape)}"
+                )
         values = t.float().div(255.0) if t.dtype == torch.uint8 else t.float()
         if self.scaling == "minmax" and self.minmax is not None and t.dtype != torch.uint8:
             lo, hi = (torch.as_tensor(v, dtype=torch.float32) for v in self.minmax)
@@ -78,24 +82,37 @@ class InputSpec:
     def _images(self, t: torch.Tensor) -> torch.Tensor:
         c, h, w = self.shape
         if t.dim() == 2 and tuple(t.shape) != (h, w):
-            raise ConfigError(f"this run takes images [N, {c}, {h}, {w}] (or [N, H, W], [N, H, W, C]); got an input of shape "
-                              f"{tuple(t.shape)} (vectors go to a model trained on vectors)")
+            raise ConfigError(
+                f"this run takes images [N, {c}, {h}, {w}] (or [N, H, W], [N, H, W, C]); got an input of shape "
+                f"{tuple(t.shape)} (vectors go to a model trained on vectors)"
+            )
         if t.dim() == 2 or (t.dim() == 3 and tuple(t.shape) == tuple(self.shape)):
             t = t[None]  # one image
         if t.dim() == 3:
             t = t[:, None]  # [N, H, W]
         if t.dim() != 4:
-            raise ConfigError(f"this run takes images [N, {c}, {h}, {w}] (or [N, H, W, C]); got an input of shape {tuple(t.shape)}")
+            raise ConfigError(
+                f"this run takes images [N, {c}, {h}, {w}] (or [N, H, W, C]); got an input of shape {tuple(t.shape)}"
+            )
         if t.shape[1] not in (1, 3) and t.shape[3] in (1, 3):
             t = t.permute(0, 3, 1, 2)  # channels last
         if t.shape[1] not in (1, 3):
-            raise ConfigError(f"this run takes images with 1 or 3 channels, [N, {c}, {h}, {w}]; got an input of shape {tuple(t.shape)}")
+            raise ConfigError(
+                f"this run takes images with 1 or 3 channels, [N, {c}, {h}, {w}]; "
+                f"got an input of shape {tuple(t.shape)}"
+            )
         if t.shape[1] != c:  # grayscale <-> RGB, as Pillow converts
             weights = torch.tensor([0.299, 0.587, 0.114])
-            t = t.float().mul(weights[None, :, None, None]).sum(1, keepdim=True).round().to(t.dtype) if c == 1 else t.expand(-1, 3, -1, -1)
+            t = (
+                t.float().mul(weights[None, :, None, None]).sum(1, keepdim=True).round().to(t.dtype)
+                if c == 1
+                else t.expand(-1, 3, -1, -1)
+            )
         if tuple(t.shape[2:]) != (h, w):
             dtype = t.dtype
-            t = torch.nn.functional.interpolate(t.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            t = torch.nn.functional.interpolate(
+                t.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False
+            )
             t = t.round().clamp(0, 255).to(torch.uint8) if dtype == torch.uint8 else t
         return t
 
@@ -111,7 +128,9 @@ class InputSet:
     name: str = "input"
 
 
-def read_input(source: str, spec: InputSpec, split: str = "test", seed: int = 0, own: tuple[str, Any] | None = None) -> InputSet:
+def read_input(
+    source: str, spec: InputSpec, split: str = "test", seed: int = 0, own: tuple[str, Any] | None = None
+) -> InputSet:
     """Read ``source``: a folder of images, an array file, or the name of a dataset in the ``data`` group.
 
     ``own`` is ``(name, DataModule)`` of the run's training data: that name means the run's own
@@ -139,10 +158,17 @@ def read_input(source: str, spec: InputSpec, split: str = "test", seed: int = 0,
 
         x, y = read_array_file(path, "x", "y")
         x = to_layout(np.asarray(x), "auto", path) if x.ndim == 4 or not spec.is_images else np.asarray(x)
-        return InputSet(torch.from_numpy(np.ascontiguousarray(x)), [f"{path.name}[{i}]" for i in range(len(x))],
-                        None if y is None else [int(v) for v in np.asarray(y).reshape(-1)], [], path.stem)
+        return InputSet(
+            torch.from_numpy(np.ascontiguousarray(x)),
+            [f"{path.name}[{i}]" for i in range(len(x))],
+            None if y is None else [int(v) for v in np.asarray(y).reshape(-1)],
+            [],
+            path.stem,
+        )
     if "/" in source or path.suffix:
-        raise DatasetNotFoundError(f"input={source} does not exist (a folder of images, an .npy/.npz/.pt file, or a dataset name)")
+        raise DatasetNotFoundError(
+            f"input={source} does not exist (a folder of images, an .npy/.npz/.pt file, or a dataset name)"
+        )
     if own is not None and own[0] == source:
         return _split_of(own[1], source, split)
     return _read_dataset(source, split, seed)
@@ -153,7 +179,9 @@ def _split_of(dm, name: str, split: str) -> InputSet:
     if split not in dm.splits:
         raise ConfigError(f"split={split} is not one of {sorted(dm.splits)}")
     part = dm.splits[split]
-    return InputSet(part.materialized(), [str(int(i)) for i in part.ids], part.labels.tolist(), list(dm.class_names), name)
+    return InputSet(
+        part.materialized(), [str(int(i)) for i in part.ids], part.labels.tolist(), list(dm.class_names), name
+    )
 
 
 def _read_dataset(name: str, split: str, seed: int) -> InputSet:
@@ -173,5 +201,7 @@ def _read_dataset(name: str, split: str, seed: int) -> InputSet:
             with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
                 cfg = compose(config_name="config", overrides=overrides)
     except MissingConfigException:
-        raise DatasetNotFoundError(f"input={name} is neither a folder, an array file nor a dataset of the data group") from None
+        raise DatasetNotFoundError(
+            f"input={name} is neither a folder, an array file nor a dataset of the data group"
+        ) from None
     return _split_of(instantiate(cfg.data, _convert_="all"), name, split)

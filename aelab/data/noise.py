@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from aelab.config.constraints import Probability, Range
-from aelab.errors import ConfigError
 from aelab.config.signatures import check_arguments
+from aelab.errors import ConfigError
 
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -131,7 +131,8 @@ def corruption_kinds() -> dict[str, type[Corruption]]:
 
 
 def make_corruption(kind: str, **kwargs) -> Corruption:
-    """Build a corruption by its ``name`` (``none``, ``gaussian``, ``salt_pepper``, ``masking``, or a subclass's own)."""
+    """Build a corruption by its ``name`` (``none``, ``gaussian``, ``salt_pepper``, ``masking``, or a subclass's
+    own)."""
     kinds = corruption_kinds()
     if kind not in kinds:
         raise ConfigError(f"unknown corruption {kind!r}; choose one of {sorted(kinds)}")

@@ -32,7 +32,9 @@ def read_idx(path: str | Path) -> torch.Tensor:
     except PermissionError:
         raise DataFileError(f"{path} cannot be read: permission denied (check its owner and mode)") from None
     except EOFError:
-        raise DataFileError(f"{path} is truncated: the compressed stream ends early (download or copy it again)") from None
+        raise DataFileError(
+            f"{path} is truncated: the compressed stream ends early (download or copy it again)"
+        ) from None
     except gzip.BadGzipFile as exc:
         raise DataFileError(f"{path} is not a gzip file ({exc}); a .gz IDX file must be gzip-compressed") from None
     except (ValueError, OSError, zlib.error) as exc:

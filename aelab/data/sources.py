@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
+from aelab.config.signatures import check_arguments
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.data.readers import read_cifar_batches, read_idx
 from aelab.errors import DatasetNotFoundError
-from aelab.config.signatures import check_arguments
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +124,29 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 
 FASHION_MNIST = FileSource(
@@ -198,7 +218,7 @@ def load_file_source(source: FileSource, root: str | Path | None, download: bool
         log.info("%s not found locally; trying a download into %s", name, root_path)
         try:
             source.download(root_path)
-        except Exception as exc:  # network errors come in many types
+        except Exception as exc:  # noqa: BLE001 — a failed download (many error types) is reported with the search
             lines = [line.strip(" <>") for line in str(exc).splitlines() if line.strip(" <>()")]
             download_error = f"{type(exc).__name__}: {lines[-1] if lines else 'no detail'}"
         folder, searched = source.find_folder(root_path)

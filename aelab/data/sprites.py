@@ -21,9 +21,9 @@ from typing import Annotated, Literal
 import torch
 
 from aelab.config.constraints import PositiveInt, Range
+from aelab.config.signatures import check_arguments
 from aelab.data.datamodule import ImageDataModule, ImageSet
 from aelab.errors import ConfigError
-from aelab.config.signatures import check_arguments
 
 SHAPES = ("square", "ellipse", "heart")
 SCALES = torch.linspace(0.5, 1.0, 6)
@@ -155,10 +155,18 @@ class Sprites(ImageDataModule):
 
     def load(self) -> ImageSet:
         channels, height, width = self.shape
-        images, labels, factors = make_sprites(self.num_train + self.num_test, (height, width), channels, self.sprites_seed)
+        images, labels, factors = make_sprites(
+            self.num_train + self.num_test, (height, width), channels, self.sprites_seed
+        )
         n = self.num_train
         return ImageSet(
-            train_images=images[:n], train_labels=labels[:n], test_images=images[n:], test_labels=labels[n:],
-            class_names=list(SHAPES), origin=f"sprites rendered from seed {self.sprites_seed}",
-            train_factors=factors[:n], test_factors=factors[n:], factor_names=factor_names(channels),
+            train_images=images[:n],
+            train_labels=labels[:n],
+            test_images=images[n:],
+            test_labels=labels[n:],
+            class_names=list(SHAPES),
+            origin=f"sprites rendered from seed {self.sprites_seed}",
+            train_factors=factors[:n],
+            test_factors=factors[n:],
+            factor_names=factor_names(channels),
         )

@@ -47,7 +47,8 @@ def hydra_context() -> Iterator[None]:
 def compose(
     config_name: str, overrides: Iterable[str], search_path: Iterable[str] = (), hydra: bool = False
 ) -> DictConfig:
-    """``config_name`` (``config``, ``evaluate``, ``predict``, ``export``) composed with ``overrides`` and ``search_path``."""
+    """``config_name`` (``config``, ``evaluate``, ``predict``, ``export``) composed with ``overrides`` and
+    ``search_path``."""
     from hydra import compose as hydra_compose
 
     with hydra_context():

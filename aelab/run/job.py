@@ -134,7 +134,8 @@ def prepare_here(cfg: DictConfig, run_dir: Path) -> precheck.Prepared:
 
 
 def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
-    """The Hydra task: prepare (unless the Hydra callback did), skip a completed run, train, record; returns the objective.
+    """The Hydra task: prepare (unless the Hydra callback did), skip a completed run, train, record; returns the
+    objective.
 
     ``cli=False`` (the Python API) raises a failed run's error instead of exiting with its message.
     """

@@ -35,7 +35,8 @@ def build_components(cfg: DictConfig) -> Components:
     """Instantiate ``cfg.data``, ``cfg.noise`` and ``cfg.model`` (the model gets the data's input shape and the noise).
 
     ``_convert_="all"`` hands plain lists and dicts to the constructors (and into checkpoints).
-    The top-level options that configure the model (``nonfinite_loss``, ``steps_per_call``, ``compile``) are applied here.
+    The top-level options that configure the model (``nonfinite_loss``, ``steps_per_call``, ``compile``) are applied
+    here.
     """
     from hydra.utils import instantiate
 
@@ -114,7 +115,8 @@ def instantiate_group(group: DictConfig | None, **extra: dict[str, Any]) -> dict
 
 # ----------------------------------------------------------------------------- around the trio, for a training job
 def callbacks(job: Job) -> list:
-    """The config's callbacks plus those every run needs (history, step seeding, timing; pruning in an Optuna search)."""
+    """The config's callbacks plus those every run needs (history, step seeding, timing; pruning in an Optuna
+    search)."""
     from lightning.pytorch.callbacks import ProgressBar
 
     from aelab.callbacks import MetricsHistory, StepSeeding, Timing
@@ -166,7 +168,8 @@ def metric_catalog(model, tasks: dict[str, Any]):
 
 
 def logger_arguments(job: Job) -> dict[str, dict[str, Any]]:
-    """What the loggers learn from the run: its sweep (W&B group, MLflow tag) and, when it continues, its tracked runs."""
+    """What the loggers learn from the run: its sweep (W&B group, MLflow tag) and, when it continues, its tracked
+    runs."""
     from aelab.run.session import sweep_name
     from aelab.store.runs import wandb_run_id
 

@@ -33,7 +33,8 @@ log = logging.getLogger("aelab.train")
 
 
 class Refused(SystemExit):
-    """A run refused before it wrote anything: ``aelab-train`` exits with the message, :func:`aelab.train` raises ``error``."""
+    """A run refused before it wrote anything: ``aelab-train`` exits with the message, :func:`aelab.train` raises
+    ``error``."""
 
     def __init__(self, error: AelabError, tool: str = "aelab-train"):
         super().__init__(f"{tool}: error: {error}")
@@ -66,7 +67,8 @@ def task_overrides(cfg: DictConfig) -> list[str]:
 
 
 def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> list[str]:
-    """Every problem of a composed ``aelab-train`` config that needs no torch: keys, types, ranges, cross-field rules."""
+    """Every problem of a composed ``aelab-train`` config that needs no torch: keys, types, ranges, cross-field
+    rules."""
     from aelab.config.checks import config_problems as signature_problems
 
     try:
@@ -126,7 +128,10 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
         if status == "completed":
             way = "a completed run is not trained again (on_config_change=continue leaves it as it is and goes on)"
         else:
-            way = "or continue this one with the new values anyway: on_config_change=continue (metrics.json records the change)"
+            way = (
+                "or continue this one with the new values anyway: on_config_change=continue "
+                "(metrics.json records the change)"
+            )
         done = "completed" if status == "completed" else f"{status or 'started'} after {record.get('epochs', 0)} epochs"
         raise Refused(
             ConfigError(

@@ -106,7 +106,8 @@ def write_record(job: Job, status: str, error: str | None = None, error_type: st
 
 
 def write_job_files(job: Job) -> None:
-    """The run's ``.hydra/`` files — the config it trains with, Hydra's config, the overrides — written by the run itself.
+    """The run's ``.hydra/`` files — the config it trains with, Hydra's config, the overrides — written by the run
+    itself.
 
     Hydra's own copy is switched off (``hydra.output_subdir: null``) so that a refused or skipped invocation never
     rewrites a run's record of its config: only a run that goes on to train writes them.

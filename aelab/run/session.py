@@ -143,7 +143,8 @@ def fast_exit() -> None:
 
 
 def watch_launcher() -> None:
-    """In a worker process of a parallel (joblib) sweep, stop the job when the launcher dies (:func:`stop_with_parent`)."""
+    """In a worker process of a parallel (joblib) sweep, stop the job when the launcher dies
+    (:func:`stop_with_parent`)."""
     if is_multirun() and "joblib" in str((HydraConfig.get().get("launcher") or {}).get("_target_", "")):
         stop_with_parent()
 

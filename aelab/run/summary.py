@@ -133,7 +133,8 @@ def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
     lines += _wandb_lines(run_dir) + _mlflow_lines(record)
     if status == "completed":
         lines.append(
-            f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   aelab-predict run={run_dir} input=<images>"
+            f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   "
+            f"aelab-predict run={run_dir} input=<images>"
         )
     elif repeats:
         lines.append("next: the same command would stop the same way — change what the error names first")
@@ -150,7 +151,8 @@ def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
 
 
 def print_run_summary(job, multirun: bool, repeats: bool = False, console_file=None) -> str:
-    """The end-of-run summary of a single run (rank 0): printed (unless ``verbose=false``) and appended to ``train.log``.
+    """The end-of-run summary of a single run (rank 0): printed (unless ``verbose=false``) and appended to
+    ``train.log``.
 
     A sweep ends with a table of its jobs instead. Returns the plain text.
     """

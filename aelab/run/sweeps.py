@@ -115,7 +115,8 @@ def _one_value_at_a_time(overrides: list[str]) -> list[list[str]]:
 
 
 def changed_jobs(cfg: DictConfig, sweep_dir: Path, overrides: list[str], exclude_keys: list[str]) -> list[str]:
-    """Job folders of an earlier sitting that this sweep would continue or skip under another config, with the changes."""
+    """Job folders of an earlier sitting that this sweep would continue or skip under another config, with the
+    changes."""
     from aelab.store.fingerprint import config_changes, describe_changes
 
     if str(cfg.get("on_config_change", "refuse")) == "continue":

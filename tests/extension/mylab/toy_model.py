@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aelab.constraints import NonNegativeFloat
 from aelab.signatures import check_arguments
+
 from aelab.metric_info import MetricInfo
 from aelab.models import Autoencoder
 

@@ -56,6 +56,7 @@ def test_an_extension_is_swept_and_each_job_records_its_search_path_and_package(
     assert record["eval"]["files"]["dead_units/dead_units"] == "eval/dead_units.txt"  # relative to the run folder
 
 
+@pytest.mark.slow  # four tools as subprocesses, about a minute
 def test_aelab_eval_predict_export_and_compare_need_no_pythonpath(sweep):
     root, sweep_dir = sweep
     job = sweep_dir / "model.k=4"

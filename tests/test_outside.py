@@ -101,6 +101,7 @@ def test_predict_on_an_npz_and_denoise_writes_cleaned_images(runs, tmp_path):
     assert np.allclose(np.load(result["files"]["codes"]), run.encode(images), atol=1e-5)
 
 
+@pytest.mark.slow  # a dozen aelab-predict processes, about 40 s
 def test_predict_cli_and_its_bad_input(runs, cli, tmp_path):
     result = cli(f"run={runs['mlp']}", "input=sprites", "outputs=[codes,score]", tool="aelab-predict")
     assert result.returncode == 0, result.stderr[-2000:]

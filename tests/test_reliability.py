@@ -27,6 +27,7 @@ def test_same_seed_gives_identical_metrics_and_the_seed_is_recorded(run_train):
     assert OmegaConf.load(dir_a / "csv" / "hparams.yaml").seed == 7  # the config every logger (W&B too) receives
 
 
+@pytest.mark.slow  # trains, then aelab-compare as a subprocess, about 25 s
 def test_truncated_metrics_json_is_reported_by_compare(cli, tmp_path):
     sweep = cli("-m", *TINY, "model=linear", "model.bottleneck=2,4", "data.limit_train=128", "sweep.name=s")
     assert sweep.returncode == 0, sweep.stderr[-2000:]

@@ -85,6 +85,7 @@ def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
     assert all(r["summary"]["gap/recon_loss"].keys() == {"last"} for r in runs)
 
 
+@pytest.mark.slow  # two sweeps as subprocesses, about 30 s
 def test_failed_job_is_recorded_and_resume_skips_completed_jobs(cli, tmp_path):
     args = ["-m", *SWEEP_BASE, "trainer.max_epochs=1", "model.optimizer.lr=0.001,1e30"]  # the second diverges (NaN)
     first = cli(*args)

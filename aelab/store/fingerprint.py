@@ -31,6 +31,7 @@ CONTINUATION_KEYS: tuple[str, ...] = (
     "trainer.enable_model_summary",  # what it shows and logs
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
+    "trainer.plugins",  # how checkpoints are written and read (aelab's checkpoint IO), not what is trained
     "logger",
     "callbacks.progress_bar",
     "callbacks.reconstruction_grid",
@@ -58,6 +59,13 @@ CONTINUATION_KEYS: tuple[str, ...] = (
 )
 
 
+#: keys aelab's config gained after 0.1, with the value a run recorded without them trained with (Lightning's defaults)
+IMPLICIT_DEFAULTS: dict[str, Any] = {
+    "trainer.accumulate_grad_batches": 1,
+    "trainer.val_check_interval": 1.0,
+}
+
+
 def _allowed(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in CONTINUATION_KEYS)
 
@@ -77,7 +85,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def training_config(config: dict[str, Any]) -> dict[str, Any]:
     """The leaves of ``config`` that shape training (every key but :data:`CONTINUATION_KEYS`)."""
-    return {k: v for k, v in flatten(config).items() if not _allowed(k)}
+    return {k: v for k, v in {**IMPLICIT_DEFAULTS, **flatten(config)}.items() if not _allowed(k)}
 
 
 def fingerprint(config: dict[str, Any]) -> str:

@@ -413,3 +413,16 @@ def test_a_key_that_follows_another_one_to_one_is_not_a_second_setting():
     table = table_from_records(records)
     assert table.setting_keys == ["model", "model.bottleneck"] and table.echoes == {"model/net": "model"}
     assert "model/net" in table.frame.columns  # runs.csv keeps it
+
+
+def test_the_study_command_keeps_interpolations_as_typed(tmp_path):
+    """A sweep started with ``+callbacks.fault.run_dir=${paths.run_dir}`` is shown as typed, not resolved."""
+    from aelab.analysis.report import study_commands
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "aelab_sweep.yaml").write_text(yaml.safe_dump({"overrides": ["model=mlp", "+x.dir=${paths.run_dir}"]}))
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    hydra: ['hydra/launcher=joblib', 'x=${y}']\n")
+    assert study_commands([sweep]) == ["aelab-train -m model=mlp '+x.dir=${paths.run_dir}' hydra/launcher=joblib"]
+    (sweep / "aelab_sweep.yaml").write_text("overrides: [unclosed\n")
+    assert study_commands([sweep]) == ["aelab-train -m hydra/launcher=joblib"]  # an unreadable file: no crash

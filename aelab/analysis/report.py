@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from aelab.analysis.style import order_key, ordered, value_text
 from aelab.analysis.table import FormattedTable, RunTable
@@ -99,6 +98,17 @@ def data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
+def _plain_yaml(path: Path) -> dict:
+    """A YAML file as written (interpolations such as ``${paths.run_dir}`` kept as text); {} when absent or bad."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def study_commands(paths: list[Path]) -> list[str]:
     """How the compared runs were made: each sweep's ``aelab-train -m`` line (and the ablation script that ran it),
     or each single run's ``aelab-train`` line, as read from the folders."""
@@ -113,11 +123,9 @@ def study_commands(paths: list[Path]) -> list[str]:
                 pass
         sweep = path / "aelab_sweep.yaml"
         if sweep.is_file():
-            overrides = [str(o) for o in OmegaConf.load(sweep).get("overrides") or []]
-            multirun = path / "multirun.yaml"
-            if multirun.is_file():
-                launch = OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.hydra") or []
-                overrides += [str(o) for o in launch if str(o).startswith(LAUNCH_OVERRIDES)]
+            overrides = [str(o) for o in _plain_yaml(sweep).get("overrides") or []]
+            launch = ((_plain_yaml(path / "multirun.yaml").get("hydra") or {}).get("overrides") or {}).get("hydra")
+            overrides += [str(o) for o in launch or [] if str(o).startswith(LAUNCH_OVERRIDES)]
             out.append("aelab-train -m " + shlex.join(overrides))
             continue
         record = path / "metrics.json"

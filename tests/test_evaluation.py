@@ -124,6 +124,7 @@ def test_a_short_denoising_run_beats_its_noisy_baseline(trained_runs):
     assert Path(result.files["gaussian_0.3"]).is_file()
 
 
+@pytest.mark.slow  # aelab-eval and aelab-compare as subprocesses, about 25 s
 def test_aelab_eval_writes_metrics_json_wandb_and_compare(trained_runs, cli):
     run_dir = trained_runs["vae"]
     before = len(offline_runs(run_dir))

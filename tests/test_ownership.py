@@ -90,6 +90,7 @@ def test_killing_a_joblib_sweep_stops_its_jobs(tmp_path):
         assert status(job) == "interrupted" and (job / "checkpoints" / "last.ckpt").is_file() and not owner_alive(job)
 
 
+@pytest.mark.slow  # kills and resumes a training process, about 20 s
 def test_a_killed_run_reads_as_interrupted_is_evaluated_and_its_half_written_files_go_on_resume(cli, tmp_path):
     killed = cli(*TINY, "model=mlp", "trainer.max_epochs=4", "name=k", *KILL_AT_EPOCH_2)
     assert killed.returncode == -signal.SIGKILL

@@ -24,6 +24,7 @@ def metrics_of(job: Path) -> dict:
     return json.loads((job / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # a parallel sweep and aelab-compare as subprocesses, about 35 s
 def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
     result = cli(
         "-m",

@@ -206,6 +206,7 @@ def test_config_payloads_are_refused_by_load_run_naming_the_key_and_the_target(r
     assert marker.exists()
 
 
+@pytest.mark.slow  # four tools as subprocesses, about 25 s
 def test_config_payloads_are_refused_by_eval_predict_export_and_compares_grid(run, tmp_path, capsys):
     from hydra import compose, initialize_config_dir
 

@@ -48,6 +48,8 @@ class Job:
         self.overrides, self.search_path = task_overrides(), search_path()
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when
             trust = bool(self.cfg.get("trust_checkpoint", False))
+            from aelab.store.checkpoints import checkpoint_step
+
             at = {"at_step": checkpoint_step(self.resume_from, trust), "at": self.started_at}
             changed = [{**at, "key": k, "before": b, "after": a} for k, b, a in prepared.changes]
             self.record.update(config_changes=[*(self.record.get("config_changes") or []), *changed])
@@ -114,35 +116,15 @@ class Job:
         publish_evaluation(self.loggers, ev.metrics, ev.images, self.trainer.global_step)
 
 
-def checkpoint_step(path: Path | None, trust: bool = False) -> int:
-    """The optimizer step a checkpoint was saved at (0 without one)."""
-    from aelab.store.checkpoints import load_checkpoint
-
-    return int(load_checkpoint(path, mmap=True, trust=trust).get("global_step", 0)) if path is not None else 0
-
-
-def prepare_here(cfg: DictConfig, run_dir: Path) -> precheck.Prepared:
-    """The pre-run step where the job runs: a sweep job (its folder made by the launcher), a DDP rank, a direct call."""
-    from aelab.run.folders import own
-
-    if is_extra_rank():  # rank 0 checked and owns the folder; this rank builds its own copy of the parts
-        return precheck.Prepared(
-            run_dir, precheck.build_parts(cfg, run_dir.parent, {}), precheck.resume_from(cfg, run_dir)
-        )
-    own(run_dir)
-    return precheck.prepare(cfg, run_dir)
-
-
 def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
-    """The Hydra task: prepare (unless the Hydra callback did), skip a completed run, train, record; returns the
-    objective.
+    """The Hydra task: prepare (unless the Hydra callback did), skip a completed run, train, record; the objective.
 
     ``cli=False`` (the Python API) raises a failed run's error instead of exiting with its message.
     """
     own_wandb_service()
     multirun, run_dir = is_multirun(), Path(str(cfg.paths.run_dir))
     try:
-        prepared = precheck.take(run_dir) or prepare_here(cfg, run_dir)
+        prepared = precheck.take(run_dir) or precheck.prepare_here(cfg, run_dir)
     except precheck.Refused as refused:
         if not multirun:
             if not cli:

@@ -257,3 +257,14 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
 def take(run_dir: Path) -> Prepared | None:
     """The parts prepared for ``run_dir`` in this process (once)."""
     return _PREPARED.pop(Path(run_dir).resolve(), None)
+
+
+def prepare_here(cfg: DictConfig, run_dir: Path) -> Prepared:
+    """The pre-run step where the job runs: a sweep job (its folder made by the launcher), a DDP rank, a direct call."""
+    from aelab.run.folders import own
+    from aelab.store.locks import is_extra_rank
+
+    if is_extra_rank():  # rank 0 checked and owns the folder; this rank builds its own copy of the parts
+        return Prepared(run_dir, build_parts(cfg, run_dir.parent, {}), resume_from(cfg, run_dir))
+    own(run_dir)
+    return prepare(cfg, run_dir)

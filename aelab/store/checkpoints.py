@@ -200,3 +200,8 @@ def resume_checkpoint(run_dir: Path, ckpt_path: str | None, resume: str, trust: 
     if path is not None:
         load_checkpoint(path, mmap=True, trust=trust)
     return path
+
+
+def checkpoint_step(path: Path | None, trust: bool = False) -> int:
+    """The optimizer step a checkpoint was saved at (0 without one)."""
+    return int(load_checkpoint(path, mmap=True, trust=trust).get("global_step", 0)) if path is not None else 0

@@ -163,3 +163,4 @@ def test_a_path_with_an_equals_sign_is_taken_as_typed(tmp_path):
         "name=a=b",
     ]
     assert quote_paths(["run=./it's=here"]) == ["run='./it\\'s=here'"]
+    assert quote_paths(["data.path=/data/a=1,/data/b=2"]) == ["data.path=/data/a=1,/data/b=2"]  # a sweep of paths

@@ -113,19 +113,25 @@ def run_app(
 
 
 #: characters of a path that Hydra's override grammar does not take unquoted (a sweep job's folder is ``model.k=4``)
-_UNQUOTABLE = re.compile(r"[=\s()\[\]{}'\",]")
+_UNQUOTABLE = re.compile(r"[=\s()\[\]{}'\"]")
 
 
 def quote_paths(argv: list[str]) -> list[str]:
     """``argv`` with each path value that Hydra would misread quoted: ``run=outputs/sweeps/s/model.k=4`` works as typed.
 
     A value counts as a path when it starts like one (``/``, ``./``, ``../``, ``~``) or names an existing file or
-    folder; values that are already quoted, lists, dicts and interpolations are left alone.
+    folder; values that are already quoted, lists, dicts, interpolations and comma-separated sweeps are left alone.
     """
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and not arg.startswith("-") and _UNQUOTABLE.search(value) and value[:1] not in "'\"[{$":
+        if (
+            sep
+            and not arg.startswith("-")
+            and _UNQUOTABLE.search(value)
+            and value[:1] not in "'\"[{$"
+            and "," not in value
+        ):
             if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists():
                 arg = f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
         out.append(arg)
@@ -134,9 +140,8 @@ def quote_paths(argv: list[str]) -> list[str]:
 
 def with_run_context(argv: list[str]) -> list[str]:
     """``argv`` of an entry point that reads a run (``run=<run or sweep folder>``), with the run's recorded search path
-    added (unless ``hydra.searchpath`` is given) and its own packages made importable — so ``aelab-eval run=...
-    eval=[x]``
-    finds an extension's task ``x`` as the training did, without being told again."""
+    added (unless ``hydra.searchpath`` is given) and its own packages made importable — so
+    ``aelab-eval run=... eval=[x]`` finds an extension's task ``x`` as the training did, without being told again."""
     from aelab.run.compose import searchpath_override
     from aelab.run.extensions import run_context
     from aelab.store.runs import find_run_dirs

@@ -176,8 +176,7 @@ class ArrayFile(ImageDataModule):
                 raise ConfigError(
                     f"{self.path}: the values span [{lo:g}, {hi:g}], not [0, 1]; set data.normalize=minmax (rescale "
                     "by the training split's minimum and maximum, per feature for vectors) or data.normalize=none (use "
-                    "them as they "
-                    "are, with model.output_activation=identity)"
+                    "them as they are, with model.output_activation=identity)"
                 )
         return train, test
 

@@ -366,11 +366,6 @@ def format_cell(mean: Any, std: Any, n: Any, places: int) -> str:
     return f"{_number(mean, places)} ± {_number(std, places)}"
 
 
-def format_value(mean: float, std: float, n: int) -> str:
-    """One value ``mean ± std`` with its decimals chosen from its own spread (see :func:`column_decimals`)."""
-    return format_cell(mean, std, n, column_decimals([mean], [std] if n and n > 1 else []))
-
-
 @dataclass
 class FormattedTable:
     """The per-setting table as text: header, cells, the raw value behind each cell (for sorting) and n."""

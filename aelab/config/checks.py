@@ -16,8 +16,8 @@ a second, before it creates a run folder:
 * top-level keys against :class:`aelab.config.options.TrainOptions`, and the output
   folder (writable, ``paths.min_free_mb`` free).
 
-:func:`config_problems` returns every problem at once; :func:`check_config`
-prints them and exits.
+:func:`config_problems` returns every problem at once; the pre-run step
+(:mod:`aelab.run.precheck`) prints them and refuses the run.
 """
 
 from __future__ import annotations
@@ -422,27 +422,3 @@ def output_problems(folder: str | Path, min_free_mb: float = 0) -> list[str]:
             "free some space or set paths.output_dir to another disk"
         ]
     return []
-
-
-def check_config(cfg: DictConfig, tool: str = "aelab-train") -> None:
-    """Log the warnings of ``cfg`` and exit with all its problems listed, if it has any.
-
-    A fault of the check itself is logged and the run goes on (the constructors check again).
-    """
-    try:
-        problems, warnings = config_problems(cfg)
-    except Exception as exc:  # noqa: BLE001 — a fault of the check itself must not stop a run (the constructors check)
-        log.warning(
-            "the early config check failed (%s: %s); the components check their options when they are built",
-            type(exc).__name__,
-            exc,
-        )
-        return
-    for warning in warnings:
-        log.warning("%s", warning)
-    if problems:
-        lines = "\n".join(f"  - {p}" for p in problems)
-        raise SystemExit(
-            f"{tool}: error: the config has {len(problems)} problem{'s' if len(problems) > 1 else ''}; nothing was "
-            f"run:\n{lines}"
-        )

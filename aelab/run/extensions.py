@@ -27,21 +27,6 @@ _OWN = {"aelab", "torch", "torchvision", "torchmetrics", "lightning", "pytorch_l
         "functools", "builtins", "numpy", "sklearn", "hydra_plugins"}  # fmt: skip
 
 
-def targets(node: Any) -> set[str]:
-    """Every ``_target_`` in a plain config tree."""
-    found: set[str] = set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "_target_" and isinstance(value, str):
-                found.add(value)
-            else:
-                found |= targets(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= targets(value)
-    return found
-
-
 def _home(top: str) -> Path | None:
     """The folder to put on ``sys.path`` to import top-level package ``top``, when it is not an installed one."""
     try:
@@ -59,7 +44,9 @@ def _home(top: str) -> Path | None:
 def packages_of(config: dict[str, Any]) -> dict[str, str]:
     """``{package: folder it was imported from}`` for the run's own (not installed, not aelab's) packages."""
     out = {}
-    for target in sorted(targets(config)):
+    from aelab.config.trust import config_targets
+
+    for target in sorted({t for _, t in config_targets(config) if isinstance(t, str)}):
         top = target.split(".")[0]
         if top in _OWN or top in out:
             continue

@@ -122,6 +122,8 @@ def quote_paths(argv: list[str]) -> list[str]:
     A value counts as a path when it starts like one (``/``, ``./``, ``../``, ``~``) or names an existing file or
     folder; values that are already quoted, lists, dicts, interpolations and comma-separated sweeps are left alone.
     """
+    from aelab.run.compose import quote_override
+
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -133,7 +135,7 @@ def quote_paths(argv: list[str]) -> list[str]:
             and "," not in value
         ):
             if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists():
-                arg = f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+                arg = f"{key}={quote_override(value)}"
         out.append(arg)
     return out
 

@@ -282,7 +282,7 @@ def _top_problems(
 def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[list[str], list[str]]:
     """Every problem of the composed ``cfg`` (errors) and the warnings, without building anything."""
     if overrides is None:
-        overrides = _task_overrides(cfg)
+        overrides = task_overrides(cfg)
     problems = _top_problems(cfg, overrides)
     for group in COMPONENTS:
         if cfg.get(group) is not None:
@@ -305,14 +305,15 @@ ENTRY_OPTIONS = {
 def entry_problems(tool: str, cfg: DictConfig, overrides: list[str] | None = None) -> list[str]:
     """Every problem of the config of ``aelab-eval``, ``aelab-predict`` or ``aelab-export`` (their typed options)."""
     if overrides is None:
-        overrides = _task_overrides(cfg)
+        overrides = task_overrides(cfg)
     problems = _top_problems(cfg, overrides, ENTRY_OPTIONS[tool], tool)
     if "eval" in cfg:
         problems += _dict_of_components("eval", cfg.get("eval"))
     return problems
 
 
-def _task_overrides(cfg: DictConfig) -> list[str]:
+def task_overrides(cfg: DictConfig) -> list[str]:
+    """The task overrides a config was composed with, as typed (``${...}`` unresolved); [] outside Hydra."""
     hydra_node = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
     if hydra_node is not None:
         task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)

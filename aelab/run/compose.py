@@ -21,12 +21,17 @@ def search_path_of(cfg: DictConfig | None) -> list[str]:
     return [str(p) for p in found] if found else []
 
 
+def quote_override(value: str) -> str:
+    """Quote a value for a Hydra override (commas, brackets, colons and ``=`` stay literal)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def searchpath_override(search_path: Iterable[str]) -> list[str]:
     """``hydra.searchpath=[...]`` for ``search_path`` (nothing when it is empty)."""
     paths = [str(p) for p in search_path]
     if not paths:
         return []
-    return ["hydra.searchpath=[" + ",".join("'" + p.replace("'", "\\'") + "'" for p in paths) + "]"]
+    return ["hydra.searchpath=[" + ",".join(quote_override(p) for p in paths) + "]"]
 
 
 @contextmanager

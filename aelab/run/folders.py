@@ -25,9 +25,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from aelab.config.checks import task_overrides
 from aelab.errors import ConfigError, RunFolderError, find_aelab_error
 from aelab.run import sweeps
-from aelab.run.precheck import Refused, config_problems, machine_problems, prepare, refuse, task_overrides
+from aelab.run.compose import quote_override
+from aelab.run.precheck import Refused, config_problems, machine_problems, prepare, refuse
 from aelab.store.files import remove_temporaries, write_json_atomic
 from aelab.store.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
 from aelab.store.record import now_iso
@@ -58,11 +60,6 @@ def own(folder: Path, what: str = "run folder") -> Path:
     for stray in remove_temporaries(folder):
         log.info("removed %s, left half-written by an earlier process", stray)
     return folder
-
-
-def quote_override(value: str) -> str:
-    """Quote a value for a Hydra override (commas, brackets and colons stay literal)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _has_override(config: DictConfig, key: str) -> bool:

@@ -56,16 +56,6 @@ class Prepared:
 _PREPARED: dict[Path, Prepared] = {}  # handed from the Hydra callback to the job, in the same process
 
 
-def task_overrides(cfg: DictConfig) -> list[str]:
-    """The task overrides a config was composed with, as typed (``${...}`` unresolved)."""
-    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
-    if task is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    return [str(o) for o in OmegaConf.to_container(task, resolve=False)]
-
-
 def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> list[str]:
     """Every problem of a composed ``aelab-train`` config that needs no torch: keys, types, ranges, cross-field
     rules."""

@@ -31,7 +31,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from aelab.run.folders import quote_override
+from aelab.run.compose import quote_override
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage schema set-up talks at INFO

@@ -47,10 +47,7 @@ class Job:
         self.loggers, self.tasks, self.tracked = [], {}, {}
         self.overrides, self.search_path = task_overrides(), search_path()
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when
-            trust = bool(self.cfg.get("trust_checkpoint", False))
-            from aelab.store.checkpoints import checkpoint_step
-
-            at = {"at_step": checkpoint_step(self.resume_from, trust), "at": self.started_at}
+            at = {"at_step": prepared.resume_step, "at": self.started_at}
             changed = [{**at, "key": k, "before": b, "after": a} for k, b, a in prepared.changes]
             self.record.update(config_changes=[*(self.record.get("config_changes") or []), *changed])
 

@@ -48,6 +48,7 @@ class Prepared:
     run_dir: Path
     parts: Any = None  # aelab.run.parts.Components: datamodule, noise, model
     resume_from: Path | None = None
+    resume_step: int = 0  # the optimizer step resume_from was saved at
     skip: Any = None  # the RunRecord of a completed run with the same config: nothing to train
     timing: dict = field(default_factory=dict)
     changes: list = field(default_factory=list)  # (key, before, after) accepted with on_config_change=continue
@@ -185,25 +186,28 @@ def meta_parameter_count(cfg: DictConfig) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def resume_from(cfg: DictConfig, run_dir: Path | None, model=None) -> Path | None:
-    """The checkpoint the run continues from (``ckpt_path=``, or the folder's own newest), checked readable and,
-    given the model, of its shapes (a checkpoint of another model size is named before anything is written)."""
+def resume_from(cfg: DictConfig, run_dir: Path | None, model=None) -> tuple[Path | None, int]:
+    """The checkpoint the run continues from (``ckpt_path=``, or the folder's own newest) and its optimizer step.
+
+    Loaded once, weights only unless ``trust_checkpoint`` (a truncated file, or one holding more than weights, is
+    named before anything starts) and, given the model, checked for its shapes (a checkpoint of another model size
+    is named before anything is written)."""
     from aelab.store.checkpoints import load_checkpoint, resume_checkpoint
 
-    trust = bool(cfg.get("trust_checkpoint", False))
     try:
         path = None  # a fresh folder (run_dir None) starts from ckpt_path= only
         if run_dir is not None or cfg.get("ckpt_path"):
-            path = resume_checkpoint(run_dir or Path("."), cfg.get("ckpt_path"), str(cfg.resume), trust=trust)
-        if path is not None and model is not None:
-            state = load_checkpoint(path, mmap=True, trust=trust).get("state_dict") or {}
-            problem = shape_problem(state, model.state_dict())
-            if problem:
-                raise ConfigError(
-                    f"checkpoint {path} holds a model of another shape than this config builds ({problem}): "
-                    "continue it with the config it was trained with, or start a new run (another name=)"
-                )
-        return path
+            path = resume_checkpoint(run_dir or Path("."), cfg.get("ckpt_path"), str(cfg.resume))
+        if path is None:
+            return None, 0
+        checkpoint = load_checkpoint(path, mmap=True, trust=bool(cfg.get("trust_checkpoint", False)))
+        problem = shape_problem(checkpoint.get("state_dict") or {}, model.state_dict()) if model is not None else None
+        if problem:
+            raise ConfigError(
+                f"checkpoint {path} holds a model of another shape than this config builds ({problem}): "
+                "continue it with the config it was trained with, or start a new run (another name=)"
+            )
+        return path, int(checkpoint.get("global_step", 0))
     except AelabError as exc:
         raise Refused(exc) from None
 
@@ -236,10 +240,10 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     if skip is not None:
         return Prepared(run_dir, skip=skip, timing=timing)
     parts = build_parts(cfg, run_dir.parent, timing)
-    resume = resume_from(cfg, None if fresh else run_dir, parts.model)
+    resume, step = resume_from(cfg, None if fresh else run_dir, parts.model)
     if choose is not None:
         run_dir = choose()
-    prepared = Prepared(run_dir, parts, resume, timing=timing, changes=changes)
+    prepared = Prepared(run_dir, parts, resume, step, timing=timing, changes=changes)
     _PREPARED[run_dir.resolve()] = prepared
     return prepared
 
@@ -255,6 +259,6 @@ def prepare_here(cfg: DictConfig, run_dir: Path) -> Prepared:
     from aelab.store.locks import is_extra_rank
 
     if is_extra_rank():  # rank 0 checked and owns the folder; this rank builds its own copy of the parts
-        return Prepared(run_dir, build_parts(cfg, run_dir.parent, {}), resume_from(cfg, run_dir))
+        return Prepared(run_dir, build_parts(cfg, run_dir.parent, {}), *resume_from(cfg, run_dir))
     own(run_dir)
     return prepare(cfg, run_dir)

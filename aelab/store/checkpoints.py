@@ -176,11 +176,11 @@ def newest_resume_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
 
 
-def resume_checkpoint(run_dir: Path, ckpt_path: str | None, resume: str, trust: bool = False) -> Path | None:
+def resume_checkpoint(run_dir: Path, ckpt_path: str | None, resume: str) -> Path | None:
     """The checkpoint a run starts from: ``ckpt_path``, or with ``resume=auto`` the run folder's own newest one.
 
-    Checked readable, weights only unless ``trust`` (a truncated file, or one holding more than weights, is
-    named before anything starts); ``resume=never`` refuses a folder that already holds checkpoints.
+    ``resume=never`` refuses a folder that already holds checkpoints. The file is not read here: the pre-run
+    step (:func:`aelab.run.precheck.resume_from`) loads it once, weights only, to check it.
     """
     if ckpt_path:
         path = Path(str(ckpt_path)).expanduser()
@@ -197,11 +197,4 @@ def resume_checkpoint(run_dir: Path, ckpt_path: str | None, resume: str, trust: 
         return None
     else:
         path = newest_resume_checkpoint(run_dir / "checkpoints")
-    if path is not None:
-        load_checkpoint(path, mmap=True, trust=trust)
     return path
-
-
-def checkpoint_step(path: Path | None, trust: bool = False) -> int:
-    """The optimizer step a checkpoint was saved at (0 without one)."""
-    return int(load_checkpoint(path, mmap=True, trust=trust).get("global_step", 0)) if path is not None else 0

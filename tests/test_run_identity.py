@@ -130,3 +130,19 @@ def test_a_negative_epoch_count_is_refused_before_any_folder(tmp_path):
     result = run_cli([*TINY, "trainer.max_epochs=-5"], tmp_path)
     assert result.returncode != 0 and "trainer.max_epochs=-5 must be -1 (no limit) or >= 0" in result.stderr
     assert not (tmp_path / "outputs" / "runs").exists()
+
+
+def test_an_unreadable_recorded_config_is_named_not_compared(tmp_path):
+    """The one comparison the single run's and the sweep's checks share: a garbage config.yaml is a ConfigError."""
+    from omegaconf import OmegaConf
+
+    from aelab.errors import ConfigError
+    from aelab.store.fingerprint import changes_since
+
+    recorded = tmp_path / "config.yaml"
+    recorded.write_text("model: {bottleneck: 8}\nseed: 0\n")
+    now = OmegaConf.create({"model": {"bottleneck": 16}, "seed": 0, "hydra": {"x": 1}})
+    assert changes_since(recorded, now) == [("model.bottleneck", 8, 16)]
+    recorded.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="config.yaml cannot be read"):
+        changes_since(recorded, now)

@@ -99,7 +99,7 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
     Reads only: the folder's ``metrics.json`` and ``.hydra/config.yaml``. A folder without a record
     (new, or killed before its first record) trains.
     """
-    from aelab.store.fingerprint import config_changes, describe_changes
+    from aelab.store.fingerprint import changes_since, describe_changes
     from aelab.store.record import RunRecord
 
     record = RunRecord.read(run_dir)
@@ -110,11 +110,9 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
     if str(cfg.get("resume", "auto")) == "never":
         resume_from(cfg, run_dir)  # refuses a folder that holds checkpoints
     try:
-        before = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)
-    except Exception as exc:  # noqa: BLE001 — an unreadable record is reported, not trained over
-        raise Refused(ConfigError(f"{recorded} cannot be read ({type(exc).__name__}); choose another name=")) from None
-    now = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
-    changes = config_changes(before, now)
+        changes = changes_since(recorded, cfg)
+    except ConfigError as exc:
+        raise Refused(exc) from None
     if changes and str(cfg.get("on_config_change", "refuse")) != "continue":
         if status == "completed":
             way = "a completed run is not trained again (on_config_change=continue leaves it as it is and goes on)"

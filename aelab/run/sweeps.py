@@ -117,22 +117,22 @@ def _one_value_at_a_time(overrides: list[str]) -> list[list[str]]:
 def changed_jobs(cfg: DictConfig, sweep_dir: Path, overrides: list[str], exclude_keys: list[str]) -> list[str]:
     """Job folders of an earlier sitting that this sweep would continue or skip under another config, with the
     changes."""
-    from aelab.store.fingerprint import config_changes, describe_changes
+    from aelab.errors import ConfigError
+    from aelab.store.fingerprint import changes_since, describe_changes
 
     if str(cfg.get("on_config_change", "refuse")) == "continue":
         return []
-    named = {name: job for name, job in grid_jobs(overrides, exclude_keys) if RunRecord.read(sweep_dir / name)}
+    named = [(name, job) for name, job in grid_jobs(overrides, exclude_keys) if RunRecord.read(sweep_dir / name)]
     found = []
-    for job, job_cfg in job_configs(cfg, list(named.values())):
-        name = next(n for n, j in named.items() if j == job)
+    for (name, _), (_, job_cfg) in zip(named, job_configs(cfg, [job for _, job in named])):
         recorded = sweep_dir / name / ".hydra" / "config.yaml"
         if isinstance(job_cfg, Exception) or not recorded.is_file():
             continue
-        before = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)
-        now = OmegaConf.to_container(
-            OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"]), resolve=False
-        )
-        changes = config_changes(before, now)
+        try:
+            changes = changes_since(recorded, job_cfg)
+        except ConfigError as exc:
+            found.append(f"{name}: {exc}")
+            continue
         if changes:
             found.append(f"{name}:\n{describe_changes(changes, limit=4)}")
     return found

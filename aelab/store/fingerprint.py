@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from aelab._compat import current_name
@@ -98,6 +99,21 @@ def config_changes(recorded: dict[str, Any], new: dict[str, Any]) -> list[tuple[
     """``(key, the run's value, the new value)`` for every training key that differs (missing: ``None``)."""
     before, after = training_config(recorded), training_config(new)
     return [(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+
+def changes_since(recorded: Path, cfg: Any) -> list[tuple[str, Any, Any]]:
+    """:func:`config_changes` from a run's recorded ``.hydra/config.yaml`` to the composed ``cfg`` (its ``hydra``
+    node left out); a file that cannot be read is a :class:`~aelab.errors.ConfigError` naming it."""
+    from omegaconf import OmegaConf
+
+    from aelab.errors import ConfigError
+
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)
+    except Exception as exc:  # noqa: BLE001 — any parse error: an unreadable record is reported, not trained over
+        raise ConfigError(f"{recorded} cannot be read ({type(exc).__name__}); choose another name=") from None
+    now = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
+    return config_changes(before if isinstance(before, dict) else {}, now)
 
 
 def describe_changes(changes: list[tuple[str, Any, Any]], limit: int = 12) -> str:

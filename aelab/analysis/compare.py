@@ -185,7 +185,8 @@ def compare(
     with atomic_path(out / "comparison.csv") as tmp:
         tabulated.to_csv(tmp, index=False)
     files["runs.csv"], files["comparison.csv"] = out / "runs.csv", out / "comparison.csv"
-    md = markdown_table(tabulated, table, bookkeeping)
+    formatted = format_table(tabulated, table, bookkeeping) if not summary.empty else None
+    md = markdown_table(tabulated, table, bookkeeping, formatted)
     write_text_atomic(out / "comparison.md", md)
     files["comparison.md"] = out / "comparison.md"
     notes: list[str] = []
@@ -205,7 +206,6 @@ def compare(
             notes += grid_notes
     report = write_report(table, summary, md, files, sources, notes, out)
     files["report.md"] = report
-    formatted = format_table(tabulated, table, bookkeeping) if not summary.empty else None
     study = study_commands(paths) if paths and not (mlflow_uri or wandb_path) else []
     files["report.html"] = write_html_report(table, formatted, files, sources, notes, out, command, study)
     return Comparison(table=table, summary=summary, out_dir=out, files=files)

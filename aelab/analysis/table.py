@@ -408,11 +408,11 @@ def format_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = Fal
     return FormattedTable(keys + metrics + ["n"], metrics, rows, raw)
 
 
-def markdown_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = False) -> str:
-    """The per-setting table as Markdown (see :func:`format_table`)."""
+def markdown_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = False, formatted=None) -> str:
+    """The per-setting table as Markdown (see :func:`format_table`; ``formatted``: its result, when made already)."""
     if summary.empty:
         return "_no completed runs_\n"
-    formatted = format_table(summary, table, bookkeeping)
+    formatted = formatted or format_table(summary, table, bookkeeping)
     header = formatted.header
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in formatted.rows]

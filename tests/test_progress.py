@@ -84,6 +84,8 @@ def test_the_bar_counts_batches_and_updates_every_few_of_them(monkeypatch):
         updates.clear(), totals.clear(), logged.clear()
         trainer, net, rows = fit(steps_per_call, log_every_n_steps=20, callbacks=[ProgressBar(refresh_every=5)])
         assert net.progress_every == 5
+        # Rich's refresh thread redraws twice a second (Lightning's default would wake it 100 times a second)
+        assert trainer.progress_bar_callback.progress.live.refresh_per_second == 2
         if steps_per_call == 1:
             assert updates == [5, 10, 15, 20, 23]  # every 5th batch and the epoch's last, not all 23
         else:  # calls of 8 batches: the calls in which the count passed a multiple of 5, and the last

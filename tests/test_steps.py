@@ -224,6 +224,35 @@ def fit(model, data, **kwargs):
     return trainer
 
 
+class CountsBackward(L.Callback):
+    def __init__(self):
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module):
+        self.calls += 1
+
+
+class GradientHook(Autoencoder):
+    def on_before_backward(self, loss):
+        self.seen = getattr(self, "seen", 0) + 1
+
+
+def test_the_step_bypasses_lightnings_hook_dispatch_only_when_nothing_hooks_in():
+    """With no callback or model hook to run, the step calls backward and the optimizer itself; with one, it goes
+    through Lightning, which runs it every step. Both train the same weights, optimizer state and steps."""
+    direct, hooked, own_hook = small_model(), small_model(), small_model(GradientHook)
+    counter = CountsBackward()
+    fit(direct, sprites(8), gradient_clip_val=0.01)  # clipping: this class's on_before_optimizer_step, both ways
+    fit(hooked, sprites(8), gradient_clip_val=0.01, callbacks=[counter])
+    fit(own_hook, sprites(8), gradient_clip_val=0.01)
+    assert direct._direct and not hooked._direct and not own_hook._direct
+    assert counter.calls == own_hook.seen == 10
+    for model in (hooked, own_hook):
+        assert model.trainer.global_step == direct.trainer.global_step == 10
+        assert_same_tensors(model.state_dict(), direct.state_dict())
+        assert_same_tensors(model.trainer.optimizers[0].state_dict(), direct.trainer.optimizers[0].state_dict())
+
+
 class StepLR(Autoencoder):
     """A schedule stepped every optimizer step (interval "step"), as an extension would configure one."""
 

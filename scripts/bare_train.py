@@ -3,12 +3,22 @@
 
 It does the work a default ``aelab-train`` run does, without aelab around it: the same
 net (built from ``aelab.nets``), the same Fashion-MNIST training/validation split
-(55,000 / 5,000 from the seed), batches of 256 reshuffled every epoch, Adam 1e-3, a
-validation pass after every epoch and a checkpoint (model + optimizer) after every
-epoch. No test pass (the benchmark runs aelab with ``test=false``).
+(55,000 / 5,000 from the seed), batches of 256 reshuffled every epoch, Adam 1e-3, and after
+every epoch the same forward passes as aelab's evaluation and a checkpoint (model + optimizer):
+
+* validation, batches of 1,000 (aelab's ``data.eval_batch_size``): the per-image values aelab
+  logs — the autoencoders' reconstruction MSE; the VAE's one-sample ELBO and the MSE of the
+  reconstruction of its mean code (a second decoder pass);
+* the overfitting gap's training side: the same values on 5,000 fixed training images
+  (as many as validation), in eval mode, batches of 256 (as aelab's ``OverfittingGap``).
+
+``--no-gap`` leaves out the gap's pass and the VAE's mean-code reconstruction: the script as it was
+before 2026-12-01, whose work is a default aelab run's minus those features' forward passes. No
+test pass (the benchmark runs aelab with ``test=false``).
 
     python scripts/bare_train.py --net conv --epochs 2 --out /tmp/bare
     python scripts/bare_train.py --net vae --epochs 5 --out /tmp/bare      # fixed binarization, Bernoulli ELBO
+    python scripts/bare_train.py --net mlp --epochs 3 --out /tmp/bare --no-gap
 
 It prints one line ``TIMES <first batch at> <fit end at> <validation loss> <CPU time of the training phase>``
 (``time.time()``; ``time.process_time()``) for the benchmark.
@@ -50,14 +60,36 @@ def nets(net: str):
     )
 
 
-def loss_of(net: str, enc, dec, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def per_image_terms(
+    net: str, enc, dec, x: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The per-image objective (MSE; the VAE's negative one-sample ELBO) and the VAE's mean code (else None)."""
     if net != "vae":
-        return (torch.sigmoid(dec(enc(x))) - x).pow(2).flatten(1).mean(1).mean()
+        return (torch.sigmoid(dec(enc(x))) - x).pow(2).flatten(1).mean(1), None
     mu, logvar = enc(x).chunk(2, dim=1)
     z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator)
     recon = F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").flatten(1).sum(1)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-    return (recon + kl).mean()
+    return recon + 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1), mu
+
+
+def loss_of(net: str, enc, dec, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return per_image_terms(net, enc, dec, x, generator)[0].mean()
+
+
+def evaluate(net: str, enc, dec, images: torch.Tensor, batch: int, full: bool) -> tuple[float, float]:
+    """The mean per-image objective over ``images`` in batches of ``batch`` (eval mode, no gradients) and, with
+    ``full``, the VAE's other per-image value aelab's evaluation computes: the MSE of its mean code's
+    reconstruction (nan otherwise; the autoencoders' objective is their MSE)."""
+    g = torch.Generator().manual_seed(12345)
+    loss, mse = 0.0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = images[i : i + batch].float().div_(255)
+            per_image, mu = per_image_terms(net, enc, dec, x, g)
+            loss += float(per_image.sum())
+            if full and mu is not None:
+                mse += float((torch.sigmoid(dec(mu)) - x).pow(2).flatten(1).mean(1).sum())
+    return loss / len(images), (mse / len(images) if full and net == "vae" else math.nan)
 
 
 def main() -> None:
@@ -66,6 +98,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--no-gap", action="store_true", help="no overfitting-gap pass, no VAE mean-code MSE")
     args = parser.parse_args()
     torch.manual_seed(0)
     images = torch.from_numpy(read_idx(FMNIST / "train-images-idx3-ubyte.gz").copy())[:, None]
@@ -92,13 +125,10 @@ def main() -> None:
             loss.backward()
             optimizer.step()
         enc.eval(), dec.eval()
-        with torch.no_grad():
-            g = torch.Generator().manual_seed(12345)
-            val_loss = sum(
-                float(loss_of(args.net, enc, dec, val[i : i + 1000].float().div_(255), g)) * len(val[i : i + 1000])
-                for i in range(0, len(val), 1000)
-            ) / len(val)
+        val_loss, _ = evaluate(args.net, enc, dec, val, 1000, full=not args.no_gap)
         assert math.isfinite(val_loss)
+        if not args.no_gap:  # the overfitting gap's training side: as many training images as validation saw
+            assert math.isfinite(evaluate(args.net, enc, dec, train[: len(val)], args.batch, full=True)[0])
         torch.save(
             {
                 "encoder": enc.state_dict(),

@@ -8,17 +8,22 @@ the progress bar draws as it does in a terminal), timed from launch to exit.
   overfitting gap, reconstruction grids, step seeding, metric history, learning-rate monitor, the
   Rich progress bar) and the CSV logger — on Fashion-MNIST, ``test=false``;
 * **bare**: ``scripts/bare_train.py`` — the same net from ``aelab.nets``, the same split, batch 256,
-  Adam 1e-3, a validation pass and a checkpoint every epoch.
+  Adam 1e-3, and every epoch the forward passes of aelab's evaluation (validation with the values
+  aelab computes, the overfitting gap's training-side pass) and a checkpoint: the same work;
+* **bare, no gap**: the same script with ``--no-gap`` — validation of its objective only, no
+  training-side pass: the work of a default aelab run minus those features' forward passes, so
+  aelab's ratio to it counts the features' compute as aelab's cost.
 
 Jobs: the conv AE (2 epochs), the MLP AE 784-512-256-32 (3 epochs), the VAE 784-200-200-50
 (5 epochs, fixed binarization). aelab runs twice a round: with the default ``steps_per_call``
 (``conf/config.yaml``: that many optimizer steps per Lightning call) and with ``steps_per_call=1``
-(Lightning calls the step every batch). Runs alternate aelab / aelab N=1 / bare (reversed in odd
-rounds); the median of ``--rounds`` is shown. aelab's time is split with the timestamps its run record keeps
-(``metrics.json`` → ``timing``): **start-up** (launch → first training batch; the import of torch
-and Lightning measured in the same run, and aelab's own share), **training** (first batch → end of
-fit: every epoch with its validation and checkpoints) against the bare script's same span, and the
-**end** (end of fit → exit). Peak RSS of each process (``wait4``).
+(Lightning calls the step every batch). Runs alternate aelab / aelab N=1 / bare / bare no gap
+(reversed in odd rounds); the median of ``--rounds`` is shown. aelab's time is split with the
+timestamps its run record keeps (``metrics.json`` → ``timing``): **start-up** (launch → first
+training batch; the import of torch and Lightning measured in the same run, and aelab's own share),
+**training** (first batch → end of fit: every epoch with its validation, the overfitting gap and
+checkpoints) against the bare script's same span, and the **end** (end of fit → exit). Peak RSS of
+each process (``wait4``).
 
 Then **feature costs**: the MLP job with each default feature switched off (and SSIM at every
 validation, off by default, switched on), training phase against the default; and each default callback's share of
@@ -119,7 +124,7 @@ def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] 
     }
 
 
-def bare_run(job: str, out: Path, env: dict) -> dict:
+def bare_run(job: str, out: Path, env: dict, gap: bool = True) -> dict:
     epochs = JOBS[job][1]
     cmd = [
         sys.executable,
@@ -130,6 +135,7 @@ def bare_run(job: str, out: Path, env: dict) -> dict:
         str(epochs),
         "--out",
         str(out / "bare"),
+        *(() if gap else ("--no-gap",)),
     ]
     started, ended, rss, output = launch(cmd, out, env)
     line = next(s for s in output.splitlines() if s.startswith("TIMES"))
@@ -310,7 +316,7 @@ def main() -> None:
     try:
         default = default_steps_per_call()
         for job in [j for j in args.jobs.split(",") if j]:  # --jobs "": sweeps and features only
-            a, one, b = [], [], []
+            a, one, b, nogap = [], [], [], []
             for r in range(args.rounds):
                 out = work / f"{job}{r}"
                 out.mkdir()
@@ -318,13 +324,14 @@ def main() -> None:
                     lambda: a.append(aelab_run(job, out, env, f"{job}{r}")),  # noqa: B023 — called below, in this iteration
                     lambda: one.append(aelab_run(job, out, env, f"{job}{r}n1", ("steps_per_call=1",))),  # noqa: B023
                     lambda: b.append(bare_run(job, out, env)),  # noqa: B023 — called below, in this iteration
+                    lambda: nogap.append(bare_run(job, out, env, gap=False)),  # noqa: B023
                 ]
                 for step in runs if r % 2 == 0 else runs[::-1]:
                     step()
-            rows.append((job, a, one, b))
+            rows.append((job, a, one, b, nogap))
             print(
                 f"{job}: aelab {[round(x['wall'], 1) for x in a]} s, aelab N=1 {[round(x['wall'], 1) for x in one]} s, "
-                f"bare {[round(x['wall'], 1) for x in b]} s",
+                f"bare {[round(x['wall'], 1) for x in b]} s, bare no gap {[round(x['wall'], 1) for x in nogap]} s",
                 flush=True,
             )
         if rows:
@@ -336,16 +343,18 @@ def main() -> None:
             print(
                 "| job | aelab-train | bare | ratio | aelab start-up (torch+Lightning import / aelab's own) "
                 f"| bare start-up | training aelab N={default} / bare = ratio | training aelab N=1 / bare = ratio "
-                "| end aelab / bare | peak RSS aelab / bare |"
+                f"| training aelab N={default} / bare no gap = ratio | end aelab / bare | peak RSS aelab / bare |"
             )
-            print("|---|---|---|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
             cpu_rows = []
-            for job, a, one, b in rows:
+            for job, a, one, b, nogap in rows:
                 cpu_rows.append(
                     f"| {job} | {med(a, 'training_cpu'):.1f} / {med(b, 'training_cpu'):.1f} "
                     f"= {med(a, 'training_cpu') / med(b, 'training_cpu'):.3f} "
                     f"| {med(one, 'training_cpu'):.1f} / {med(b, 'training_cpu'):.1f} "
-                    f"= {med(one, 'training_cpu') / med(b, 'training_cpu'):.3f} |"
+                    f"= {med(one, 'training_cpu') / med(b, 'training_cpu'):.3f} "
+                    f"| {med(a, 'training_cpu'):.1f} / {med(nogap, 'training_cpu'):.1f} "
+                    f"= {med(a, 'training_cpu') / med(nogap, 'training_cpu'):.3f} |"
                 )
                 epochs = JOBS[job][1]
                 own = med(a, "startup") - med(a, "imports")
@@ -357,12 +366,17 @@ def main() -> None:
                     f"= {med(a, 'training') / med(b, 'training'):.3f} "
                     f"| {med(one, 'training'):.1f} / {med(b, 'training'):.1f} "
                     f"= {med(one, 'training') / med(b, 'training'):.3f} "
+                    f"| {med(a, 'training'):.1f} / {med(nogap, 'training'):.1f} "
+                    f"= {med(a, 'training') / med(nogap, 'training'):.3f} "
                     f"| {med(a, 'end'):.2f} / {med(b, 'end'):.2f} | {med(a, 'rss'):.0f} / {med(b, 'rss'):.0f} MB |"
                 )
         if rows and args.one_thread:
             print(f"\ntraining phase, CPU time of the process (one thread), median of {args.rounds}; seconds:")
-            print(f"| job | aelab N={default} / bare = ratio | aelab N=1 / bare = ratio |")
-            print("|---|---|---|")
+            print(
+                f"| job | aelab N={default} / bare = ratio | aelab N=1 / bare = ratio "
+                f"| aelab N={default} / bare no gap = ratio |"
+            )
+            print("|---|---|---|---|")
             print("\n".join(cpu_rows))
         if not args.no_features:
             feature_costs(work, env, args.rounds)

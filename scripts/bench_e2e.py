@@ -160,6 +160,13 @@ def med(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def paired(a: list[dict], b: list[dict], key: str) -> str:
+    """The per-round ratios a/b of ``key`` (each round's runs back to back) and their median: a machine whose speed
+    drifts between rounds moves a round's two runs together."""
+    ratios = [x[key] / y[key] for x, y in zip(a, b)]
+    return f"**{statistics.median(ratios):.3f}** ({', '.join(f'{r:.3f}' for r in ratios)})"
+
+
 def sweeps(work: Path, env: dict) -> None:
     data = ["data.limit_train=10000", "trainer.max_epochs=2", "model=mlp"]
     results = {}
@@ -378,6 +385,17 @@ def main() -> None:
             )
             print("|---|---|---|---|")
             print("\n".join(cpu_rows))
+        if rows:
+            print(f"\ntraining phase, the ratio within each round, median of {args.rounds} (the rounds' ratios):")
+            print(
+                f"| job | time | aelab N={default} / bare | aelab N=1 / bare | aelab N={default} / bare no gap |\n"
+                "|---|---|---|---|---|"
+            )
+            for job, a, one, b, nogap in rows:
+                for label, key in [("wall", "training")] + ([("CPU", "training_cpu")] if args.one_thread else []):
+                    print(
+                        f"| {job} | {label} | {paired(a, b, key)} | {paired(one, b, key)} | {paired(a, nogap, key)} |"
+                    )
         if not args.no_features:
             feature_costs(work, env, args.rounds)
             callback_shares(work, env, list(JOBS))

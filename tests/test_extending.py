@@ -81,6 +81,7 @@ def test_the_toy_metrics_reach_wandb(toy_run):
     assert run["config"]["model"]["_target_"] == "mylab.toy_model.CodeL2Autoencoder"
 
 
+@pytest.mark.slow  # subprocess-heavy (~20 s): runs with the slow checks, which CI runs (make test < 5 min)
 def test_the_toy_metrics_are_columns_of_aelab_compare(toy_run):
     root, run_dir = toy_run
     result = run_cli([str(run_dir), "--out", str(root / "cmp"), "--bookkeeping"], root, tool="aelab-compare")

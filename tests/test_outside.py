@@ -196,6 +196,7 @@ def test_export_round_trips_within_1e_4_of_pytorch(runs, tmp_path, name, fmt, pa
         )
 
 
+@pytest.mark.slow  # subprocess-heavy (~20 s): runs with the slow checks, which CI runs (make test < 5 min)
 def test_export_cli_prints_the_parity_and_refuses_bad_options(runs, cli):
     result = cli(f"run={runs['transpose']}", "format=onnx", "part=encoder", tool="aelab-export")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -206,6 +207,7 @@ def test_export_cli_prints_the_parity_and_refuses_bad_options(runs, cli):
 
 
 # ------------------------------------------------------------------ the Python API
+@pytest.mark.slow  # subprocess-heavy (~20 s): runs with the slow checks, which CI runs (make test < 5 min)
 def test_the_notebook_api_in_a_fresh_process_without_a_tty(tmp_path):
     script = f"""
 import aelab, numpy as np

@@ -157,6 +157,7 @@ def test_submitit_local_runs_a_two_job_sweep(cli, tmp_path):
     assert "2 done, 0 failed" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # subprocess-heavy (~20 s): runs with the slow checks, which CI runs (make test < 5 min)
 def test_optuna_search_returns_the_best_value(cli, tmp_path):
     result = cli(
         "-m",

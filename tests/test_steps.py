@@ -224,6 +224,34 @@ def fit(model, data, **kwargs):
     return trainer
 
 
+class ReadsValidation(L.Callback):
+    """Reads the logged validation values where a callback does (the Optuna pruning one), and recomputes them."""
+
+    def __init__(self):
+        self.logged, self.expected = [], []
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self.logged.append({k: float(trainer.callback_metrics[k]) for k in ("val/recon_loss", "val/psnr")})
+        errors = []
+        with torch.no_grad():
+            for batch in trainer.datamodule.val_dataloader():
+                x = trainer.datamodule.on_after_batch_transfer(batch, 0)["image"]
+                errors.append((pl_module.reconstruct(x).clamp(0, 1) - x).pow(2).flatten(1).mean(1))
+        mse = torch.cat(errors).double()
+        self.expected.append({"val/recon_loss": float(mse.mean()), "val/psnr": float((-10 * mse.log10()).mean())})
+
+
+def test_callbacks_read_each_epochs_own_validation_values():
+    """The evaluation metric objects are logged once an epoch (at their first update): the values callbacks read at
+    the epoch's end are that epoch's, over every validation batch, epoch after epoch."""
+    reads = ReadsValidation()
+    data = sprites(8)
+    fit(small_model(), data, max_epochs=3, limit_val_batches=None, callbacks=[reads])
+    assert len(reads.logged) == 3 and len({r["val/recon_loss"] for r in reads.logged}) == 3  # one value an epoch
+    for logged, expected in zip(reads.logged, reads.expected):
+        assert logged == pytest.approx(expected, rel=1e-5)
+
+
 class CountsBackward(L.Callback):
     def __init__(self):
         self.calls = 0

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric, Metric, SumMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from aelab.data.batches import map_batches
@@ -260,22 +260,26 @@ class ReconstructionModule(TrainingStep):
         extras = {k: metrics.pop(k) for k in list(metrics) if k.startswith("_")}
         if extras:
             self.update_extras(stage, extras, x)
-        n = x.shape[0]
         for key, metric in self._means(stage, metrics).items():
             metric.update(metrics[key])
-            self.log(
-                f"{stage}/{key}", metric, on_step=False, on_epoch=True, batch_size=n, prog_bar=key == self.objective_key
-            )
+            self._log_metric(f"{stage}/{key}", metric, prog_bar=key == self.objective_key)
             if stage == "val" and f"val__{key}__sq" in self.stage_means:
                 self.stage_means[f"val__{key}__sq"].update(metrics[key].double().pow(2))
-        self.stage_counts[stage].update(torch.tensor(float(n), device=self.device))
+        self.stage_counts[stage].update(torch.tensor(float(x.shape[0]), device=self.device))
         x_hat = x_hat.clamp(0, 1)
         self.psnr[stage].update(x_hat, x)
-        self.log(f"{stage}/psnr", self.psnr[stage], on_step=False, on_epoch=True, batch_size=n)
+        self._log_metric(f"{stage}/psnr", self.psnr[stage])
         if self.is_images and (stage == "test" or self.val_ssim):
             self.ssim[stage].update(x_hat, x)
-            self.log(f"{stage}/ssim", self.ssim[stage], on_step=False, on_epoch=True, batch_size=n)
+            self._log_metric(f"{stage}/ssim", self.ssim[stage])
         return metrics
+
+    def _log_metric(self, name: str, metric: Metric, prog_bar: bool = False) -> None:
+        """Log an evaluation metric object once per epoch, at its first update: Lightning keeps the object,
+        computes it when the epoch's values are read (callbacks' ``on_*_epoch_end`` see this epoch's) and resets
+        it after the epoch; logging it again every batch would only repeat that bookkeeping (~0.5 ms a call)."""
+        if metric.update_count == 1:
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")

@@ -105,6 +105,8 @@ class TrainingStep(L.LightningModule):
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     gradient_clip_algorithm: str | None = None
+    #: whether the step skips Lightning's hook dispatch (:meth:`lightning_adds_nothing`, decided at the fit's start)
+    _direct: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -158,14 +160,14 @@ class TrainingStep(L.LightningModule):
         return all(getattr(type(self), hook) is own.get(hook, getattr(L.LightningModule, hook)) for hook in STEP_HOOKS)
 
     def _backward(self, loss: torch.Tensor) -> None:
-        if self.__dict__.get("_direct"):
+        if self._direct:
             self.backward(loss)
         else:
             self.manual_backward(loss)
 
     def _optimizer_step(self, optimizer) -> None:
         """``optimizer.step()`` as Lightning runs it: its step count, this model's clipping hook, the step."""
-        if self.__dict__.get("_direct"):
+        if self._direct:
             optimizer._on_before_step()  # noqa: SLF001 — Lightning's step count (set by its manual loop)
             self.on_before_optimizer_step(optimizer.optimizer)
             optimizer.optimizer.step()

@@ -225,11 +225,12 @@ class VAE(ReconstructionModule):
         out = self.decoder_output({"z": z})
         recon = -self.log_likelihood(out, x)
         kl_dims = kl_to_standard_normal(mu, logvar)
+        kl = kl_dims.sum(1)
         return {
             "recon": recon,
             "kl_dims": kl_dims,
-            "kl": kl_dims.sum(1),
-            "elbo": -recon - kl_dims.sum(1),
+            "kl": kl,
+            "elbo": -recon - kl,
             "mu": mu,
             "logvar": logvar,
             "z": z,
@@ -244,7 +245,8 @@ class VAE(ReconstructionModule):
     def per_image_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-image training objective: −log p(x|z) + β·w(t)·Σ_j max(KL_j, free_bits)."""
         kl = terms["kl_dims"].clamp(min=self.free_bits).sum(1) if self.free_bits > 0 else terms["kl"]
-        return terms["recon"] + self.kl_weight() * kl
+        weight = self.kl_weight()
+        return terms["recon"] + (kl if weight == 1.0 else weight * kl)  # × 1.0 is exact: one op fewer a step
 
     def _warn_grayscale(self, x: torch.Tensor) -> None:
         if self.likelihood == "bernoulli" and not self._warned_grayscale:

@@ -27,6 +27,7 @@ It prints one line ``TIMES <first batch at> <fit end at> <validation loss> <CPU 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import math
 import time
@@ -76,7 +77,9 @@ def loss_of(net: str, enc, dec, x: torch.Tensor, generator: torch.Generator | No
     return per_image_terms(net, enc, dec, x, generator)[0].mean()
 
 
-def evaluate(net: str, enc, dec, images: torch.Tensor, batch: int, full: bool) -> tuple[float, float]:
+def evaluate(
+    net: str, enc, dec, images: torch.Tensor, batch: int, full: bool, span=contextlib.nullcontext
+) -> tuple[float, float]:
     """The mean per-image objective over ``images`` in batches of ``batch`` (eval mode, no gradients) and, with
     ``full``, the VAE's other per-image value aelab's evaluation computes: the MSE of its mean code's
     reconstruction (nan otherwise; the autoencoders' objective is their MSE)."""
@@ -85,11 +88,61 @@ def evaluate(net: str, enc, dec, images: torch.Tensor, batch: int, full: bool) -
     with torch.no_grad():
         for i in range(0, len(images), batch):
             x = images[i : i + batch].float().div_(255)
-            per_image, mu = per_image_terms(net, enc, dec, x, g)
+            with span("evaluation"):
+                per_image, mu = per_image_terms(net, enc, dec, x, g)
+                if full and mu is not None:
+                    mse += float((torch.sigmoid(dec(mu)) - x).pow(2).flatten(1).mean(1).sum())
             loss += float(per_image.sum())
-            if full and mu is not None:
-                mse += float((torch.sigmoid(dec(mu)) - x).pow(2).flatten(1).mean(1).sum())
     return loss / len(images), (mse / len(images) if full and net == "vae" else math.nan)
+
+
+def train(
+    net: str, epochs: int, batch: int, out: Path, no_gap: bool = False, span=contextlib.nullcontext
+) -> tuple[float, float, float, float]:
+    """Train and evaluate as described above; returns ``(first batch at, fit end at, validation loss, CPU time of
+    the training phase)``. ``span(name)`` is entered around the compute a default aelab run shares
+    (``objective``, ``backward``, ``step``, ``evaluation``: ``scripts/bench_overhead.py`` times them)."""
+    torch.manual_seed(0)
+    images = torch.from_numpy(read_idx(FMNIST / "train-images-idx3-ubyte.gz").copy())[:, None]
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    val, train_images = images[order[:5000]], images[order[5000:]]
+    if net == "vae":  # fixed binarization, once
+        g = torch.Generator().manual_seed(1)
+        train_images = (torch.rand(train_images.shape, generator=g) < train_images.float() / 255).to(torch.uint8) * 255
+        val = (torch.rand(val.shape, generator=g) < val.float() / 255).to(torch.uint8) * 255
+    enc, dec = nets(net)
+    optimizer = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
+    out.mkdir(parents=True, exist_ok=True)
+    first_batch = first_cpu = None
+    for epoch in range(epochs):
+        enc.train(), dec.train()
+        perm = torch.randperm(len(train_images))
+        for start in range(0, len(train_images), batch):
+            x = train_images[perm[start : start + batch]].float().div_(255)
+            if first_batch is None:
+                first_batch, first_cpu = time.time(), time.process_time()
+            with span("objective"):
+                loss = loss_of(net, enc, dec, x)
+            optimizer.zero_grad(set_to_none=True)
+            with span("backward"):
+                loss.backward()
+            with span("step"):
+                optimizer.step()
+        enc.eval(), dec.eval()
+        val_loss, _ = evaluate(net, enc, dec, val, 1000, full=not no_gap, span=span)
+        assert math.isfinite(val_loss)
+        if not no_gap:  # the overfitting gap's training side: as many training images as validation saw
+            assert math.isfinite(evaluate(net, enc, dec, train_images[: len(val)], batch, full=True, span=span)[0])
+        torch.save(
+            {
+                "encoder": enc.state_dict(),
+                "decoder": dec.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+            },
+            out / "last.ckpt",
+        )
+    return first_batch, time.time(), val_loss, time.process_time() - first_cpu
 
 
 def main() -> None:
@@ -100,45 +153,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--no-gap", action="store_true", help="no overfitting-gap pass, no VAE mean-code MSE")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    images = torch.from_numpy(read_idx(FMNIST / "train-images-idx3-ubyte.gz").copy())[:, None]
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-    val, train = images[order[:5000]], images[order[5000:]]
-    if args.net == "vae":  # fixed binarization, once
-        g = torch.Generator().manual_seed(1)
-        train = (torch.rand(train.shape, generator=g) < train.float() / 255).to(torch.uint8) * 255
-        val = (torch.rand(val.shape, generator=g) < val.float() / 255).to(torch.uint8) * 255
-    enc, dec = nets(args.net)
-    optimizer = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    first_batch = None
-    for epoch in range(args.epochs):
-        enc.train(), dec.train()
-        perm = torch.randperm(len(train))
-        for start in range(0, len(train), args.batch):
-            x = train[perm[start : start + args.batch]].float().div_(255)
-            if first_batch is None:
-                first_batch, first_cpu = time.time(), time.process_time()
-            loss = loss_of(args.net, enc, dec, x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        enc.eval(), dec.eval()
-        val_loss, _ = evaluate(args.net, enc, dec, val, 1000, full=not args.no_gap)
-        assert math.isfinite(val_loss)
-        if not args.no_gap:  # the overfitting gap's training side: as many training images as validation saw
-            assert math.isfinite(evaluate(args.net, enc, dec, train[: len(val)], args.batch, full=True)[0])
-        torch.save(
-            {
-                "encoder": enc.state_dict(),
-                "decoder": dec.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-            },
-            out / "last.ckpt",
-        )
-    print(f"TIMES {first_batch} {time.time()} {val_loss} {time.process_time() - first_cpu}")
+    first_batch, end, val_loss, cpu = train(args.net, args.epochs, args.batch, Path(args.out), args.no_gap)
+    print(f"TIMES {first_batch} {end} {val_loss} {cpu}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ CHUNK = "chunk"
 class Chunk(NamedTuple):
     """What the training sampler yields: the image indices of ``len(sizes)`` consecutive batches."""
 
-    indices: list[int]
+    indices: torch.Tensor  # int64; a tensor, not a list: no round trip through Python ints (0.15 ms a chunk)
     sizes: list[int]
     first: int  # index in the epoch of the first batch
     last: bool  # the chunk ends the epoch

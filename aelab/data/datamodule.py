@@ -259,7 +259,7 @@ class ChunkSampler(BatchIndexSampler):
         for start, stop in plan_chunks(skip, total, self.steps_per_call, self.every):
             parts = [order[lo:hi] for lo, hi in slices[start:stop]]
             self.yielded = stop
-            yield Chunk(torch.cat(parts).tolist(), [len(p) for p in parts], start, stop == total)
+            yield Chunk(torch.cat(parts), [len(p) for p in parts], start, stop == total)
 
     def __len__(self) -> int:
         return count_chunks(self.num_batches(), self.steps_per_call, self.every)

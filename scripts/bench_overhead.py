@@ -25,8 +25,8 @@ the ELBO and KL for logging). ``objective A/B`` measures that: aelab's objective
 bare's on one fixed batch, in 60 pairs of blocks of 5 steps, alternating (the medians per step, and the median of the
 pairs' ratios): a difference there is aelab's too.
 
-CPU time of one torch thread (``time.process_time``); aelab and bare alternate, ``--rounds`` times each (reversed in
-odd rounds), medians shown.
+CPU time of one torch thread (``time.process_time``); after one uncounted warm-up epoch of each, aelab and bare
+alternate, ``--rounds`` times each (reversed in odd rounds); medians shown, and each round's split.
 
     .venv/bin/python scripts/bench_overhead.py [--nets conv,mlp,vae] [--rounds 3] [--epochs 2]
 """
@@ -166,6 +166,8 @@ def child(net: str, work: str, rounds: int, epochs: int) -> dict:
     sys.path.insert(0, str(SCRIPTS))
     runs: dict[str, list[dict]] = {"aelab": [], "bare": []}
     sides = (("aelab", aelab_phase), ("bare", bare_phase))
+    for _, fn in sides:  # warm-up, not counted: the process's first run of each pays its one-time costs
+        fn(net, 1, work)
     for r in range(rounds):
         for name, fn in sides if r % 2 == 0 else sides[::-1]:
             runs[name].append(fn(net, epochs, work))
@@ -230,7 +232,12 @@ def main() -> None:
             )
             for side in ("aelab", "bare"):
                 parts = {k: round(statistics.median([r.get(k, 0.0) for r in per_epoch[side]]), 3) for k in COMPUTE}
-                print(f"    {net} {side}: compute by part, s per epoch (medians) {parts}", flush=True)
+                rounds = ", ".join(
+                    f"{r['phase']:.3f} = {sum(r.get(k, 0.0) for k in COMPUTE):.3f} + "
+                    f"{r['phase'] - sum(r.get(k, 0.0) for k in COMPUTE):.3f}"
+                    for r in per_epoch[side]
+                )
+                print(f"    {net} {side}: compute by part (medians) {parts}; rounds, phase = compute + rest: {rounds}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -252,6 +252,28 @@ def test_callbacks_read_each_epochs_own_validation_values():
         assert logged == pytest.approx(expected, rel=1e-5)
 
 
+class StopsValidation(L.Callback):
+    def on_validation_batch_end(self, *args):
+        raise RuntimeError("stopped")  # a validation stopped after its first batch's metrics were updated
+
+
+def test_a_validation_stopped_midway_does_not_lose_the_next_ones_values():
+    model, data = small_model(), sprites(8)
+    with pytest.raises(RuntimeError, match="stopped"):
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            callbacks=[StopsValidation()],
+        )
+        trainer.validate(model, datamodule=data, verbose=False)
+    reads = ReadsValidation()
+    fit(model, data, max_epochs=2, limit_val_batches=None, callbacks=[reads])
+    for logged, expected in zip(reads.logged, reads.expected, strict=True):
+        assert logged == pytest.approx(expected, rel=1e-5)
+
+
 class CountsBackward(L.Callback):
     def __init__(self):
         self.calls = 0

@@ -243,9 +243,23 @@ class ReconstructionModule(TrainingStep):
 
     def on_validation_epoch_start(self) -> None:
         self._eval_generator = self.eval_generator()
+        self._reset_stage("val")
 
     def on_test_epoch_start(self) -> None:
         self._eval_generator = self.eval_generator()
+        self._reset_stage("test")
+
+    def _reset_stage(self, stage: str) -> None:
+        """Start the ``stage``'s metrics from nothing. Lightning resets the logged ones after each evaluation, but
+        one stopped midway (an exception, Ctrl-C) leaves them updated: they would carry its images into the next
+        epoch, and :meth:`_log_metric`, which logs at a metric's first update, would never log them again."""
+        for name, metric in self.stage_means.items():
+            if name.startswith(f"{stage}__"):
+                metric.reset()
+        self.stage_counts[stage].reset()
+        self.psnr[stage].reset()
+        if self.is_images:
+            self.ssim[stage].reset()
 
     def update_extras(self, stage: str, extras: dict[str, torch.Tensor], x: torch.Tensor) -> None:
         """Handle the non-scalar per-sample outputs (keys starting with ``_``); none by default."""

@@ -57,6 +57,7 @@ def test_load_run_encodes_and_reconstructs_with_the_recorded_weights(old_run):
     assert run.reconstruct(images).shape == (3, 1, 28, 28)
 
 
+@pytest.mark.slow  # ~17 s of subprocesses: with the slow checks, so make test keeps its 5 minutes on a slow hour
 def test_aelab_eval_and_compare_read_it(old_run, cli, tmp_path):
     evaluated = cli(f"run={old_run}", "eval=[probe]", "eval.probe.num_train=200", tool="aelab-eval")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]

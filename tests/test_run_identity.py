@@ -97,6 +97,7 @@ def test_a_completed_run_under_another_config_is_refused_not_skipped_and_relabel
     assert snapshot(run_dir) == before  # a skipped run rewrites nothing either
 
 
+@pytest.mark.slow  # ~18 s of subprocesses: with the slow checks, so make test keeps its 5 minutes on a slow hour
 def test_continuing_with_a_change_accepted_records_it(tmp_path):
     result = run_cli([*BASE, "trainer.max_epochs=2", "name=grow", *KILL], tmp_path)
     assert result.returncode != 0

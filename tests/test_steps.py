@@ -321,6 +321,35 @@ def test_a_scheduler_stepped_every_step_counts_batches_whatever_steps_per_call()
     assert_same_tensors(models[1].state_dict(), models[4].state_dict())
 
 
+def test_the_optimizer_steps_do_not_look_for_nvml_where_it_is_absent(run_train, monkeypatch):
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, and torch then loads NVML with ctypes at every
+    ``torch.cuda.is_available()`` — which PyTorch's optimizers call at every step. Where NVML is absent the run
+    drops the variable (``aelab.run.session.skip_absent_nvml``): a few looks while the run starts, none a step."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        pass
+    else:
+        pytest.skip("NVML is present here: Lightning's NVML-based check stays")
+    looks, stock = [], ctypes.CDLL
+
+    def counted(name, *args, **kwargs):
+        looks.append(name)
+        return stock(name, *args, **kwargs)
+
+    monkeypatch.setattr(ctypes, "CDLL", counted)
+    counts = {}
+    for epochs in (1, 3):
+        looks.clear()
+        monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as importing Lightning set it
+        summary, _ = run_train(*DETERMINISTIC, f"trainer.max_epochs={epochs}", name=f"e{epochs}")
+        assert summary["global_step"] == 10 * epochs  # 10 batches an epoch
+        counts[epochs] = looks.count("libnvidia-ml.so.1")
+    assert counts[1] == counts[3] <= 3  # 20 more steps, no more looks
+
+
 def test_no_value_is_read_back_to_the_host_per_step(monkeypatch):
     """With nothing logged or shown, aelab's code reads nothing from the device inside a chunk but the
     finite-loss flags, once per call."""

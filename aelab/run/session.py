@@ -106,6 +106,25 @@ def quiet_known_warnings() -> None:
         rank_zero.addFilter(drop)
 
 
+def skip_absent_nvml() -> None:
+    """Drop Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where NVML cannot be loaded (no NVIDIA driver).
+
+    Lightning sets it on import so that asking whether CUDA is available does not initialise CUDA before a fork;
+    torch then answers ``torch.cuda.is_available()`` by loading ``libnvidia-ml.so.1`` with ctypes on every call (not
+    cached before CUDA starts). PyTorch's optimizers ask at every step (their CUDA-graph capture check): on a machine
+    without the library each step pays a failed ``dlopen``, 0.07 ms, and torch then asks the CUDA runtime anyway
+    (NVML's "-1" falls back to ``cudaGetDeviceCount``). Without NVML the variable changes no answer, only the cost;
+    with NVML present it stays."""
+    import ctypes
+
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
 def own_wandb_service() -> None:
     """Forget a W&B service inherited from a parent process (``WANDB_SERVICE``): a killed run sharing its
     parent's service would keep its run id "in use" and block its resume. Each ``aelab-train`` process

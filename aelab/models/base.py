@@ -250,9 +250,11 @@ class ReconstructionModule(TrainingStep):
         self._reset_stage("test")
 
     def _reset_stage(self, stage: str) -> None:
-        """Start the ``stage``'s metrics from nothing. Lightning resets the logged ones after each evaluation, but
-        one stopped midway (an exception, Ctrl-C) leaves them updated: they would carry its images into the next
-        epoch, and :meth:`_log_metric`, which logs at a metric's first update, would never log them again."""
+        """Start the ``stage``'s metrics from nothing: the one place they are reset. Lightning resets the logged ones
+        after each evaluation, but not the image count and the squares' means (not logged; they stay readable until
+        the next epoch starts), and an evaluation stopped midway (an exception, Ctrl-C) leaves them all updated: they
+        would carry its images into the next epoch, and :meth:`_log_metric`, which logs at a metric's first update,
+        would never log them again."""
         for name, metric in self.stage_means.items():
             if name.startswith(f"{stage}__"):
                 metric.reset()
@@ -300,15 +302,6 @@ class ReconstructionModule(TrainingStep):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluation_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self.stage_counts["val"].reset()
-        for name, metric in self.stage_means.items():
-            if name.endswith("__sq"):  # not logged, so Lightning does not reset it
-                metric.reset()
-
-    def on_test_epoch_end(self) -> None:
-        self.stage_counts["test"].reset()
 
     @torch.no_grad()
     def evaluate_batches(

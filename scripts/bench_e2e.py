@@ -49,9 +49,10 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from bench_steps import launch
 
 BIN = Path(sys.executable).parent
 SCRIPTS = Path(__file__).resolve().parent
@@ -61,43 +62,6 @@ JOBS = {
     "vae": (["model=vae", "data.binarize=fixed"], 5),
 }
 COMMON = ["data=fashion_mnist", "test=false", "trainer.accelerator=cpu"]
-
-
-def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, str]:
-    """Run ``cmd`` on a pseudo-terminal; returns (launch time, exit time, peak RSS MB, output)."""
-    import pty  # noqa: F401 — Linux
-
-    master, slave = os.openpty()
-    chunks: list[bytes] = []
-
-    def drain():
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    started = time.time()
-    pid = os.fork()
-    if pid == 0:  # the child: the pty is its terminal
-        os.setsid()
-        os.dup2(slave, 0), os.dup2(slave, 1), os.dup2(slave, 2)
-        os.chdir(cwd)
-        os.execve(cmd[0], cmd, env)
-    os.close(slave)
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    _, status, usage = os.wait4(pid, 0)
-    ended = time.time()
-    reader.join(timeout=5)
-    os.close(master)
-    output = b"".join(chunks).decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
-    return started, ended, usage.ru_maxrss / 1024, output
 
 
 def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] = ()) -> dict:

@@ -8,7 +8,7 @@ noise cannot hide it. The training phase (first training batch → end of fit, a
 counts it: every epoch with its validation, the overfitting gap and checkpoints) of
 
 * **aelab** — the ``Job`` that ``aelab-train model=<net> data=fashion_mnist test=false`` runs (every default callback
-  and the CSV logger; the progress bar draws to a pipe here, not a terminal), and
+  and the CSV logger; the child process runs on a pseudo-terminal, so the progress bar draws as in a terminal), and
 * **bare** — ``scripts/bare_train.py``'s loop (the same work: the same nets, batches, optimizer, and after every epoch
   the same validation and gap forward passes and a checkpoint)
 
@@ -73,13 +73,20 @@ class Spans:
         return timed
 
 
-def aelab_phase(net: str, epochs: int, work: str) -> dict:
-    """aelab's training phase of ``epochs`` epochs: its CPU time and the compute within it."""
-    import lightning as L
+def default_job(net: str, epochs: int, work: str):
+    """The ``Job`` of ``aelab-train model=<net> data=fashion_mnist test=false`` (the VAE on fixed binarization, as
+    ``bare_train.py`` trains it), assembled in this process."""
     from bench_steps import built_job
 
     overrides = ["data=fashion_mnist", "test=false", f"model={net}", f"trainer.max_epochs={epochs}"]
-    job = built_job(overrides + (["data.binarize=fixed"] if net == "vae" else []), work, f"o{time.monotonic_ns()}")
+    return built_job(overrides + (["data.binarize=fixed"] if net == "vae" else []), work, f"o{time.monotonic_ns()}")
+
+
+def aelab_phase(net: str, epochs: int, work: str) -> dict:
+    """aelab's training phase of ``epochs`` epochs: its CPU time and the compute within it."""
+    import lightning as L
+
+    job = default_job(net, epochs, work)
     model, spans = job.model, Spans()
     for name, attr in (
         ("objective", "objective"),
@@ -100,6 +107,7 @@ def aelab_phase(net: str, epochs: int, work: str) -> dict:
     phase = Phase()
     job.trainer.callbacks.insert(0, phase)
     job.trainer.fit(model, datamodule=job.datamodule)
+    assert model._direct, "the step took Lightning's hook dispatch: the default job should not"  # noqa: SLF001
     return {"phase": phase.end - phase.start, **spans.seconds}
 
 
@@ -117,11 +125,8 @@ def objective_ab(net: str, work: str) -> dict:
     """Per step (ms): aelab's objective + backward + optimizer step against bare's, on one fixed batch."""
     import bare_train
     import torch
-    from bench_steps import built_job
 
-    overrides = ["data=fashion_mnist", "test=false", f"model={net}", "trainer.max_epochs=1"]
-    job = built_job(overrides + (["data.binarize=fixed"] if net == "vae" else []), work, f"ab{time.monotonic_ns()}")
-    model = job.model
+    model = default_job(net, 1, work).model
     model.logging_step = False  # as on the steps nothing is written or shown (7 of 8 at the default cadence)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
@@ -202,7 +207,9 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for net in args.nets.split(","):
             got = child_result(
-                [__file__, "--child", net, work, "--rounds", str(args.rounds), "--epochs", str(args.epochs)], env=env
+                [__file__, "--child", net, work, "--rounds", str(args.rounds), "--epochs", str(args.epochs)],
+                env=env,
+                terminal=True,
             )
             per_epoch = {
                 side: [{k: v / args.epochs for k, v in run.items()} for run in got["runs"][side]]

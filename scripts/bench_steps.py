@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,13 +58,55 @@ def default_steps_per_call() -> int:
     return int(OmegaConf.load(Path(config_dir()) / "config.yaml").steps_per_call)
 
 
-def child_result(args: list[str], env: dict | None = None):
-    """Run ``python <args>`` in a fresh process and return the JSON its last ``RESULT`` line carries."""
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
-    if done.returncode:
-        raise SystemExit(done.stderr[-3000:])
-    line = next(s for s in reversed(done.stdout.splitlines()) if s.startswith("RESULT "))
-    return json.loads(line.split(" ", 1)[1])
+def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, str]:
+    """Run ``cmd`` on a pseudo-terminal; returns (launch time, exit time, peak RSS MB, output)."""
+    import pty  # noqa: F401 — Linux
+
+    master, slave = os.openpty()
+    chunks: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    started = time.time()
+    pid = os.fork()
+    if pid == 0:  # the child: the pty is its terminal
+        os.setsid()
+        os.dup2(slave, 0), os.dup2(slave, 1), os.dup2(slave, 2)
+        os.chdir(cwd)
+        os.execve(cmd[0], cmd, env)
+    os.close(slave)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(pid, 0)
+    ended = time.time()
+    reader.join(timeout=5)
+    os.close(master)
+    output = b"".join(chunks).decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
+    return started, ended, usage.ru_maxrss / 1024, output
+
+
+def child_result(args: list[str], env: dict | None = None, terminal: bool = False):
+    """Run ``python <args>`` in a fresh process and return the JSON its last ``RESULT`` line carries; with
+    ``terminal``, on a pseudo-terminal (the progress bar draws as in a terminal)."""
+    if terminal:
+        output = launch([sys.executable, *args], Path.cwd(), env or dict(os.environ))[3]
+    else:
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise SystemExit(done.stderr[-3000:])
+        output = done.stdout
+    line = next(s for s in reversed(output.splitlines()) if "RESULT " in s)
+    return json.loads(line.split("RESULT ", 1)[1])
 
 
 def built_job(overrides: list[str], work: str, name: str):

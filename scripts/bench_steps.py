@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -78,14 +79,22 @@ def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, s
     started = time.time()
     pid = os.fork()
     if pid == 0:  # the child: the pty is its terminal
-        os.setsid()
-        os.dup2(slave, 0), os.dup2(slave, 1), os.dup2(slave, 2)
-        os.chdir(cwd)
-        os.execve(cmd[0], cmd, env)
+        try:
+            os.setsid()
+            os.dup2(slave, 0), os.dup2(slave, 1), os.dup2(slave, 2)
+            os.chdir(cwd)
+            os.execve(cmd[0], cmd, env)
+        finally:
+            os._exit(127)  # never return into a copy of the benchmark
     os.close(slave)
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    _, status, usage = os.wait4(pid, 0)
+    try:
+        _, status, usage = os.wait4(pid, 0)
+    except BaseException:  # Ctrl-C: the child has its own session, so stop it too
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+        raise
     ended = time.time()
     reader.join(timeout=5)
     os.close(master)
@@ -99,13 +108,15 @@ def child_result(args: list[str], env: dict | None = None, terminal: bool = Fals
     """Run ``python <args>`` in a fresh process and return the JSON its last ``RESULT`` line carries; with
     ``terminal``, on a pseudo-terminal (the progress bar draws as in a terminal)."""
     if terminal:
-        output = launch([sys.executable, *args], Path.cwd(), env or dict(os.environ))[3]
+        output = launch([sys.executable, *args], Path.cwd(), dict(os.environ) if env is None else env)[3]
     else:
         done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
         if done.returncode:
             raise SystemExit(done.stderr[-3000:])
         output = done.stdout
-    line = next(s for s in reversed(output.splitlines()) if "RESULT " in s)
+    line = next((s for s in reversed(output.splitlines()) if "RESULT " in s), None)  # after a pty's escape codes
+    if line is None:
+        raise SystemExit(f"{' '.join(args)} printed no RESULT line:\n{output[-3000:]}")
     return json.loads(line.split("RESULT ", 1)[1])
 
 

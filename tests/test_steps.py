@@ -350,6 +350,22 @@ def test_the_optimizer_steps_do_not_look_for_nvml_where_it_is_absent(run_train, 
     assert counts[1] == counts[3] <= 3  # 20 more steps, no more looks
 
 
+def test_lightnings_nvml_check_stays_where_nvml_loads(monkeypatch):
+    import ctypes
+    import os
+
+    from aelab.run.session import skip_absent_nvml
+
+    def absent(name, *args, **kwargs):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    for cdll, kept in ((lambda name, *args, **kwargs: object(), True), (absent, False)):
+        monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+        monkeypatch.setattr(ctypes, "CDLL", cdll)
+        skip_absent_nvml()
+        assert ("PYTORCH_NVML_BASED_CUDA_CHECK" in os.environ) is kept
+
+
 def test_no_value_is_read_back_to_the_host_per_step(monkeypatch):
     """With nothing logged or shown, aelab's code reads nothing from the device inside a chunk but the
     finite-loss flags, once per call."""

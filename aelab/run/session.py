@@ -114,10 +114,12 @@ def skip_absent_nvml() -> None:
     cached before CUDA starts). PyTorch's optimizers ask at every step (their CUDA-graph capture check): on a machine
     without the library each step pays a failed ``dlopen``, 0.07 ms, and torch then asks the CUDA runtime anyway
     (NVML's "-1" falls back to ``cudaGetDeviceCount``). Without NVML the variable changes no answer, only the cost;
-    with NVML present it stays."""
+    with NVML present it stays, and on ROCm (which counts devices with amdsmi, not NVML)."""
     import ctypes
 
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+    import torch
+
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1" or torch.version.hip:  # ROCm: asks amdsmi, not NVML
         return
     try:
         ctypes.CDLL("libnvidia-ml.so.1")

@@ -28,7 +28,11 @@ pairs' ratios): a difference there is aelab's too.
 CPU time of one torch thread (``time.process_time``); after one uncounted warm-up epoch of each, aelab and bare
 alternate, ``--rounds`` times each (reversed in odd rounds); medians shown, and each round's split.
 
-    .venv/bin/python scripts/bench_overhead.py [--nets conv,mlp,vae] [--rounds 3] [--epochs 2]
+    .venv/bin/python scripts/bench_overhead.py [--nets conv,mlp,vae] [--rounds 3] [--epochs 2] [--separate]
+
+``--separate`` runs each side's phase in a fresh process of its own instead (alternating, no warm-up, no objective
+A/B): the same split, for what separate processes add — one process cannot see a cost that both sides pay in it
+(docs/speed.md: Lightning's NVML check).
 """
 
 from __future__ import annotations
@@ -164,13 +168,16 @@ AB_BLOCKS, AB_STEPS = 60, 5  # objective A/B: blocks of steps per side, alternat
 COMPUTE = ("objective", "backward", "step", "evaluation")
 
 
+SIDES = {"aelab": aelab_phase, "bare": bare_phase}
+
+
 def child(net: str, work: str, rounds: int, epochs: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(SCRIPTS))
     runs: dict[str, list[dict]] = {"aelab": [], "bare": []}
-    sides = (("aelab", aelab_phase), ("bare", bare_phase))
+    sides = tuple(SIDES.items())
     for _, fn in sides:  # warm-up, not counted: the process's first run of each pays its one-time costs
         fn(net, 1, work)
     for r in range(rounds):
@@ -184,11 +191,25 @@ def main() -> None:
     parser.add_argument("--nets", default="conv,mlp,vae")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="each side's phase in a fresh process of its own (no warm-up, no objective A/B): what separate "
+        "processes add, split the same way",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--side", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         net, work = args.child
         print("RESULT", json.dumps(child(net, work, args.rounds, args.epochs)))
+        return
+    if args.side:
+        import torch
+
+        torch.set_num_threads(1)
+        side, net, work = args.side
+        print("RESULT", json.dumps(SIDES[side](net, args.epochs, work)))
         return
     from bench_steps import child_result
 
@@ -197,8 +218,8 @@ def main() -> None:
     try:
         print(
             f"training phase, CPU time of one thread (Fashion-MNIST, {args.epochs} epochs, batch 256, CPU, "
-            f"{os.cpu_count()} cores; medians of {args.rounds} rounds, aelab and bare alternating in one process), "
-            "seconds per epoch:"
+            f"{os.cpu_count()} cores; medians of {args.rounds} rounds, aelab and bare alternating "
+            f"{'each in a fresh process' if args.separate else 'in one process'}), seconds per epoch:"
         )
         print(
             "| net | phase aelab / bare | compute aelab / bare | rest aelab / bare | aelab's cost | "
@@ -206,11 +227,18 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         for net in args.nets.split(","):
-            got = child_result(
-                [__file__, "--child", net, work, "--rounds", str(args.rounds), "--epochs", str(args.epochs)],
-                env=env,
-                terminal=True,
-            )
+            if args.separate:
+                got = {"runs": {"aelab": [], "bare": []}, "ab": None}
+                for r in range(args.rounds):
+                    for side in ("aelab", "bare") if r % 2 == 0 else ("bare", "aelab"):
+                        side_args = [__file__, "--side", side, net, work, "--epochs", str(args.epochs)]
+                        got["runs"][side].append(child_result(side_args, env=env, terminal=True))
+            else:
+                got = child_result(
+                    [__file__, "--child", net, work, "--rounds", str(args.rounds), "--epochs", str(args.epochs)],
+                    env=env,
+                    terminal=True,
+                )
             per_epoch = {
                 side: [{k: v / args.epochs for k, v in run.items()} for run in got["runs"][side]]
                 for side in ("aelab", "bare")
@@ -227,14 +255,14 @@ def main() -> None:
                 }
             cost = m["aelab"]["rest"] - m["bare"]["rest"]
             ab = got["ab"]
+            ab_text = f"{ab['aelab']:.2f} / {ab['bare']:.2f}; paired {ab['ratio']:.3f}" if ab else "—"
             print(
                 f"| {net} | {m['aelab']['phase']:.3f} / {m['bare']['phase']:.3f} | "
                 f"{m['aelab']['compute']:.3f} / {m['bare']['compute']:.3f} | "
                 f"{m['aelab']['rest']:.3f} / {m['bare']['rest']:.3f} | "
                 f"{cost:+.3f} s ({100 * cost / m['bare']['phase']:+.1f} %) | "
                 f"**{(m['bare']['phase'] + cost) / m['bare']['phase']:.3f}** | "
-                f"{m['aelab']['phase'] / m['bare']['phase']:.3f} | "
-                f"{ab['aelab']:.2f} / {ab['bare']:.2f}; paired {ab['ratio']:.3f} |",
+                f"{m['aelab']['phase'] / m['bare']['phase']:.3f} | {ab_text} |",
                 flush=True,
             )
             for side in ("aelab", "bare"):
@@ -245,6 +273,12 @@ def main() -> None:
                     for r in per_epoch[side]
                 )
                 print(f"    {net} {side}: compute by part (medians) {parts}; rounds, phase = compute + rest: {rounds}")
+            if args.separate:
+                pairs = [a["phase"] / b["phase"] for a, b in zip(got["runs"]["aelab"], got["runs"]["bare"])]
+                print(
+                    f"    {net}: each round's phase ratio {', '.join(f'{q:.3f}' for q in pairs)}; median "
+                    f"{statistics.median(pairs):.3f}"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,4 +1,5 @@
-"""The training process around one job: Hydra's context, CPU threads, log routing, W&B's service.
+"""The training process around one job: Hydra's context, CPU threads, log routing, W&B's service, Lightning's NVML
+check.
 
 Entry-point support for ``aelab-train`` (it knows Hydra); the job itself is in :mod:`aelab.train`.
 """

@@ -46,6 +46,7 @@ def alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow  # ~19 s (two processes): CI runs it with the slow checks
 def test_a_second_process_is_refused_from_a_live_run_folder(cli, tmp_path):
     from aelab.store.locks import owner_alive
 

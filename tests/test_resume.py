@@ -114,6 +114,7 @@ def assert_identical(a: dict, b: dict) -> None:
     assert a["final"] == b["final"] and a["best"] == b["best"]  # the interrupted epoch's mean included
 
 
+@pytest.mark.slow  # ~30 s with its setup: CI runs it with the slow checks; the Ctrl-C resume test stays quick
 def test_sigterm_mid_epoch_then_same_command_resumes_at_the_next_batch_to_identical_metrics(
     cli, tmp_path, uninterrupted
 ):

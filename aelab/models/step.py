@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import weakref
 from typing import Any
 
@@ -71,6 +72,26 @@ STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_st
 
 def _plateau(config) -> bool:
     return isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def skip_absent_nvml() -> None:
+    """Drop Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where NVML cannot be loaded (no NVIDIA driver);
+    called when training starts (:meth:`TrainingStep.on_train_start`), whoever built the Trainer.
+
+    Lightning sets it on import so that asking whether CUDA is available does not initialise CUDA before a fork;
+    torch then answers ``torch.cuda.is_available()`` by loading ``libnvidia-ml.so.1`` with ctypes on every call (not
+    cached before CUDA starts). PyTorch's optimizers ask at every step (their CUDA-graph capture check): on a machine
+    without the library each step pays a failed ``dlopen``, 0.07 ms, and torch then asks the CUDA runtime anyway
+    (NVML's "-1" falls back to ``cudaGetDeviceCount``). Without NVML the variable changes no answer, only the cost;
+    with NVML present it stays, and on ROCm (which counts devices with amdsmi, not NVML)."""
+    import ctypes
+
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1" or torch.version.hip:  # ROCm: asks amdsmi, not NVML
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def refuse_moved_overrides(cls: type, base: type) -> None:
@@ -176,6 +197,7 @@ class TrainingStep(L.LightningModule):
             optimizer.step()
 
     def on_train_start(self) -> None:
+        skip_absent_nvml()
         self._direct = self.lightning_adds_nothing()
         callbacks = self.trainer.callbacks
         self._batch_hooks = [getattr(c, BATCH_HOOK) for c in callbacks if callable(getattr(c, BATCH_HOOK, None))]

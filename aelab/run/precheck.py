@@ -141,10 +141,9 @@ def build_parts(cfg: DictConfig, folder: Path, timing: dict) -> Any:
 
     timing["imports_s"] = round(time.time() - started, 3)
     from aelab.run.parts import build_components, size_problem
-    from aelab.run.session import configure_threads, quiet_known_warnings, skip_absent_nvml
+    from aelab.run.session import configure_threads, quiet_known_warnings
 
     quiet_known_warnings()
-    skip_absent_nvml()
     configure_threads(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))

@@ -1,5 +1,4 @@
-"""The training process around one job: Hydra's context, CPU threads, log routing, W&B's service, Lightning's NVML
-check.
+"""The training process around one job: Hydra's context, CPU threads, log routing, W&B's service.
 
 Entry-point support for ``aelab-train`` (it knows Hydra); the job itself is in :mod:`aelab.train`.
 """
@@ -105,27 +104,6 @@ def quiet_known_warnings() -> None:
         drop.filter = lambda record: "Tip:" not in str(record.getMessage())  # Lightning's product tips
         drop.aelab = True
         rank_zero.addFilter(drop)
-
-
-def skip_absent_nvml() -> None:
-    """Drop Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where NVML cannot be loaded (no NVIDIA driver).
-
-    Lightning sets it on import so that asking whether CUDA is available does not initialise CUDA before a fork;
-    torch then answers ``torch.cuda.is_available()`` by loading ``libnvidia-ml.so.1`` with ctypes on every call (not
-    cached before CUDA starts). PyTorch's optimizers ask at every step (their CUDA-graph capture check): on a machine
-    without the library each step pays a failed ``dlopen``, 0.07 ms, and torch then asks the CUDA runtime anyway
-    (NVML's "-1" falls back to ``cudaGetDeviceCount``). Without NVML the variable changes no answer, only the cost;
-    with NVML present it stays, and on ROCm (which counts devices with amdsmi, not NVML)."""
-    import ctypes
-
-    import torch
-
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1" or torch.version.hip:  # ROCm: asks amdsmi, not NVML
-        return
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def own_wandb_service() -> None:

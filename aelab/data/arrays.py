@@ -8,7 +8,7 @@ outside [0, 1] need ``data.normalize``: ``minmax`` rescales each feature
 (vectors) or the whole image range (images) by the training split's minimum
 and maximum; ``none`` takes the values as they are (pair it with
 ``model.output_activation=identity``). The test split is ``data.test_path`` or
-``data.test_fraction`` of the rows (from the seed).
+``data.test_fraction`` of the rows (drawn from ``data.split_seed``).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class ArrayFile(ImageDataModule):
             self.layout,
             self.normalize,
             self.test_fraction,
-            self.seed,
+            self.split_seed,
         )
 
     def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -182,7 +182,7 @@ class ArrayFile(ImageDataModule):
 
     def load(self) -> ImageSet:
         x, y = self._read(self.path)
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.split_seed)
         if self.test_path is not None:
             test_x, test_y = self._read(self.test_path)
             if test_x.shape[1:] != x.shape[1:]:

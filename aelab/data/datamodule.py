@@ -328,7 +328,12 @@ class ImageDataModule(L.LightningDataModule):
         val_size: images held out of the official training split for validation
             (when the dataset has no validation split of its own).
         val_fraction: hold out this share of the training split instead of ``val_size`` images.
-        seed: fixes the train/val split, the order of batches and fixed binarization.
+        seed: the run's seed: the order of batches and fixed binarization (initialisation and corruption are
+            seeded from it too, outside the data).
+        split_seed: fixes which images are held out (the train/validation split, a held-out test split, the
+            ``limit_test`` subset) apart from ``seed``, so the seeds of a study share one split and the overfitting
+            gap measures the same images for each; ``None`` draws the split from ``seed``, as run folders written
+            before this option did (their configs have no ``split_seed``: they reload with the split they trained on).
         limit_train, limit_val, limit_test: keep only this many images of each split.
         normal_class: one-class protocol — train and val keep only this class; test keeps all.
         binarize: ``none``, ``dynamic`` (resampled every training batch; val/test binarized
@@ -366,6 +371,7 @@ class ImageDataModule(L.LightningDataModule):
         val_size: PositiveInt = 5000,
         val_fraction: Probability | None = None,
         seed: int = 0,
+        split_seed: int | None = None,
         limit_train: PositiveInt | None = None,
         limit_val: PositiveInt | None = None,
         limit_test: PositiveInt | None = None,
@@ -384,6 +390,7 @@ class ImageDataModule(L.LightningDataModule):
         self.val_size = int(val_size)
         self.val_fraction = None if val_fraction is None else float(val_fraction)
         self.seed = int(seed)
+        self.split_seed = self.seed if split_seed is None else int(split_seed)
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.normal_class = None if normal_class is None else int(normal_class)
         self.binarize = binarize
@@ -471,7 +478,7 @@ class ImageDataModule(L.LightningDataModule):
             data.test_masks,
             rows=rows("test", n_test),
         )
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.split_seed)
         if data.val_images is not None:  # the dataset has its own validation split
             n_val = len(data.val_labels)
             val, train = (
@@ -533,6 +540,7 @@ class ImageDataModule(L.LightningDataModule):
             "dtype": str(data.train_images.dtype).replace("torch.", ""),
             "classes": len(self.class_names or data.class_names),
             "memory_mapped": bool(data.mapped),
+            "split_seed": self.split_seed,
             **data.info,
         }
         if self.splits:
@@ -552,7 +560,8 @@ class ImageDataModule(L.LightningDataModule):
         extra = f", normal class {self.normal_class}" if self.normal_class is not None else ""
         extra += f", binarize={self.binarize}" if self.binarize != "none" else ""
         shape = "x".join(str(s) for s in self.dims)
-        return f"{self.name}: {sizes}, {shape}{extra} ({self.origin})"
+        split = f", split seed {self.split_seed}" if self.splits else ""
+        return f"{self.name}: {sizes}, {shape}{split}{extra} ({self.origin})"
 
     # ------------------------------------------------------------ dataloaders
     def _ranks(self) -> tuple[int, int]:

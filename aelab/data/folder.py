@@ -5,7 +5,7 @@
 come from the first-level subfolder names when every image sits in one (else
 the set is unlabelled). Splits come from ``train/``, ``val/``, ``test/``
 subfolders when they exist, else ``data.test_fraction`` and
-``data.val_fraction`` of the images are held out (from the seed). Every image
+``data.val_fraction`` of the images are held out (drawn from ``data.split_seed``). Every image
 is decoded once — in parallel worker processes — into a uint8 cache
 (:mod:`aelab.data.cache`, a memory-mapped ``.npy`` keyed by the files' names,
 sizes and modification times and the resize settings): the second run starts
@@ -181,7 +181,15 @@ class ImageFolder(ImageDataModule):
         self.workers = int(num_workers or default_workers())
 
     def cache_key(self) -> tuple:
-        return (str(self.path), self.size, self.channels, self.test_fraction, self.extensions, self.skip_bad, self.seed)
+        return (
+            str(self.path),
+            self.size,
+            self.channels,
+            self.test_fraction,
+            self.extensions,
+            self.skip_bad,
+            self.split_seed,
+        )
 
     # ------------------------------------------------------------ the files
     def layout(self) -> dict[str, list[ImageFile]]:
@@ -304,7 +312,7 @@ class ImageFolder(ImageDataModule):
             rows = torch.arange(start, start + len(files[s]))
             split_rows[s] = rows[[int(r) not in bad for r in rows]] if bad else rows
             start += len(files[s])
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.split_seed)
         if "all" in split_rows:  # no split folders: hold out a test split from the seed
             rows = split_rows.pop("all")
             rows = rows[torch.randperm(len(rows), generator=generator)]

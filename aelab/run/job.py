@@ -136,6 +136,7 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
                 "skipping %s: completed earlier with this config (delete the folder to train it again)", run_dir.name
             )
             return prepared.skip.objective
+        precheck.apply_adopted(cfg, prepared.adopted)  # a run folder older than a key: its recorded value
         job = Job(cfg, prepared)
         watch_launcher()  # a joblib worker stops its job when the launcher dies
         job_running.set()

@@ -52,6 +52,7 @@ class Prepared:
     skip: Any = None  # the RunRecord of a completed run with the same config: nothing to train
     timing: dict = field(default_factory=dict)
     changes: list = field(default_factory=list)  # (key, before, after) accepted with on_config_change=continue
+    adopted: dict = field(default_factory=dict)  # keys taken from the run folder's record (adopt_recorded_split)
 
 
 _PREPARED: dict[Path, Prepared] = {}  # handed from the Hydra callback to the job, in the same process
@@ -92,6 +93,48 @@ def refuse(problems: list[str], what: str = "the config") -> None:
 
 
 # ----------------------------------------------------------------------------- the folder's own record
+def adopt_recorded_split(cfg: DictConfig, recorded: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A run folder written before ``data.split_seed`` existed drew its split from ``data.seed``: continue (or skip)
+    it with that split, set in ``cfg``, rather than refuse it as "another config" or train on another split.
+    An explicit ``data.split_seed=`` on the command line wins (and shows as a change). Returns what was set."""
+    from aelab.store.fingerprint import legacy_split_seed
+
+    if cfg.get("data") is None or not recorded.is_file():
+        return {}
+    if overrides is None:
+        overrides = _task_overrides()
+    if any(o.lstrip("+~").startswith("data.split_seed=") for o in overrides):
+        return {}
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)
+    except Exception:  # noqa: BLE001 — an unreadable record is reported by folder_verdict, in its words
+        return {}
+    value = legacy_split_seed(before if isinstance(before, dict) else {})
+    if value is None:
+        return {}
+    apply_adopted(cfg, {"data.split_seed": value})
+    return {"data.split_seed": value}
+
+
+def apply_adopted(cfg: DictConfig, adopted: dict[str, Any]) -> None:
+    """Set the keys :func:`adopt_recorded_split` took from a run's record in ``cfg`` (the job's own copy too)."""
+    from omegaconf import open_dict
+
+    for key, value in adopted.items():
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+
+
+def _task_overrides() -> list[str]:
+    """The command line's overrides of this job (none outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except Exception:  # noqa: BLE001 — no Hydra context (a direct call): nothing was given on a command line
+        return []
+
+
 def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
     """``(the completed record to skip to or None, the config changes accepted)``; refuses a config that differs
     from the run's own unless ``on_config_change=continue``.
@@ -234,14 +277,17 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     if not checked:
         refuse(config_problems(cfg))
     refuse(machine_problems(cfg, run_dir.parent))
+    adopted = {}
+    if run_dir.is_dir() and not fresh and not cfg.get("ckpt_path"):
+        adopted = adopt_recorded_split(cfg, run_dir / ".hydra" / "config.yaml")
     skip, changes = folder_verdict(cfg, run_dir) if run_dir.is_dir() and not fresh else (None, [])
     if skip is not None:
-        return Prepared(run_dir, skip=skip, timing=timing)
+        return Prepared(run_dir, skip=skip, timing=timing, adopted=adopted)
     parts = build_parts(cfg, run_dir.parent, timing)
     resume, step = resume_from(cfg, None if fresh else run_dir, parts.model)
     if choose is not None:
         run_dir = choose()
-    prepared = Prepared(run_dir, parts, resume, step, timing=timing, changes=changes)
+    prepared = Prepared(run_dir, parts, resume, step, timing=timing, changes=changes, adopted=adopted)
     _PREPARED[run_dir.resolve()] = prepared
     return prepared
 

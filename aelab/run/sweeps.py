@@ -118,16 +118,18 @@ def changed_jobs(cfg: DictConfig, sweep_dir: Path, overrides: list[str], exclude
     """Job folders of an earlier sitting that this sweep would continue or skip under another config, with the
     changes."""
     from aelab.errors import ConfigError
+    from aelab.run.precheck import adopt_recorded_split
     from aelab.store.fingerprint import changes_since, describe_changes
 
     if str(cfg.get("on_config_change", "refuse")) == "continue":
         return []
     named = [(name, job) for name, job in grid_jobs(overrides, exclude_keys) if RunRecord.read(sweep_dir / name)]
     found = []
-    for (name, _), (_, job_cfg) in zip(named, job_configs(cfg, [job for _, job in named])):
+    for (name, job), (_, job_cfg) in zip(named, job_configs(cfg, [job for _, job in named])):
         recorded = sweep_dir / name / ".hydra" / "config.yaml"
         if isinstance(job_cfg, Exception) or not recorded.is_file():
             continue
+        adopt_recorded_split(job_cfg, recorded, [*overrides, *job])  # as the job itself will (run/precheck.py)
         try:
             changes = changes_since(recorded, job_cfg)
         except ConfigError as exc:

@@ -86,7 +86,23 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def training_config(config: dict[str, Any]) -> dict[str, Any]:
     """The leaves of ``config`` that shape training (every key but :data:`CONTINUATION_KEYS`)."""
-    return {k: v for k, v in {**IMPLICIT_DEFAULTS, **flatten(config)}.items() if not _allowed(k)}
+    leaves = flatten(config)
+    split = legacy_split_seed(config)
+    if split is not None:
+        leaves["data.split_seed"] = split
+    return {k: v for k, v in {**IMPLICIT_DEFAULTS, **leaves}.items() if not _allowed(k)}
+
+
+def legacy_split_seed(config: dict[str, Any]) -> Any:
+    """What ``data.split_seed`` was for a config written before the key existed — its ``data.seed`` as written
+    (``${seed}``: the split followed the run's seed) — or None when the config has the key (or no data node).
+
+    Such a run folder continues and reloads with the split it trained on, and is not refused as "another config"
+    for lacking a key that did not exist (:func:`aelab.run.precheck.adopt_recorded_split`)."""
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict) or "split_seed" in data:
+        return None
+    return data.get("seed", 0)
 
 
 def fingerprint(config: dict[str, Any]) -> str:

@@ -473,3 +473,40 @@ def test_the_command_lines_say_one_line_and_run_nothing(run, tmp_path):
         result = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert result.returncode != 0 and said in result.stderr and "Traceback" not in result.stderr, (args, result)
     assert not marker.exists()
+
+
+def _cifar_folder(root: Path, payload=None) -> Path:
+    """A CIFAR-10 ``cifar-10-batches-py`` folder of tiny batches pickled as the format holds them (protocol 2, numpy
+    arrays), one of them replaced by ``payload`` when given."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {
+            "batch_label": "training batch",
+            "labels": [int(v) for v in rng.integers(0, 10, 20)],
+            "data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+            "filenames": [f"img_{i}.png" for i in range(20)],
+        }
+        content = payload if payload is not None and name == "data_batch_3" else entry
+        (folder / name).write_bytes(pickle.dumps(content, 2))
+    return folder
+
+
+def test_cifar_batches_are_read_without_running_what_a_pickle_names(tmp_path):
+    from aelab.data import CIFAR10
+
+    dm = CIFAR10(root=str(tmp_path / "good"), download=False, val_size=10)
+    _cifar_folder(tmp_path / "good")
+    dm.setup()
+    assert len(dm.splits["train"]) == 90 and dm.splits["test"].images.shape == (20, 3, 32, 32)
+
+    marker = tmp_path / "ran"
+    _cifar_folder(tmp_path / "shared", payload={"data": _Command(f"touch {marker}"), "labels": [0]})
+    with pytest.raises(DataFileError, match=r"data_batch_3 is not a CIFAR-10 batch: it names .*system"):
+        CIFAR10(root=str(tmp_path / "shared"), download=False, val_size=10).setup()
+    assert not marker.exists()

@@ -60,12 +60,48 @@ def _decode_idx(path: Path) -> np.ndarray:
     return np.array(array.reshape(shape), dtype=array.dtype.newbyteorder("="))  # copy, native byte order
 
 
+#: what CIFAR-10's python batches hold: dicts of numpy arrays, lists, bytes and strings — nothing else may be built
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # the latin-1 bytes of an array pickled with protocol 2
+    ("numpy.core.numeric", "_frombuffer"),  # an array pickled with protocol 5 (a batch written again by numpy)
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds the arrays, lists, dicts, bytes and strings of a CIFAR-10 batch and refuses every
+    other global: a batch file from a shared folder is data, and ``pickle.load`` would run what it names."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds")
+
+
 def read_cifar_batches(folder: str | Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read CIFAR-10 python-pickle batches into ``uint8 [N,3,32,32]`` images and ``int64`` labels."""
+    """Read CIFAR-10 python-pickle batches into ``uint8 [N,3,32,32]`` images and ``int64`` labels.
+
+    The batches are read with a restricted unpickler (:class:`_CifarUnpickler`): a file that names anything but
+    numpy arrays is refused with a :class:`DataFileError` naming it, and nothing it names is run.
+    """
     images, labels = [], []
     for name in names:
-        with open(Path(folder) / name, "rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        path = Path(folder) / name
+        try:
+            with open(path, "rb") as fh:
+                entry = _CifarUnpickler(fh, encoding="latin1").load()
+            if not isinstance(entry, dict) or "data" not in entry:
+                raise ValueError(f"it holds a {type(entry).__name__}, not a dict with 'data' and 'labels'")
+            data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            batch_labels = list(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        except FileNotFoundError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataFileError(f"{path} is not a CIFAR-10 batch: {exc}") from None
+        images.append(data)
+        labels.extend(batch_labels)
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)

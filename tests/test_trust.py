@@ -262,11 +262,30 @@ def test_the_allowlist_takes_component_classes_of_the_runs_search_path_packages_
     assert "not a component class" in target_problem("torch.load", ["torch"])
     assert "not a component class" in target_problem("shutil.copyfile", ["shutil"])
     assert "not a component class" in target_problem("aelab.data.folder.find_images")
-    cfg = OmegaConf.create({"model": {"_target_": "aelab.models.Autoencoder", "net": [{"_target_": "mylab.x.f"}]}})
-    with pytest.raises(TrustError, match=r"model\.net\[0\]\._target_=mylab\.x\.f .*trust_packages=\[mylab\]"):
+    target = "mylab.toy_eval.CodeStatsTask"  # outside the allowlist unless the package is on the search path or trusted
+    cfg = OmegaConf.create({"model": {"_target_": "aelab.models.Autoencoder", "net": [{"_target_": target}]}})
+    with pytest.raises(TrustError, match=r"model\.net\[0\]\._target_=mylab\.toy_eval\.CodeStatsTask .*trust_packages"):
         check_config_targets(cfg)
     monkeypatch.setenv(TRUST_ENV, "otherlab,mylab")
-    check_config_targets(cfg, trusted=trusted_packages(["unused"]))  # trusted explicitly: anything under it
+    check_config_targets(cfg, trusted=trusted_packages(["unused"]))  # trusted explicitly: anything defined under it
+
+
+def test_a_trusted_name_that_reaches_another_packages_object_is_refused(monkeypatch, tmp_path):
+    """Hydra's ``_locate`` follows attributes: ``mylab.toy_data.torch.load`` is ``torch.load``, and trusting mylab
+    does not trust torch (issue 34: a payload checkpoint loaded with ``weights_only: false`` through it)."""
+    from aelab.config.trust import check_config_targets, target_problem
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "extension"))
+    assert "resolves to torch.serialization.load" in target_problem("mylab.toy_data.torch.load", trusted=["mylab"])
+    assert "resolves to" in target_problem("mylab.toy_data.torch", trusted=["mylab"])  # a module is its own name
+    assert "resolves to" in target_problem("aelab.models.base.torch.nn.Linear")  # allowed by class, not by path
+    assert "resolves to" in target_problem("mylab.toy_model.Autoencoder", ["mylab"])  # aelab's, reached via mylab
+    marker = tmp_path / "ran"
+    payload = {"_target_": "mylab.toy_data.torch.load", "f": str(marker), "weights_only": False}
+    cfg = OmegaConf.create({"noise": payload})
+    with pytest.raises(TrustError, match=r"noise\._target_=mylab\.toy_data\.torch\.load .*resolves to torch"):
+        check_config_targets(cfg, trusted=["mylab"])
+    assert not marker.exists()
 
 
 def test_the_runs_recorded_search_path_is_read_from_its_hydra_yaml(run, tmp_path, monkeypatch):

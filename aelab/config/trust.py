@@ -14,6 +14,9 @@ ones included: ``_partial_``, ``_args_``, lists) must be
 * or anything under a package the user trusts explicitly (``trust_packages=[mylab]`` on the command line,
   ``aelab.load_run(..., trust_packages=["mylab"])``, or ``AELAB_TRUST_PACKAGES=mylab,otherlab``).
 
+Either way the object a name resolves to must be defined under the package that allowed the name: Hydra follows
+attributes, and ``mylab.torch.load`` is ``torch.load``, which ``trust_packages=[mylab]`` does not trust.
+
 Anything else is refused with one line naming the key and the target (:class:`aelab.errors.TrustError`).
 """
 
@@ -89,17 +92,36 @@ def config_targets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
             yield from config_targets(value(node, i), f"{key}[{i}]")
 
 
+def _origin(obj: Any) -> str | None:
+    """The module ``obj`` is defined in (a module: its own name), whatever dotted name reached it."""
+    import inspect
+
+    if inspect.ismodule(obj):
+        return obj.__name__
+    module = getattr(obj, "__module__", None)
+    return module if isinstance(module, str) else None
+
+
+def _shown(obj: Any) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    origin = _origin(obj)
+    return f"{origin}.{name}" if origin and origin != name else str(name)
+
+
 def target_problem(target: Any, search_packages: Iterable[str] = (), trusted: Iterable[str] = ()) -> str | None:
     """Why ``target`` may not be instantiated from a run folder's config, or None when it may (the rule is the
-    module docstring's)."""
+    module docstring's).
+
+    The rule holds for the object the name resolves to, not for the name: Hydra's ``_locate`` follows attributes,
+    so ``mylab.torch.load`` is ``torch.load`` and ``aelab.models.base.torch.save`` is ``torch.save``. An object is
+    allowed only when the module that defines it lies under the packages its name was allowed for."""
     import inspect
 
     if not isinstance(target, str) or not target:
         return "is not a dotted name"
-    if _under(target, trusted):
-        return None
-    packages = (*COMPONENT_PACKAGES, *TORCH_PACKAGES, *search_packages)
-    if not _under(target, packages):
+    trusted = [p for p in trusted if _under(target, [p])]
+    packages = trusted or [p for p in (*COMPONENT_PACKAGES, *TORCH_PACKAGES, *search_packages) if _under(target, [p])]
+    if not packages:
         return "is outside the allowlist (aelab's components, torch.optim, torch.nn, the run's search-path packages)"
     from hydra._internal.utils import _locate
 
@@ -107,6 +129,11 @@ def target_problem(target: Any, search_packages: Iterable[str] = (), trusted: It
         obj = _locate(target)
     except Exception as exc:  # noqa: BLE001 — ImportError, AttributeError ...: named in the refusal
         return f"cannot be found ({type(exc).__name__})"
+    origin = _origin(obj)
+    if origin is None or not _under(origin, packages):
+        return f"resolves to {_shown(obj)}, which is defined outside {', '.join(packages)}"
+    if trusted:
+        return None
     if not inspect.isclass(obj) or not issubclass(obj, _component_bases()):
         return "is not a component class (a model, net, dataset, corruption, optimizer or scheduler)"
     return None

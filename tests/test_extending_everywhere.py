@@ -5,7 +5,8 @@ dead-unit evaluation — written from docs/extending.md with imports from ``aela
 trained as a sweep (``-m`` over two values) with ``PYTHONPATH`` pointing at it; every later command
 runs in a fresh process *without* ``PYTHONPATH``: the run folder recorded the search path and where the
 package was imported from, so ``aelab-eval``, ``aelab-predict``, ``aelab-export``, ``aelab-compare`` and
-``aelab.load_run`` find the same components without being told again.
+``aelab.load_run`` find the same components when the user names the package (``AELAB_TRUST_PACKAGES=newlab``
+or ``trust_packages=[newlab]``): a recorded folder is data, and code is imported from it only on request.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ SEARCHPATH = "hydra.searchpath=[pkg://newlab.conf]"
 QUICK = [o for o in TINY if o.startswith(("trainer.", "callbacks."))]
 
 
-def run(args: list[str], cwd: Path, tool: str = "aelab-train", pythonpath: bool = True):
+def run(args: list[str], cwd: Path, tool: str = "aelab-train", pythonpath: bool = True, trust: bool = True):
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", COLUMNS="200")
     env.pop("WANDB_SERVICE", None)
     env.pop("PYTHONPATH", None)
+    env.pop("AELAB_TRUST_PACKAGES", None)
     if pythonpath:
         env["PYTHONPATH"] = str(EXTENSION)
+    elif trust:
+        env["AELAB_TRUST_PACKAGES"] = "newlab"  # import it from the folder the run recorded
     return subprocess.run([str(BIN / tool), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -78,10 +82,43 @@ def test_load_run_in_a_fresh_python_without_pythonpath_gives_the_sparse_codes(sw
         f"import aelab, torch; r = aelab.load_run({str(sweep_dir / 'model.k=2')!r}); "
         "z = r.encode(torch.rand(5, 1, 8, 8)); print('NONZERO', int((z != 0).sum(1).max()))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AELAB_TRUST_PACKAGES")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "not imported from there unless you name the package" in done.stderr
+    assert "trust_packages=[newlab]" in done.stderr  # a recorded folder is data: its code runs only on request
+    env["AELAB_TRUST_PACKAGES"] = "newlab"
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "NONZERO 2" in done.stdout  # the code path hook: encode() keeps the k = 2 largest units too
+
+
+@pytest.mark.parametrize("where", ["relative", "in_sweep", "in_run"])
+def test_a_recorded_package_folder_that_is_relative_or_inside_a_run_or_sweep_folder_is_never_imported(
+    sweep, tmp_path, where, monkeypatch
+):
+    """issue 34: ``"extension_packages": {"sharedrun": "shared"}`` made aelab-eval import the run folder's own
+    ``__init__.py``; a sweep folder holding a package beside its job folders did the same."""
+    root, sweep_dir = sweep
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    run_dir = shutil.copytree(sweep_dir / "model.k=2", shared / "sharedrun")
+    (shared / "multirun.yaml").write_text("{}\n")  # the shared folder is a sweep folder
+    marker = tmp_path / "ran"
+    package = {"relative": run_dir, "in_run": run_dir, "in_sweep": shared / "sharedpkg"}[where]
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    top = package.name
+    folder = "shared" if where == "relative" else str(package.parent)
+    record["extension_packages"] = {top: folder}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    from aelab.errors import ConfigError
+    from aelab.run.extensions import run_context
+
+    with pytest.raises(ConfigError, match=f"package '{top}'.*(relative path|inside)"):
+        monkeypatch.chdir(tmp_path)  # the relative path would resolve to tmp_path/shared
+        run_context(run_dir, trusted=[top])
+    assert not marker.exists()
 
 
 def test_a_package_that_is_gone_is_one_line_naming_it(sweep, tmp_path):

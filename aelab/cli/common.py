@@ -143,7 +143,9 @@ def quote_paths(argv: list[str]) -> list[str]:
 def with_run_context(argv: list[str]) -> list[str]:
     """``argv`` of an entry point that reads a run (``run=<run or sweep folder>``), with the run's recorded search path
     added (unless ``hydra.searchpath`` is given) and its own packages made importable — so
-    ``aelab-eval run=... eval=[x]`` finds an extension's task ``x`` as the training did, without being told again."""
+    ``aelab-eval run=... eval=[x]`` finds an extension's task ``x`` as the training did (from its recorded folder when
+    the user names the package: :func:`aelab.run.extensions.make_importable`)."""
+    from aelab.config.trust import trusted_packages
     from aelab.run.compose import searchpath_override
     from aelab.run.extensions import run_context
     from aelab.store.runs import find_run_dirs
@@ -151,9 +153,11 @@ def with_run_context(argv: list[str]) -> list[str]:
     run = next((a.split("=", 1)[1].strip("'") for a in argv if a.startswith("run=")), None)
     if not run or not Path(run).expanduser().is_dir():
         return argv
+    named = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("trust_packages=")), "")
+    trusted = trusted_packages(p.strip(" '\"") for p in named.strip("[]").split(","))
     paths: list[str] = []
     for run_dir in find_run_dirs(Path(run).expanduser()):
-        paths += [p for p in run_context(run_dir) if p not in paths]
+        paths += [p for p in run_context(run_dir, trusted) if p not in paths]
     if not paths or any(a.lstrip("+").startswith("hydra.searchpath=") for a in argv):
         return argv
     return [*argv, *searchpath_override(paths)]

@@ -5,11 +5,13 @@ in its config. :func:`packages_of` records, when the run trains, where each such
 imported from (``metrics.json``: ``extension_packages``), beside the search path the run was
 composed with (``search_path``). ``aelab-eval``, ``aelab-predict``, ``aelab-export``,
 ``aelab-compare`` and :func:`aelab.load_run` then compose with that search path and import those
-packages without being told again (:func:`run_context`): a package that is not importable is
-looked for in its recorded folder when that folder exists on this machine, lies outside the run
-folder and belongs to the user running the command — a shared run folder, or a colleague's folder on
-a lab disk, cannot bring its own code along (``docs/trust.md``). One that is found nowhere is one
-line naming the module and how to make it importable.
+packages (:func:`run_context`). A recorded folder is data someone else may have written, so a package that
+is not importable is imported from it only when the user names the package (``trust_packages=[mylab]``,
+``aelab.load_run(..., trust_packages=["mylab"])`` or ``AELAB_TRUST_PACKAGES=mylab``) and the folder is
+absolute, resolves (symbolic links followed) outside every run and sweep folder, and belongs to the user
+running the command — a shared run folder, a sweep folder with a package beside its jobs, or a colleague's
+folder on a lab disk cannot bring its own code along (``docs/trust.md``). Anything else is one line naming
+the package, the folder and how to make it importable.
 """
 
 from __future__ import annotations
@@ -56,20 +58,35 @@ def packages_of(config: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _usable(home: Path, top: str, run_dir: Path) -> bool:
-    """Whether a recorded folder may go on ``sys.path``: it holds the package, lies outside the run folder, and the
-    package is this user's own (a shared folder, or a colleague's on a lab disk, cannot bring code along)."""
-    found = home / top if (home / top).is_dir() else home / f"{top}.py"
+#: what marks a folder as a run or a sweep folder (code found under one came with the data)
+_RUN_MARKS = ("metrics.json", "multirun.yaml")
+
+
+def _problem(home: Path, top: str, run_dir: Path) -> str | None:
+    """Why a recorded folder may not go on ``sys.path`` (None when it may): it must be absolute, hold the package,
+    resolve outside the run folder and every run or sweep folder above it, and the package must be this user's."""
+    if not home.is_absolute():
+        return "a relative path (it would be read from wherever the command runs)"
+    real = Path(os.path.realpath(home))
+    found = real / top if (real / top).is_dir() else real / f"{top}.py"
     if not found.exists():
-        return False
-    home = home.resolve()
-    if home == run_dir or run_dir in home.parents:
-        return False
-    return not hasattr(os, "getuid") or found.stat().st_uid == os.getuid()
+        return "not there on this machine"
+    if real == run_dir or run_dir in real.parents:
+        return "inside the run folder"
+    if any((folder / mark).exists() for folder in (real, *real.parents) for mark in _RUN_MARKS):
+        return "inside a run or sweep folder"
+    if hasattr(os, "getuid") and found.stat().st_uid != os.getuid():
+        return "owned by another user"
+    return None
 
 
-def make_importable(packages: dict[str, str], run_dir: Path) -> None:
-    """Make the run's recorded packages importable (see the module docstring); one line for one that cannot be."""
+def make_importable(packages: dict[str, str], run_dir: Path, trusted: list[str] | None = None) -> None:
+    """Make the run's recorded packages importable (see the module docstring); one line for one that cannot be.
+
+    ``trusted``: the packages the user named (default: ``$AELAB_TRUST_PACKAGES``)."""
+    from aelab.config.trust import TRUST_ENV, trusted_packages
+
+    trusted = trusted_packages() if trusted is None else trusted
     run_dir = Path(run_dir).resolve()
     for top, folder in (packages or {}).items():
         try:
@@ -77,22 +94,29 @@ def make_importable(packages: dict[str, str], run_dir: Path) -> None:
                 continue
         except (ImportError, ValueError):
             pass
-        if _usable(Path(folder), top, run_dir):
-            sys.path.append(str(Path(folder)))
+        home = Path(str(folder))
+        problem = _problem(home, top, run_dir)
+        if problem is None and top in trusted:
+            sys.path.append(os.path.realpath(home))
             importlib.invalidate_caches()
             continue
+        way = "install it (pip install -e <its folder>) or add the folder holding it to PYTHONPATH"
+        if problem is None:
+            way += f"; or, if you trust it, name it: trust_packages=[{top}] (or {TRUST_ENV}={top})"
+            problem = "not imported from there unless you name the package"
         raise ConfigError(
-            f"{run_dir} was trained with the package {top!r} (imported then from {folder}), which cannot be imported "
-            f"here: install it (pip install -e <its folder>) or add the folder holding it to PYTHONPATH"
+            f"{run_dir} was trained with the package {top!r} (recorded at {folder}: {problem}), which cannot be "
+            f"imported here: {way}"
         )
 
 
-def run_context(run_dir: Path) -> list[str]:
-    """Prepare to use a run's config here: its packages importable; returns its recorded search path."""
+def run_context(run_dir: Path, trusted: list[str] | None = None) -> list[str]:
+    """Prepare to use a run's config here: its packages importable (``trusted``: the packages the user named, see
+    :func:`make_importable`); returns its recorded search path."""
     from aelab.store.record import RunRecord
 
     record = RunRecord.read(run_dir)
     if record is None:
         return []
-    make_importable(record.get("extension_packages") or {}, run_dir)
+    make_importable(record.get("extension_packages") or {}, run_dir, trusted)
     return [str(p) for p in record.get("search_path") or []]

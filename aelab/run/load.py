@@ -151,12 +151,13 @@ def load_run(
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from aelab.config.trust import trusted_packages
     from aelab.run.extensions import run_context
     from aelab.run.parts import build_components
     from aelab.store.checkpoints import load_checkpoint
 
     run_dir = Path(run_dir)
-    run_context(run_dir)  # the run's own packages (extensions) importable, as when it trained
+    run_context(run_dir, trusted_packages(trust_packages))  # the run's own packages, when the user names them
     cfg = load_run_config(run_dir)
     check_run_config(cfg, run_dir, trust_packages)
     ckpt = checkpoint_path(run_dir, which)

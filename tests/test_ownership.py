@@ -134,3 +134,18 @@ def test_the_jobs_a_stopped_grid_sweep_never_began_are_named(tmp_path):
     ]
     (sweep / "aelab_sweep.yaml").write_text(json.dumps({"overrides": ["hparams_search=bottleneck_optuna"]}))
     assert never_started_jobs(sweep) == []  # an Optuna search's trials are not known ahead
+
+
+def test_a_live_run_folder_is_refused_before_its_data_or_model_is_built(run_train, make_cfg, monkeypatch):
+    from aelab.run import precheck
+    from aelab.store.locks import FolderLock
+
+    _, run_dir = run_train("trainer.max_epochs=1", name="live")
+    other = FolderLock(run_dir).acquire()  # another owner (its own open file: not this process's registered lock)
+    try:
+        monkeypatch.setattr(precheck, "build_parts", lambda *a, **k: pytest.fail("built the parts of a live run"))
+        cfg = make_cfg("trainer.max_epochs=2", name="live")
+        with pytest.raises(precheck.Refused, match=f"the run folder {run_dir} is in use by process {os.getpid()}"):
+            precheck.prepare(cfg, run_dir, checked=True)
+    finally:
+        other.release()

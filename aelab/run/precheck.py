@@ -272,11 +272,14 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     A sweep job's folder exists already (Hydra's launcher made it). ``checked``: the config was checked already.
     """
     from aelab.run.session import process_started_at
+    from aelab.store.locks import in_use, owned_elsewhere
 
     timing = {"process_start": process_started_at(), "pid": os.getpid(), "prepare_start": time.time()}
     if not checked:
         refuse(config_problems(cfg))
     refuse(machine_problems(cfg, run_dir.parent))
+    if not fresh and owned_elsewhere(run_dir):  # a live run: refused before anything is read or built
+        raise Refused(in_use(run_dir))
     adopted = {}
     if run_dir.is_dir() and not fresh and not cfg.get("ckpt_path"):
         adopted = adopt_recorded_split(cfg, run_dir / ".hydra" / "config.yaml")

@@ -76,12 +76,7 @@ class FolderLock:
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            raise FolderInUse(
-                f"the {self.what} {self.folder} is in use by {_owner_text(self.path)}. Two processes writing one "
-                f"folder "
-                "would mix their checkpoints and logs: wait for it to finish (or stop it), or use another "
-                + ("name=..." if self.what == "run folder" else "sweep.name=...")
-            ) from None
+            raise in_use(self.folder, self.what) from None
         owner = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -120,6 +115,20 @@ def release_folder(folder: Path) -> None:
     lock = _held.get(Path(folder).resolve())
     if lock is not None:
         lock.release()
+
+
+def in_use(folder: Path, what: str = "run folder") -> FolderInUse:
+    """The refusal of a folder another live process owns, naming that owner."""
+    return FolderInUse(
+        f"the {what} {folder} is in use by {_owner_text(Path(folder) / LOCK_FILE)}. Two processes writing one folder "
+        "would mix their checkpoints and logs: wait for it to finish (or stop it), or use another "
+        + ("name=..." if what == "run folder" else "sweep.name=...")
+    )
+
+
+def owned_elsewhere(folder: Path) -> bool:
+    """Whether another live process (not this one) holds ``folder``'s lock: a quick test before any work."""
+    return Path(folder).resolve() not in _held and owner_alive(folder)
 
 
 def owner_alive(folder: Path) -> bool:

@@ -147,3 +147,19 @@ def test_an_unreadable_recorded_config_is_named_not_compared(tmp_path):
     recorded.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="config.yaml cannot be read"):
         changes_since(recorded, now)
+
+
+def test_ckpt_path_into_a_folder_that_holds_a_run_is_refused_and_changes_nothing(run_train, make_cfg):
+    """issue 34: ``name=A model.optimizer.lr=0.05 ckpt_path=<B>/checkpoints/last.ckpt`` on a completed run A
+    rewrote A's checkpoints, .hydra files and metrics.json without recording a change."""
+    from aelab.errors import ConfigError
+    from aelab.run.job import run_job
+
+    _, a_dir = run_train("model=mlp", name="A")
+    _, b_dir = run_train("model=mlp", name="B")
+    before = {p: p.read_bytes() for p in a_dir.rglob("*") if p.is_file() and p.name != ".aelab.lock"}
+    cfg = make_cfg("model=mlp", "model.optimizer.lr=0.05", f"ckpt_path={b_dir / 'checkpoints' / 'last.ckpt'}", name="A")
+    with pytest.raises(ConfigError, match=r"holds a run \(completed after 1 epochs\); ckpt_path= starts a new run"):
+        run_job(cfg, cli=False)
+    after = {p: p.read_bytes() for p in a_dir.rglob("*") if p.is_file() and p.name != ".aelab.lock"}
+    assert after == before

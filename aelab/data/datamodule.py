@@ -560,8 +560,7 @@ class ImageDataModule(L.LightningDataModule):
         extra = f", normal class {self.normal_class}" if self.normal_class is not None else ""
         extra += f", binarize={self.binarize}" if self.binarize != "none" else ""
         shape = "x".join(str(s) for s in self.dims)
-        split = f", split seed {self.split_seed}" if self.splits else ""
-        return f"{self.name}: {sizes}, {shape}{split}{extra} ({self.origin})"
+        return f"{self.name}: {sizes}, {shape}{extra} ({self.origin})"
 
     # ------------------------------------------------------------ dataloaders
     def _ranks(self) -> tuple[int, int]:

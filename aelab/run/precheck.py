@@ -147,7 +147,16 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
 
     record = RunRecord.read(run_dir)
     recorded = run_dir / ".hydra" / "config.yaml"
-    if record is None or not recorded.is_file() or cfg.get("ckpt_path"):
+    if record is not None and cfg.get("ckpt_path"):
+        raise Refused(
+            ConfigError(
+                f"{run_dir} holds a run ({record.live_status() or 'started'} after {record.get('epochs', 0)} epochs); "
+                f"ckpt_path= starts a new run from another checkpoint and would write over this one's checkpoints, "
+                "config and record: choose another name= (or none, for a fresh folder), or continue this run itself "
+                "without ckpt_path="
+            )
+        )
+    if record is None or not recorded.is_file():
         return None, []
     status = record.live_status()
     if str(cfg.get("resume", "auto")) == "never":

@@ -317,4 +317,6 @@ def prepare_here(cfg: DictConfig, run_dir: Path) -> Prepared:
     if is_extra_rank():  # rank 0 checked and owns the folder; this rank builds its own copy of the parts
         return Prepared(run_dir, build_parts(cfg, run_dir.parent, {}), *resume_from(cfg, run_dir))
     own(run_dir)
-    return prepare(cfg, run_dir)
+    prepared = prepare(cfg, run_dir)
+    take(run_dir)  # used here and now: an entry left behind would hand these parts to a later job of this folder
+    return prepared

@@ -133,7 +133,7 @@ def test_the_table_shows_the_studys_metrics_with_n_and_the_csv_every_digit(compa
     from aelab.analysis.table import markdown_table
 
     books = markdown_table(result.summary, result.table, bookkeeping=True).splitlines()[0]  # --bookkeeping
-    assert books.endswith("| params | wall_time_s | n |") and "1,002,000 |" in markdown_table(
+    assert books.endswith("| parameters | wall time (s) | at the end | n |") and "1,002,000 |" in markdown_table(
         result.summary, result.table, bookkeeping=True
     )
     assert [p.metric for p in panels(result.table, result.summary, bookkeeping=True)][-2:] == ["params", "wall_time_s"]

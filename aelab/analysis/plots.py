@@ -77,6 +77,8 @@ def panels(table: RunTable, summary: pd.DataFrame, bookkeeping: bool = False) ->
 
     present = [m for m in table.metrics if has_values(summary, m)]
     present = [m for m in present if not m.endswith("_ci95") and (bookkeeping or m not in BOOKKEEPING)]
+    # the best validation value restates the test value of the same quantity: one panel (the table keeps both)
+    present = [m for m in present if not (m.startswith("best/val/") and f"test/{m[len('best/val/') :]}" in present)]
     done = table.completed
     baselines: dict[str, list[str]] = {}
     for info in table.info:

@@ -185,7 +185,8 @@ def print_run_summary(job, multirun: bool, repeats: bool = False, console_file=N
 
 
 def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tuple[object, str]:
-    """A table of a sweep's jobs — the swept values (in numeric order), the objective, training done, the status."""
+    """A table of a sweep's jobs — the swept values (in numeric order), the objective, training done, whether it was
+    still improving at its end (:mod:`aelab.convergence`), the status."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -193,8 +194,8 @@ def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tupl
     from aelab.store.runs import natural_key
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    columns = (("job", "left"), (metric or "objective", "right"), ("steps", "right"), ("status", "left"))
-    for column, justify in (*columns, ("at the end", "left")):
+    columns = (("job", "left"), (metric or "objective", "right"), ("steps", "right"), ("at the end", "left"))
+    for column, justify in (*columns, ("status", "left")):
         table.add_column(column, justify=justify)
     lines, improving = [], 0
     for job in sorted(jobs, key=lambda j: natural_key(j["job"])):
@@ -208,8 +209,8 @@ def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tupl
         verdict = record.convergence() if record and record.status == "completed" else None
         end = describe(verdict, short=True)
         improving += bool(verdict and verdict.get("still_improving"))
-        table.add_row(job["job"], shown, steps, status, end)
-        lines.append(f"  {job['job']}: {shown} {steps} steps {status}" + (f" ({end})" if end else ""))
+        table.add_row(job["job"], shown, steps, end, status)
+        lines.append(f"  {job['job']}: {shown} {steps} steps" + (f" ({end})" if end else "") + f" {status}")
     tail = [f"compare: aelab-compare {sweep_dir}"]
     if improving:
         tail.insert(

@@ -185,6 +185,7 @@ def test_findings_say_an_improvement_at_every_step_is_no_plateau():
 
 
 # ------------------------------------------------------------------------------------------------ the run's own words
+@pytest.mark.slow  # two tiny epochs, test and grids: ~20-30 s on two shared cores
 def test_early_stopping_by_one_override_stops_a_tiny_run_and_records_it(run_train, make_cfg):
     from aelab.run.summary import run_summary
     from aelab.store.record import RunRecord

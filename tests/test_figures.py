@@ -102,6 +102,8 @@ def compared(tmp_path_factory):
         ([1.39, 87.62], None, ["1.4", "87.6"]),
         ([1_068_306, 1_071_384], [0.0, 0.0], ["1,068,306", "1,071,384"]),  # no "± 0", no decimals
         ([0.5], [0.00003], ["0.50000 ± 0.00003"]),
+        ([0.91, 0.85], [0.0, 0.0], ["0.910 ± 0", "0.850 ± 0"]),  # seeds that agree say so
+        ([-0.00001, 0.0021], [0.0003, 0.0003], ["0.0000 ± 0.0003", "0.0021 ± 0.0003"]),  # no "-0.0000"
     ],
 )
 def test_table_rounds_each_column_by_its_spread(means, stds, expected):
@@ -133,7 +135,7 @@ def test_the_table_shows_the_studys_metrics_with_n_and_the_csv_every_digit(compa
     from aelab.analysis.table import markdown_table
 
     books = markdown_table(result.summary, result.table, bookkeeping=True).splitlines()[0]  # --bookkeeping
-    assert books.endswith("| params | wall_time_s | n |") and "1,002,000 |" in markdown_table(
+    assert books.endswith("| parameters | wall time (s) | at the end | n |") and "1,002,000 |" in markdown_table(
         result.summary, result.table, bookkeeping=True
     )
     assert [p.metric for p in panels(result.table, result.summary, bookkeeping=True)][-2:] == ["params", "wall_time_s"]
@@ -426,3 +428,30 @@ def test_the_study_command_keeps_interpolations_as_typed(tmp_path):
     assert study_commands([sweep]) == ["aelab-train -m model=mlp '+x.dir=${paths.run_dir}' hydra/launcher=joblib"]
     (sweep / "aelab_sweep.yaml").write_text("overrides: [unclosed\n")
     assert study_commands([sweep]) == ["aelab-train -m hydra/launcher=joblib"]  # an unreadable file: no crash
+
+
+def test_the_best_validation_value_gets_no_panel_beside_the_test_value():
+    from aelab.analysis.plots import panels
+    from aelab.analysis.table import aggregate, table_from_records
+
+    info = {
+        "test/recon_loss": {"label": "test MSE", "higher_is_better": False, "column": True},
+        "best/val/recon_loss": {"label": "best validation MSE", "higher_is_better": False, "column": True},
+    }
+    records = [
+        {"run": f"r{b}", "status": "completed", "test/recon_loss": 0.1 / b, "best/val/recon_loss": 0.1 / b,
+         "_config": {"model.bottleneck": b, "seed": 0}, "_choices": {}, "_overrides": ["model.bottleneck"],
+         "_info": info}
+        for b in (2, 4)
+    ]  # fmt: skip
+    table = table_from_records(records)
+    assert "best/val/recon_loss" in table.metrics  # the table keeps it
+    assert [p.metric for p in panels(table, aggregate(table))] == ["test/recon_loss"]
+
+
+def test_the_report_shows_the_config_of_the_first_run_in_value_order(compared):
+    from aelab.analysis.report import _config_text
+
+    _, result = compared
+    _, whose = _config_text(result.table)
+    assert Path(whose).name == "model.beta=0.5,model.bottleneck=2,seed=0"  # not bottleneck 16 (text order)

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from aelab.analysis.findings import findings, findings_markdown
 from aelab.analysis.plots import curves_figure, denoise_figure, metric_figures, panels, variant_keys, x_key
 from aelab.analysis.report import study_commands, write_html_report
 from aelab.analysis.style import key_label, order_key, value_text
@@ -38,6 +39,7 @@ from aelab.analysis.table import (
     table_from_records,
     with_group_means,
 )
+from aelab.convergence import RULE_TEXT as CONVERGENCE_RULE
 from aelab.errors import AelabError, RunFolderError
 from aelab.store.files import atomic_path, write_text_atomic
 
@@ -53,6 +55,7 @@ class Comparison:
     summary: pd.DataFrame
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
 
 
 def _default_out(paths: list[Path]) -> Path:
@@ -186,7 +189,8 @@ def compare(
         tabulated.to_csv(tmp, index=False)
     files["runs.csv"], files["comparison.csv"] = out / "runs.csv", out / "comparison.csv"
     formatted = format_table(tabulated, table, bookkeeping) if not summary.empty else None
-    md = markdown_table(tabulated, table, bookkeeping, formatted)
+    found = findings(table) if not summary.empty else []
+    md = markdown_table(tabulated, table, bookkeeping, formatted) + end_note(formatted) + findings_markdown(found)
     write_text_atomic(out / "comparison.md", md)
     files["comparison.md"] = out / "comparison.md"
     notes: list[str] = []
@@ -207,8 +211,15 @@ def compare(
     report = write_report(table, summary, md, files, sources, notes, out)
     files["report.md"] = report
     study = study_commands(paths) if paths and not (mlflow_uri or wandb_path) else []
-    files["report.html"] = write_html_report(table, formatted, files, sources, notes, out, command, study)
-    return Comparison(table=table, summary=summary, out_dir=out, files=files)
+    files["report.html"] = write_html_report(table, formatted, files, sources, notes, out, command, study, found)
+    return Comparison(table=table, summary=summary, out_dir=out, files=files, findings=found)
+
+
+def end_note(formatted) -> str:
+    """What the table's "at the end" column means (when it has one)."""
+    if formatted is None or "at the end" not in formatted.header:
+        return ""
+    return f"\n_at the end_: {CONVERGENCE_RULE}\n"
 
 
 def write_report(

@@ -77,6 +77,8 @@ def panels(table: RunTable, summary: pd.DataFrame, bookkeeping: bool = False) ->
 
     present = [m for m in table.metrics if has_values(summary, m)]
     present = [m for m in present if not m.endswith("_ci95") and (bookkeeping or m not in BOOKKEEPING)]
+    # the best validation value restates the test value of the same quantity: one panel (the table keeps both)
+    present = [m for m in present if not (m.startswith("best/val/") and f"test/{m[len('best/val/') :]}" in present)]
     done = table.completed
     baselines: dict[str, list[str]] = {}
     for info in table.info:
@@ -120,6 +122,25 @@ def _per_x(group: pd.DataFrame, x: str, metric: str) -> tuple[list[float], list[
     return [float(style.as_number(v)) for v in xs], values
 
 
+def _improving(group: pd.DataFrame) -> pd.Series:
+    """Which runs of ``group`` were still improving at their end (False where not known)."""
+    if "still_improving" not in group.columns:
+        return pd.Series(False, index=group.index)
+    return group["still_improving"] == True  # noqa: E712 — True/False/None
+
+
+def unsettled_line(table: RunTable) -> str:
+    """The line every figure of ``table`` carries when some of its runs were still improving at their end."""
+    done = table.completed
+    if "still_improving" not in done.columns:
+        return ""
+    improving = done[_improving(done)]
+    rates = pd.to_numeric(improving.get("improvement_pct_per_epoch"), errors="coerce").dropna()
+    return style.unsettled_note(
+        len(improving), int(done["still_improving"].notna().sum()), float(rates.max()) if len(rates) else None
+    )
+
+
 def _counts(done: pd.DataFrame, keys: Sequence[str], metric: str) -> list[int]:
     if not keys:
         return [int(done[metric].notna().sum())]
@@ -154,6 +175,13 @@ def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[f
             label = variant_name(dict(zip(keys, name)), keys) if keys else style.key_label(metric)
             offset = spread * (i - (len(groups) - 1) / 2)
             line = style.seed_series(ax, xs, values, colors[name], label, offset=offset)
+            flagged = set(group.loc[_improving(group), x])
+            rings = [
+                (xv, float(np.mean(v)))
+                for raw, xv, v in zip(style.ordered(group[x]), xs, values)
+                if raw in flagged and v
+            ]
+            style.unsettled(ax, [r[0] for r in rings], [r[1] for r in rings], colors[name])
             if keys:  # one line per variant: the legend names them; a single line needs no legend
                 drawn.lines[label] = line
             ci = f"{metric}_ci95"
@@ -175,6 +203,8 @@ def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[f
         positions = np.arange(len(names), dtype=float)
         for pos, (name, group) in zip(positions, groups):
             style.seed_dots(ax, pos, list(group[metric].dropna()), colors[name])
+            if _improving(group).any() and group[metric].notna().any():
+                style.unsettled(ax, [pos], [float(group[metric].mean())], colors[name])
             ci = f"{metric}_ci95"
             if ci in group.columns and group[ci].notna().any():  # the gap's noise floor, as an error bar
                 mean, half = group[metric].mean(), group[ci].mean()
@@ -228,7 +258,7 @@ def metric_figures(
         drawn = draw_metric(axes[0, 0], table, panel, references)
         if drawn.lines:
             style.legend(fig, list(drawn.lines.values()), list(drawn.lines), title, outside=True)
-        style.note(fig, style.spread_note(drawn.counts, interval=drawn.interval, mark=mark))
+        style.note(fig, style.spread_note(drawn.counts, interval=drawn.interval, mark=mark), unsettled_line(table))
         out[panel.metric] = style.save(fig, out_dir / f"{panel.metric.replace('/', '_')}.png")
     cols = min(MAX_COLUMNS, len(chosen))
     rows = math.ceil(len(chosen) / cols)
@@ -246,7 +276,7 @@ def metric_figures(
         ax.axis("off")
     if lines:
         style.legend(fig, list(lines.values()), list(lines), title, outside=True)
-    style.note(fig, style.spread_note(counts, "; ".join(sorted(intervals)) or None, mark=mark))
+    style.note(fig, style.spread_note(counts, "; ".join(sorted(intervals)) or None, mark=mark), unsettled_line(table))
     out["overview"] = style.save(fig, out_dir / "overview.png")
     return out
 
@@ -360,6 +390,8 @@ def curves_figure(table: RunTable, chosen: Sequence[Panel], out_path: Path, limi
                 if n:
                     (line,) = ax.plot(epochs, mean, color=color)
                     ax.fill_between(epochs, lo, hi, color=color, alpha=0.18, lw=0)
+                    if _improving(runs).any():  # the end of a curve that was still falling (rising)
+                        style.unsettled(ax, epochs[-1:], mean[-1:], color)
                     handles.setdefault(style.value_text(value) if x else "validation", line)
                     counts.append(n)
                 train_key, what = _train_key(name, columns)
@@ -388,7 +420,7 @@ def curves_figure(table: RunTable, chosen: Sequence[Panel], out_path: Path, limi
     n_text = str(n_values[0]) if len(n_values) == 1 else f"{n_values[0]}–{n_values[-1]}"
     band = "range of the seeds" if most <= style.MAX_SEED_POINTS else "± 1 std over the seeds"
     text = f"line: mean of n = {n_text} seeds; band: {band}" if most > 1 else "one run per setting (n = 1)"
-    style.note(fig, text + "; epoch 1 = the first epoch")
+    style.note(fig, text + "; epoch 1 = the first epoch", unsettled_line(table))
     return style.save(fig, out_path)
 
 
@@ -431,5 +463,5 @@ def denoise_figure(summary: pd.DataFrame, table: RunTable, out_path: Path) -> Pa
     ax.set_ylabel("PSNR vs the clean image (dB)")
     ax.grid(axis="x", visible=False)
     style.legend(fig, handles, labels, title=variant_title(keys) or None, outside=True)
-    style.note(fig, style.spread_note(counts, mark="bars"))
+    style.note(fig, style.spread_note(counts, mark="bars"), unsettled_line(table))
     return style.save(fig, out_path)

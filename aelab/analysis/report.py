@@ -20,6 +20,7 @@ import pandas as pd
 
 from aelab.analysis.style import order_key, ordered, value_text
 from aelab.analysis.table import FormattedTable, RunTable
+from aelab.convergence import RULE_TEXT
 
 #: hydra overrides of a sweep that say how it was launched (kept in the study's command)
 LAUNCH_OVERRIDES = ("hydra/launcher=", "hydra.launcher.", "hydra/sweeper=", "hydra.sweeper.")
@@ -142,7 +143,9 @@ def study_commands(paths: list[Path]) -> list[str]:
 def _config_text(table: RunTable) -> tuple[str, str]:
     """The config of the first completed run (the others differ in the varying keys), and whose it is."""
     done = table.completed if not table.completed.empty else table.frame
-    for run in done["run"]:
+    keys = [k for k in [*table.setting_keys, "seed"] if k in done.columns]
+    order = sorted(range(len(done)), key=lambda i: tuple(order_key(done.iloc[i][k]) for k in keys))
+    for run in done["run"].iloc[order]:
         path = Path(run) / ".hydra" / "config.yaml"
         if path.is_file():
             return path.read_text(), run
@@ -157,10 +160,11 @@ def _table_html(formatted: FormattedTable, table: RunTable, table_id: str) -> st
         numeric = all(isinstance(v, (int, float)) or v is None for v in values) or (
             i < len(keys) and all(_is_number(v) for v in values)
         )
-        title = table.info.label(name) if name in formatted.metrics else ("runs per setting" if name == "n" else name)
+        shown = formatted.labels[i] if formatted.labels else name
+        title = name if name in formatted.metrics else ("runs per setting" if name == "n" else name)
         heads.append(
             f'<th data-key="{_e(name)}" data-type="{"num" if numeric else "text"}" '
-            f'class="{"num" if numeric else "text"}" title="{_e(title)}">{_e(name)}</th>'
+            f'class="{"num" if numeric else "text"}" title="{_e(title)}">{_e(shown)}</th>'
         )
     rows = []
     for cells, raw in zip(formatted.rows, formatted.raw):
@@ -187,7 +191,10 @@ def _is_number(value: Any) -> bool:
 def _runs_html(table: RunTable, metric: str | None) -> str:
     frame = table.frame
     keys = [k for k in table.setting_keys if k in frame.columns]
-    columns = ["run", *keys, "seed", "status"] + ([metric] if metric and metric in frame.columns else []) + ["error"]
+    end = ["at the end"] if "at_end" in frame.columns and frame["at_end"].notna().any() else []
+    columns = (
+        ["run", *keys, *end, "seed", "status"] + ([metric] if metric and metric in frame.columns else []) + ["error"]
+    )
     heads = "".join(
         f'<th data-type="{"num" if c in (metric, "seed") else "text"}" class="{"num" if c == metric else "text"}">'
         f"{_e(c)}</th>"
@@ -202,6 +209,8 @@ def _runs_html(table: RunTable, metric: str | None) -> str:
         row = frame.iloc[i]
         cells = [f'<td class="text" title="{_e(row["run"])}">{_e(Path(str(row["run"])).name)}</td>']
         cells += [f'<td class="text">{_e(value_text(row[k]))}</td>' for k in keys]
+        if end:
+            cells.append(f'<td class="text">{_e(_end_cell(row))}</td>')
         seed = row.get("seed")
         cells.append(f'<td data-v="{_e(seed)}">{_e("" if pd.isna(seed) else value_text(seed))}</td>')
         status = str(row["status"])
@@ -223,6 +232,19 @@ def _runs_html(table: RunTable, metric: str | None) -> str:
     return f'<div class="scroll"><table class="sortable" id="runs-table"><thead><tr>{heads}</tr></thead><tbody>' + (
         "".join(rows) + "</tbody></table></div>"
     )
+
+
+def _end_cell(row) -> str:
+    """One run's verdict at its end: ``still improving (+2.1 % per epoch)``, ``plateau``; stopped early says so."""
+    verdict = row.get("at_end")
+    if verdict is None or (isinstance(verdict, float) and verdict != verdict):
+        return ""
+    rate = row.get("improvement_pct_per_epoch")
+    text = str(verdict) + (f" ({rate:+.1f} % per epoch)" if isinstance(rate, float) and rate == rate else "")
+    stopped = row.get("stopped_early_epoch")
+    if isinstance(stopped, (int, float)) and stopped == stopped:
+        text += f"; stopped early at epoch {int(stopped)}"
+    return text
 
 
 def _figure_html(key: str, path: Path, caption: str) -> str:
@@ -264,6 +286,7 @@ def write_html_report(
     out: Path,
     command: str,
     study: list[str],
+    findings: list[str] | None = None,
 ) -> Path:
     """Write ``out/report.html`` (see the module docstring) and return its path."""
     frame = table.frame
@@ -304,6 +327,13 @@ def write_html_report(
             "<code>comparison.csv</code> keeps every digit.</p>"
         )
         body.append(_table_html(formatted, table, "results-table"))
+        if "at the end" in formatted.header:
+            body.append(f'<p class="meta"><i>at the end</i>: {_e(RULE_TEXT)}.</p>')
+    if findings:
+        body.append(
+            '<h3 id="findings">Findings</h3><p class="meta">Computed from the table (docs/compare.md says how).</p>'
+            "<ul>" + "".join(f"<li>{_e(f)}</li>" for f in findings) + "</ul>"
+        )
     figures = [(k, v) for k, v in files.items() if v.suffix == ".png" and not k.startswith("recon_grid")]
     main = [(k, v) for k, v in figures if k in FIGURE_CAPTIONS]
     single = [(k, v) for k, v in figures if k not in FIGURE_CAPTIONS]

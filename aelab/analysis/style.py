@@ -281,6 +281,29 @@ def seed_dots(ax, position: float, values: Sequence[float], color: Any, width: f
     return dot
 
 
+#: a setting with a run still improving at its end (:mod:`aelab.convergence`): its mean drawn as a large open ring
+UNSETTLED = {"ls": "", "marker": "o", "ms": 10, "mfc": "none", "mew": 1.3, "zorder": 3.6}
+
+
+def unsettled(ax, xs: Sequence[float], ys: Sequence[float], color: Any) -> Any:
+    """Mark settings whose runs were still improving at their end: their means as large open rings."""
+    if not len(xs):
+        return None
+    (ring,) = ax.plot(xs, ys, color=color, mec=color, **UNSETTLED)
+    return ring
+
+
+def unsettled_note(improving: int, assessed: int, largest: float | None) -> str:
+    """The figure's line about runs still improving at their end (``""`` when none were)."""
+    if not improving:
+        return ""
+    rate = f", up to {largest:.1f} % per epoch" if largest is not None and not math.isnan(largest) else ""
+    return (
+        f"NOT SETTLED: {improving} of {assessed} runs still improving at their end{rate} "
+        "(large open ring: a setting with such runs, at its value or at the end of its curve)"
+    )
+
+
 def baseline(ax, xs: Sequence[float], ys: Sequence[float], label: str) -> Any:
     """A baseline (PCA, the noisy input) on the axes of what it is compared with: black, dashed."""
     (line,) = ax.plot(xs, ys, label=label, **BASELINE)
@@ -327,11 +350,13 @@ def spread_note(counts: Iterable[int], interval: str | None = None, mark: str = 
     return text
 
 
-def note(fig, text: str) -> None:
-    """Write ``text`` (what the marks mean, n) under the figure, inside its layout."""
-    if text:  # wrapped to the figure's width: layout engines move text, they never shorten it
-        width = max(20, int(fig.get_figwidth() * 15))
-        fig.supxlabel("\n".join(textwrap.wrap(text, width)), fontsize=7.5, color="0.25")
+def note(fig, text: str, first: str = "") -> None:
+    """Write ``text`` (what the marks mean, n) under the figure, inside its layout; ``first``: a line above it that
+    qualifies the whole figure (:func:`unsettled_note`)."""
+    width = max(20, int(fig.get_figwidth() * 15))  # wrapped to the figure's width: layout engines never shorten text
+    lines = [line for part in (first, text) if part for line in textwrap.wrap(part, width)]
+    if lines:
+        fig.supxlabel("\n".join(lines), fontsize=7.5, color="0.25")
 
 
 def legend(target, handles: Sequence[Any], labels: Sequence[str], title: str | None = None, outside: bool = False):

@@ -134,8 +134,26 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
             }
             if run_record:
                 record.update(run_record.flat_metrics())
+                if record["status"] == "completed":
+                    record.update(end_columns(run_record.convergence(), run_record.get("stopped_early")))
             records.append(record)
     return records
+
+
+#: the per-run columns that say how a run ended (:mod:`aelab.convergence`): still improving, its rate, the verdict
+END_COLUMNS = ("still_improving", "improvement_pct_per_epoch", "at_end", "stopped_early_epoch")
+
+
+def end_columns(verdict: dict[str, Any] | None, stopped: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's :data:`END_COLUMNS` from its convergence verdict and early stop (None: not known)."""
+    if not verdict:
+        return {"stopped_early_epoch": (stopped or {}).get("epoch")}
+    return {
+        "still_improving": bool(verdict.get("still_improving")),
+        "improvement_pct_per_epoch": verdict.get("rate_pct_per_epoch"),
+        "at_end": verdict.get("verdict"),
+        "stopped_early_epoch": (stopped or {}).get("epoch"),
+    }
 
 
 def varying_keys(records: list[dict[str, Any]]) -> list[str]:
@@ -266,6 +284,8 @@ def aggregate(table: RunTable) -> pd.DataFrame:
         out[f"{m}"] = mean[m]
         out[f"{m} std"] = std[m]
         out[f"{m} n"] = count[m]
+    for name, column in _end_summary(done, keys).items():
+        out[name] = column
     out = out.reset_index() if keys else out
     if keys:  # values in numeric order (2, 4, 16; 0.5, 4, 16); variants together, the bottleneck ascending within
         from aelab.analysis.style import order_key
@@ -274,6 +294,40 @@ def aggregate(table: RunTable) -> pd.DataFrame:
         rows = sorted(range(len(out)), key=lambda i: tuple(order_key(out[k].iloc[i]) for k in order))
         out = out.iloc[rows]
     return out.reset_index(drop=True)
+
+
+def _end_summary(done: pd.DataFrame, keys: list[str]) -> dict[str, pd.Series]:
+    """Per setting: runs with a convergence verdict, how many of them were still improving, the largest rate."""
+    if "still_improving" not in done.columns or done["still_improving"].isna().all():
+        return {}
+    frame = done[keys].copy() if keys else pd.DataFrame(index=done.index)
+    known = done["still_improving"].notna()
+    frame["_known"] = known.astype(int)
+    frame["_improving"] = (done["still_improving"] == True).astype(int)  # noqa: E712 — a column of True/False/None
+    rate = pd.to_numeric(done["improvement_pct_per_epoch"], errors="coerce")
+    frame["_rate"] = rate.where(frame["_improving"] == 1)
+    if keys:
+        grouped = frame.groupby(keys, dropna=False, sort=True)
+        sums, largest = grouped[["_known", "_improving"]].sum(), grouped["_rate"].max()
+    else:
+        sums, largest = frame[["_known", "_improving"]].sum().to_frame().T, frame[["_rate"]].max().to_frame().T["_rate"]
+    return {
+        "runs assessed": sums["_known"],
+        "still improving": sums["_improving"],
+        "largest improvement (% per epoch)": largest,
+    }
+
+
+def end_text(row: dict[str, Any]) -> str:
+    """A setting's "at the end" cell: ``still improving: 2 of 2 (up to 9.1 % per epoch)``, ``settled``, or ``""``."""
+    known = _finite(row.get("runs assessed"))
+    if not known:
+        return ""
+    improving = int(_finite(row.get("still improving")) or 0)
+    if not improving:
+        return "settled"
+    rate = _finite(row.get("largest improvement (% per epoch)"))
+    return f"still improving: {improving} of {int(known)}" + (f" (up to {rate:.1f} % per epoch)" if rate else "")
 
 
 def with_group_means(summary: pd.DataFrame, table: RunTable, key: str = "data.normal_class") -> pd.DataFrame:
@@ -350,7 +404,9 @@ def column_decimals(means: list[Any], spreads: list[Any]) -> int:
 
 def _number(value: float, places: int) -> str:
     text = f"{value:,.{places}f}" if abs(value) >= 1000 else f"{value:.{places}f}"
-    return "0" if text.lstrip("-").strip("0.,") == "" and places == 0 else text
+    if text.lstrip("-").strip("0.,") == "":  # rounds to zero: no sign (0.0000, not -0.0000)
+        return "0" if places == 0 else text.lstrip("-")
+    return text
 
 
 def format_cell(mean: Any, std: Any, n: Any, places: int) -> str:
@@ -359,8 +415,10 @@ def format_cell(mean: Any, std: Any, n: Any, places: int) -> str:
     if mean is None:
         return "–"
     std = _finite(std)
-    if n is None or _finite(n) is None or int(n) < 2 or std is None or std == 0:
+    if n is None or _finite(n) is None or int(n) < 2 or std is None:
         return _number(mean, places)
+    if std == 0:  # seeds that agree say so (a count or a parameter total that cannot vary: no "± 0")
+        return _number(mean, places) if mean.is_integer() and places == 0 else f"{_number(mean, places)} ± 0"
     if round(std, places) == 0:
         return f"{_number(mean, places)} ± <{10**-places:.{places}f}"
     return f"{_number(mean, places)} ± {_number(std, places)}"
@@ -374,6 +432,7 @@ class FormattedTable:
     metrics: list[str]
     rows: list[list[str]]
     raw: list[list[Any]]
+    labels: list[str] = field(default_factory=list)  # the header as a reader sees it (metric labels, not keys)
 
 
 def format_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = False) -> FormattedTable:
@@ -393,6 +452,7 @@ def format_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = Fal
         for m in metrics
     }
     rows, raw = [], []
+    ends = any(end_text(row) for row in records)  # the convergence column, when the runs were assessed
     for row in records:
         counts = [int(row[f"{m} n"]) for m in metrics if _finite(row.get(f"{m} n")) is not None]
         n = max(counts, default=0)
@@ -403,9 +463,14 @@ def format_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = Fal
             if cell != "–" and count is not None and int(count) != n:
                 cell += f" (n = {int(count)})"
             cells.append(cell)
-        rows.append(cells + [str(n)])
-        raw.append([row[k] for k in keys] + [_finite(row[m]) for m in metrics] + [n])
-    return FormattedTable(keys + metrics + ["n"], metrics, rows, raw)
+        end = [end_text(row)] if ends else []
+        rows.append(cells + end + [str(n)])
+        raw.append([row[k] for k in keys] + [_finite(row[m]) for m in metrics] + end + [n])
+    header = keys + metrics + (["at the end"] if ends else []) + ["n"]
+    from aelab.analysis.style import key_label
+
+    labels = [key_label(k) for k in keys] + [table.info.label(m) for m in metrics] + header[len(keys) + len(metrics) :]
+    return FormattedTable(header, metrics, rows, raw, labels)
 
 
 def markdown_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = False, formatted=None) -> str:
@@ -413,7 +478,7 @@ def markdown_table(summary: pd.DataFrame, table: RunTable, bookkeeping: bool = F
     if summary.empty:
         return "_no completed runs_\n"
     formatted = formatted or format_table(summary, table, bookkeeping)
-    header = formatted.header
+    header = formatted.labels or formatted.header
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in formatted.rows]
     return "\n".join(lines) + "\n"

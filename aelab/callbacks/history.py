@@ -7,6 +7,7 @@ import math
 import lightning as L
 import torch
 
+from aelab.convergence import assess
 from aelab.metric_info import MetricCatalog
 
 
@@ -80,6 +81,13 @@ class MetricsHistory(L.Callback):
             return None
         pick = max if higher_is_better else min
         return int(pick(rows, key=lambda r: r[metric])["epoch"])
+
+    def convergence(self, metric: str, higher_is_better: bool) -> dict:
+        """Whether ``metric`` was still improving at the last validation (:func:`aelab.convergence.assess`): its
+        last value in each epoch, epochs counted from 1."""
+        by_epoch = {int(r["epoch"]): r[metric] for r in self.epochs if metric in r}
+        epochs = sorted(by_epoch)
+        return assess([by_epoch[e] for e in epochs], metric, higher_is_better, [e + 1 for e in epochs])
 
     def state_dict(self) -> dict:
         return {"epochs": self.epochs, "final": self.final}

@@ -40,6 +40,8 @@ def record_fields(job: Job, status: str, error: str | None = None, error_type: s
         final.update({k: v for k, v in job.evaluation.metrics.items() if isinstance(v, (int, float))})
     monitor = str(cfg.model.get("monitor", "val/recon_loss"))
     metric = str(cfg.get("optimized_metric") or monitor)
+    higher = info.higher_is_better(monitor) if info is not None else None
+    higher = cfg.model.get("monitor_mode", "min") == "max" if higher is None else higher
     finished = time.time()
     last = job.run_dir / "checkpoints" / "last.ckpt"
     steps = trainer.global_step if trainer is not None else 0
@@ -61,7 +63,9 @@ def record_fields(job: Job, status: str, error: str | None = None, error_type: s
         finished_at_unix=finished if status != "running" else None,
         final=final,
         best=best,
-        best_epoch=history.best_epoch(monitor, cfg.model.get("monitor_mode", "min") == "max") if history else None,
+        best_epoch=history.best_epoch(monitor, higher) if history else None,
+        convergence=history.convergence(monitor, higher) if history else None,
+        stopped_early=stopped_early(trainer),
         objective={"metric": metric, "value": best.get(metric, final.get(metric))},
         checkpoints={
             "best": (job.checkpoint.best_model_path or None) if job.checkpoint is not None else None,
@@ -81,6 +85,16 @@ def record_fields(job: Job, status: str, error: str | None = None, error_type: s
         metric_info=info.to_json() if info is not None else {},
         timing=timings(job, finished),
     )
+
+
+def stopped_early(trainer) -> dict[str, Any] | None:
+    """``{"epoch", "reason"}`` when Lightning's EarlyStopping ended training (epoch counted from 1), else None."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for callback in trainer.callbacks if trainer is not None else []:
+        if isinstance(callback, EarlyStopping) and callback.stopping_reason_message is not None:
+            return {"epoch": int(callback.stopped_epoch) + 1, "reason": callback.stopping_reason_message}
+    return None
 
 
 def timings(job: Job, now: float) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import logging
 import shlex
 from pathlib import Path
 
+from aelab.convergence import describe
 from aelab.store.record import RunRecord
 
 log = logging.getLogger("aelab.train")
@@ -109,6 +110,12 @@ def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
         head += f", best epoch {int(record.get('best_epoch')) + 1}"
     if timing.get("train_images_per_s"):
         head += f", {timing['train_images_per_s']:,.0f} training images/s"
+    stopped = record.get("stopped_early")
+    if stopped:
+        lines.append(f"stopped early at epoch {stopped.get('epoch')}: {stopped.get('reason')}")
+    verdict = record.convergence() if status == "completed" else None
+    if verdict and verdict.get("still_improving"):  # the numbers above are not the run's last word
+        lines.append(f"{describe(verdict)} ({verdict['metric']}): more epochs would change these numbers")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -178,7 +185,8 @@ def print_run_summary(job, multirun: bool, repeats: bool = False, console_file=N
 
 
 def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tuple[object, str]:
-    """A table of a sweep's jobs — the swept values (in numeric order), the objective, training done, the status."""
+    """A table of a sweep's jobs — the swept values (in numeric order), the objective, training done, whether it was
+    still improving at its end (:mod:`aelab.convergence`), the status."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -186,9 +194,10 @@ def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tupl
     from aelab.store.runs import natural_key
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column, justify in (("job", "left"), (metric or "objective", "right"), ("steps", "right"), ("status", "left")):
+    columns = (("job", "left"), (metric or "objective", "right"), ("steps", "right"), ("at the end", "left"))
+    for column, justify in (*columns, ("status", "left")):
         table.add_column(column, justify=justify)
-    lines = []
+    lines, improving = [], 0
     for job in sorted(jobs, key=lambda j: natural_key(j["job"])):
         record = RunRecord.read(sweep_dir / job["job"])
         value = record.objective if record else None
@@ -197,9 +206,18 @@ def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tupl
         status = (job.get("status") or (record.status if record else "missing")) + (
             " (earlier)" if job.get("skipped") else ""
         )
-        table.add_row(job["job"], shown, steps, status)
-        lines.append(f"  {job['job']}: {shown} {steps} steps {status}")
+        verdict = record.convergence() if record and record.status == "completed" else None
+        end = describe(verdict, short=True)
+        improving += bool(verdict and verdict.get("still_improving"))
+        table.add_row(job["job"], shown, steps, end, status)
+        lines.append(f"  {job['job']}: {shown} {steps} steps" + (f" ({end})" if end else "") + f" {status}")
     tail = [f"compare: aelab-compare {sweep_dir}"]
+    if improving:
+        tail.insert(
+            0,
+            f"{improving} of {len(jobs)} jobs were still improving at their end: more epochs would change "
+            "their numbers",
+        )
     plain = "\n".join([f"sweep {sweep_dir}:", *lines, *tail])
     return Group(Text(f"sweep {sweep_dir}", style="bold"), table, *[Text(t) for t in tail]), plain
 

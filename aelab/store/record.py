@@ -59,6 +59,13 @@ class RecordData(TypedDict, total=False):
     """The last value of every logged metric, plus the ``eval/*`` numbers."""
     best: dict[str, Any]
     """The best value of every ``val/*`` metric with a direction (see ``metric_info``)."""
+    convergence: dict[str, Any] | None
+    """Whether the run was still improving at its end, from its monitored validation curve
+    (:mod:`aelab.convergence`): ``{metric, higher_is_better, validations, window, rate_pct_per_epoch, rate_se_pct,
+    noise_pct, verdict, still_improving, rule, curve}``; records without it are assessed from ``csv/metrics.csv``."""
+    stopped_early: dict[str, Any] | None
+    """``{"epoch", "reason"}`` when early stopping (``callbacks/early_stopping=plateau``) ended training before
+    ``trainer.max_epochs`` (epoch counted from 1); null otherwise."""
     best_epoch: int | None
     """The epoch of the best monitored value (``model.monitor``) as Lightning counts it, from 0 (shown +1: the
     summary, grids and figures count epochs from 1, as ``epochs`` does)."""
@@ -178,6 +185,25 @@ class RunRecord:
     @property
     def objective(self) -> Any:
         return (self.data.get("objective") or {}).get("value")
+
+    def convergence(self) -> dict[str, Any] | None:
+        """The recorded convergence verdict; for a record without one, the same rule applied to the run folder's
+        CSV log (the monitored metric from its ``.hydra/config.yaml``); None when neither has a curve."""
+        stored = self.data.get("convergence")
+        if stored or "convergence" in self.data:
+            return stored
+        from aelab.convergence import assess_run_folder
+
+        metric, mode = "val/recon_loss", "min"
+        try:
+            import yaml
+
+            model = (yaml.safe_load((self.run_dir / ".hydra" / "config.yaml").read_text()) or {}).get("model") or {}
+            metric, mode = str(model.get("monitor") or metric), str(model.get("monitor_mode") or mode)
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            pass
+        higher = self.metric_info.higher_is_better(metric)
+        return assess_run_folder(self.run_dir, metric, mode == "max" if higher is None else higher)
 
     @property
     def wandb_id(self) -> str | None:

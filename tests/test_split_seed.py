@@ -102,3 +102,35 @@ def test_the_fingerprint_of_an_old_config_counts_its_split_as_the_seed():
         ("data.split_seed", "${seed}", 0)
     ]
     assert json.dumps(old)  # (plain containers, as read from .hydra/config.yaml)
+
+
+def _records(splits: list) -> list[dict]:
+    out = []
+    for i, split in enumerate(splits):
+        config = {"seed": i % 2, "model.bottleneck": 2 + 2 * (i // 2)}
+        if split != "old":
+            config["data.split_seed"] = split
+        out.append(
+            {
+                "run": f"r{i}", "status": "completed", "_config": config, "_choices": {},
+                "_overrides": ["seed", "model.bottleneck"], "_info": None, "test/recon_loss": 0.1 + 0.01 * i,
+                "split_seed": run_split_of(config),
+            }
+        )  # fmt: skip
+    return out
+
+
+def run_split_of(config: dict):
+    from aelab.analysis.table import run_split
+
+    return run_split(config, {"dataset_info": {"split_seed": config.get("data.split_seed")}})
+
+
+def test_the_comparison_says_what_the_spread_over_seeds_covers():
+    from aelab.analysis.table import split_text, table_from_records
+
+    shared = split_text(table_from_records(_records([0, 0, 0, 0])))
+    assert "share one train/validation split (data.split_seed=0)" in shared
+    assert "own train/validation split" in split_text(table_from_records(_records(["old", "old", "old", "old"])))
+    assert "own train/validation split" in split_text(table_from_records(_records(["${seed}"] * 4)))
+    assert "differ" in split_text(table_from_records(_records([0, 1, 0, 1])))

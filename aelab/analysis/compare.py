@@ -36,6 +36,7 @@ from aelab.analysis.table import (
     build_table,
     format_table,
     markdown_table,
+    split_text,
     table_from_records,
     with_group_means,
 )
@@ -190,7 +191,8 @@ def compare(
     files["runs.csv"], files["comparison.csv"] = out / "runs.csv", out / "comparison.csv"
     formatted = format_table(tabulated, table, bookkeeping) if not summary.empty else None
     found = findings(table) if not summary.empty else []
-    md = markdown_table(tabulated, table, bookkeeping, formatted) + end_note(formatted) + findings_markdown(found)
+    md = markdown_table(tabulated, table, bookkeeping, formatted) + end_note(formatted, table)
+    md += findings_markdown(found)
     write_text_atomic(out / "comparison.md", md)
     files["comparison.md"] = out / "comparison.md"
     notes: list[str] = []
@@ -215,11 +217,13 @@ def compare(
     return Comparison(table=table, summary=summary, out_dir=out, files=files, findings=found)
 
 
-def end_note(formatted) -> str:
-    """What the table's "at the end" column means (when it has one)."""
+def end_note(formatted, table: RunTable | None = None) -> str:
+    """What the table's "at the end" column means (when it has one), and what its ± over seeds covers."""
+    split = split_text(table) if table is not None else ""
+    out = f"\n_± over seeds_: {split}\n" if split else ""
     if formatted is None or "at the end" not in formatted.header:
-        return ""
-    return f"\n_at the end_: {CONVERGENCE_RULE}\n"
+        return out
+    return out + f"\n_at the end_: {CONVERGENCE_RULE}\n"
 
 
 def write_report(

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from aelab.analysis.style import key_label, order_key, value_text
-from aelab.analysis.table import RunTable, shown_metrics
+from aelab.analysis.table import RunTable, shown_metrics, split_text
 
 #: a change whose whole 95 % interval lies within ± this fraction of the value counts as no change
 SAME = 0.01
@@ -159,8 +159,10 @@ def _gap_sentence(done: pd.DataFrame, table: RunTable, groups: list[tuple[tuple,
             within += 1
     label = table.info.label(gap)
     keys = table.setting_keys
+    split = split_text(table)
+    covers = f" (the interval: one run's gap over its validation images{'; ' + split if split else ''})"
     if not beyond:
-        return f"The {label} is within its 95 % interval of zero at every setting." if within else ""
+        return f"The {label} is within its 95 % interval of zero at every setting{covers}." if within else ""
     where = (
         "every setting"
         if not within
@@ -172,7 +174,8 @@ def _gap_sentence(done: pd.DataFrame, table: RunTable, groups: list[tuple[tuple,
     at = ", ".join(f"{key_label(k)} {value_text(v)}" for k, v in zip(keys, name))
     return (
         f"The {label} differs from zero beyond its 95 % interval at {where} (largest {mean:.3g} ± {half:.2g} at {at})"
-        + (f"; within it at the {within} other setting{'s' if within != 1 else ''}." if within else ".")
+        + (f"; within it at the {within} other setting{'s' if within != 1 else ''}" if within else "")
+        + f"{covers}."
     )
 
 

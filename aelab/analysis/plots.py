@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from aelab.analysis import style
-from aelab.analysis.table import BOOKKEEPING, RunTable
+from aelab.analysis.table import BOOKKEEPING, RunTable, split_text
 
 #: a figure of panels has at most this many columns
 MAX_COLUMNS = 3
@@ -147,6 +147,13 @@ def _counts(done: pd.DataFrame, keys: Sequence[str], metric: str) -> list[int]:
     return [int(n) for n in done.groupby(list(keys), dropna=False)[metric].count() if n]
 
 
+def _gap_interval(mark: str, table: RunTable) -> str:
+    """What a gap's band or error bar covers, and what the seeds' spread covers (the runs' splits)."""
+    text = f"{mark}: 95 % interval of one run's gap over its images (its noise floor)"
+    split = split_text(table)
+    return f"{text}; {split}" if split else text
+
+
 # ------------------------------------------------------------------------------------------------ one panel
 @dataclass
 class Drawn:
@@ -189,7 +196,7 @@ def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[f
                 _, half = _per_x(group, x, ci)
                 means = [np.mean(v) if v else np.nan for v in values]
                 style.interval_band(ax, xs, means, [np.mean(h) if h else np.nan for h in half], colors[name])
-                drawn.interval = "band: 95 % interval of one run's gap (its noise floor)"
+                drawn.interval = _gap_interval("band", table)
         for b in panel.baselines:
             xs, values = _per_x(done, x, b)
             keep = [i for i, v in enumerate(values) if v]
@@ -209,7 +216,7 @@ def draw_metric(ax, table: RunTable, panel: Panel, references: dict[str, tuple[f
             if ci in group.columns and group[ci].notna().any():  # the gap's noise floor, as an error bar
                 mean, half = group[metric].mean(), group[ci].mean()
                 ax.errorbar([pos], [mean], yerr=[half], fmt="none", ecolor="0.25", elinewidth=1.0, capsize=4, zorder=4)
-                drawn.interval = "error bar: 95 % interval of one run's gap (its noise floor)"
+                drawn.interval = _gap_interval("error bar", table)
         for b in panel.baselines:
             ys = [float(g[b].mean()) if b in g and g[b].notna().any() else np.nan for _, g in groups]
             drawn.own[table.info.label(b)] = style.baseline_segments(ax, positions, ys, 0.45, table.info.label(b))

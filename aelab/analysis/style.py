@@ -357,6 +357,8 @@ def note(fig, text: str, first: str = "") -> None:
     lines = [line for part in (first, text) if part for line in textwrap.wrap(part, width)]
     if lines:
         fig.supxlabel("\n".join(lines), fontsize=7.5, color="0.25")
+        if len(lines) > 2:  # room for the lines beyond two (a layout engine shrinks the panels, never grows the figure)
+            fig.set_figheight(fig.get_figheight() + 0.125 * (len(lines) - 2))
 
 
 def legend(target, handles: Sequence[Any], labels: Sequence[str], title: str | None = None, outside: bool = False):

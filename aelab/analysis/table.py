@@ -132,12 +132,47 @@ def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 "_overrides": overrides,
                 "_info": run_record.get("metric_info") if run_record else None,
             }
+            record["split_seed"] = run_split(record["_config"], run_record)
             if run_record:
                 record.update(run_record.flat_metrics())
                 if record["status"] == "completed":
                     record.update(end_columns(run_record.convergence(), run_record.get("stopped_early")))
             records.append(record)
     return records
+
+
+#: a run whose held-out split followed its seed (recorded before ``data.split_seed``, or ``split_seed=${seed}``)
+SPLIT_FOLLOWS_SEED = "seed"
+
+
+def run_split(config: dict[str, Any], record: Any) -> Any:
+    """Which train/validation split a run used: its ``data.split_seed`` (the number it resolved to), or
+    :data:`SPLIT_FOLLOWS_SEED` when the split was drawn from the run's seed."""
+    written = config.get("data.split_seed", SPLIT_FOLLOWS_SEED)
+    if written in (SPLIT_FOLLOWS_SEED, "${seed}"):
+        return SPLIT_FOLLOWS_SEED
+    info = (record.get("dataset_info") if record else None) or {}
+    return info.get("split_seed", written)
+
+
+def split_text(table: RunTable) -> str:
+    """What the spread over seeds covers, from the runs' splits (empty when no setting has two seeds)."""
+    done = table.completed
+    if "split_seed" not in done.columns or done.empty:
+        return ""
+    keys = table.setting_keys
+    sizes = done.groupby(keys, dropna=False).size() if keys else pd.Series([len(done)])
+    if sizes.max() < 2:
+        return ""
+    splits = {str(v) for v in done["split_seed"].dropna()}
+    if splits == {SPLIT_FOLLOWS_SEED}:
+        return "each seed drew its own train/validation split: the spread over seeds includes the split's"
+    if len(splits) == 1:
+        return (
+            f"the seeds share one train/validation split (data.split_seed={splits.pop()}): their spread is "
+            "initialisation, batch order and corruption"
+        )
+    return f"the runs' train/validation splits differ (data.split_seed: {', '.join(sorted(splits))})"
 
 
 #: the per-run columns that say how a run ended (:mod:`aelab.convergence`): still improving, its rate, the verdict

@@ -18,6 +18,9 @@ def reconstruction_rows(run_dirs: list[Path], num_images: int = 10) -> tuple[tor
     Inputs are corrupted as each run evaluates them (its fixed test corruption).
     """
     first = load_run(run_dirs[0])
+    if not first.data.is_images or first.model.value_range != "unit":
+        what = "vectors" if not first.data.is_images else "real-valued images"
+        raise RunFolderError(f"{run_dirs[0].name} was trained on {what}: there is no picture of them to draw")
     images = first.data.images("test", limit=num_images)
     rows = []
     for run_dir in run_dirs:
@@ -29,7 +32,7 @@ def reconstruction_rows(run_dirs: list[Path], num_images: int = 10) -> tuple[tor
                 f"{shape} in {run_dir.name}): their reconstructions cannot share a grid"
             )
         _, _, x_hat = run.model.per_sample_metrics(images, run.model.eval_generator())
-        rows.append(x_hat.clamp(0, 1).cpu())
+        rows.append(run.model.in_range(x_hat).cpu())
     return images, rows
 
 

@@ -26,5 +26,5 @@ class GenerationGrids(GenerationTask, L.Callback):
     @rank_zero_only
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
-        if dm is not None and dm.is_images:
+        if dm is not None and dm.is_images and pl_module.value_range == "unit":  # real values are no picture
             self.written = self.draw(pl_module, dm, self.dirpath, trainer.loggers, trainer.global_step)

@@ -31,8 +31,8 @@ class ReconstructionGrid(L.Callback):
     def _fixed_images(self, trainer: L.Trainer) -> torch.Tensor | None:
         if self._images is None:
             dm = trainer.datamodule
-            if dm is None or "val" not in dm.splits or not dm.is_images:  # vectors: no picture to draw
-                return None
+            if dm is None or "val" not in dm.splits or not dm.is_images or dm.value_range != "unit":
+                return None  # vectors, real values: no picture to draw
             self._images = dm.images("val", limit=self.num_images)
         return self._images
 

@@ -13,6 +13,9 @@ a second, before it creates a run folder:
   Lightning's own ``Trainer``, callbacks, loggers, evaluation tasks);
 * a value of the wrong type, outside its range or not among its choices;
 * an evaluation task the model or data cannot serve (its ``needs``);
+* a model that cannot reach the data's values: the data's ``value_range`` (``real`` for
+  ``data=arrays data.normalize=none``) checked against the model's ``option_rules``
+  (``model.output_activation=sigmoid`` keeps outputs in [0, 1]);
 * top-level keys against :class:`aelab.config.options.TrainOptions`, and the output
   folder (writable, ``paths.min_free_mb`` free).
 
@@ -232,6 +235,10 @@ def _eval_needs(cfg: DictConfig) -> list[str]:
             elif need == "factors":
                 if data_sig is not None and not data_sig.attrs.get("has_factors", False):
                     problems.append(f"eval.{name} needs a dataset with known generating factors (such as data=sprites)")
+            elif need == "unit_range":
+                declared = data_range(cfg)
+                if declared is not None and declared[0] != "unit":
+                    problems.append(f"eval.{name} needs values in [0, 1] (images, PSNR), and {declared[1]}")
             elif need in ("images", "masks"):
                 continue  # told by the data themselves (an array file may hold images or vectors): checked when it runs
             elif model_sig.known and need not in features:
@@ -240,6 +247,38 @@ def _eval_needs(cfg: DictConfig) -> list[str]:
                     f"{list(features) or 'none of these'}"
                 )
     return problems
+
+
+def data_range(cfg: DictConfig) -> tuple[str, str] | None:
+    """``(the data's value range, where it comes from in words)`` as the data's source declares it
+    (``value_range``, ``value_range_when``: :class:`aelab.data.ImageDataModule`); None when it cannot be known here."""
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig) or "_target_" not in data:
+        return None
+    sig = signature(str(data._target_))
+    if not sig.known:
+        return None
+    for option, ranges in (sig.attrs.get("value_range_when") or {}).items():
+        value = _value(data, option) if option in data else sig.params[option].default if option in sig.params else None
+        if value is not _UNRESOLVED and isinstance(ranges, dict) and value in ranges:
+            return str(ranges[value]), f"data.{option}={value} gives {_RANGE_WORDS.get(ranges[value], ranges[value])}"
+    declared = str(sig.attrs.get("value_range", "unit"))  # a dataset's own property is known once it is built
+    return declared, f"data {data._target_} holds {_RANGE_WORDS.get(declared, declared)}"
+
+
+_RANGE_WORDS = {"unit": "values in [0, 1]", "real": "real values"}
+
+
+def _range_problems(cfg: DictConfig) -> list[str]:
+    """The model's option rules under the data's value range (the model gets it from the data, not the config)."""
+    declared, model = data_range(cfg), cfg.get("model")
+    if declared is None or declared[0] == "unit" or not isinstance(model, DictConfig) or "_target_" not in model:
+        return []
+    sig = signature(str(model._target_))
+    if not sig.known or "value_range" not in sig.params:
+        return []
+    values = {**_option_values(model, sig), "value_range": declared[0]}
+    return [f"{declared[1]}, and {p}" for p in rule_problems(sig.attrs.get("option_rules"), values, "model")]
 
 
 def _top_problems(
@@ -290,7 +329,7 @@ def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> tupl
     for group in COMPONENT_DICTS:
         problems += _dict_of_components(group, cfg.get(group))
     if not problems:
-        problems += _eval_needs(cfg)
+        problems += _range_problems(cfg) + _eval_needs(cfg)
     return problems, []
 
 

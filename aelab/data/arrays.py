@@ -6,8 +6,8 @@ vectors ``(N, D)`` — tabular data — for the MLP and linear autoencoders.
 Labels come from ``y`` in an ``.npz`` / a ``.pt`` dict (optional). Floats
 outside [0, 1] need ``data.normalize``: ``minmax`` rescales each feature
 (vectors) or the whole image range (images) by the training split's minimum
-and maximum; ``none`` takes the values as they are (pair it with
-``model.output_activation=identity``). The test split is ``data.test_path`` or
+and maximum; ``none`` takes the values as they are, real numbers (pair it with
+``model.output_activation=identity``: nothing is clamped to [0, 1]). The test split is ``data.test_path`` or
 ``data.test_fraction`` of the rows (drawn from ``data.split_seed``).
 """
 
@@ -100,6 +100,8 @@ class ArrayFile(ImageDataModule):
     """
 
     name = "arrays"
+    #: ``normalize=none`` takes the values as they are: real numbers (the early config check reads this too)
+    value_range_when = {"normalize": {"none": "real"}}
 
     def __init__(
         self,

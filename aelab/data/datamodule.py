@@ -363,6 +363,9 @@ class ImageDataModule(L.LightningDataModule):
     has_masks: bool = False
     #: training batches per Lightning call (the ``steps_per_call`` option; set by aelab-train)
     steps_per_call: int = 1
+    #: the range of the values, option by option: ``{option: {value: "real"}}`` (``ArrayFile``: ``normalize=none``);
+    #: a dataset whose values are always real numbers sets ``value_range = "real"`` instead (see :attr:`value_range`)
+    value_range_when: dict[str, dict[object, str]] = {}
 
     def __init__(
         self,
@@ -541,11 +544,25 @@ class ImageDataModule(L.LightningDataModule):
             "classes": len(self.class_names or data.class_names),
             "memory_mapped": bool(data.mapped),
             "split_seed": self.split_seed,
+            "value_range": self.value_range,
             **data.info,
         }
         if self.splits:
             out["sizes"] = {k: len(v) for k, v in self.splits.items()}
         return out
+
+    @property
+    def value_range(self) -> Literal["unit", "real"]:
+        """What values the data hold: ``"unit"`` — in [0, 1] (pixels, vectors scaled into it; every built-in set) —
+        or ``"real"`` — any real numbers (standardized vectors). Models clamp reconstructions of unit data to [0, 1]
+        and report PSNR/SSIM and draw image grids for them; real-valued data get none of these, and a model whose
+        outputs stay in [0, 1] (a sigmoid) is refused for them. A dataset of real values overrides this with a class
+        attribute ``value_range = "real"``; one whose options decide it names them in :attr:`value_range_when`."""
+        for option, ranges in self.value_range_when.items():
+            value = getattr(self, option, None)
+            if value in ranges:
+                return ranges[value]  # type: ignore[return-value]
+        return "unit"
 
     @property
     def is_images(self) -> bool:

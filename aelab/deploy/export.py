@@ -24,6 +24,9 @@ The parts:
   it decodes sampled codes with, as ``model.decode`` does);
 * ``autoencoder``: images → reconstructions in [0, 1] (max-unpooling with the encoder's own switches;
   VAEs through the mean code).
+
+A run on real-valued data (``value_range: real`` in its record, e.g. ``data.normalize=none``) exports unclamped
+outputs, and its description says so (``output_values``): the parity check compares those.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def wrap(model, part: str):
             self.model = model
 
         def forward(self, image: torch.Tensor):
-            return self.model.reconstruct(image).clamp(0, 1)
+            return self.model.in_range(self.model.reconstruct(image))
 
     return {"encoder": Encoder, "decoder": Decoder, "autoencoder": Whole}[part]().eval()
 
@@ -182,7 +185,7 @@ def export(
         "inputs": [{"name": n, "shape": ["batch", *list(x.shape[1:])], "dtype": "float32"} for n in inputs],
         "outputs": [{"name": n, "shape": ["batch", *s]} for n, s in zip(outputs, _output_shapes(module, x))],
         "preprocessing": spec.describe() if part != "decoder" else {"input": f"codes of size {x.shape[1]}"},
-        "output_values": "pixels in [0, 1]" if part != "encoder" else "codes",
+        "output_values": output_values(model, part),
         "opset": opset if fmt == "onnx" else None,
         "parity": {
             "max_abs_diff": worst,
@@ -199,6 +202,13 @@ def export(
             f"test inputs; {path} is kept for inspection"
         )
     return description
+
+
+def output_values(model, part: str) -> str:
+    """What the exported part's outputs hold, in words (the description's ``output_values``)."""
+    if part == "encoder":
+        return "codes"
+    return "values in [0, 1]" if model.value_range == "unit" else "real values, unclamped"
 
 
 def _output_shapes(module, x) -> list[list[int]]:
@@ -222,6 +232,7 @@ def _weights_metadata(run, part: str) -> dict[str, str]:
         "run": str(run.run_dir),
         "model_config": OmegaConf.to_yaml(run.cfg.model, resolve=True),
         "preprocessing": json.dumps(run.input_spec.describe()),
+        "output_values": output_values(run.model, part),
     }
 
 

@@ -10,11 +10,13 @@ size, channels, scaling). Writes into ``out`` (default ``<run>/predict/<input na
 
 * ``index.csv`` — row, source (file name, array row or dataset id), label when known;
 * ``codes.npy`` — ``[N, bottleneck]`` (the mean codes for VAEs);
-* ``recon.npy`` and ``recon_grid.png`` (inputs over reconstructions, the first ``grid_images``);
+* ``recon.npy`` and ``recon_grid.png`` (inputs over reconstructions, the first ``grid_images``; real-valued data:
+  the array only, unclamped);
 * ``scores.csv`` — per input ``mse`` (and ``elbo`` for VAEs), as ``aelab-eval``'s anomaly task scores
   (``score=mean|topk``, ``topk``);
 * ``maps.npy`` and ``maps_grid.png`` — per-pixel squared error maps (images only);
-* with ``denoise=true``, ``denoised/`` — each input's reconstruction as a PNG named like the input.
+* with ``denoise=true``, ``denoised/`` — each input's reconstruction as a PNG named like the input (images in
+  [0, 1]).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def predict(
         log.info("removed %s, left by a prediction that was stopped", leftover)
     model, n = run.model, len(inputs.values)
     maps_wanted = "map" in outputs and spec.is_images
+    pictures = spec.is_images and model.value_range == "unit"  # PNGs of images in [0, 1]; real values are no picture
     writers = {
         k: ArrayWriter(out_dir / f"{k}.npy", n)
         for k, wanted in (("codes", "codes" in outputs), ("recon", "recon" in outputs), ("maps", maps_wanted))
@@ -115,7 +118,7 @@ def predict(
     }
     score_rows: dict[str, list] = {}
     shown: dict[str, list] = {"x": [], "recon": [], "maps": []}
-    denoised_dir = out_dir / "denoised" if denoise and spec.is_images else None
+    denoised_dir = out_dir / "denoised" if denoise and pictures else None
     batches = range(0, n, batch_size)
     if progress:
         from rich.progress import track
@@ -139,7 +142,7 @@ def predict(
                         values["elbo"] = model.anomaly_scores(x)["elbo"]
                     for key, v in values.items():
                         score_rows.setdefault(key, []).append(v.float().cpu().numpy())
-                if write and spec.is_images and sum(len(v) for v in shown["x"]) < grid_images:
+                if write and pictures and sum(len(v) for v in shown["x"]) < grid_images:
                     shown["x"].append(x.cpu())
                     shown["recon"].append(recon.cpu())
                     if maps is not None:

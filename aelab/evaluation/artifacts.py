@@ -85,7 +85,7 @@ def decoder_periods(model) -> tuple[int, ...]:
 @torch.no_grad()
 def decoder_outputs(model, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """The model's reconstructions of ``images`` (through its own path: max-unpooling gets its switches)."""
-    return torch.cat([model.reconstruct(part.to(model.device)).clamp(0, 1).cpu() for part in images.split(batch)])
+    return torch.cat([model.in_range(model.reconstruct(part.to(model.device))).cpu() for part in images.split(batch)])
 
 
 class ArtifactsTask(EvalTask):

@@ -75,6 +75,7 @@ class DenoiseTask(EvalTask):
     """
 
     name = "denoise"
+    needs = ("unit_range",)  # PSNR/SSIM with data range 1: values in [0, 1]
 
     def __init__(
         self,
@@ -124,7 +125,7 @@ class DenoiseTask(EvalTask):
             def measure(batch, corruption=corruption, generator=generator):
                 x = batch["image"]
                 noisy = corruption(x, generator)
-                denoised = model.reconstruct(noisy).clamp(0, 1)
+                denoised = model.in_range(model.reconstruct(noisy))
                 out = {"psnr": psnr_per_image(denoised, x), "psnr_input": psnr_per_image(noisy, x)}
                 if images:  # SSIM is a measure of images; vectors get PSNR only
                     out.update(ssim=ssim_per_image(denoised, x), ssim_input=ssim_per_image(noisy, x))

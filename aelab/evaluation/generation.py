@@ -62,7 +62,7 @@ class GenerationTask(EvalTask):
     """
 
     name = "generation"
-    needs = ("images",)
+    needs = ("images", "unit_range")
 
     def __init__(
         self,

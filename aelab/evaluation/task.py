@@ -16,6 +16,7 @@ A task states what it needs in ``needs``:
   the task names its normal class (option ``normal_class``),
 * ``factors`` — the dataset has known generating factors,
 * ``images`` — the data are images (not vectors), ``masks`` — per-pixel anomaly masks,
+* ``unit_range`` — the values lie in [0, 1] (the data's ``value_range``; PSNR, pictures),
 
 and ``needs_when`` the needs of some option values (``{"scores": {"elbo": "elbo"}}``).
 The early config check reads both from the source, without importing the task.
@@ -33,7 +34,7 @@ from aelab.metric_info import MetricInfo
 
 log = logging.getLogger("aelab.eval")
 
-DATA_NEEDS = ("labels", "one_class", "factors", "images", "masks")
+DATA_NEEDS = ("labels", "one_class", "factors", "images", "masks", "unit_range")
 
 
 @dataclass
@@ -86,6 +87,11 @@ class EvalTask:
                 return f"the {self.name} task needs class labels, and {run.data.name} has none"
             if need == "images" and not run.data.is_images:
                 return f"the {self.name} task needs images; {run.data.name} holds vectors of {run.data.dims[0]} values"
+            if need == "unit_range" and run.model.value_range != "unit":
+                return (
+                    f"the {self.name} task needs values in [0, 1] (images, PSNR); {run.run_dir.name} was trained on "
+                    "real-valued data"
+                )
             if need == "masks" and not run.data.has_masks:
                 return f"the {self.name} task needs per-pixel anomaly masks (data=anomaly_folder with ground_truth/)"
             if (

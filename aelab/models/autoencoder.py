@@ -73,7 +73,7 @@ class Autoencoder(ReconstructionModule):
         bottleneck: code size — the one knob shared by every variant.
         encoder, decoder: net factories (or modules), see the module docstring.
         loss: ``mse`` (per-pixel mean squared error, default) or ``bce``.
-        output_activation: ``sigmoid`` (pixels in [0, 1]) or ``identity`` (linear AE).
+        output_activation: ``sigmoid`` (pixels in [0, 1]) or ``identity`` (linear AE; real-valued data need it).
         noise: corruption applied to training inputs (and, with a fixed seed, to val/test).
         sparse: ``None`` or a :class:`SparsityPenalty` on the code.
         contractive: ``None`` or a :class:`ContractivePenalty` on the encoder.
@@ -81,7 +81,21 @@ class Autoencoder(ReconstructionModule):
             autoencoder, WAE-MMD); such a model samples from that prior.
         optimizer, scheduler: partials taking ``params`` / ``optimizer`` (Adam 1e-3 if None).
         monitor, monitor_mode: the validation metric that selects the best checkpoint.
+        value_range: the data's values, ``unit`` ([0, 1]) or ``real`` (given by the DataModule, as ``input_shape``).
     """
+
+    # checked by the config check (with the data's value range) before anything is built, and by check_arguments
+    option_rules = (
+        (
+            "value_range != 'real' or output_activation == 'identity'",
+            "{path}.output_activation={output_activation} keeps reconstructions in [0, 1] and cannot fit "
+            "real-valued data: use {path}.output_activation=identity",
+        ),
+        (
+            "value_range != 'real' or loss != 'bce'",
+            "{path}.loss=bce needs targets in [0, 1] and cannot fit real-valued data: use {path}.loss=mse",
+        ),
+    )
 
     def __init__(
         self,
@@ -101,6 +115,7 @@ class Autoencoder(ReconstructionModule):
         monitor_mode: Literal["min", "max"] = "min",
         eval_seed: int = 12345,
         val_ssim: bool = False,
+        value_range: Literal["unit", "real"] = "unit",
     ):
         check_arguments(Autoencoder, locals(), "model")
         super().__init__(
@@ -111,6 +126,7 @@ class Autoencoder(ReconstructionModule):
             scheduler_monitor=monitor,
             eval_seed=eval_seed,
             val_ssim=val_ssim,
+            value_range=value_range,
         )
         if loss == "bce" and output_activation != "sigmoid":
             raise ConfigError("model.loss=bce needs model.output_activation=sigmoid (outputs must be probabilities)")
@@ -171,9 +187,6 @@ class Autoencoder(ReconstructionModule):
 
     def mean_image(self, out: torch.Tensor) -> torch.Tensor:
         return self._activate(out)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return super().decode(z).clamp(0, 1)
 
     def _recon_loss(self, out: torch.Tensor, x: torch.Tensor, reduce: bool = True) -> torch.Tensor:
         if self.loss_name == "bce":

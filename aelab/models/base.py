@@ -24,7 +24,7 @@ every evaluation, so their numbers repeat from epoch to epoch and run to run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -63,10 +63,15 @@ class ReconstructionModule(TrainingStep):
         scheduler_monitor: str = "val/recon_loss",
         eval_seed: int = 12345,
         val_ssim: bool = False,
+        value_range: Literal["unit", "real"] = "unit",
     ):
         super().__init__()
         refuse_moved_overrides(type(self), ReconstructionModule)
         self.input_shape = tuple(int(s) for s in input_shape)
+        #: the data's values (the DataModule's ``value_range``): ``unit`` — in [0, 1], reconstructions clamped to it,
+        #: PSNR (and SSIM for images) reported — or ``real``: nothing clamped, no PSNR/SSIM, no image grids
+        self.value_range = value_range
+        self.image_metrics = value_range == "unit"
         self.noise = noise if noise is not None else NoCorruption()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -79,10 +84,14 @@ class ReconstructionModule(TrainingStep):
         #: SSIM at every validation, not only in the test pass (about 0.8 s per epoch on 5,000 images on 2 CPU cores)
         self.val_ssim = bool(val_ssim)
         dims = tuple(range(1, len(self.input_shape) + 1))
-        self.psnr = nn.ModuleDict(
-            {s: PeakSignalNoiseRatio(data_range=1.0, dim=dims, reduction="elementwise_mean") for s in ("val", "test")}
-        )
-        if self.is_images:
+        if self.image_metrics:  # PSNR with data_range=1 means something for [0, 1] values, vectors too
+            self.psnr = nn.ModuleDict(
+                {
+                    s: PeakSignalNoiseRatio(data_range=1.0, dim=dims, reduction="elementwise_mean")
+                    for s in ("val", "test")
+                }
+            )
+        if self.is_images and self.image_metrics:
             _, h, w = self.input_shape
             self.ssim = nn.ModuleDict(
                 {
@@ -120,8 +129,13 @@ class ReconstructionModule(TrainingStep):
         return self.code(x)["z"]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] decoded from codes ``z``."""
-        return self.mean_image(self.decoder_output({"z": z}))
+        """Images decoded from codes ``z`` (in the data's range: see :meth:`in_range`)."""
+        return self.in_range(self.mean_image(self.decoder_output({"z": z})))
+
+    def in_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs ``x`` as values of the data: clamped to [0, 1] for unit data, as they are for real-valued
+        data (``value_range``). What :meth:`decode`, :meth:`infer`, predictions and exports return."""
+        return x.clamp(0, 1) if self.value_range == "unit" else x
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of (possibly corrupted) images ``x``, through the code path."""
@@ -146,8 +160,9 @@ class ReconstructionModule(TrainingStep):
             )
             infos.append(MetricInfo(f"gap/{key}_ci95", "± (95 % interval of the gap)", None, "last"))
             infos.append(MetricInfo(f"train_eval/{key}", f"train {key.replace('_', ' ')} (eval mode)", None))
-        infos += stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
-        if self.is_images:
+        if self.image_metrics:
+            infos += stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
+        if self.is_images and self.image_metrics:
             infos += stage_metrics(
                 "ssim", "SSIM", True, stages=("val", "test") if self.val_ssim else ("test",), summary_stage=None
             )
@@ -167,9 +182,9 @@ class ReconstructionModule(TrainingStep):
 
     @torch.no_grad()
     def infer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(codes, reconstructions in [0, 1])`` of ``x`` in one pass (what prediction needs)."""
+        """``(codes, reconstructions in the data's range)`` of ``x`` in one pass (what prediction needs)."""
         out = self(x)
-        return out["z"], self.mean_image(out["out"]).clamp(0, 1)
+        return out["z"], self.in_range(self.mean_image(out["out"]))
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batches: Iterable[dict] | None = None) -> torch.Tensor:
@@ -259,8 +274,9 @@ class ReconstructionModule(TrainingStep):
             if name.startswith(f"{stage}__"):
                 metric.reset()
         self.stage_counts[stage].reset()
-        self.psnr[stage].reset()
-        if self.is_images:
+        if self.image_metrics:
+            self.psnr[stage].reset()
+        if self.is_images and self.image_metrics:
             self.ssim[stage].reset()
 
     def update_extras(self, stage: str, extras: dict[str, torch.Tensor], x: torch.Tensor) -> None:
@@ -282,7 +298,9 @@ class ReconstructionModule(TrainingStep):
             if stage == "val" and f"val__{key}__sq" in self.stage_means:
                 self.stage_means[f"val__{key}__sq"].update(metrics[key].double().pow(2))
         self.stage_counts[stage].update(torch.tensor(float(x.shape[0]), device=self.device))
-        x_hat = x_hat.clamp(0, 1)
+        if not self.image_metrics:  # real values: no peak signal to speak of
+            return metrics
+        x_hat = self.in_range(x_hat)
         self.psnr[stage].update(x_hat, x)
         self._log_metric(f"{stage}/psnr", self.psnr[stage])
         if self.is_images and (stage == "test" or self.val_ssim):

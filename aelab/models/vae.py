@@ -89,12 +89,21 @@ class VAE(ReconstructionModule):
         iwae_chunk: decoder inputs (samples × images) per pass — bounds the estimate's memory.
         iwae_max_images: test images that get the (costly) IWAE estimate; None = all.
         monitor: the validation metric that selects the best checkpoint.
+        value_range: the data's values (given by the DataModule): ``unit`` only — the means of p(x|z) are sigmoids.
     """
 
     gap_keys = {"elbo": -1, "recon_loss": 1}
     objective_key = "loss"
     features = ("elbo", "prior", "iwae")
     sampling = "samples from the prior N(0, I)"
+    # checked by the config check (with the data's value range) before anything is built, and by check_arguments
+    option_rules = (
+        (
+            "value_range != 'real'",
+            "a VAE's p(x|z) ({path}.likelihood={likelihood}) has its means in [0, 1] (sigmoids) and cannot fit "
+            "real-valued data: use model=mlp (or conv) with model.output_activation=identity",
+        ),
+    )
 
     def __init__(
         self,
@@ -118,6 +127,7 @@ class VAE(ReconstructionModule):
         monitor_mode: Literal["min", "max"] = "min",
         eval_seed: int = 12345,
         val_ssim: bool = False,
+        value_range: Literal["unit", "real"] = "unit",
     ):
         check_arguments(VAE, locals(), "model")
         super().__init__(
@@ -128,6 +138,7 @@ class VAE(ReconstructionModule):
             scheduler_monitor=monitor,
             eval_seed=eval_seed,
             val_ssim=val_ssim,
+            value_range=value_range,
         )
         self.save_hyperparameters(ignore=["encoder", "decoder", "noise", "optimizer", "scheduler"], logger=False)
         self.latent = int(bottleneck)

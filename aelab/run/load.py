@@ -88,8 +88,9 @@ class LoadedRun:
         return self._map(x, lambda b: {"z": self.model.encode(b["image"])}, batch_size)["z"]
 
     def reconstruct(self, x, batch_size: int = 1024):
-        """Reconstructions of inputs ``x`` in [0, 1], as a NumPy array in the model's input shape."""
-        return self._map(x, lambda b: {"r": self.model.reconstruct(b["image"]).clamp(0, 1)}, batch_size)["r"]
+        """Reconstructions of inputs ``x`` as a NumPy array in the model's input shape: in [0, 1], or as they come for
+        real-valued data (the run's ``value_range``)."""
+        return self._map(x, lambda b: {"r": self.model.in_range(self.model.reconstruct(b["image"]))}, batch_size)["r"]
 
     def score(self, x, score: str = "mean", topk: float = 0.01, batch_size: int = 1024) -> dict:
         """Per-input anomaly scores, defined as ``aelab-eval``'s anomaly task defines them: ``mse`` (the error map's
@@ -111,7 +112,7 @@ class LoadedRun:
         from aelab.run.parts import build_components
 
         L.seed_everything(int(self.cfg.get("seed", 0)), verbose=False)
-        return build_components(self.cfg).model.to(self.model.device).eval()
+        return build_components(self.cfg, self.model.value_range).model.to(self.model.device).eval()
 
 
 def check_run_config(cfg, run_dir: str | Path, trust_packages: Iterable[str] = ()) -> None:
@@ -129,6 +130,16 @@ def check_run_config(cfg, run_dir: str | Path, trust_packages: Iterable[str] = (
         if not search_packages:
             raise
         check_config_targets(cfg, search_packages=search_packages, **check)
+
+
+def recorded_range(run_dir: Path) -> str | None:
+    """The value range a run's record names; ``unit`` for a record written before runs recorded it (their models
+    clamped to [0, 1]); None without a record (the data's own declaration then)."""
+    record = RunRecord.read(run_dir)
+    info = record.get("dataset_info") if record is not None else None
+    if not info:
+        return None
+    return str(info.get("value_range", "unit"))
 
 
 def load_run(
@@ -162,7 +173,7 @@ def load_run(
     check_run_config(cfg, run_dir, trust_packages)
     ckpt = checkpoint_path(run_dir, which)
     state = load_checkpoint(ckpt, map_location=device, trust=trust_checkpoint)
-    parts = build_components(cfg)
+    parts = build_components(cfg, recorded_range(run_dir))
     parts.model.load_state_dict(state["state_dict"])
     parts.model.to(device).eval()
     if setup_data:

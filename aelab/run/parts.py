@@ -31,18 +31,22 @@ class Components:
     model: Any
 
 
-def build_components(cfg: DictConfig) -> Components:
-    """Instantiate ``cfg.data``, ``cfg.noise`` and ``cfg.model`` (the model gets the data's input shape and the noise).
+def build_components(cfg: DictConfig, value_range: str | None = None) -> Components:
+    """Instantiate ``cfg.data``, ``cfg.noise`` and ``cfg.model`` (the model gets the data's input shape, value range
+    and the noise).
 
     ``_convert_="all"`` hands plain lists and dicts to the constructors (and into checkpoints).
     The top-level options that configure the model (``nonfinite_loss``, ``steps_per_call``, ``compile``) are applied
-    here.
+    here. ``value_range`` overrides the data's own (a run folder's recorded one).
     """
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.data, _convert_="all")
     noise = instantiate(cfg.noise, _convert_="all")
-    model = instantiate(cfg.model, input_shape=list(datamodule.dims), noise=noise, _convert_="all")
+    value_range = value_range or datamodule.value_range
+    # only real-valued data pass it: a model of an extension written before value_range existed still builds for [0, 1]
+    extra = {"value_range": value_range} if value_range != "unit" else {}
+    model = instantiate(cfg.model, input_shape=list(datamodule.dims), noise=noise, **extra, _convert_="all")
     if cfg.get("nonfinite_loss") is not None:
         model.nonfinite_loss = str(cfg.nonfinite_loss)
     # training batches per Lightning call: the loader's chunks, and the model's messages

@@ -35,6 +35,9 @@ class MetricInfo:
     #: this number is a baseline of that metric (PCA's error for the model's ``test/recon_loss``, the noisy
     #: input's PSNR for the denoised one's): figures draw it on that metric's axes, dashed, not in a panel of its own
     baseline_for: str | None = None
+    #: this number is another reading of that metric (PSNR of the same squared error as ``test/recon_loss``):
+    #: tables show both, figures draw no panel for it beside that metric's
+    restates: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -93,7 +96,15 @@ class MetricCatalog:
 
     @classmethod
     def from_json(cls, data: dict | None) -> MetricCatalog:
-        return cls(MetricInfo(key, **value) for key, value in (data or {}).items())
+        """The catalog a record stored; fields this aelab does not know (a newer writer's) are left out."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(MetricInfo)} - {"key"}
+        return cls(
+            MetricInfo(key, **{k: v for k, v in value.items() if k in known})
+            for key, value in (data or {}).items()
+            if isinstance(value, dict)
+        )
 
     def to_json(self) -> dict:
         return {key: info.to_json() for key, info in self._infos.items()}

@@ -455,3 +455,23 @@ def test_the_report_shows_the_config_of_the_first_run_in_value_order(compared):
     _, result = compared
     _, whose = _config_text(result.table)
     assert Path(whose).name == "model.beta=0.5,model.bottleneck=2,seed=0"  # not bottleneck 16 (text order)
+
+
+def test_psnr_of_the_same_squared_error_gets_no_panel_and_unknown_info_fields_are_ignored():
+    from aelab.analysis.plots import panels
+    from aelab.analysis.table import aggregate, table_from_records
+    from aelab.models import Autoencoder
+
+    declared = {i.key: i.to_json() for i in Autoencoder(input_shape=[1, 8, 8], bottleneck=2).metric_info()}
+    assert declared["test/psnr"]["restates"] == "test/recon_loss"
+    info = {k: declared[k] for k in ("test/recon_loss", "test/psnr")}
+    info["test/recon_loss"] = {**info["test/recon_loss"], "a_newer_field": 1}  # a record from a newer aelab
+    records = [
+        {"run": f"r{b}", "status": "completed", "test/recon_loss": 0.1 / b, "test/psnr": 10 + b,
+         "_config": {"model.bottleneck": b, "seed": 0}, "_choices": {}, "_overrides": ["model.bottleneck"],
+         "_info": info}
+        for b in (2, 4)
+    ]  # fmt: skip
+    table = table_from_records(records)
+    assert "test/psnr" in table.metrics  # the table keeps it
+    assert [p.metric for p in panels(table, aggregate(table))] == ["test/recon_loss"]

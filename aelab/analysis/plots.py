@@ -79,6 +79,8 @@ def panels(table: RunTable, summary: pd.DataFrame, bookkeeping: bool = False) ->
     present = [m for m in present if not m.endswith("_ci95") and (bookkeeping or m not in BOOKKEEPING)]
     # the best validation value restates the test value of the same quantity: one panel (the table keeps both)
     present = [m for m in present if not (m.startswith("best/val/") and f"test/{m[len('best/val/') :]}" in present)]
+    # another reading of a metric that has a panel (PSNR of the same squared error): the table keeps it
+    present = [m for m in present if not ((info := table.info.get(m)) and info.restates in present)]
     done = table.completed
     baselines: dict[str, list[str]] = {}
     for info in table.info:

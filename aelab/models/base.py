@@ -24,6 +24,7 @@ every evaluation, so their numbers repeat from epoch to epoch and run to run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -161,7 +162,10 @@ class ReconstructionModule(TrainingStep):
             infos.append(MetricInfo(f"gap/{key}_ci95", "± (95 % interval of the gap)", None, "last"))
             infos.append(MetricInfo(f"train_eval/{key}", f"train {key.replace('_', ' ')} (eval mode)", None))
         if self.image_metrics:
-            infos += stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
+            psnr = stage_metrics("psnr", "PSNR (dB)", True, stages=("val", "test"))
+            if self.recon_label == "reconstruction MSE":  # the same squared error in decibels: no panel of its own
+                psnr = [replace(i, restates=i.key.replace("/psnr", "/recon_loss")) for i in psnr]
+            infos += psnr
         if self.is_images and self.image_metrics:
             infos += stage_metrics(
                 "ssim", "SSIM", True, stages=("val", "test") if self.val_ssim else ("test",), summary_stage=None

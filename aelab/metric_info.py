@@ -32,9 +32,17 @@ class MetricInfo:
     summary: Literal["min", "max", "last"] | None = None
     #: a default column of aelab-compare's tables (in the order the infos were declared)
     column: bool = False
-    #: this number is a baseline of that metric (PCA's error for the model's ``test/recon_loss``, the noisy
-    #: input's PSNR for the denoised one's): figures draw it on that metric's axes, dashed, not in a panel of its own
-    baseline_for: str | None = None
+    #: this number is a baseline of that metric, or of each of those (PCA's error for the model's
+    #: ``test/recon_loss``, the noisy input's PSNR for the denoised one's, the majority class for both classifiers'
+    #: accuracies): figures draw it on that metric's axes, dashed, not in a panel of its own
+    baseline_for: str | tuple[str, ...] | None = None
+
+    def baseline_of(self) -> tuple[str, ...]:
+        """The metrics this one is a baseline of."""
+        if not self.baseline_for:
+            return ()
+        return (self.baseline_for,) if isinstance(self.baseline_for, str) else tuple(self.baseline_for)
+
     #: this number is another reading of that metric (PSNR of the same squared error as ``test/recon_loss``):
     #: tables show both, figures draw no panel for it beside that metric's
     restates: str | None = None
@@ -100,11 +108,14 @@ class MetricCatalog:
         from dataclasses import fields
 
         known = {f.name for f in fields(MetricInfo)} - {"key"}
-        return cls(
-            MetricInfo(key, **{k: v for k, v in value.items() if k in known})
-            for key, value in (data or {}).items()
-            if isinstance(value, dict)
-        )
+
+        def kept(value: dict) -> dict:
+            out = {k: v for k, v in value.items() if k in known}
+            if isinstance(out.get("baseline_for"), list):  # a tuple, written to JSON as a list
+                out["baseline_for"] = tuple(out["baseline_for"])
+            return out
+
+        return cls(MetricInfo(key, **kept(value)) for key, value in (data or {}).items() if isinstance(value, dict))
 
     def to_json(self) -> dict:
         return {key: info.to_json() for key, info in self._infos.items()}

@@ -475,3 +475,25 @@ def test_psnr_of_the_same_squared_error_gets_no_panel_and_unknown_info_fields_ar
     table = table_from_records(records)
     assert "test/psnr" in table.metrics  # the table keeps it
     assert [p.metric for p in panels(table, aggregate(table))] == ["test/recon_loss"]
+
+
+def test_the_chance_line_is_drawn_on_both_classifiers_panels_and_the_knn_label_names_k():
+    import json
+
+    from aelab.analysis.plots import panels
+    from aelab.analysis.table import aggregate, table_from_records
+    from aelab.evaluation.features import ProbeTask
+
+    info = json.loads(json.dumps({i.key: i.to_json() for i in ProbeTask(knn_k=7).metric_info()}))  # as recorded
+    records = [
+        {"run": f"r{b}", "status": "completed", "eval/probe_acc": 0.5 + b / 100, "eval/knn_acc": 0.6,
+         "eval/chance_acc": 0.1, "_config": {"model.bottleneck": b, "seed": 0}, "_choices": {},
+         "_overrides": ["model.bottleneck"], "_info": info}
+        for b in (2, 4)
+    ]  # fmt: skip
+    table = table_from_records(records)
+    assert {p.metric: p.baselines for p in panels(table, aggregate(table))} == {
+        "eval/probe_acc": ["eval/chance_acc"],
+        "eval/knn_acc": ["eval/chance_acc"],
+    }
+    assert table.info.label("eval/knn_acc") == "k-NN accuracy (k = 7)"

@@ -84,8 +84,9 @@ def panels(table: RunTable, summary: pd.DataFrame, bookkeeping: bool = False) ->
     done = table.completed
     baselines: dict[str, list[str]] = {}
     for info in table.info:
-        if info.baseline_for in present and has_values(done, info.key):
-            baselines.setdefault(info.baseline_for, []).append(info.key)
+        for target in info.baseline_of():
+            if target in present and has_values(done, info.key):
+                baselines.setdefault(target, []).append(info.key)
     folded = {b for found in baselines.values() for b in found}
     return [Panel(m, baselines.get(m, [])) for m in present if m not in folded]
 

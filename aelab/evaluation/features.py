@@ -127,8 +127,8 @@ class ProbeTask(EvalTask):
     def metric_info(self) -> list[MetricInfo]:
         return [
             MetricInfo("eval/probe_acc", "linear-probe accuracy", True, None, True),
-            MetricInfo("eval/knn_acc", "k-NN accuracy", True, None, True),
-            MetricInfo("eval/chance_acc", "chance (majority class)", baseline_for="eval/probe_acc"),
+            MetricInfo("eval/knn_acc", f"k-NN accuracy (k = {self.knn_k})", True, None, True),
+            MetricInfo("eval/chance_acc", "chance (majority class)", baseline_for=("eval/probe_acc", "eval/knn_acc")),
         ]
 
     def run(self, run, out_dir: Path) -> EvalResult:

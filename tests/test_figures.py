@@ -497,3 +497,12 @@ def test_the_chance_line_is_drawn_on_both_classifiers_panels_and_the_knn_label_n
         "eval/knn_acc": ["eval/chance_acc"],
     }
     assert table.info.label("eval/knn_acc") == "k-NN accuracy (k = 7)"
+
+
+def test_a_figure_of_panels_leaves_as_few_cells_empty_as_it_can():
+    from aelab.analysis.plots import grid_columns
+
+    for n in range(1, 13):
+        cols = grid_columns(n)
+        assert cols <= 4 and (-n % cols) <= min(-n % c for c in (2, 3, 4)) if n > 3 else cols == n
+    assert grid_columns(7) == 4 and grid_columns(6) == 3  # 7 panels: 4 + 3, not 3 + 3 + 1

@@ -22,7 +22,16 @@ from aelab.analysis import style
 from aelab.analysis.table import BOOKKEEPING, RunTable, split_text
 
 #: a figure of panels has at most this many columns
-MAX_COLUMNS = 3
+MAX_COLUMNS = 4
+
+
+def grid_columns(n: int) -> int:
+    """Columns for ``n`` panels: the fewest empty cells, then the squarer grid (7 panels: 4 + 3, not 3 + 3 + 1)."""
+    if n <= 3:
+        return max(1, n)
+    return min(range(2, MAX_COLUMNS + 1), key=lambda c: (-n % c, abs(c - 3), -c))
+
+
 #: the learning-curve figure draws at most this many variants (rows)
 MAX_CURVE_ROWS = 4
 
@@ -270,7 +279,7 @@ def metric_figures(
             style.legend(fig, list(drawn.lines.values()), list(drawn.lines), title, outside=True)
         style.note(fig, style.spread_note(drawn.counts, interval=drawn.interval, mark=mark), unsettled_line(table))
         out[panel.metric] = style.save(fig, out_dir / f"{panel.metric.replace('/', '_')}.png")
-    cols = min(MAX_COLUMNS, len(chosen))
+    cols = grid_columns(len(chosen))
     rows = math.ceil(len(chosen) / cols)
     fig, axes = style.figure(rows, cols)
     counts: list[int] = []

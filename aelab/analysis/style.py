@@ -363,13 +363,15 @@ def note(fig, text: str, first: str = "") -> None:
 
 def legend(target, handles: Sequence[Any], labels: Sequence[str], title: str | None = None, outside: bool = False):
     """A legend in the given (value) order: to the right of the whole figure (``outside``, ``target`` a figure), or
-    just above one panel (``target`` an axes)."""
+    inside one panel (``target`` an axes), its axis padded so that a baseline does not lie on the frame."""
     pairs = [(h, lab) for h, lab in zip(handles, labels) if h is not None]
     if not pairs:
         return None
     handles, labels = zip(*pairs)
-    if not outside:  # a panel's own legend (its baselines): just above the panel, never over its data
-        return target.legend(handles, labels, title=title, loc="lower left", bbox_to_anchor=(0, 1.02), borderaxespad=0)
+    if not outside:  # a panel's own legend (its baselines): inside the panel, where it covers the least
+        target.set_ymargin(0.12)  # a baseline at the edge of the data (chance at the lowest accuracy) off the frame
+        target.autoscale_view()
+        return target.legend(handles, labels, title=title, loc="best", framealpha=0.85, fontsize="small")
     # to the right of the panels: the figure grows by the legend's width, so the panels keep theirs
     made = target.legend(handles, labels, title=title, loc="outside right upper")
     width = made.get_window_extent(target.canvas.get_renderer()).width / target.dpi

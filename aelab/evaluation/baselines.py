@@ -76,7 +76,9 @@ class PCATask(EvalTask):
     def metric_info(self) -> list[MetricInfo]:
         return [
             MetricInfo("eval/pca_recon_loss", "PCA test MSE (same code size)", False, None, True, "test/recon_loss"),
-            MetricInfo("eval/model_test_mse", "model test MSE (clean inputs)", False, None, True),
+            MetricInfo(
+                "eval/model_test_mse", "model test MSE (clean inputs)", False, None, True, restates="test/recon_loss"
+            ),
             MetricInfo("eval/recon_vs_pca", "model MSE / PCA MSE", False, None, True),
             MetricInfo("eval/pca_explained_variance", "PCA explained variance", True, None, True),
             MetricInfo("eval/principal_angle_max_deg", "largest principal angle to PCA (deg)", False, None, True),

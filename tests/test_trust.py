@@ -529,3 +529,62 @@ def test_cifar_batches_are_read_without_running_what_a_pickle_names(tmp_path):
     with pytest.raises(DataFileError, match=r"data_batch_3 is not a CIFAR-10 batch: it names .*system"):
         CIFAR10(root=str(tmp_path / "shared"), download=False, val_size=10).setup()
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", [".aelab.lock", "error.log", "train.log", "csv/metrics.csv", "checkpoints"])
+def test_a_run_folder_holding_a_symbolic_link_is_refused_before_anything_is_written_through_it(run, tmp_path, name):
+    """issue 34: a shared run's .aelab.lock linked to a file of yours was truncated by resume=<folder>; linked logs
+    and CSV were truncated or appended to."""
+    from aelab.run import precheck
+    from aelab.store.files import linked_paths
+
+    folder = copy_run(run, tmp_path / "shared")
+    victim = tmp_path / "mine"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("precious\n")
+    target = victim if name == "checkpoints" else victim / "precious.txt"
+    link = folder / name
+    if link.is_dir():
+        shutil.rmtree(link)
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    assert linked_paths(folder) == [link]
+    cfg = compose_config(folder, [*QUICK, "trainer.max_epochs=2"])
+    with pytest.raises(precheck.Refused, match=f"{link} is a symbolic link .*aelab writes nothing through a link"):
+        precheck.prepare(cfg, folder, checked=True)
+    assert (victim / "precious.txt").read_text() == "precious\n" and sorted(os.listdir(victim)) == ["precious.txt"]
+
+
+def test_the_lock_never_opens_through_a_link(tmp_path):
+    from aelab.store.locks import FolderInUse, FolderLock
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".aelab.lock").symlink_to(victim)
+    with pytest.raises(FolderInUse, match="is a symbolic link"):
+        FolderLock(tmp_path / "run").acquire()
+    assert victim.read_text() == "precious\n"
+
+
+def test_export_eval_and_compare_refuse_a_linked_folder_of_a_run(run, tmp_path):
+    import aelab
+    from aelab.deploy.export import export
+    from aelab.errors import RunFolderError
+    from aelab.evaluation.runner import evaluate_path
+
+    folder = copy_run(run, tmp_path / "shared")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (folder / "export").symlink_to(mine)
+    loaded = aelab.load_run(folder)  # reading through it is harmless
+    with pytest.raises(RunFolderError, match="export is a symbolic link"):
+        export(loaded, "safetensors", "autoencoder")
+    results = evaluate_path(folder, tasks={})
+    assert isinstance(results[str(folder)], RunFolderError)
+    assert os.listdir(mine) == []
+    (folder / "export").unlink()
+    (folder / "comparison").symlink_to(mine)
+    with pytest.raises(RunFolderError, match="comparison is a symbolic link"):
+        aelab.compare([folder])
+    assert os.listdir(mine) == []

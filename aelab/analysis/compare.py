@@ -61,7 +61,15 @@ class Comparison:
 
 def _default_out(paths: list[Path]) -> Path:
     if len(paths) == 1:
-        return paths[0] / "comparison"
+        out = paths[0] / "comparison"
+        if out.is_symlink():  # a shared sweep folder's link would carry the tables and figures anywhere
+            from aelab.errors import RunFolderError
+
+            raise RunFolderError(
+                f"{out} is a symbolic link (to {out.readlink()}): aelab-compare writes nothing through a link in a "
+                "sweep or run folder; remove it, or name another folder with --out"
+            )
+        return out
     return Path("outputs") / "comparisons" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 

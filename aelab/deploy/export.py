@@ -138,7 +138,7 @@ def export(
     model = run.model.float().eval()
     module = wrap(model, part)
     inputs, outputs = io_names(model, part)
-    out_dir = output_folder(out_dir, run.run_dir / "export")
+    out_dir = output_folder(out_dir, run.run_dir / "export", run_dir=run.run_dir)
     path = out_dir / f"{part}{SUFFIXES[fmt]}"
     x = example_inputs(run, part, batch)
     other = example_inputs(run, part, batch + 5)[: max(1, min(batch + 5, 3 * batch // 2))]

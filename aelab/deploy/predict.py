@@ -105,7 +105,7 @@ def predict(
         else read_input(source, spec, split, int(run.cfg.get("seed", 0)), own=(run.metrics.get("data"), run.data))
     )
     default_out = run.run_dir / "predict" / inputs.name
-    out_dir = output_folder(out_dir, default_out) if write else Path(out_dir or default_out)
+    out_dir = output_folder(out_dir, default_out, run_dir=run.run_dir) if write else Path(out_dir or default_out)
     for leftover in remove_dead_temporaries(out_dir):  # a killed earlier prediction's
         log.info("removed %s, left by a prediction that was stopped", leftover)
     model, n = run.model, len(inputs.values)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aelab.errors import AelabError, RunFolderError
+from aelab.store.files import refuse_links
 from aelab.store.record import RunRecord
 
 log = logging.getLogger("aelab.eval")
@@ -87,6 +88,7 @@ def evaluate_path(
             )
             continue
         try:
+            refuse_links(run_dir)  # the evaluation writes eval/ and metrics.json there
             trust = {"trust_checkpoint": trust_checkpoint, "trust_packages": trust_packages}
             run = load_run(run_dir, which=checkpoint, device=device, **trust)
             auto_tasks = auto or {"one_class": [], "other": []}

@@ -281,6 +281,7 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     A sweep job's folder exists already (Hydra's launcher made it). ``checked``: the config was checked already.
     """
     from aelab.run.session import process_started_at
+    from aelab.store.files import refuse_links
     from aelab.store.locks import in_use, owned_elsewhere
 
     timing = {"process_start": process_started_at(), "pid": os.getpid(), "prepare_start": time.time()}
@@ -289,6 +290,11 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     refuse(machine_problems(cfg, run_dir.parent))
     if not fresh and owned_elsewhere(run_dir):  # a live run: refused before anything is read or built
         raise Refused(in_use(run_dir))
+    if not fresh and run_dir.is_dir():
+        try:
+            refuse_links(run_dir)
+        except AelabError as exc:
+            raise Refused(exc) from None
     adopted = {}
     if run_dir.is_dir() and not fresh and not cfg.get("ckpt_path"):
         adopted = adopt_recorded_split(cfg, run_dir / ".hydra" / "config.yaml")

@@ -42,6 +42,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+#: folders of a run folder that other programs own (W&B keeps its own links there: latest-run, debug.log)
+_NOT_OURS = ("wandb",)
+
+
+def linked_paths(folder: Path) -> list[Path]:
+    """The symbolic links inside ``folder`` (not followed; W&B's own folder left out)."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        here = Path(root)
+        if here == Path(folder):
+            dirs[:] = [d for d in dirs if d not in _NOT_OURS]
+        found += [here / name for name in (*dirs, *files) if (here / name).is_symlink()]
+    return sorted(found)
+
+
+def refuse_links(folder: str | Path) -> None:
+    """Refuse (:class:`aelab.errors.RunFolderError`, one line naming it) a run folder that holds a symbolic link:
+    aelab appends to its logs, truncates its CSV and lock, and writes checkpoints, exports and samples inside it, and
+    through a link any of these would land in a file of someone else's choosing."""
+    from aelab.errors import RunFolderError
+
+    links = linked_paths(Path(folder))
+    if links:
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        raise RunFolderError(
+            f"{links[0]} is a symbolic link (to {os.readlink(links[0])}){more}: aelab writes nothing through a link in "
+            "a run folder, where a shared or copied folder could point it at any file of yours; replace it with the "
+            "file or folder itself, or work on a copy without links"
+        )
+
+
 def is_temporary(path: Path) -> bool:
     """Whether ``path`` is a leftover temporary file of :func:`atomic_path`."""
     return path.name.startswith(".") and TMP_MARK in path.name

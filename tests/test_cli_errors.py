@@ -164,3 +164,31 @@ def test_a_path_with_an_equals_sign_is_taken_as_typed(tmp_path):
     ]
     assert quote_paths(["run=./it's=here"]) == ["run='./it\\'s=here'"]
     assert quote_paths(["data.path=/data/a=1,/data/b=2"]) == ["data.path=/data/a=1,/data/b=2"]  # a sweep of paths
+
+
+def test_a_name_too_long_and_an_optimizer_argument_torch_refuses_are_one_line_before_any_folder(
+    make_cfg, cli, tmp_path
+):
+    """issue 34: a 300-character name= and model.optimizer.lr=-1 were tracebacks (the second after making the run
+    folder)."""
+    from aelab.errors import ConfigError
+    from aelab.run.job import run_job
+
+    for overrides, message in [
+        (["model.optimizer.lr=-1"], r"model.optimizer \(lr=-1, .*\) cannot be built: Invalid learning rate: -1"),
+        (
+            ["model.scheduler={_target_: torch.optim.lr_scheduler.ReduceLROnPlateau, _partial_: true, factor: 2.0}"],
+            r"model.scheduler \(factor=2.0\) cannot be built: Factor should be < 1.0",
+        ),
+    ]:
+        cfg = make_cfg(*overrides, name="bad")
+        with pytest.raises(ConfigError, match=message):
+            run_job(cfg, cli=False)  # (a job's folder is made by its launcher: here nothing is written into it)
+        assert not (Path(cfg.paths.run_dir) / "metrics.json").exists()
+    for option, message in [
+        ("name=" + "x" * 300, "is 300 bytes long: a folder name holds at most 255"),
+        ("model.optimizer.lr=-1", "cannot be built: Invalid learning rate: -1"),
+    ]:
+        result = cli(*TINY, option)
+        assert result.returncode != 0 and "Traceback" not in result.stderr and message in result.stderr
+        assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").iterdir())

@@ -83,6 +83,21 @@ def machine_problems(cfg: DictConfig, folder: Path) -> list[str]:
     return ([problem] if problem else []) + output_problems(folder, min_free)
 
 
+#: the longest file or folder name most file systems take (bytes)
+NAME_MAX = 255
+
+
+def folder_name_problems(run_dir: Path) -> list[str]:
+    """A run folder name the file system cannot hold (``name=`` of 300 characters), said before anything is made."""
+    size = len(os.fsencode(run_dir.name))
+    if size <= NAME_MAX:
+        return []
+    return [
+        f"name={run_dir.name[:40]}… is {size} bytes long: a folder name holds at most {NAME_MAX} on this file system; "
+        "choose a shorter name="
+    ]
+
+
 def refuse(problems: list[str], what: str = "the config") -> None:
     """Raise :class:`Refused` listing ``problems`` (nothing when there are none)."""
     if not problems:
@@ -212,7 +227,24 @@ def build_parts(cfg: DictConfig, folder: Path, timing: dict) -> Any:
     problem = size_problem(parts.model.num_parameters(), folder, on_gpu)
     if problem:
         raise Refused(ConfigError(problem))
+    optimizer_check(cfg, parts.model)
     return parts
+
+
+def optimizer_check(cfg: DictConfig, model: Any) -> None:
+    """Build the model's optimizer and scheduler once, before the run folder exists: an argument they refuse
+    (``model.optimizer.lr=-1``: torch's "Invalid learning rate") is one line naming the key, not a traceback after
+    the folder was made."""
+    try:
+        model.configure_optimizers()
+    except (ValueError, TypeError) as exc:
+        import traceback
+
+        raised_in = traceback.extract_tb(exc.__traceback__)[-1].filename
+        part = "scheduler" if "lr_scheduler" in raised_in and cfg.model.get("scheduler") else "optimizer"
+        given = OmegaConf.to_container(cfg.model.get(part) or {}, resolve=True)
+        shown = ", ".join(f"{k}={v}" for k, v in given.items() if not str(k).startswith("_"))
+        raise Refused(ConfigError(f"model.{part} ({shown}) cannot be built: {exc}")) from None
 
 
 def _out_of_memory(exc: BaseException | None) -> bool:
@@ -287,6 +319,7 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     timing = {"process_start": process_started_at(), "pid": os.getpid(), "prepare_start": time.time()}
     if not checked:
         refuse(config_problems(cfg))
+    refuse(folder_name_problems(run_dir))
     refuse(machine_problems(cfg, run_dir.parent))
     if not fresh and owned_elsewhere(run_dir):  # a live run: refused before anything is read or built
         raise Refused(in_use(run_dir))

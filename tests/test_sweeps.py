@@ -241,6 +241,39 @@ def test_a_killed_optuna_search_continues_its_stored_study_and_prunes_hopeless_t
     assert f"{len(pruned)} pruned" in compared.stdout
 
 
+@pytest.mark.slow  # two aelab-train processes, ~40 s
+def test_two_search_processes_on_one_sweep_folder_share_its_study(tmp_path):
+    import os
+    import subprocess
+
+    import optuna
+    from conftest import BIN
+
+    from aelab.callbacks.pruning import open_storage
+
+    command = [
+        str(BIN / "aelab-train"),
+        "-m",
+        "hparams_search=bottleneck_optuna",
+        "hydra.sweeper.n_trials=6",
+        *SWEEP_BASE,
+        "trainer.max_epochs=1",
+        "sweep.name=opt",
+    ]
+    env = dict(os.environ, WANDB_MODE="offline")
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]  # the second was not refused the sweep folder
+    sweep = tmp_path / "outputs" / "sweeps" / "opt"
+    study = optuna.load_study(study_name="bottleneck", storage=open_storage(str(sweep / "optuna.journal")))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6  # six trials, none twice, none lost
+    assert len({t.system_attrs["aelab:worker"] for t in study.trials}) == 2  # both worked
+    for trial in study.trials:
+        (job,) = sweep.glob(f"{trial.number}_*")  # each trial its own run folder
+        assert metrics_of(job)["objective"]["value"] == pytest.approx(trial.value)
+
+
 def test_an_invalid_swept_value_is_refused_before_the_first_job(cli, tmp_path):
     started = time.time()
     result = cli("-m", *SWEEP_BASE, "model.bottleneck=2,0,8", "model=mlp,conv")

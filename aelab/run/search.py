@@ -350,9 +350,7 @@ class OptunaSearch(Sweeper):
                     return None
                 if len(trials) < self.n_trials:
                     trial = study.ask(fixed_distributions=self.distributions)
-                    study._storage.set_trial_system_attr(
-                        trial._trial_id, WORKER, f"{socket.gethostname()}:{os.getpid()}"
-                    )
+                    study._storage.set_trial_system_attr(trial._trial_id, WORKER, self.worker)
                     ahead = sum(counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
                     if ahead < self.n_trials:
                         for name, value in self.fixed.items():

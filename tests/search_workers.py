@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-#: how long trial N's job sleeps: DURATIONS[N % len(DURATIONS)] (a short and a long trial, by turns)
+#: how long trial N's job sleeps by default: DURATIONS[N % len(DURATIONS)] (a short and a long trial, by turns)
 DURATIONS = (0.4, 2.0)
 
 
@@ -25,8 +25,8 @@ class SleepLauncher:
     """Runs one job per ``launch``: sleeps as long as its trial's number says, returns ``x`` of its overrides, and
     writes ``<results>/<trial>.json`` (its start, end, process) — exclusively, so a trial run twice fails."""
 
-    def __init__(self, results: Path, die_in: int | None = None):
-        self.results, self.die_in, self.launched = Path(results), die_in, 0
+    def __init__(self, results: Path, die_in: int | None = None, durations: tuple[float, ...] = DURATIONS):
+        self.results, self.die_in, self.durations, self.launched = Path(results), die_in, durations, 0
         self.lock = threading.Lock()
 
     def launch(self, job_overrides, initial_job_idx):
@@ -40,16 +40,18 @@ class SleepLauncher:
         start = time.time()
         (self.results / f"{trial}.started").write_text(str(os.getpid()))
         if dying:  # this worker's machine dies in the middle of the trial
-            time.sleep(DURATIONS[trial % len(DURATIONS)] / 2)
+            time.sleep(self.durations[trial % len(self.durations)] / 2)
             os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(DURATIONS[trial % len(DURATIONS)])
+        time.sleep(self.durations[trial % len(self.durations)])
         record = {"trial": trial, "start": start, "end": time.time(), "pid": os.getpid(), "x": float(values["x"])}
         with open(self.results / f"{trial}.json", "x") as f:
             json.dump(record, f)
         return [JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=(record["x"] - 3) ** 2)]
 
 
-def make_search(results: Path, storage: str, n_trials: int, n_jobs: int, die_in: int | None = None, **options):
+def make_search(
+    results: Path, storage: str, n_trials: int, n_jobs: int, die_in: int | None = None, durations=DURATIONS, **options
+):
     """An OptunaSearch over ``x=interval(0, 10)`` with a :class:`SleepLauncher`, set up as Hydra would."""
     import optuna
 
@@ -68,7 +70,7 @@ def make_search(results: Path, storage: str, n_trials: int, n_jobs: int, die_in:
     search.config = OmegaConf.create(
         {"hydra": {"sweep": {"dir": str(results)}}, "search": {"pruner": "none"}, "optimized_metric": "x"}
     )
-    search.launcher = SleepLauncher(results, die_in)
+    search.launcher = SleepLauncher(results, die_in, durations)
     return search
 
 

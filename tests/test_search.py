@@ -116,7 +116,7 @@ def test_a_slot_asks_for_its_next_trial_as_soon_as_its_trial_ends(tmp_path):
     """Trials of 0.4 s and 2 s by turns on 2 slots: the slots stay busy (the figure docs/sweeps.md gives for
     aelab-train is measured by scripts/bench_search_idle.py). The batches of two that the search ran before
     would have idled 40 % of the slots' time on these trials."""
-    n = 8
+    n = 6
     make_search(tmp_path, str(tmp_path / "optuna.journal"), n_trials=n, n_jobs=2).sweep([])
     records = jobs(tmp_path)
     assert [r["trial"] for r in records] == list(range(n))
@@ -132,7 +132,7 @@ def test_a_slot_asks_for_its_next_trial_as_soon_as_its_trial_ends(tmp_path):
 def test_two_workers_finish_n_trials_together_each_trial_once(kind, tmp_path, request):
     storage = storage_for(kind, tmp_path, request)
     n = 8
-    workers = [make_search(tmp_path, storage, n_trials=n, n_jobs=1) for _ in range(2)]
+    workers = [make_search(tmp_path, storage, n_trials=n, n_jobs=1, durations=(0.1, 0.3)) for _ in range(2)]
     errors = []
 
     def work(search):

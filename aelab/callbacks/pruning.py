@@ -11,6 +11,22 @@ import lightning as L
 log = logging.getLogger(__name__)
 
 
+def is_journal(storage: str) -> bool:
+    """Whether ``storage`` (``search.storage``) names a journal file rather than a database URL."""
+    return "://" not in storage
+
+
+def open_storage(storage: str):
+    """The Optuna storage ``storage`` names: a database URL (``sqlite:///...``, ``postgresql://...``), used as it
+    is, or the path of a journal file (Optuna's JournalStorage, safe for several processes and machines)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if is_journal(storage):
+        return optuna.storages.JournalStorage(JournalFileBackend(storage))
+    return storage
+
+
 def make_pruner(search: Any):
     """The pruner that ``search.pruner`` names (median or none), with its warm-up settings."""
     import optuna
@@ -26,7 +42,8 @@ def make_pruner(search: Any):
 
 
 class OptunaPruning(L.Callback):
-    """Optuna's pruning protocol for one aelab run that is trial ``trial`` of study ``study`` in ``storage``.
+    """Optuna's pruning protocol for one aelab run that is trial ``trial`` of study ``study`` in ``storage``
+    (a database URL or a journal file, :func:`open_storage`).
 
     After each validation (rank 0) the value of ``monitor`` is reported as the
     trial's intermediate value at step = epoch; when ``trial.should_prune()`` the
@@ -41,7 +58,7 @@ class OptunaPruning(L.Callback):
         import optuna
 
         self.monitor, self.mode = monitor, mode
-        self.study = optuna.load_study(study_name=study, storage=storage, pruner=pruner)
+        self.study = optuna.load_study(study_name=study, storage=open_storage(storage), pruner=pruner)
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, int(trial))
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.number = int(trial)

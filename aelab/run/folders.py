@@ -179,7 +179,8 @@ class RunFolderCallback(Callback):
             )
             if not swept and default_subdir and not _has_override(config, "hydra.sweep.subdir"):
                 config.hydra.overrides.hydra.append("hydra.sweep.subdir='job${hydra.job.num}'")
-        own(sweep_dir, "sweep folder")  # one sweep process per folder (its jobs lock their own folders)
+        if not sweeps.is_search(config):  # an Optuna search's folder takes any number of workers
+            own(sweep_dir, "sweep folder")  # one sweep process per folder (its jobs lock their own folders)
         marker = sweep_dir / sweeps.SWEEP_FILE
         if not marker.exists():
             info = {"overrides": overrides, "exclude_keys": excludes, "started_at": now_iso()}

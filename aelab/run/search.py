@@ -1,161 +1,516 @@
-"""aelab's Optuna search: hydra-optuna-sweeper's search with a stored study, continuation and pruning.
+"""aelab's Optuna search: Optuna's ask-and-tell over Hydra's launcher, one study shared by any number of workers.
 
-``hparams_search=...`` selects it (``hydra/sweeper=aelab_optuna``). Compared with the plain sweeper:
+``hparams_search=...`` selects it (``hydra/sweeper=aelab_optuna``, ``conf/hydra/sweeper/aelab_optuna.yaml``).
 
-* **Storage.** The study lives in ``<sweep folder>/optuna.db`` (SQLite) unless
-  ``hydra.sweeper.storage`` names another database, so ``optuna-dashboard sqlite:///...``
-  shows it while it runs and after.
-* **Continuation.** Re-running the same command on the same sweep folder (``sweep.name=...``
-  or ``sweep.resume=true``) loads the study, marks the trials a killed process left
-  ``RUNNING`` as failed (they were interrupted, not finished), and asks only for the trials
-  still missing to reach ``n_trials`` finished ones (completed, pruned or failed).
-  Trial ``N`` runs in job folder ``N_<overrides>``, so new trials never reuse old folders.
+* **Storage.** The study lives in ``<sweep folder>/optuna.journal`` (Optuna's JournalStorage: one file that
+  several processes, and several machines on a shared file system, write safely) unless
+  ``hydra.sweeper.storage`` names another journal file or a database URL (``postgresql://...``,
+  ``sqlite:///...``). A sweep folder of aelab 0.2's first searches holds ``optuna.db`` instead (SQLite,
+  written by Optuna 2): it is used, once ``optuna storage upgrade`` has brought it to this Optuna's schema;
+  until then the search is refused with that command.
+* **Workers, no batches.** Every process started with the search command on the same sweep folder (or
+  storage) is a worker of the study. A worker runs ``hydra.sweeper.n_jobs`` trials at once, one per slot;
+  a slot asks the study for its next trial the moment its trial ends. Trial numbers are the study's, so
+  each trial runs once, in job folder ``N_<values>``, whichever worker runs it. Workers stop when the study
+  holds ``n_trials`` finished trials (completed, pruned, or failed in their job); while trials of other
+  workers still run, a worker with nothing left to ask waits for them, ready to replace one that dies.
+* **Dead workers.** A worker records a heartbeat for each trial it runs, every ``heartbeat_interval``
+  seconds (Optuna's heartbeat: RDBStorage's own for a database, :class:`HeartbeatJournalStorage` for a
+  journal). A running trial with no heartbeat for ``grace_period`` seconds was a dead worker's: the
+  first worker to see it closes it as failed (Optuna's ``fail_stale_trials``, once), it does not count
+  towards ``n_trials``, and Optuna's retry callback queues it again with the same values (``max_retry``
+  times; with 0 a new trial takes its place).
+* **Continuation.** A killed search continues when the same command runs again on the same sweep folder
+  (``sweep.name=...`` or ``sweep.resume=true``): the new process is one more worker, and the trials the
+  killed one left running are closed as above once their heartbeat is ``grace_period`` old.
 * **Pruning.** Each job gets ``search.storage``, ``search.study`` and ``search.trial``; its
-  :class:`aelab.callbacks.OptunaPruning` reports the monitored metric every epoch to the study
-  and stops the run when the pruner (``search.pruner``) says so. The job records ``pruned``
-  and tells the study through the trial's user attribute ``aelab_status``; the search then
-  closes that trial as ``PRUNED``, not ``FAIL``.
+  :class:`aelab.callbacks.OptunaPruning` reports the monitored metric every epoch to the study and stops
+  the run when the pruner (``search.pruner``) says so. The job records ``pruned`` and tells the study
+  through the trial's user attribute ``aelab_status``; the worker then closes the trial as ``PRUNED``.
 
 This module knows Hydra (it is a sweeper); the training side (:mod:`aelab.callbacks.pruning`) knows only Optuna.
 """
 
 from __future__ import annotations
 
-import functools
+import inspect
 import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from omegaconf import OmegaConf
-from optuna.trial import TrialState
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, Transformer
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat, fail_stale_trials, get_heartbeat_thread
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 
+from aelab.errors import ConfigError
 from aelab.run.compose import quote_override
+from aelab.run.precheck import Refused
+from aelab.store.files import atomic_path
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage schema set-up talks at INFO
+# heartbeats, their retry callback and fail_stale_trials are "experimental" in Optuna since 2.9; aelab relies on them
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 #: the overrides each job receives (excluded from job folder names by conf/hydra/default.yaml)
 JOB_KEYS = ("search.storage", "search.study", "search.trial")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+WORKER = "aelab:worker"  # a trial's system attribute: the worker (host:pid) that asked for it
+HEARTBEAT = "aelab:heartbeat"  # a journal trial's system attribute: its worker's last heartbeat (Unix time)
+LEGACY_DB = "optuna.db"  # the study file of a sweep folder from before the journal (Optuna 2, SQLite)
 
 
 def default_storage(sweep_dir: str | Path) -> str:
-    return f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
+    """The sweep folder's study: its journal, or the SQLite file of a folder from before the journal."""
+    sweep_dir = Path(sweep_dir).resolve()
+    if (sweep_dir / LEGACY_DB).is_file():
+        return f"sqlite:///{sweep_dir / LEGACY_DB}"
+    return str(sweep_dir / "optuna.journal")
 
 
-class OptunaSearch(OptunaSweeperImpl):
-    """hydra-optuna-sweeper's ``OptunaSweeperImpl`` with its ``sweep`` loop replaced (see the module docstring)."""
+# ----------------------------------------------------------------------------- the search space
+def _distribution(override: Override) -> BaseDistribution | str:
+    """The Optuna distribution of one swept override (hydra-optuna-sweeper's grammar), or a fixed value's text."""
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+    value = override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if override.is_range_sweep():
+        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+            return FloatDistribution(value.start, value.stop, step=value.step)
+        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
+    if override.is_interval_sweep():
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log_scale)
+        return FloatDistribution(value.start, value.end, log=log_scale)
+    raise ConfigError(f"hydra.sweeper.params: {override.input_line} is not a search space Optuna can sample")
+
+
+def search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """``(distributions, fixed values)`` of ``key=choice(...)|interval(...)|range(...)|value`` overrides."""
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        found = _distribution(override)
+        name = override.get_key_element()
+        if isinstance(found, BaseDistribution):
+            distributions[name] = found
+        else:
+            fixed[name] = found
+            distributions.pop(name, None)
+    return distributions, fixed
+
+
+def grid_choices(name: str, distribution: BaseDistribution) -> list:
+    """Every value of a discrete distribution (the grid sampler's choices)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, (IntDistribution, FloatDistribution)) and distribution.step and not distribution.log:
+        n = int(round((distribution.high - distribution.low) / distribution.step)) + 1
+        return [distribution.low + i * distribution.step for i in range(n)]
+    raise ConfigError(f"hydra.sweeper.params.{name}: the grid sampler takes choice(...) or range(...) only")
+
+
+# ----------------------------------------------------------------------------- storages with heartbeats
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's JournalStorage with Optuna's heartbeat protocol (which Optuna implements for databases only).
+
+    A heartbeat is the trial's system attribute ``aelab:heartbeat`` (the worker's clock, Unix time); a
+    running trial is stale when neither it nor the trial's start is ``grace_period`` seconds recent. Workers
+    on several machines need clocks that agree to well within ``grace_period`` (NTP does).
+    """
+
+    def __init__(self, path: str, heartbeat_interval: int, grace_period: int, on_stale: Any = None):
+        super().__init__(JournalFileBackend(path))
+        self.heartbeat_interval, self.grace_period, self.on_stale = heartbeat_interval, grace_period, on_stale
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            pass  # closed meanwhile (by its worker, or as stale by another)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+            if now - max(float(trial.system_attrs.get(HEARTBEAT, 0.0)), started) > self.grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self.on_stale
+
+    get_failed_trial_callback = get_heartbeat_stale_trial_callback  # the name before Optuna 4.9
+
+
+def worker_storage(storage: str, heartbeat_interval: int, grace_period: int, on_stale: Any = None):
+    """The storage a worker opens: ``storage`` (:func:`aelab.callbacks.pruning.open_storage`) with heartbeats."""
+    from aelab.callbacks.pruning import is_journal  # (imports Lightning: only when a search starts)
+
+    if is_journal(storage):
+        return HeartbeatJournalStorage(storage, heartbeat_interval, grace_period, on_stale)
+    import sqlalchemy.exc
+
+    callback = "heartbeat_stale_trial_callback"  # Optuna 4.9's name for failed_trial_callback
+    if callback not in inspect.signature(RDBStorage).parameters:
+        callback = "failed_trial_callback"
+    options = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period, callback: on_stale}
+    try:
+        for attempt in range(5):
+            try:
+                return RDBStorage(storage, **options)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == 4:  # workers that start together on an empty database all create Optuna's tables
+                    raise
+                time.sleep(0.5 + attempt)
+    except RuntimeError as exc:
+        if "optuna storage upgrade" not in str(exc):
+            raise
+        written = str(exc).split("(set up by optuna ", 1)[-1].split(")", 1)[0]
+        raise Refused(
+            ConfigError(
+                f"the Optuna study {storage} was written by Optuna {written}, which Optuna {optuna.__version__} "
+                f"reads only once upgraded: run `optuna storage upgrade --storage {storage}` (Optuna {written} "
+                "cannot read it afterwards) and the same command again, or start a new sweep (another sweep.name=)"
+            )
+        ) from None
+
+
+def _retry_callback(max_retry: int):
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
+    return (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=max_retry)
+
+
+class StaleTrials:
+    """Optuna's stale-trial callback: log the dead worker's trial, then queue it again (up to ``max_retry``)."""
+
+    def __init__(self, max_retry: int):
+        self.max_retry = max_retry
+        self.retry = _retry_callback(max_retry) if max_retry > 0 else None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        again = self.retry is not None and len(trial.system_attrs.get("retry_history", [])) < self.max_retry
+        log.warning(
+            "trial %d: no heartbeat from its worker %s for longer than the grace period (dead?): closed as failed, "
+            "not counted%s",
+            trial.number,
+            trial.system_attrs.get(WORKER, "?"),
+            ", queued again with the same values" if again else "",
+        )
+        if self.retry is not None:
+            self.retry(study, trial)
+
+
+# ----------------------------------------------------------------------------- which trials count
+def interrupted(trial: FrozenTrial) -> bool:
+    """A trial closed as failed because its worker died (a heartbeat's, or an earlier aelab's, verdict)."""
+    status = trial.user_attrs.get("aelab_status")
+    return trial.state == TrialState.FAIL and (
+        status == "interrupted" or (status is None and WORKER in trial.system_attrs)
+    )
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` is one of the study's ``n_trials``: finished in its job, or running."""
+    if trial.user_attrs.get("aelab_status") == "surplus":
+        return False
+    return trial.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and not interrupted(trial)
+    )
+
+
+# ----------------------------------------------------------------------------- the sweeper
+class OptunaSearch(Sweeper):
+    """The search (see the module docstring); its options are ``hydra.sweeper``'s."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any = "minimize",
+        storage: str | None = None,
+        study_name: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        max_failure_rate: float = 0.0,
+        params: DictConfig | dict | None = None,
+        heartbeat_interval: int = 10,
+        grace_period: int = 60,
+        max_retry: int = 1,
+    ) -> None:
+        self.sampler, self.storage, self.study_name = sampler, storage, study_name
+        self.directions = (
+            [str(d) for d in direction]
+            if isinstance(direction, Sequence) and not isinstance(direction, str)
+            else [str(direction)]
+        )
+        self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), int(n_jobs), float(max_failure_rate)
+        self.params = dict(params or {})
+        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, int(max_retry)
+        problems = []
+        if not (isinstance(heartbeat_interval, int) and heartbeat_interval >= 1):
+            problems.append(f"hydra.sweeper.heartbeat_interval={heartbeat_interval}: a whole number of seconds, >= 1")
+        elif not (isinstance(grace_period, int) and grace_period > heartbeat_interval):
+            problems.append(f"hydra.sweeper.grace_period={grace_period}: seconds, more than heartbeat_interval")
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            problems.append(f"hydra.sweeper.max_failure_rate={max_failure_rate}: a fraction between 0 and 1")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+        self.poll = min(5.0, heartbeat_interval)  # how often a waiting worker looks at the study again
+        self._lock = threading.Lock()  # one ask at a time in this worker
+        self._stop = threading.Event()
+        self._failures: list[tuple[int, Any]] = []
+        self._closed = 0
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    # ------------------------------------------------------------------------- the study
+    def _open(self, storage: str) -> optuna.Study:
+        from aelab.callbacks.pruning import make_pruner  # (imports Lightning: only when a search starts)
+
+        opened = worker_storage(storage, self.heartbeat_interval, self.grace_period, StaleTrials(self.max_retry))
+        options = dict(
+            study_name=self.study_name_or_default,
+            storage=opened,
+            sampler=self.sampler,
+            directions=self.directions,
+            pruner=make_pruner(OmegaConf.select(self.config, "search")),
+        )
+        try:
+            return optuna.create_study(**options)  # this worker is the study's first
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.create_study(**options, load_if_exists=True)
+        if study.directions != [optuna.study.StudyDirection[d.upper()] for d in self.directions]:
+            raise Refused(
+                ConfigError(
+                    f"the Optuna study {study.study_name!r} in {storage} was started with direction "
+                    f"{[d.name.lower() for d in study.directions]}, not {self.directions}: start a new sweep "
+                    "(another sweep.name=) or give the study's hydra.sweeper.direction"
+                )
+            )
+        if hasattr(self.sampler, "reseed_rng"):
+            self.sampler.reseed_rng()  # a seeded sampler would propose the values another worker already has
+        return study
+
+    @property
+    def study_name_or_default(self) -> str:
+        return str(self.study_name or "aelab")
+
+    def _close_stale(self, study: optuna.Study) -> None:
+        """Close the trials of dead workers: Optuna's heartbeat check, and trials an earlier aelab (no heartbeats)
+        left running longer ago than the grace period."""
+        fail_stale_trials(study)
+        old = time.time() - self.grace_period
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if WORKER not in trial.system_attrs and trial.datetime_start and trial.datetime_start.timestamp() < old:
+                log.warning("trial %d was left running by an earlier process (killed?): closed as failed", trial.number)
+                try:
+                    study._storage.set_trial_user_attr(trial._trial_id, "aelab_status", "interrupted")
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                    pass  # another worker closed it first
+
+    def _next_trial(self, study: optuna.Study) -> optuna.trial.Trial | None:
+        """Ask for the next trial at once; wait while other workers' running trials complete ``n_trials``
+        (one of them may die); None when the study holds ``n_trials`` finished trials (or this worker stops)."""
+        while not self._stop.is_set():
+            with self._lock:
+                self._close_stale(study)
+                trials = [t for t in study.get_trials(deepcopy=False) if counts(t)]
+                finished = sum(t.state != TrialState.RUNNING for t in trials)
+                if finished >= self.n_trials:
+                    return None
+                if len(trials) < self.n_trials:
+                    trial = study.ask(fixed_distributions=self.distributions)
+                    study._storage.set_trial_system_attr(trial._trial_id, WORKER, self.worker)
+                    ahead = sum(counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+                    if ahead < self.n_trials:
+                        for name, value in self.fixed.items():
+                            trial.set_user_attr(name, value)
+                        return trial
+                    # another worker asked at the same moment and holds the last place: give this one up
+                    trial.set_user_attr("aelab_status", "surplus")
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    continue
+            self._stop.wait(self.poll)
+        return None
+
+    # ------------------------------------------------------------------------- the slots
+    def _overrides(self, trial: optuna.trial.Trial) -> list[str]:
+        values = {**trial.params, **self.fixed}
+        return [
+            *(f"{name}={value}" for name, value in values.items()),
+            f"search.storage={quote_override(self.storage_used)}",
+            f"search.study={quote_override(self.study_name_or_default)}",
+            f"search.trial={trial.number}",
+        ]
+
+    def _slot(self, study: optuna.Study) -> None:
+        """Run trials one after another until the study is done: ask, launch (with heartbeats), tell."""
+        while (trial := self._next_trial(study)) is not None:
+            try:
+                with get_heartbeat_thread(trial._trial_id, study._storage):
+                    (ret,) = self.launcher.launch([self._overrides(trial)], initial_job_idx=trial.number)
+            except BaseException:
+                self._stop.set()
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            failure = self._close(study, trial, ret, len(self.directions))
+            with self._lock:
+                self._closed += 1
+                if failure is not None:
+                    self._failures.append((trial.number, ret))
+                    if len(self._failures) / self._closed > self.max_failure_rate:
+                        log.error(
+                            "%d of %d trials of this worker failed (hydra.sweeper.max_failure_rate=%s): stopping",
+                            len(self._failures),
+                            self._closed,
+                            self.max_failure_rate,
+                        )
+                        self._stop.set()
+
+    def _slots(self) -> int:
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        if isinstance(self.launcher, BasicLauncher) and self.n_jobs > 1:
+            log.info(
+                "hydra.sweeper.n_jobs=%d with Hydra's basic launcher, which runs one job at a time in this process: "
+                "one trial at a time (hydra/launcher=joblib runs several, or start more workers)",
+                self.n_jobs,
+            )
+            return 1
+        return max(1, self.n_jobs)
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
-        self._process_searchspace_config()
-        params_conf = self._parse_sweeper_params_config() + list(arguments)
-        is_grid = isinstance(self.sampler, functools.partial) and self.sampler.func == optuna.samplers.GridSampler
-        distributions, fixed = create_params_from_overrides(params_conf)
-        distributions = {**(self.search_space_distributions or {}), **distributions}
-        for name in fixed:
-            distributions.pop(name, None)
-        if is_grid:
-            choices = {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.distributions, self.fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        if getattr(self.sampler, "func", None) is optuna.samplers.GridSampler:  # _partial_: needs the space
+            choices = {name: grid_choices(name, d) for name, d in self.distributions.items()}
             self.sampler = self.sampler(choices)
             size = 1
             for values in choices.values():
                 size *= len(values)
             self.n_trials = min(self.n_trials, size)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        storage = str(self.storage) if self.storage else default_storage(self.config.hydra.sweep.dir)
-        study_name = str(self.study_name or "aelab")
-        directions = self._get_directions()
-        from aelab.callbacks.pruning import make_pruner  # (imports Lightning: only when a search starts)
+        from aelab.callbacks.pruning import is_journal
 
-        search = OmegaConf.select(self.config, "search")
+        storage = str(self.storage) if self.storage else default_storage(sweep_dir)
+        if is_journal(storage):  # an absolute path: a job's working directory may be another
+            storage = str(Path(storage).expanduser().resolve())
+            Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        self.storage_used = storage
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search logs what it does itself
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=storage,
-            sampler=self.sampler,
-            directions=directions,
-            pruner=make_pruner(search),
-            load_if_exists=True,
-        )
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            log.warning(
-                "trial %d was left running by an earlier process (killed?): closed as failed, not counted", trial.number
-            )
-            study._storage.set_trial_user_attr(trial._trial_id, "aelab_status", "interrupted")
-            study.tell(trial.number, state=TrialState.FAIL)
-        done = sum(
-            t.user_attrs.get("aelab_status") != "interrupted" for t in study.get_trials(deepcopy=False, states=FINISHED)
-        )
-        if done and hasattr(self.sampler, "reseed_rng"):
-            self.sampler.reseed_rng()  # a seeded sampler would propose the first trials' values again
-        to_go = max(0, self.n_trials - done)
+        study = self._open(storage)
+        with self._lock:
+            self._close_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(counts(t) and t.state != TrialState.RUNNING for t in trials)
+        running = sum(counts(t) and t.state == TrialState.RUNNING for t in trials)
+        slots = self._slots()
         log.info(
-            "Optuna study %r in %s: %d trial%s finished earlier, %d to go (n_trials=%d)",
-            study_name,
+            "Optuna study %r in %s: %d trial%s finished earlier, %d running in other workers, %d to go "
+            "(n_trials=%d; this worker runs %d at once)",
+            study.study_name,
             storage,
             done,
             "" if done == 1 else "s",
-            to_go,
+            running,
+            max(0, self.n_trials - done - running),
             self.n_trials,
+            slots,
         )
-        while to_go > 0:
-            batch = min(to_go, self.n_jobs)
-            trials = [study.ask() for _ in range(batch)]
-            overrides = [
-                (
-                    *job,
-                    f"search.storage={quote_override(storage)}",
-                    f"search.study={quote_override(study_name)}",
-                    f"search.trial={trial.number}",
-                )
-                for job, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
-            ]
-            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            failures = [self._close(study, trial, ret, len(directions)) for trial, ret in zip(trials, returns)]
-            failures = [f for f in failures if f is not None]
-            if returns and len(failures) / len(returns) > self.max_failure_rate:
-                log.error(
-                    "%d of %d trials failed (hydra.sweeper.max_failure_rate=%s)",
-                    len(failures),
-                    len(returns),
-                    self.max_failure_rate,
-                )
-                for ret in returns:
-                    ret.return_value  # noqa: B018 — JobReturn raises the job's own error
-            to_go -= batch
-        self._save_results(study, len(directions))
+        if slots == 1:
+            self._slot(study)  # in this thread: an in-process job may need the main thread (signals)
+        else:
+            errors: list[BaseException] = []
+
+            def slot() -> None:
+                try:
+                    self._slot(study)
+                except BaseException as exc:  # noqa: BLE001 — re-raised in the main thread below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=slot, name=f"trial slot {i}", daemon=True) for i in range(slots)]
+            for thread in threads:
+                thread.start()
+            try:
+                for thread in threads:
+                    while thread.is_alive():
+                        thread.join(0.5)  # (a join with a timeout lets Ctrl-C through)
+            except KeyboardInterrupt:
+                self._stop.set()
+                raise
+            if errors:
+                raise errors[0]
+        self._save_results(study)
+        if self._failures and len(self._failures) / max(1, self._closed) > self.max_failure_rate:
+            self._failures[0][1].return_value  # noqa: B018 — JobReturn raises the job's own error
 
     @staticmethod
     def _close(study: optuna.Study, trial: optuna.trial.Trial, ret: Any, n_objectives: int) -> str | None:
         """Tell the study how ``trial``'s job ended; returns the failure's reason, or None."""
-        storage = getattr(
-            study._storage, "_backend", study._storage
-        )  # the database, not this process's cache of its own trials
-        attrs = storage.get_trial(trial._trial_id).user_attrs
-        if attrs.get("aelab_status") == "pruned":
-            study.tell(trial.number, state=TrialState.PRUNED)
-            log.info("trial %d pruned at epoch %s", trial.number, attrs.get("aelab_pruned_epoch"))
-            return None
+        attrs = study._storage.get_trial(trial._trial_id).user_attrs  # (a running trial is read, not cached)
         try:
-            value = ret.return_value
-            values = [float(value)] if n_objectives == 1 else [float(v) for v in value]
-            if len(values) != n_objectives or any(v != v for v in values):
-                raise ValueError(f"the job returned {value!r}")
-        except Exception as exc:  # noqa: BLE001 — a failed job (its error is in its run folder) or no objective
-            study.tell(trial.number, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", trial.number, exc)
-            return str(exc)
-        study.tell(trial.number, values=values)
+            if attrs.get("aelab_status") == "pruned":
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                log.info("trial %d pruned at epoch %s", trial.number, attrs.get("aelab_pruned_epoch"))
+                return None
+            try:
+                value = ret.return_value
+                values = [float(value)] if n_objectives == 1 else [float(v) for v in value]
+                if len(values) != n_objectives or any(v != v for v in values):
+                    raise ValueError(f"the job returned {value!r}")
+            except Exception as exc:  # noqa: BLE001 — a failed job (its error is in its run folder) or no objective
+                trial.set_user_attr("aelab_status", "failed")
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                log.warning("trial %d failed: %s", trial.number, exc)
+                return str(exc)
+            study.tell(trial, values=values, skip_if_finished=True)
+        except RuntimeError as exc:  # the grid sampler stops the study when its grid is done: nothing to stop here
+            if "Study.stop" not in str(exc):
+                raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
         return None
 
-    def _save_results(self, study: optuna.Study, n_objectives: int) -> None:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in FINISHED}
-        results: dict[str, Any] = {"name": "optuna", "study": study.study_name, "trials": counts}
-        if complete and n_objectives == 1:
+    def _save_results(self, study: optuna.Study) -> None:
+        """``optimization_results.yaml``: the study as this worker leaves it (the last worker's has every trial)."""
+        trials = study.get_trials(deepcopy=False)
+        counted = {state.name.lower(): sum(t.state == state for t in trials) for state in FINISHED}
+        results: dict[str, Any] = {"name": "optuna", "study": study.study_name, "trials": counted}
+        if any(interrupted(t) for t in trials):
+            results["trials"]["interrupted"] = sum(interrupted(t) for t in trials)  # (among the failed)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if complete and len(self.directions) == 1:
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)
             log.info(
@@ -167,4 +522,5 @@ class OptunaSearch(OptunaSweeperImpl):
             )
         elif complete:
             results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
-        OmegaConf.save(OmegaConf.create(results), Path(str(self.config.hydra.sweep.dir)) / "optimization_results.yaml")
+        with atomic_path(Path(str(self.config.hydra.sweep.dir)) / "optimization_results.yaml") as tmp:
+            OmegaConf.save(OmegaConf.create(results), tmp)

@@ -140,6 +140,12 @@ def changed_jobs(cfg: DictConfig, sweep_dir: Path, overrides: list[str], exclude
     return found
 
 
+def is_search(config: DictConfig) -> bool:
+    """Whether the sweep is aelab's Optuna search: its workers share the sweep folder, the study coordinates them
+    (:mod:`aelab.run.search`) and each job locks its own folder."""
+    return str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "").endswith(".AelabOptunaSweeper")
+
+
 # ----------------------------------------------------------------------------- finding and classifying
 def sweep_identity(overrides: list[str]) -> list[str]:
     """The overrides that identify a sweep (without the sweep.* bookkeeping keys), sorted."""

@@ -3,8 +3,9 @@
 The rule (:data:`RULE`, its parameters recorded with every verdict):
 
 * take the monitored validation metric (``model.monitor``) once per epoch, its direction from ``metric_info``;
-* fit a straight line to its last ``window`` (5) values against the epoch, the values expressed in % of their mean
-  level, and turn the slope into an *improvement rate* in % per epoch (positive: getting better);
+* fit a straight line to its last ``window`` (10; all of them when fewer) values against the epoch, the values
+  expressed in % of their mean level, and turn the slope into an *improvement rate* in % per epoch (positive: getting
+  better);
 * its standard error (from the scatter around the line: the curve's epoch-to-epoch noise) says how sure that rate is;
 * **still improving** when the rate exceeds ``min_rate_pct`` (0.5 % per epoch) *and* ``min_t`` (2) standard errors;
   **getting worse** in the mirror case; otherwise a **plateau**;
@@ -29,7 +30,7 @@ from typing import Any
 class Rule:
     """The parameters of the convergence rule (recorded with each verdict)."""
 
-    window: int = 5  #: the last validations fitted
+    window: int = 10  #: the last validations fitted (5 let one spike of a noisy curve read as a trend)
     min_epochs: int = 3  #: fewer validations than this: too few to show a plateau (counts as still improving)
     min_rate_pct: float = 0.5  #: an improvement rate (% of the level per epoch) below this is a plateau
     min_t: float = 2.0  #: ... and so is one within this many standard errors of zero

@@ -21,7 +21,7 @@ from write_results import shrink_copy  # noqa: E402 — a sibling script, found 
 
 #: the study: MLP, bottleneck 2…64, seeds 0 and 1, 2,000 Fashion-MNIST training images (batches of 32: 63 steps an
 #: epoch) and 2,000 held out for validation, the same split for both seeds; each run trains until its validation
-#: error has not improved for 5 epochs (early stopping, at most 200 epochs); a linear probe and exact PCA at the same
+#: error has not improved for 10 epochs (early stopping, at most 200 epochs); a linear probe and exact PCA at the same
 #: code size after testing; two jobs at a time
 SWEEP = [
     "model=mlp",
@@ -32,7 +32,7 @@ SWEEP = [
     "data.batch_size=32",
     "trainer.max_epochs=200",
     "callbacks/early_stopping=plateau",
-    "callbacks.early_stopping.patience=5",
+    "callbacks.early_stopping.patience=10",
     "eval=[probe,pca]",
     "hydra/launcher=joblib",
     "hydra.launcher.n_jobs=2",

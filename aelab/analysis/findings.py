@@ -193,9 +193,9 @@ def findings(table: RunTable, metric: str | None = None) -> list[str]:
             rates = pd.to_numeric(improving["improvement_pct_per_epoch"], errors="coerce").dropna()
             largest = f", largest {rates.max():.1f} % per epoch" if len(rates) else ""
             out.append(
-                f"Not settled: {len(improving)} of {int(done['still_improving'].notna().sum())} runs were still "
-                f"improving at their end{largest}; more epochs would change the numbers below, and where a curve "
-                "flattens may move."
+                f"Not settled: {len(improving)} of {int(done['still_improving'].notna().sum())} runs "
+                f"{'was' if len(improving) == 1 else 'were'} still improving at their end{largest}; more epochs would "
+                "change the numbers below, and where a curve flattens may move."
             )
     keys = table.setting_keys
     groups = [((n if isinstance(n, tuple) else (n,)), g) for n, g in done.groupby(keys, dropna=False)] if keys else []

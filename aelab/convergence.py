@@ -104,7 +104,7 @@ def assess(
 
 
 def describe(verdict: dict[str, Any] | None, short: bool = False) -> str:
-    """A verdict in words: ``still improving at the end: 2.1 % per epoch (± 0.3, last 5 epochs)`` (``short``:
+    """A verdict in words: ``still improving at the end: 2.1 % per epoch (± 0.3, last 10 epochs)`` (``short``:
     ``still improving: 2.1 % per epoch``); ``""`` for none."""
     if not verdict:
         return ""

@@ -159,7 +159,22 @@ def test_ckpt_path_into_a_folder_that_holds_a_run_is_refused_and_changes_nothing
     _, b_dir = run_train("model=mlp", name="B")
     before = {p: p.read_bytes() for p in a_dir.rglob("*") if p.is_file() and p.name != ".aelab.lock"}
     cfg = make_cfg("model=mlp", "model.optimizer.lr=0.05", f"ckpt_path={b_dir / 'checkpoints' / 'last.ckpt'}", name="A")
-    with pytest.raises(ConfigError, match=r"holds a run \(completed after 1 epochs\); ckpt_path= starts a new run"):
+    with pytest.raises(
+        ConfigError, match=r"holds a run \(completed after 1 epochs\) that did not start from ckpt_path="
+    ):
         run_job(cfg, cli=False)
     after = {p: p.read_bytes() for p in a_dir.rglob("*") if p.is_file() and p.name != ".aelab.lock"}
     assert after == before
+
+
+def test_the_same_fine_tuning_command_again_is_skipped_not_refused(run_train, make_cfg):
+    """A run started from ckpt_path= is the same run when the same command comes again: skipped once completed."""
+    from aelab.run.job import run_job
+
+    _, b_dir = run_train("model=mlp", name="B")
+    start = f"ckpt_path={b_dir / 'checkpoints' / 'last.ckpt'}"
+    _, ft_dir = run_train("model=mlp", "trainer.max_epochs=2", start, name="ft")
+    before = {p: p.read_bytes() for p in ft_dir.rglob("*") if p.is_file() and p.name != ".aelab.lock"}
+    run_job(make_cfg("model=mlp", "trainer.max_epochs=2", start, name="ft"), cli=False)
+    after = {p: p.read_bytes() for p in ft_dir.rglob("*") if p.is_file() and p.name not in (".aelab.lock", "train.log")}
+    assert after == {p: v for p, v in before.items() if p.name != "train.log"}

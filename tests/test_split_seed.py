@@ -134,3 +134,20 @@ def test_the_comparison_says_what_the_spread_over_seeds_covers():
     assert "own train/validation split" in split_text(table_from_records(_records(["old", "old", "old", "old"])))
     assert "own train/validation split" in split_text(table_from_records(_records(["${seed}"] * 4)))
     assert "differ" in split_text(table_from_records(_records([0, 1, 0, 1])))
+
+
+def test_every_later_sitting_of_an_old_run_keeps_its_split(old_run_seed1):
+    """A continued old run records ``split_seed: ${seed}`` (what it adopted): the next sitting adopts it again instead
+    of refusing it as changed to today's default."""
+    from aelab.run.precheck import adopt_recorded_split, folder_verdict
+    from tests.conftest import compose_config
+
+    config = old_run_seed1 / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("  seed: ${seed}\n", "  seed: ${seed}\n  split_seed: ${seed}\n", 1))
+    assert "split_seed: ${seed}" in config.read_text()
+    args = ["model=linear", "model.bottleneck=4", "data=sprites", "data.num_train=600", "data.num_test=200",
+            "data.val_size=100", "trainer.max_epochs=1", "seed=1"]  # fmt: skip
+    cfg = compose_config(old_run_seed1, args)
+    assert adopt_recorded_split(cfg, config, args) == {"data.split_seed": "${seed}"} and cfg.data.split_seed == 1
+    skip, changes = folder_verdict(cfg, old_run_seed1)
+    assert skip is not None and changes == []

@@ -394,3 +394,15 @@ def test_compare_carries_the_gaps_interval_into_its_plot(tmp_path):
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]  # the shaded interval around the mean gap
     assert len(bands) == 1 and "95 %" in interval and counts == [2, 2]
     plt.close(fig)
+
+
+def test_a_key_given_as_a_constant_and_swept_is_refused_before_the_sweep_starts():
+    """issue 34: ``-m model.bottleneck=4 ... model.bottleneck=2,8`` trained job 1 in the sweep folder itself, refused
+    job 2 and ended "0 done, 0 failed" with exit 0."""
+    from aelab.run.sweeps import twice_given
+
+    assert twice_given(["model.bottleneck=4", "seed=0,1", "model.bottleneck=2,8"]) == [
+        "model.bottleneck is given 2 times (model.bottleneck=4, model.bottleneck=2,8): give it once, with every value "
+        "to sweep"
+    ]
+    assert twice_given(["model.bottleneck=2,8", "seed=0,1"]) == []

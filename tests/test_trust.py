@@ -588,3 +588,20 @@ def test_export_eval_and_compare_refuse_a_linked_folder_of_a_run(run, tmp_path):
     with pytest.raises(RunFolderError, match="comparison is a symbolic link"):
         aelab.compare([folder])
     assert os.listdir(mine) == []
+
+
+def test_a_sweep_whose_job_folder_holds_a_link_is_refused_before_any_job_opens_its_log(tmp_path, cli):
+    """A sweep job's log (Hydra's file handler) opens before the job's own checks: the sweep refuses the whole
+    folder first, and the link's target is quoted, not written out raw (a newline in it could inject a line)."""
+    sweep = ["-m", *TINY, "model=mlp", "model.bottleneck=4,8", "sweep.name=s"]
+    first = cli(*sweep)
+    assert first.returncode == 0, first.stderr[-2000:]
+    job = tmp_path / "outputs" / "sweeps" / "s" / "model.bottleneck=4"
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious\n")
+    (job / "train.log").unlink()
+    (job / "train.log").symlink_to(victim)
+    again = cli(*sweep)
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert f"model.bottleneck=4/train.log is a symbolic link (to '{victim}')" in again.stderr
+    assert victim.read_text() == "precious\n"

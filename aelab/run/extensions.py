@@ -59,7 +59,7 @@ def packages_of(config: dict[str, Any]) -> dict[str, str]:
 
 
 #: what marks a folder as a run or a sweep folder (code found under one came with the data)
-_RUN_MARKS = ("metrics.json", "multirun.yaml")
+_RUN_MARKS = ("metrics.json", "multirun.yaml", "aelab_sweep.yaml", "optuna.journal", ".aelab.lock")
 
 
 def _problem(home: Path, top: str, run_dir: Path) -> str | None:

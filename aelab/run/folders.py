@@ -26,11 +26,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from aelab.config.checks import task_overrides
-from aelab.errors import ConfigError, RunFolderError, find_aelab_error
+from aelab.errors import AelabError, ConfigError, RunFolderError, find_aelab_error
 from aelab.run import sweeps
 from aelab.run.compose import quote_override
 from aelab.run.precheck import Refused, config_problems, machine_problems, prepare, refuse
-from aelab.store.files import remove_temporaries, write_json_atomic
+from aelab.store.files import refuse_links, remove_temporaries, write_json_atomic
 from aelab.store.locks import FolderInUse, is_extra_rank, lock_folder, release_folder
 from aelab.store.record import now_iso
 from aelab.store.runs import is_run_dir
@@ -156,6 +156,11 @@ class RunFolderCallback(Callback):
         swept += list((config.hydra.sweeper.get("params") or {}).keys())  # sweeps declared in a config
         excludes = list(config.hydra.job.config.override_dirname.exclude_keys)
         excludes += [o.key_or_group for o in parsed if not o.is_sweep_override()]
+        if sweep_dir.is_dir() or sweep_dir.is_symlink():  # before any job's log opens a file there
+            try:
+                refuse_links(sweep_dir)
+            except AelabError as exc:
+                raise Refused(exc) from None
         changed = sweeps.changed_jobs(config, sweep_dir, overrides, excludes) if sweep_dir.is_dir() else []
         if changed:
             raise Refused(

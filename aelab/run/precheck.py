@@ -89,11 +89,12 @@ NAME_MAX = 255
 
 def folder_name_problems(run_dir: Path) -> list[str]:
     """A run folder name the file system cannot hold (``name=`` of 300 characters), said before anything is made."""
-    size = len(os.fsencode(run_dir.name))
-    if size <= NAME_MAX:
+    long = [part for part in run_dir.parts if len(os.fsencode(part)) > NAME_MAX]
+    if not long:
         return []
+    size = len(os.fsencode(long[0]))
     return [
-        f"name={run_dir.name[:40]}… is {size} bytes long: a folder name holds at most {NAME_MAX} on this file system; "
+        f"name={long[0][:40]}… is {size} bytes long: a folder name holds at most {NAME_MAX} on this file system; "
         "choose a shorter name="
     ]
 
@@ -108,10 +109,15 @@ def refuse(problems: list[str], what: str = "the config") -> None:
 
 
 # ----------------------------------------------------------------------------- the folder's own record
+#: a split drawn from the run's seed, as a config writes it
+FOLLOWS_SEED = "${seed}"
+
+
 def adopt_recorded_split(cfg: DictConfig, recorded: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """A run folder written before ``data.split_seed`` existed drew its split from ``data.seed``: continue (or skip)
-    it with that split, set in ``cfg``, rather than refuse it as "another config" or train on another split.
-    An explicit ``data.split_seed=`` on the command line wins (and shows as a change). Returns what was set."""
+    it with that split, set in ``cfg``, rather than refuse it as "another config" or train on another split — at
+    every sitting (a continued one records ``split_seed: ${seed}``), on every DDP rank. An explicit
+    ``data.split_seed=`` on the command line wins (and shows as a change). Returns what was set."""
     from aelab.store.fingerprint import legacy_split_seed
 
     if cfg.get("data") is None or not recorded.is_file():
@@ -124,7 +130,10 @@ def adopt_recorded_split(cfg: DictConfig, recorded: Path, overrides: list[str] |
         before = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)
     except Exception:  # noqa: BLE001 — an unreadable record is reported by folder_verdict, in its words
         return {}
-    value = legacy_split_seed(before if isinstance(before, dict) else {})
+    before = before if isinstance(before, dict) else {}
+    value = legacy_split_seed(before)
+    if value is None and (before.get("data") or {}).get("split_seed") == FOLLOWS_SEED:
+        value = FOLLOWS_SEED  # an earlier sitting adopted it and wrote it down: every later one keeps it
     if value is None:
         return {}
     apply_adopted(cfg, {"data.split_seed": value})
@@ -150,6 +159,15 @@ def _task_overrides() -> list[str]:
         return []
 
 
+def same_start(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` started from the same ``ckpt_path=`` as ``cfg`` (the same command again)."""
+    try:
+        recorded = OmegaConf.load(run_dir / ".hydra" / "config.yaml").get("ckpt_path")
+    except Exception:  # noqa: BLE001 — no or an unreadable record: not the same start
+        return False
+    return recorded is not None and str(recorded) == str(cfg.get("ckpt_path"))
+
+
 def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
     """``(the completed record to skip to or None, the config changes accepted)``; refuses a config that differs
     from the run's own unless ``on_config_change=continue``.
@@ -162,13 +180,13 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
 
     record = RunRecord.read(run_dir)
     recorded = run_dir / ".hydra" / "config.yaml"
-    if record is not None and cfg.get("ckpt_path"):
+    if record is not None and cfg.get("ckpt_path") and not same_start(cfg, run_dir):
         raise Refused(
             ConfigError(
-                f"{run_dir} holds a run ({record.live_status() or 'started'} after {record.get('epochs', 0)} epochs); "
-                f"ckpt_path= starts a new run from another checkpoint and would write over this one's checkpoints, "
-                "config and record: choose another name= (or none, for a fresh folder), or continue this run itself "
-                "without ckpt_path="
+                f"{run_dir} holds a run ({record.live_status() or 'started'} after {record.get('epochs', 0)} epochs) "
+                f"that did not start from ckpt_path={cfg.ckpt_path}; a run started from it here would write over "
+                "this one's checkpoints, config and record: choose another name= (or none, for a fresh folder), or "
+                "continue this run itself with the ckpt_path= it started from (or none)"
             )
         )
     if record is None or not recorded.is_file():
@@ -237,6 +255,8 @@ def optimizer_check(cfg: DictConfig, model: Any) -> None:
     the folder was made."""
     try:
         model.configure_optimizers()
+    except RuntimeError:  # e.g. a model whose schedule reads self.trainer (not attached yet): training will tell
+        return
     except (ValueError, TypeError) as exc:
         import traceback
 
@@ -274,12 +294,17 @@ def resume_from(cfg: DictConfig, run_dir: Path | None, model=None) -> tuple[Path
     Loaded once, weights only unless ``trust_checkpoint`` (a truncated file, or one holding more than weights, is
     named before anything starts) and, given the model, checked for its shapes (a checkpoint of another model size
     is named before anything is written)."""
-    from aelab.store.checkpoints import load_checkpoint, resume_checkpoint
+    from aelab.store.checkpoints import load_checkpoint, newest_resume_checkpoint, resume_checkpoint
 
     try:
         path = None  # a fresh folder (run_dir None) starts from ckpt_path= only
-        if run_dir is not None or cfg.get("ckpt_path"):
-            path = resume_checkpoint(run_dir or Path("."), cfg.get("ckpt_path"), str(cfg.resume))
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and run_dir is not None and same_start(cfg, run_dir) and str(cfg.resume) != "never":
+            ckpt = None  # the same command again: continue from the run's own newest checkpoint (when it has one)
+            if newest_resume_checkpoint(run_dir / "checkpoints") is None:
+                ckpt = cfg.get("ckpt_path")
+        if run_dir is not None or ckpt:
+            path = resume_checkpoint(run_dir or Path("."), ckpt, str(cfg.resume))
         if path is None:
             return None, 0
         checkpoint = load_checkpoint(path, mmap=True, trust=bool(cfg.get("trust_checkpoint", False)))
@@ -354,6 +379,7 @@ def prepare_here(cfg: DictConfig, run_dir: Path) -> Prepared:
     from aelab.store.locks import is_extra_rank
 
     if is_extra_rank():  # rank 0 checked and owns the folder; this rank builds its own copy of the parts
+        adopt_recorded_split(cfg, run_dir / ".hydra" / "config.yaml")  # the split rank 0 trains on
         return Prepared(run_dir, build_parts(cfg, run_dir.parent, {}), *resume_from(cfg, run_dir))
     own(run_dir)
     prepared = prepare(cfg, run_dir)

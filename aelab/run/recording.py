@@ -92,8 +92,12 @@ def stopped_early(trainer) -> dict[str, Any] | None:
     from lightning.pytorch.callbacks import EarlyStopping
 
     for callback in trainer.callbacks if trainer is not None else []:
-        if isinstance(callback, EarlyStopping) and callback.stopping_reason_message is not None:
-            return {"epoch": int(callback.stopped_epoch) + 1, "reason": callback.stopping_reason_message}
+        if not isinstance(callback, EarlyStopping):
+            continue
+        reason = getattr(callback, "stopping_reason_message", None)  # (Lightning ≥ 2.6; before: stopped_epoch alone)
+        if reason is not None or int(getattr(callback, "stopped_epoch", 0)) > 0:
+            reason = reason or f"no improvement of {callback.monitor}"
+            return {"epoch": int(callback.stopped_epoch) + 1, "reason": reason}
     return None
 
 

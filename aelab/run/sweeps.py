@@ -85,7 +85,9 @@ def sweep_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
     from aelab.errors import find_aelab_error
     from aelab.run.precheck import config_problems
 
-    problems = config_problems(cfg, overrides)
+    problems = config_problems(cfg, overrides) + twice_given(overrides)
+    if problems:
+        return problems
     jobs = [job for _, job in grid_jobs(overrides, [])]
     if len(jobs) > MAX_CHECKED_JOBS:
         jobs = _one_value_at_a_time(overrides)
@@ -104,6 +106,22 @@ def sweep_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         problems.append(f"{problem} (in the sweep's job{'s' if len(names) > 1 else ''} {shown})")
     return problems
+
+
+def twice_given(overrides: list[str]) -> list[str]:
+    """A key given more than once, one of them swept (``model.bottleneck=4 ... model.bottleneck=2,8``): Hydra would
+    run a job in the sweep folder itself and refuse the others, ending with nothing done and exit 0."""
+    parsed = _parse(overrides)
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    seen: dict[str, list[str]] = {}
+    for o in parsed:
+        if o.key_or_group in swept:
+            seen.setdefault(o.key_or_group, []).append(o.input_line)
+    return [
+        f"{key} is given {len(lines)} times ({', '.join(lines)}): give it once, with every value to sweep"
+        for key, lines in seen.items()
+        if len(lines) > 1
+    ]
 
 
 def _one_value_at_a_time(overrides: list[str]) -> list[list[str]]:

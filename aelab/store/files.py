@@ -47,29 +47,32 @@ _NOT_OURS = ("wandb",)
 
 
 def linked_paths(folder: Path) -> list[Path]:
-    """The symbolic links inside ``folder`` (not followed; W&B's own folder left out)."""
+    """The symbolic links at or inside ``folder`` (not followed; the folder itself counts; inside W&B's own folders
+    nothing counts, but such a folder that is itself a link does)."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        return [folder]
     found = []
     for root, dirs, files in os.walk(folder, followlinks=False):
         here = Path(root)
-        if here == Path(folder):
-            dirs[:] = [d for d in dirs if d not in _NOT_OURS]
         found += [here / name for name in (*dirs, *files) if (here / name).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in _NOT_OURS]
     return sorted(found)
 
 
 def refuse_links(folder: str | Path) -> None:
-    """Refuse (:class:`aelab.errors.RunFolderError`, one line naming it) a run folder that holds a symbolic link:
-    aelab appends to its logs, truncates its CSV and lock, and writes checkpoints, exports and samples inside it, and
-    through a link any of these would land in a file of someone else's choosing."""
+    """Refuse (:class:`aelab.errors.RunFolderError`, one line naming it) a run or sweep folder that is or holds a
+    symbolic link: aelab appends to its logs, truncates its CSV and lock, and writes checkpoints, exports and samples
+    inside it, and through a link any of these would land in a file of someone else's choosing."""
     from aelab.errors import RunFolderError
 
     links = linked_paths(Path(folder))
     if links:
         more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
         raise RunFolderError(
-            f"{links[0]} is a symbolic link (to {os.readlink(links[0])}){more}: aelab writes nothing through a link in "
-            "a run folder, where a shared or copied folder could point it at any file of yours; replace it with the "
-            "file or folder itself, or work on a copy without links"
+            f"{links[0]} is a symbolic link (to {os.readlink(links[0])!r}){more}: aelab writes nothing through a link "
+            "in a run or sweep folder, where a shared or copied folder could point it at any file of yours; replace "
+            "it with the file or folder itself, or work on a copy without links"
         )
 
 

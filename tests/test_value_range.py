@@ -200,3 +200,14 @@ def test_compare_draws_no_reconstruction_grid_for_real_values(run_dir, tmp_path)
     assert not list((tmp_path / "compare").glob("recon_grid*"))
     assert "psnr" not in (tmp_path / "compare" / "comparison.csv").read_text()
     assert comparison is not None
+
+
+def test_aelab_evals_automatic_tasks_leave_out_those_a_real_valued_run_cannot_serve(run_dir):
+    """The automatic set holds denoise and generation (values in [0, 1] only): they are left out, and the ones the
+    run can serve still run, instead of the whole set being refused."""
+    from aelab.evaluation.runner import evaluate_path
+
+    auto = {"one_class": [], "other": ["denoise", "generation", "probe"]}
+    result = evaluate_path(run_dir, None, auto=auto)[str(run_dir)]
+    assert not isinstance(result, Exception), result
+    assert "eval/probe_acc" in result and not any("denoise" in k or "generat" in k for k in result)

@@ -93,6 +93,12 @@ def evaluate_path(
             run = load_run(run_dir, which=checkpoint, device=device, **trust)
             auto_tasks = auto or {"one_class": [], "other": []}
             chosen = tasks if tasks else compose_tasks(auto_task_names(run, auto_tasks), run.search_path)
+            if not tasks:  # the automatic set: a task this run cannot serve is left out, not a refusal of the others
+                for name, task in list(chosen.items()):
+                    why = task.refusal(run)
+                    if why:
+                        log.info("%s: automatic evaluation %s left out: %s", run_dir.name, name, why)
+                        del chosen[name]
             results[str(run_dir)] = evaluate_run(run, chosen)
         except AelabError as exc:
             results[str(run_dir)] = exc

@@ -504,8 +504,12 @@ class OptunaSearch(Sweeper):
 
     def _save_results(self, study: optuna.Study) -> None:
         """``optimization_results.yaml``: the study as this worker leaves it (the last worker's has every trial)."""
-        trials = study.get_trials(deepcopy=False)
+        every = study.get_trials(deepcopy=False)
+        surplus = sum(t.user_attrs.get("aelab_status") == "surplus" for t in every)
+        trials = [t for t in every if t.user_attrs.get("aelab_status") != "surplus"]  # given up unrun, never failed
         counted = {state.name.lower(): sum(t.state == state for t in trials) for state in FINISHED}
+        if surplus:
+            counted["surplus"] = surplus
         results: dict[str, Any] = {"name": "optuna", "study": study.study_name, "trials": counted}
         if any(interrupted(t) for t in trials):
             results["trials"]["interrupted"] = sum(interrupted(t) for t in trials)  # (among the failed)

@@ -111,8 +111,11 @@ def sweep_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
 def twice_given(overrides: list[str]) -> list[str]:
     """A key given more than once, one of them swept (``model.bottleneck=4 ... model.bottleneck=2,8``): Hydra would
     run a job in the sweep folder itself and refuse the others, ending with nothing done and exit 0."""
+    from aelab import config_dir
+
     parsed = _parse(overrides)
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    groups = {p.name for p in config_dir().iterdir() if p.is_dir()}  # a group chosen again: the swept choice wins
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group not in groups}
     seen: dict[str, list[str]] = {}
     for o in parsed:
         if o.key_or_group in swept:

@@ -164,6 +164,30 @@ def test_a_path_with_an_equals_sign_is_taken_as_typed(tmp_path):
     ]
     assert quote_paths(["run=./it's=here"]) == ["run='./it\\'s=here'"]
     assert quote_paths(["data.path=/data/a=1,/data/b=2"]) == ["data.path=/data/a=1,/data/b=2"]  # a sweep of paths
+    # a sweep job of two keys (issue 34: the "next:" command a run printed failed with "mismatched input '='")
+    two = tmp_path / "sweeps" / "s" / "model.bottleneck=8,seed=0"
+    spaced = tmp_path / "my runs" / "a,b"
+    two.mkdir(parents=True)
+    spaced.mkdir(parents=True)
+    assert quote_paths([f"run={two}", f"run={spaced}"]) == [f"run='{two}'", f"run='{spaced}'"]
+
+
+def test_the_next_commands_a_run_prints_are_shell_words_the_entry_points_take(tmp_path):
+    import shlex
+
+    from aelab.cli.common import quote_paths
+    from aelab.run.summary import run_summary
+    from aelab.store.record import RunRecord
+
+    run_dir = tmp_path / "my runs" / "model.bottleneck=8,seed=0"
+    run_dir.mkdir(parents=True)
+    record = {"status": "completed", "epochs": 1, "final": {}, "best": {}, "run_dir": str(run_dir)}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    _, plain = run_summary(RunRecord.read(run_dir))
+    line = next(line for line in plain.splitlines() if line.startswith("next: "))
+    eval_words = shlex.split(line[len("next: ") :].split("·")[0])
+    assert eval_words == ["aelab-eval", f"run={run_dir}"]  # the shell gives the entry point one word
+    assert quote_paths(eval_words[1:]) == [f"run='{run_dir}'"]  # which it quotes for Hydra
 
 
 def test_a_name_too_long_and_an_optimizer_argument_torch_refuses_are_one_line_before_any_folder(

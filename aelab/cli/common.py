@@ -119,22 +119,19 @@ _UNQUOTABLE = re.compile(r"[=\s()\[\]{}'\"]")
 def quote_paths(argv: list[str]) -> list[str]:
     """``argv`` with each path value that Hydra would misread quoted: ``run=outputs/sweeps/s/model.k=4`` works as typed.
 
-    A value counts as a path when it starts like one (``/``, ``./``, ``../``, ``~``) or names an existing file or
-    folder; values that are already quoted, lists, dicts, interpolations and comma-separated sweeps are left alone.
+    A value counts as a path when it names an existing file or folder (commas and spaces included:
+    ``run=outputs/sweeps/s/model.bottleneck=8,seed=0``), or starts like one (``/``, ``./``, ``../``, ``~``) and holds
+    no comma; values that are already quoted, lists, dicts, interpolations and comma-separated sweeps are left alone.
     """
     from aelab.run.compose import quote_override
 
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if (
-            sep
-            and not arg.startswith("-")
-            and _UNQUOTABLE.search(value)
-            and value[:1] not in "'\"[{$"
-            and "," not in value
-        ):
-            if value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists():
+        needs = _UNQUOTABLE.search(value) or "," in value
+        if sep and needs and not arg.startswith("-") and value[:1] not in "'\"[{$":
+            exists = Path(value).expanduser().exists()  # a folder named model.k=8,seed=0 is a path, not a sweep
+            if exists or ("," not in value and value.startswith(("/", "./", "../", "~"))):
                 arg = f"{key}={quote_override(value)}"
         out.append(arg)
     return out

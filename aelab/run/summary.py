@@ -59,7 +59,7 @@ def headline(record: RunRecord) -> list[tuple[str, str, str]]:
 def _wandb_lines(run_dir: Path) -> list[str]:
     folders = sorted((run_dir / "wandb").glob("offline-run-*"))
     if folders:
-        return [f"W&B (offline): {folders[-1]}", f"  upload it: wandb sync {folders[-1]}"]
+        return [f"W&B (offline): {folders[-1]}", f"  upload it: wandb sync {shlex.quote(str(folders[-1]))}"]
     online = sorted((run_dir / "wandb").glob("run-*"))
     if online:
         return [f"W&B: {online[-1]} (synced online as it ran)"]
@@ -139,9 +139,10 @@ def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
         lines.append("generated: " + ", ".join(str(p) for p in samples))
     lines += _wandb_lines(run_dir) + _mlflow_lines(record)
     if status == "completed":
+        run = shlex.quote(f"run={run_dir}")  # a shell word; the entry points quote the path for Hydra themselves
         lines.append(
-            f"next: aelab-eval run={run_dir}   ·   aelab-compare {run_dir}   ·   "
-            f"aelab-predict run={run_dir} input=<images>"
+            f"next: aelab-eval {run}   ·   aelab-compare {shlex.quote(str(run_dir))}   ·   "
+            f"aelab-predict {run} input=<images>"
         )
     elif repeats:
         lines.append("next: the same command would stop the same way — change what the error names first")

@@ -209,6 +209,7 @@ def test_array_layouts(tmp_path, layout, shape, dims):
         (np.zeros((20, 5), np.float32), np.zeros(7, int), "7 labels \\(y\\) for 20 rows"),
         (np.random.default_rng(0).normal(0, 3, (20, 5)).astype(np.float32), None, "set data.normalize=minmax"),
         (np.zeros((20, 3, 8, 3), np.uint8), None, "set data.layout=nchw or nhwc"),
+        (np.ones((20, 5), np.complex64), None, "holds complex64 values; aelab takes real numbers"),  # not cast silently
     ],
 )
 def test_bad_arrays_are_named_with_what_is_wrong(tmp_path, x, y, message):

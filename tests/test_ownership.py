@@ -106,9 +106,11 @@ def test_a_killed_run_reads_as_interrupted_is_evaluated_and_its_half_written_fil
     # taking the folder over removes the half-written files of the killed process
     stray = run_dir / "checkpoints" / ".last.tmp-999999.ckpt"  # what a kill during torch.save leaves
     stray.write_bytes(b"\0" * 4096)
+    config_stray = run_dir / ".hydra" / ".config.tmp-999999.yaml"  # a kill while the run wrote its config
+    config_stray.write_text("half")
     resumed = cli(*TINY, "model=mlp", "trainer.max_epochs=4", "name=k", *KILL_AT_EPOCH_2)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert not stray.exists() and status(run_dir) == "completed"
+    assert not stray.exists() and not config_stray.exists() and status(run_dir) == "completed"
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
 
 

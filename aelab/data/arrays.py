@@ -142,6 +142,11 @@ class ArrayFile(ImageDataModule):
         x = to_layout(np.asarray(x), self.layout, path)
         if x.shape[0] < 2:
             raise ConfigError(f"{path} holds {x.shape[0]} row(s); a dataset needs at least a few")
+        if x.dtype.kind not in "fiub":  # complex, strings, objects: no silent cast to float32
+            raise ConfigError(
+                f"{path}: {self.x_key} holds {x.dtype} values; aelab takes real numbers (float or integer): "
+                + ("split complex values into real and imaginary features" if x.dtype.kind == "c" else "convert them")
+            )
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
             raise ConfigError(

@@ -82,12 +82,12 @@ def is_temporary(path: Path) -> bool:
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the leftover temporary files of :func:`atomic_path` in ``folder`` and ``folder/checkpoints``.
+    """Delete the leftover temporary files of :func:`atomic_path` in ``folder``, ``checkpoints/`` and ``.hydra/``.
 
     Call only while owning the folder (:mod:`aelab.store.locks`): every temporary file is then a dead process's.
     """
     removed = []
-    for sub in (folder, folder / "checkpoints"):
+    for sub in (folder, folder / "checkpoints", folder / ".hydra"):
         if sub.is_dir():
             for path in sub.iterdir():
                 if is_temporary(path) and path.is_file():

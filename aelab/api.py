@@ -37,6 +37,7 @@ def train(overrides: Iterable[str] = (), device: str = "cpu", verbose: bool | No
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
 
     from aelab import config_dir
     from aelab.run.job import run_job
@@ -63,6 +64,15 @@ def train(overrides: Iterable[str] = (), device: str = "cpu", verbose: bool | No
         result = hydra.run(config_name="config", task_function=task, overrides=[*overrides, "hydra.mode=RUN"])
     except Refused as refused:
         raise refused.error from None
+    except ConfigCompositionException as exc:  # an unknown key: the CLI's words and "did you mean", as a ConfigError
+        from aelab.cli.common import explain_bad_override
+        from aelab.run.precheck import config_problems
+
+        GlobalHydra.instance().clear()
+        message = explain_bad_override(exc, "config", config_problems, argv=overrides)
+        if message is None:
+            raise
+        raise ConfigError(message) from None
     finally:
         GlobalHydra.instance().clear()
     return load_run(Path(result.hydra_cfg.hydra.runtime.output_dir), device=device)

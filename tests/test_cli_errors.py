@@ -216,3 +216,14 @@ def test_a_name_too_long_and_an_optimizer_argument_torch_refuses_are_one_line_be
         result = cli(*TINY, option)
         assert result.returncode != 0 and "Traceback" not in result.stderr and message in result.stderr
         assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").iterdir())
+
+
+def test_the_python_api_raises_the_clis_config_error_for_a_misspelt_key(tmp_path, monkeypatch):
+    """issue 34: ``aelab.train(["model.bottlenek=8"])`` raised Hydra's "To append … use +" instead."""
+    import aelab
+    from aelab.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="model.bottlenek is not an option of model; did you mean model.bottleneck?"):
+        aelab.train(["model.bottlenek=8", *TINY])
+    assert not (tmp_path / "outputs" / "runs").exists()

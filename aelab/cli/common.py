@@ -25,16 +25,20 @@ _MAX_UNKNOWN = 8
 
 
 def explain_bad_override(
-    exc: BaseException, config_name: str, check: Callable[[DictConfig, list[str]], list[str]]
+    exc: BaseException,
+    config_name: str,
+    check: Callable[[DictConfig, list[str]], list[str]],
+    argv: list[str] | None = None,
 ) -> str | None:
-    """aelab's message for Hydra's refusal of an unknown key, or None for any other composition error."""
+    """aelab's message for Hydra's refusal of an unknown key, or None for any other composition error (``argv``: the
+    command line's arguments, ``sys.argv[1:]`` by default; the Python API passes its overrides)."""
     from hydra._internal.utils import get_args_parser
 
     from aelab.run.compose import compose
 
     if not _UNKNOWN_KEY.search(str(exc)):
         return None
-    args = get_args_parser().parse_known_args(sys.argv[1:])[0]
+    args = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else list(argv))[0]
     overrides = [o for o in args.overrides if o not in ("-m", "--multirun")]
     search_path = [f"file://{__import__('os').path.abspath(args.config_dir)}"] if args.config_dir else []
     for _ in range(_MAX_UNKNOWN):  # add each unknown key in turn until the config composes

@@ -68,6 +68,7 @@ def test_continuing_a_stopped_run_under_another_config_is_refused_and_rewrites_n
     for line in shown:
         assert line in result.stderr, result.stderr[-2000:]
     assert "another name=" in result.stderr and "on_config_change=continue" in result.stderr
+    assert "interrupted after 1 epochs" in result.stderr  # killed after its first epoch (its record still said 0)
     assert snapshot(run_dir) == before  # .hydra/, metrics.json and checkpoints untouched
 
 
@@ -92,9 +93,11 @@ def test_a_completed_run_under_another_config_is_refused_not_skipped_and_relabel
     assert result.returncode != 0 and "model.bottleneck: 4 → 8" in result.stderr
     assert "a completed run is not trained again" in result.stderr
     assert snapshot(run_dir) == before
+    log = (run_dir / "train.log").read_bytes()
     same = run_cli([*BASE, "name=done", "trainer.max_epochs=1"], root)  # keys meant to change do not count
     assert same.returncode == 0 and "skipping done" in same.stdout + same.stderr
     assert snapshot(run_dir) == before  # a skipped run rewrites nothing either
+    assert (run_dir / "train.log").read_bytes() == log  # nor adds to its log
 
 
 @pytest.mark.slow  # ~18 s of subprocesses: with the slow checks, so make test keeps its 5 minutes on a slow hour

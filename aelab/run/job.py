@@ -132,6 +132,7 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
         return None
     try:
         if prepared.skip is not None:
+            detach_file_logs(run_dir)  # a skipped invocation adds nothing to the run's train.log
             log.info(
                 "skipping %s: completed earlier with this config (delete the folder to train it again)", run_dir.name
             )
@@ -146,3 +147,19 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
     finally:
         job_running.clear()
         release_folder(run_dir)
+
+
+def detach_file_logs(folder: Path) -> None:
+    """Close and remove the logging file handlers (Hydra's ``train.log``) that write into ``folder``."""
+    import logging
+
+    root = Path(folder).resolve()
+    for logger in [
+        logging.getLogger(),
+        *[lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)],
+    ]:
+        for handler in list(logger.handlers):
+            name = getattr(handler, "baseFilename", None)
+            if name and root in Path(name).resolve().parents:
+                logger.removeHandler(handler)
+                handler.close()

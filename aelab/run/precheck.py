@@ -183,7 +183,7 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
     if record is not None and cfg.get("ckpt_path") and not same_start(cfg, run_dir):
         raise Refused(
             ConfigError(
-                f"{run_dir} holds a run ({record.live_status() or 'started'} after {record.get('epochs', 0)} epochs) "
+                f"{run_dir} holds a run ({record.live_status() or 'started'} after {record.epochs_done()} epochs) "
                 f"that did not start from ckpt_path={cfg.ckpt_path}; a run started from it here would write over "
                 "this one's checkpoints, config and record: choose another name= (or none, for a fresh folder), or "
                 "continue this run itself with the ckpt_path= it started from (or none)"
@@ -206,7 +206,7 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
                 "or continue this one with the new values anyway: on_config_change=continue "
                 "(metrics.json records the change)"
             )
-        done = "completed" if status == "completed" else f"{status or 'started'} after {record.get('epochs', 0)} epochs"
+        done = "completed" if status == "completed" else f"{status or 'started'} after {record.epochs_done()} epochs"
         raise Refused(
             ConfigError(
                 f"{run_dir} holds a run {done} with another config; continuing it under this one would mix two "

@@ -194,6 +194,12 @@ class RunRecord:
             return stored
         from aelab.convergence import assess_run_folder
 
+        metric, mode = self._monitor()
+        higher = self.metric_info.higher_is_better(metric)
+        return assess_run_folder(self.run_dir, metric, mode == "max" if higher is None else higher)
+
+    def _monitor(self) -> tuple[str, str]:
+        """The run's monitored validation metric and its mode, from its ``.hydra/config.yaml``."""
         metric, mode = "val/recon_loss", "min"
         try:
             import yaml
@@ -202,8 +208,18 @@ class RunRecord:
             metric, mode = str(model.get("monitor") or metric), str(model.get("monitor_mode") or mode)
         except (OSError, ValueError, AttributeError, yaml.YAMLError):
             pass
-        higher = self.metric_info.higher_is_better(metric)
-        return assess_run_folder(self.run_dir, metric, mode == "max" if higher is None else higher)
+        return metric, mode
+
+    def epochs_done(self) -> int:
+        """The epochs the run finished: the record's count, or — for a run killed before it could record its end —
+        the epochs its CSV log validated (a run SIGKILLed after one epoch had recorded 0)."""
+        recorded = int(self.data.get("epochs") or 0)
+        if self.live_status() == "completed":
+            return recorded
+        from aelab.convergence import curve_from_csv
+
+        epochs, _ = curve_from_csv(self.run_dir / "csv" / "metrics.csv", self._monitor()[0])
+        return max(recorded, max(epochs, default=0))
 
     @property
     def wandb_id(self) -> str | None:

@@ -211,3 +211,20 @@ def test_truncated_checkpoint_is_named_not_a_traceback(cli, tmp_path):
     assert again.returncode != 0
     assert f"checkpoint {last} is truncated or corrupt" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_a_run_restarted_without_a_checkpoint_drops_the_killed_processs_csv_rows(run_train, make_cfg, tmp_path):
+    """issue 34: a run killed before its first checkpoint and started again kept the dead process's rows (steps
+    logged twice)."""
+    from aelab.run.job import run_job
+
+    _, first = run_train("model=mlp", "trainer.max_epochs=1", name="rows")
+    stale = (first / "csv" / "metrics.csv").read_text()
+    for path in [*(first / "checkpoints").iterdir(), first / "metrics.json"]:  # as if killed before its record
+        path.unlink()
+    (first / "csv" / "metrics.csv").write_text(stale)
+    run_job(make_cfg("model=mlp", "trainer.max_epochs=1", name="rows"), cli=False)
+    with open(first / "csv" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    train_steps = [r["step"] for r in rows if r.get("train/recon_loss")]
+    assert train_steps and len(train_steps) == len(set(train_steps))  # each step once

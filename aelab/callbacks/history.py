@@ -41,7 +41,9 @@ class MetricsHistory(L.Callback):
         return row
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step > 0 and trainer.is_global_zero:  # resumed: steps past the checkpoint are trained again
+        # steps past the checkpoint are trained again (resumed), or all of them (a run killed before its first
+        # checkpoint, restarted in its folder): the killed process's rows of those steps would appear twice
+        if trainer.is_global_zero:
             for logger in trainer.loggers:
                 if hasattr(logger, "drop_rows_from"):
                     logger.drop_rows_from(trainer.global_step)

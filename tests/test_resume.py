@@ -228,3 +228,16 @@ def test_a_run_restarted_without_a_checkpoint_drops_the_killed_processs_csv_rows
         rows = list(csv.DictReader(fh))
     train_steps = [r["step"] for r in rows if r.get("train/recon_loss")]
     assert train_steps and len(train_steps) == len(set(train_steps))  # each step once
+
+
+def test_the_last_checkpoint_holds_the_last_epochs_training_loss(run_train):
+    """issue 34: a run killed while testing and continued recorded the epoch-before's training loss as final (its
+    checkpoint's history predated the module's epoch means)."""
+    from aelab.store.checkpoints import load_checkpoint
+
+    _, run_dir = run_train("model=mlp", "trainer.max_epochs=2", name="final")
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["callbacks"]
+    final = next(v for k, v in state.items() if "MetricsHistory" in k)["final"]
+    with open(run_dir / "csv" / "metrics.csv") as fh:
+        means = [float(r["train/recon_loss_epoch"]) for r in csv.DictReader(fh) if r.get("train/recon_loss_epoch")]
+    assert len(means) == 2 and final["train/recon_loss_epoch"] == pytest.approx(means[-1])  # epoch 2's, not 1's

@@ -30,6 +30,10 @@ class MetricsHistory(L.Callback):
         super().__init__()
         self.epochs: list[dict[str, float]] = []
         self.final: dict[str, float] = {}
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def _record(self, trainer: L.Trainer) -> dict[str, float]:
         row = {}
@@ -92,6 +96,10 @@ class MetricsHistory(L.Callback):
         return assess([by_epoch[e] for e in epochs], metric, higher_is_better, [e + 1 for e in epochs])
 
     def state_dict(self) -> dict:
+        # a checkpoint is written after the module has logged its epoch means (Lightning calls the checkpoint callbacks
+        # last): take them now, so a run continued from it (killed while testing) records this epoch's, not the last
+        if self._trainer is not None and not self._trainer.sanity_checking:
+            self._record(self._trainer)
         return {"epochs": self.epochs, "final": self.final}
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -181,3 +181,25 @@ def test_the_same_fine_tuning_command_again_is_skipped_not_refused(run_train, ma
     run_job(make_cfg("model=mlp", "trainer.max_epochs=2", start, name="ft"), cli=False)
     after = {p: p.read_bytes() for p in ft_dir.rglob("*") if p.is_file() and p.name not in (".aelab.lock", "train.log")}
     assert after == {p: v for p, v in before.items() if p.name != "train.log"}
+
+
+def test_a_run_continued_on_other_images_in_the_same_layout_is_refused(run_train, make_cfg, tmp_path):
+    """issue 34: continuing with paths.data_dir (or data.path) on different images of the same shape was silent."""
+    import numpy as np
+
+    from aelab.errors import ConfigError
+    from aelab.run.job import run_job
+
+    data = tmp_path / "x.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.random((300, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 3, 300))
+    args = ["data=arrays", f"data.path={data}", "model=mlp", "model.bottleneck=4", "data.batch_size=32"]
+    _, run_dir = run_train(*args, name="d", tiny=False)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["dataset_info"]["content"]
+    (run_dir / "metrics.json").write_text(json.dumps({**record, "status": "running"}))  # as if killed at its end
+    np.savez(data, x=rng.random((300, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 3, 300))  # other images
+    before = snapshot(run_dir)
+    with pytest.raises(ConfigError, match=r"was trained on other data: .*content \w+ → \w+"):
+        run_job(make_cfg(*args, name="d", tiny=False), cli=False)
+    assert snapshot(run_dir) == before

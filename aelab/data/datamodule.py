@@ -549,7 +549,26 @@ class ImageDataModule(L.LightningDataModule):
         }
         if self.splits:
             out["sizes"] = {k: len(v) for k, v in self.splits.items()}
+            out["content"] = self.content_fingerprint()
         return out
+
+    #: rows of each split that :meth:`content_fingerprint` reads (evenly spaced)
+    FINGERPRINT_ROWS = 512
+
+    def content_fingerprint(self) -> str:
+        """A short hash of what the splits hold — evenly spaced rows of each (images and labels) and the sizes — so a
+        run continued on other images in the same layout (another ``paths.data_dir``) is told apart."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in ("train", "val", "test"):
+            split = self.splits[name]
+            index = torch.linspace(0, max(len(split) - 1, 0), min(len(split), self.FINGERPRINT_ROWS)).long()
+            digest.update(f"{name}:{len(split)}".encode())
+            if len(split):
+                digest.update(split.gather(index).cpu().contiguous().numpy().tobytes())
+                digest.update(split.labels[index].cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def value_range(self) -> Literal["unit", "real"]:

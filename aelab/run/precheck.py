@@ -159,6 +159,36 @@ def _task_overrides() -> list[str]:
         return []
 
 
+def data_changes(cfg: DictConfig, run_dir: Path, datamodule: Any) -> list[tuple[str, Any, Any]]:
+    """The data a run continues on against the data it trained on (``dataset_info.content``): other images in the same
+    layout (``paths.data_dir`` pointed elsewhere) are refused like a changed config; ``on_config_change=continue``
+    accepts them as a recorded change."""
+    from aelab.store.record import RunRecord
+
+    record = RunRecord.read(run_dir)
+    before = ((record.get("dataset_info") if record else None) or {}).get("content")
+    if not before:
+        return []
+    try:
+        datamodule.setup()
+        now = datamodule.content_fingerprint()
+    except Exception:  # noqa: BLE001 — data that cannot be read are reported where training reads them, in their words
+        return []
+    if now == before:
+        return []
+    change = ("data (content)", before, now)
+    if str(cfg.get("on_config_change", "refuse")) != "continue":
+        raise Refused(
+            ConfigError(
+                f"{run_dir} was trained on other data: the images and labels of {datamodule.describe()} differ from "
+                f"those it recorded (content {before} → {now}); continuing would mix two datasets in one run. Point "
+                "paths.data_dir / data.path at the data it trained on, start a new run (another name=), or continue "
+                "anyway: on_config_change=continue (metrics.json records the change)"
+            )
+        )
+    return [change]
+
+
 def same_start(cfg: DictConfig, run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` started from the same ``ckpt_path=`` as ``cfg`` (the same command again)."""
     try:
@@ -360,6 +390,8 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     if skip is not None:
         return Prepared(run_dir, skip=skip, timing=timing, adopted=adopted)
     parts = build_parts(cfg, run_dir.parent, timing)
+    if not fresh:
+        changes = changes + data_changes(cfg, run_dir, parts.datamodule)
     resume, step = resume_from(cfg, None if fresh else run_dir, parts.model)
     if choose is not None:
         run_dir = choose()

@@ -277,6 +277,8 @@ def test_report_html_is_one_self_contained_page_with_everything(compared):
     # the study's command (with its launcher), this comparison's command, the config, each run and its status
     assert "aelab-train -m model=vae model.bottleneck=2,4,16 model.beta=0.5,16,4 seed=0,1" in page
     assert "hydra/launcher=joblib" in page and "aelab-compare sweep" in page
+    # what the ± covers: these hand-made runs predate data.split_seed, so each seed drew its own split
+    assert "± over seeds</i>: each seed drew its own train/validation split" in page
     assert "max_epochs: 3" in page
     for run in (p for p in sweep.iterdir() if p.is_dir() and p.name.startswith("model.")):
         assert run.name in page, run.name

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from aelab.analysis.style import order_key, ordered, value_text
-from aelab.analysis.table import FormattedTable, RunTable
+from aelab.analysis.table import FormattedTable, RunTable, split_text
 from aelab.convergence import RULE_TEXT
 
 #: hydra overrides of a sweep that say how it was launched (kept in the study's command)
@@ -327,6 +327,9 @@ def write_html_report(
             "<code>comparison.csv</code> keeps every digit.</p>"
         )
         body.append(_table_html(formatted, table, "results-table"))
+        split = split_text(table)
+        if split:
+            body.append(f'<p class="meta"><i>± over seeds</i>: {_e(split)}.</p>')
         if "at the end" in formatted.header:
             body.append(f'<p class="meta"><i>at the end</i>: {_e(RULE_TEXT)}.</p>')
     if findings:

@@ -432,21 +432,27 @@ def test_the_study_command_keeps_interpolations_as_typed(tmp_path):
     assert study_commands([sweep]) == ["aelab-train -m hydra/launcher=joblib"]  # an unreadable file: no crash
 
 
+def bottleneck_table(info: dict, values):
+    """A table of two hand-made completed runs (bottleneck 2 and 4) with ``values(b)``'s metrics and ``info``."""
+    from aelab.analysis.table import table_from_records
+
+    records = [
+        {"run": f"r{b}", "status": "completed", **values(b), "_config": {"model.bottleneck": b, "seed": 0},
+         "_choices": {}, "_overrides": ["model.bottleneck"], "_info": info}
+        for b in (2, 4)
+    ]  # fmt: skip
+    return table_from_records(records)
+
+
 def test_the_best_validation_value_gets_no_panel_beside_the_test_value():
     from aelab.analysis.plots import panels
-    from aelab.analysis.table import aggregate, table_from_records
+    from aelab.analysis.table import aggregate
 
     info = {
         "test/recon_loss": {"label": "test MSE", "higher_is_better": False, "column": True},
         "best/val/recon_loss": {"label": "best validation MSE", "higher_is_better": False, "column": True},
     }
-    records = [
-        {"run": f"r{b}", "status": "completed", "test/recon_loss": 0.1 / b, "best/val/recon_loss": 0.1 / b,
-         "_config": {"model.bottleneck": b, "seed": 0}, "_choices": {}, "_overrides": ["model.bottleneck"],
-         "_info": info}
-        for b in (2, 4)
-    ]  # fmt: skip
-    table = table_from_records(records)
+    table = bottleneck_table(info, lambda b: {"test/recon_loss": 0.1 / b, "best/val/recon_loss": 0.1 / b})
     assert "best/val/recon_loss" in table.metrics  # the table keeps it
     assert [p.metric for p in panels(table, aggregate(table))] == ["test/recon_loss"]
 
@@ -461,20 +467,14 @@ def test_the_report_shows_the_config_of_the_first_run_in_value_order(compared):
 
 def test_psnr_of_the_same_squared_error_gets_no_panel_and_unknown_info_fields_are_ignored():
     from aelab.analysis.plots import panels
-    from aelab.analysis.table import aggregate, table_from_records
+    from aelab.analysis.table import aggregate
     from aelab.models import Autoencoder
 
     declared = {i.key: i.to_json() for i in Autoencoder(input_shape=[1, 8, 8], bottleneck=2).metric_info()}
     assert declared["test/psnr"]["restates"] == "test/recon_loss"
     info = {k: declared[k] for k in ("test/recon_loss", "test/psnr")}
     info["test/recon_loss"] = {**info["test/recon_loss"], "a_newer_field": 1}  # a record from a newer aelab
-    records = [
-        {"run": f"r{b}", "status": "completed", "test/recon_loss": 0.1 / b, "test/psnr": 10 + b,
-         "_config": {"model.bottleneck": b, "seed": 0}, "_choices": {}, "_overrides": ["model.bottleneck"],
-         "_info": info}
-        for b in (2, 4)
-    ]  # fmt: skip
-    table = table_from_records(records)
+    table = bottleneck_table(info, lambda b: {"test/recon_loss": 0.1 / b, "test/psnr": 10 + b})
     assert "test/psnr" in table.metrics  # the table keeps it
     assert [p.metric for p in panels(table, aggregate(table))] == ["test/recon_loss"]
 
@@ -483,17 +483,13 @@ def test_the_chance_line_is_drawn_on_both_classifiers_panels_and_the_knn_label_n
     import json
 
     from aelab.analysis.plots import panels
-    from aelab.analysis.table import aggregate, table_from_records
+    from aelab.analysis.table import aggregate
     from aelab.evaluation.features import ProbeTask
 
     info = json.loads(json.dumps({i.key: i.to_json() for i in ProbeTask(knn_k=7).metric_info()}))  # as recorded
-    records = [
-        {"run": f"r{b}", "status": "completed", "eval/probe_acc": 0.5 + b / 100, "eval/knn_acc": 0.6,
-         "eval/chance_acc": 0.1, "_config": {"model.bottleneck": b, "seed": 0}, "_choices": {},
-         "_overrides": ["model.bottleneck"], "_info": info}
-        for b in (2, 4)
-    ]  # fmt: skip
-    table = table_from_records(records)
+    table = bottleneck_table(
+        info, lambda b: {"eval/probe_acc": 0.5 + b / 100, "eval/knn_acc": 0.6, "eval/chance_acc": 0.1}
+    )
     assert {p.metric: p.baselines for p in panels(table, aggregate(table))} == {
         "eval/probe_acc": ["eval/chance_acc"],
         "eval/knn_acc": ["eval/chance_acc"],

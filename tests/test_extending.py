@@ -86,10 +86,12 @@ def test_the_toy_metrics_are_columns_of_aelab_compare(toy_run):
     root, run_dir = toy_run
     result = run_cli([str(run_dir), "--out", str(root / "cmp"), "--bookkeeping"], root, tool="aelab-compare")
     assert result.returncode == 0, result.stderr[-2000:]
-    header = (root / "cmp" / "comparison.md").read_text().splitlines()[0]
+    header = (root / "cmp" / "comparison.csv").read_text().splitlines()[0]  # the keys (comparison.md: their labels)
     for column in ("test/recon_loss", "train/code_norm", "eval/code_norm", "eval/code_std", "eval/probe_acc", "params"):
         assert column in header, (column, header)
     assert header.index("eval/code_norm") < header.index("params")
+    shown = (root / "cmp" / "comparison.md").read_text().splitlines()[0]
+    assert "mean code norm" in shown and "mean per-unit std of the codes" in shown  # the toys' own labels
 
 
 @pytest.mark.parametrize(

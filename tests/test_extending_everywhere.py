@@ -73,7 +73,8 @@ def test_aelab_eval_predict_export_and_compare_need_no_pythonpath(sweep):
     assert exported.returncode == 0, exported.stderr[-2000:]
     compared = run([str(sweep_dir)], root, "aelab-compare", False)
     assert compared.returncode == 0, compared.stderr[-2000:]
-    assert "eval/dead_units" in (sweep_dir / "comparison" / "comparison.md").read_text()
+    assert "eval/dead_units" in (sweep_dir / "comparison" / "comparison.csv").read_text().splitlines()[0]
+    assert "share of dead code units" in (sweep_dir / "comparison" / "comparison.md").read_text()
 
 
 def test_load_run_in_a_fresh_python_without_pythonpath_gives_the_sparse_codes(sweep):

@@ -62,13 +62,10 @@ class Comparison:
 def _default_out(paths: list[Path]) -> Path:
     if len(paths) == 1:
         out = paths[0] / "comparison"
-        if out.is_symlink():  # a shared sweep folder's link would carry the tables and figures anywhere
-            from aelab.errors import RunFolderError
+        if out.is_symlink() or out.is_dir():  # a shared sweep folder's link would carry the tables anywhere
+            from aelab.store.files import refuse_links
 
-            raise RunFolderError(
-                f"{out} is a symbolic link (to {out.readlink()}): aelab-compare writes nothing through a link in a "
-                "sweep or run folder; remove it, or name another folder with --out"
-            )
+            refuse_links(out)
         return out
     return Path("outputs") / "comparisons" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 

@@ -148,8 +148,10 @@ SPLIT_FOLLOWS_SEED = "seed"
 def run_split(config: dict[str, Any], record: Any) -> Any:
     """Which train/validation split a run used: its ``data.split_seed`` (the number it resolved to), or
     :data:`SPLIT_FOLLOWS_SEED` when the split was drawn from the run's seed."""
+    from aelab.store.fingerprint import FOLLOWS_SEED
+
     written = config.get("data.split_seed", SPLIT_FOLLOWS_SEED)
-    if written in (SPLIT_FOLLOWS_SEED, "${seed}"):
+    if written in (SPLIT_FOLLOWS_SEED, FOLLOWS_SEED):
         return SPLIT_FOLLOWS_SEED
     info = (record.get("dataset_info") if record else None) or {}
     return info.get("split_seed", written)

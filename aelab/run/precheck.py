@@ -109,16 +109,12 @@ def refuse(problems: list[str], what: str = "the config") -> None:
 
 
 # ----------------------------------------------------------------------------- the folder's own record
-#: a split drawn from the run's seed, as a config writes it
-FOLLOWS_SEED = "${seed}"
-
-
 def adopt_recorded_split(cfg: DictConfig, recorded: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """A run folder written before ``data.split_seed`` existed drew its split from ``data.seed``: continue (or skip)
     it with that split, set in ``cfg``, rather than refuse it as "another config" or train on another split — at
     every sitting (a continued one records ``split_seed: ${seed}``), on every DDP rank. An explicit
     ``data.split_seed=`` on the command line wins (and shows as a change). Returns what was set."""
-    from aelab.store.fingerprint import legacy_split_seed
+    from aelab.store.fingerprint import FOLLOWS_SEED, legacy_split_seed
 
     if cfg.get("data") is None or not recorded.is_file():
         return {}

@@ -93,6 +93,10 @@ def training_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in {**IMPLICIT_DEFAULTS, **leaves}.items() if not _allowed(k)}
 
 
+#: ``data.split_seed`` as a config writes a split drawn from the run's seed (what runs before the key did)
+FOLLOWS_SEED = "${seed}"
+
+
 def legacy_split_seed(config: dict[str, Any]) -> Any:
     """What ``data.split_seed`` was for a config written before the key existed — its ``data.seed`` as written
     (``${seed}``: the split followed the run's seed) — or None when the config has the key (or no data node).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from aelab.run import precheck
+from aelab.run import precheck, threads
 from aelab.run.recording import failed_before_start, recorded, write_job_files, write_record
 from aelab.run.session import (
     CtrlC,
@@ -128,6 +128,7 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
                 raise refused.error from None  # the Python API raises the error itself
             raise
         failed_before_start(run_dir, refused.error)  # a sweep goes on with its other jobs
+        threads.leave()
         release_folder(run_dir)
         return None
     try:
@@ -146,6 +147,7 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
         return job.record.objective
     finally:
         job_running.clear()
+        threads.leave()  # its cores go back to the other jobs
         release_folder(run_dir)
 
 

@@ -132,6 +132,12 @@ def callbacks(job: Job) -> list:
     found += [
         c for c in (job.history, StepSeeding(int(cfg.seed)), job.clock) if not any(type(c) is type(d) for d in found)
     ]
+    from aelab.run import threads
+
+    if threads.current is not None and threads.current.adapts:  # threads follow the jobs sharing the machine
+        from aelab.callbacks.threads import ThreadShare
+
+        found.append(ThreadShare(threads.current))
     search = cfg.get("search") or {}
     if search.get("trial") is not None:  # a job of an Optuna search: report every epoch, stop when pruned
         from aelab.callbacks.pruning import OptunaPruning, make_pruner

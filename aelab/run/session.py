@@ -65,23 +65,21 @@ def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
 
 
 def configure_threads(cfg: DictConfig) -> int:
-    """Set torch's CPU threads: ``cfg.threads``, or cores / processes under ddp_cpu or the joblib launcher."""
-    import torch
+    """Set torch's CPU threads for this job (:mod:`aelab.run.threads`): ``cfg.threads``, else the usable cores shared
+    by this job's processes (DDP ranks on the CPU, joblib workers) and the other aelab jobs running; the count."""
+    from aelab.run import threads as cpu
 
-    threads = cfg.get("threads")
     trainer_cfg = cfg.get("trainer") or {}
-    processes = world_size(trainer_cfg) // max(1, int(trainer_cfg.get("num_nodes", 1) or 1))
-    if threads is None and processes > 1 and str(trainer_cfg.get("accelerator")) == "cpu":
-        threads = max(1, (os.cpu_count() or 1) // processes)
-    if threads is None and HydraConfig.initialized():
+    processes = 1
+    if str(trainer_cfg.get("accelerator")) == "cpu":
+        processes = world_size(trainer_cfg) // max(1, int(trainer_cfg.get("num_nodes", 1) or 1))
+    if HydraConfig.initialized():
         launcher = HydraConfig.get().get("launcher") or {}
         if "joblib" in str(launcher.get("_target_", "")):
             n_jobs = int(launcher.get("n_jobs") or 1)
-            cores = os.cpu_count() or 1
-            threads = max(1, cores // (cores if n_jobs < 1 else n_jobs))
-    if threads is not None:
-        torch.set_num_threads(max(1, int(threads)))
-    return torch.get_num_threads()
+            processes = max(processes, cpu.usable_cores() if n_jobs < 1 else n_jobs)
+    cpu.current = cpu.choose(cfg.get("threads"), processes, bool(trainer_cfg.get("deterministic")))
+    return cpu.current.apply(cpu.join())
 
 
 def quiet_known_warnings() -> None:

@@ -64,7 +64,9 @@ JOBS = {
 COMMON = ["data=fashion_mnist", "test=false", "trainer.accelerator=cpu"]
 
 
-def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] = ()) -> dict:
+def aelab_run(
+    job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] = (), timeout: float | None = None
+) -> dict:
     overrides, epochs = JOBS[job]
     cmd = [
         str(BIN / "aelab-train"),
@@ -75,7 +77,7 @@ def aelab_run(job: str, out: Path, env: dict, name: str, extra: tuple[str, ...] 
         f"name={name}",
         *extra,
     ]
-    started, ended, rss, _ = launch(cmd, out, env)
+    started, ended, rss, _ = launch(cmd, out, env, timeout)
     t = json.loads((out / "runs" / name / "metrics.json").read_text())["timing"]
     return {
         "wall": ended - started,

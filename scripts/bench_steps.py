@@ -59,8 +59,9 @@ def default_steps_per_call() -> int:
     return int(OmegaConf.load(Path(config_dir()) / "config.yaml").steps_per_call)
 
 
-def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, str]:
-    """Run ``cmd`` on a pseudo-terminal; returns (launch time, exit time, peak RSS MB, output)."""
+def launch(cmd: list[str], cwd: Path, env: dict, timeout: float | None = None) -> tuple[float, float, float, str]:
+    """Run ``cmd`` on a pseudo-terminal; returns (launch time, exit time, peak RSS MB, output). Past ``timeout``
+    seconds its process group is killed and :class:`TimeoutError` raised."""
     import pty  # noqa: F401 — Linux
 
     master, slave = os.openpty()
@@ -89,6 +90,9 @@ def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, s
     os.close(slave)
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
+    timer = threading.Timer(timeout, os.killpg, (pid, signal.SIGKILL)) if timeout else None
+    if timer is not None:
+        timer.start()
     try:
         _, status, usage = os.wait4(pid, 0)
     except BaseException:  # Ctrl-C: the child has its own session, so stop it too
@@ -96,9 +100,13 @@ def launch(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, float, s
         os.waitpid(pid, 0)
         raise
     ended = time.time()
+    if timer is not None:
+        timer.cancel()
     reader.join(timeout=5)
     os.close(master)
     output = b"".join(chunks).decode(errors="replace")
+    if timeout and ended - started >= timeout and os.waitstatus_to_exitcode(status) == -signal.SIGKILL:
+        raise TimeoutError(f"{' '.join(cmd)} did not end within {timeout:.0f} s")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
     return started, ended, usage.ru_maxrss / 1024, output

@@ -162,6 +162,7 @@ def test_a_training_job_takes_its_share_and_gets_the_cores_back(jobs_dir, run_tr
     assert record["status"] == "completed"
     assert seen[:3] == [2, 2, 2] and seen[-1] == 4, seen  # 4 cores, 2 jobs → 2 threads; alone again → 4
     assert "CPU threads 2 → 4: 1 aelab job on 4 cores" in caplog.text
+    assert record["timing"]["threads"] == [2, 4]  # the record says what it ran with
     assert not list(Path(jobs_dir).iterdir())  # the job left the folder when it ended
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from aelab.errors import NonFiniteLossError, find_aelab_error
+from aelab.run import threads
 from aelab.store.record import RecordData, now_iso
 
 if TYPE_CHECKING:
@@ -113,6 +114,8 @@ def timings(job: Job, now: float) -> dict[str, Any]:
         if clock.train_seconds > 0:
             t["train_images_per_s"] = round(clock.images / clock.train_seconds, 1)
         t["first_batch_at"], t["fit_end_at"] = clock.first_batch_at, clock.fit_end_at
+    if threads.current is not None and threads.current.used:
+        t["threads"] = threads.current.used  # the CPU threads it ran with, in order (they follow the machine's load)
     return t
 
 

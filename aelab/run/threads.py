@@ -237,6 +237,7 @@ class Plan:
         self.fixed, self.cores, self.cap, self.automatic = fixed, cores, cap, automatic
         self.checked = time.monotonic()
         self.load = OtherLoad(cores) if self.adapts else None
+        self.used: list[int] = []  # the thread counts this job ran with, in order (``metrics.json`` → timing)
 
     @property
     def adapts(self) -> bool:
@@ -262,7 +263,10 @@ class Plan:
         wanted, current = self.threads(jobs, others), torch.get_num_threads()
         if wanted is not None and wanted != current:
             torch.set_num_threads(wanted)
-        return torch.get_num_threads()
+        now = torch.get_num_threads()
+        if not self.used or self.used[-1] != now:
+            self.used.append(now)
+        return now
 
     def revise(self, force: bool = False) -> None:
         """Look again at the jobs and the load sharing the cores (at most every :data:`RECHECK_S` seconds) and take

@@ -99,7 +99,8 @@ class RecordData(TypedDict, total=False):
     eval: dict[str, Any]
     """``{"metrics", "details", "files", "checkpoint", "evaluated_at"}`` of the evaluations."""
     timing: dict[str, Any]
-    """Where the wall time went: ``imports_s``, ``startup_s``, ``training_s``, ``after_fit_s``, throughput."""
+    """Where the wall time went: ``imports_s``, ``startup_s``, ``training_s``, ``after_fit_s``, throughput, and
+    ``threads``: the CPU thread counts the job ran with, in order."""
     kl_per_dim: list[float]
     """Model facts (``summary_extras``): a VAE's mean KL per latent dimension, a VQ-VAE's ``codebook``, ..."""
     codebook: dict[str, Any]

@@ -44,6 +44,7 @@ class Job:
         self.started_at = now_iso()
         self.trainer = self.history = self.checkpoint = self.evaluation = self.info = self.clock = self.pruning = None
         self.ctrl_c: CtrlC | None = None  # Ctrl-C during fit: stop at the next step boundary
+        self.error_log: Path | None = None  # the traceback this sitting wrote (not one a full disk refused)
         self.loggers, self.tasks, self.tracked = [], {}, {}
         self.overrides, self.search_path = task_overrides(), search_path()
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when

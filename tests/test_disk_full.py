@@ -151,3 +151,29 @@ def test_a_full_disk_mid_run_keeps_the_last_checkpoint_the_csv_and_the_record(ma
     assert (run_dir / "metrics.json").read_bytes() == kept["metrics.json"]  # the earlier record, whole
     assert json.loads(kept["metrics.json"])["status"] == "running"
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+
+
+def test_a_log_file_on_a_full_disk_is_left_with_one_warning_not_a_traceback_per_line(tmp_path, capsys, caplog):
+    import logging
+
+    from aelab.run.job import quiet_full_log
+
+    logger = logging.getLogger("aelab.test_full_log")
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logger.addHandler(handler)
+    try:
+        quiet_full_log(tmp_path)
+
+        def full(*args):
+            raise _full()
+
+        handler.stream.write = full
+        for i in range(3):
+            logger.warning("line %d", i)
+        assert handler not in logger.handlers
+        assert "Logging error" not in capsys.readouterr().err
+        assert [r.getMessage() for r in caplog.records if "no space" in r.getMessage()] == [
+            f"no space left on device while writing {tmp_path / 'train.log'}: it is not written to any more"
+        ]
+    finally:
+        logger.removeHandler(handler)

@@ -47,6 +47,9 @@ class Job:
         self.error_log: Path | None = None  # the traceback this sitting wrote (not one a full disk refused)
         self.loggers, self.tasks, self.tracked = [], {}, {}
         self.overrides, self.search_path = task_overrides(), search_path()
+        adopted = prepared.adopted.get("data.split_seed") if prepared.adopted else None
+        if adopted is not None and not isinstance(adopted, str):  # an old run's split, fixed to its recorded seed
+            self.record.update(split_seed_adopted=adopted)
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when
             at = {"at_step": prepared.resume_step, "at": self.started_at}
             changed = [{**at, "key": k, "before": b, "after": a} for k, b, a in prepared.changes]

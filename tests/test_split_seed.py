@@ -151,3 +151,34 @@ def test_every_later_sitting_of_an_old_run_keeps_its_split(old_run_seed1):
     assert adopt_recorded_split(cfg, config, args) == {"data.split_seed": "${seed}"} and cfg.data.split_seed == 1
     skip, changes = folder_verdict(cfg, old_run_seed1)
     assert skip is not None and changes == []
+
+
+def test_an_old_run_continued_with_another_seed_keeps_its_split(old_run_seed1, tmp_path):
+    """Review item 11: the adopted ${seed} resolved to the new seed, so the split changed silently with it."""
+    from aelab.run.precheck import adopt_recorded_split, folder_verdict
+    from tests.conftest import compose_config
+
+    config = old_run_seed1 / ".hydra" / "config.yaml"
+    again = [
+        "model=linear", "model.bottleneck=4", "data=sprites", "data.num_train=600", "data.num_test=200",
+        "data.val_size=100", "trainer.max_epochs=1", "seed=2", "on_config_change=continue",
+    ]  # fmt: skip
+    cfg = compose_config(old_run_seed1, again)
+    assert adopt_recorded_split(cfg, config, again) == {"data.split_seed": 1}
+    assert cfg.data.split_seed == 1  # the recorded run's split, not seed 2's
+    _, changes = folder_verdict(cfg, old_run_seed1)
+    assert [key for key, _, _ in changes] == ["seed"]  # the split is not a change: it is kept
+
+    # a later sitting reads the fixed split back (the record names it), and keeps it too
+    from omegaconf import OmegaConf
+
+    from aelab.store.record import RunRecord
+
+    written = OmegaConf.load(config)
+    written.seed, written.data.split_seed = 2, 1
+    OmegaConf.save(written, config)
+    RunRecord.read(old_run_seed1).update(split_seed_adopted=1).save()
+    cfg = compose_config(old_run_seed1, again)
+    assert adopt_recorded_split(cfg, config, again) == {"data.split_seed": 1} and cfg.data.split_seed == 1
+    _, changes = folder_verdict(cfg, old_run_seed1)
+    assert changes == []

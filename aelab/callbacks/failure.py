@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from aelab.errors import DiskFullError, find_aelab_error
+from aelab.store.files import no_space
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ class SaveOnFailure(L.Callback):
         if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C: mid-step, not a state to resume from
             log.warning("stopped at once: %s is the one to continue from", self.path)
             return
-        if isinstance(find_aelab_error(exception), DiskFullError):
-            log.warning("the disk is full: not writing %s again (the earlier one is kept)", self.path)
+        if isinstance(find_aelab_error(exception), DiskFullError) or no_space(exception) is not None:
+            kept = "the earlier one is kept" if self.path.is_file() else "there is none yet"
+            log.warning("the disk is full: %s is not written after the failure (%s)", self.path, kept)
             return
         finite = all(torch.isfinite(p).all() for p in pl_module.parameters())
         if not finite:

@@ -133,6 +133,10 @@ class RunFolderCallback(Callback):
         ddp = local_ddp_sweep_problem(config.get("trainer"), launcher)
         sweeps_dir = Path(str(config.paths.output_dir)) / "sweeps"
         refuse(sweeps.sweep_problems(config, overrides) + ([ddp] if ddp else []))
+        if sweeps.is_search(config):  # the search's own options, sampler, space and storage: before any folder
+            from aelab.run.search import search_problems
+
+            refuse(search_problems(config, overrides), "the search")
         refuse(machine_problems(config, sweeps_dir))  # (creates the output folder: only for a sweep that can run)
         if _has_override(config, "hydra.sweep.dir"):
             sweep_dir = Path(str(config.hydra.sweep.dir))

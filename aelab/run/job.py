@@ -44,8 +44,12 @@ class Job:
         self.started_at = now_iso()
         self.trainer = self.history = self.checkpoint = self.evaluation = self.info = self.clock = self.pruning = None
         self.ctrl_c: CtrlC | None = None  # Ctrl-C during fit: stop at the next step boundary
+        self.error_log: Path | None = None  # the traceback this sitting wrote (not one a full disk refused)
         self.loggers, self.tasks, self.tracked = [], {}, {}
         self.overrides, self.search_path = task_overrides(), search_path()
+        adopted = prepared.adopted.get("data.split_seed") if prepared.adopted else None
+        if adopted is not None and not isinstance(adopted, str):  # an old run's split, fixed to its recorded seed
+            self.record.update(split_seed_adopted=adopted)
         if prepared.changes:  # on_config_change=continue: the record says what changed, and when
             at = {"at_step": prepared.resume_step, "at": self.started_at}
             changed = [{**at, "key": k, "before": b, "after": a} for k, b, a in prepared.changes]
@@ -139,6 +143,7 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
             )
             return prepared.skip.objective
         precheck.apply_adopted(cfg, prepared.adopted)  # a run folder older than a key: its recorded value
+        quiet_full_log(run_dir)
         job = Job(cfg, prepared)
         watch_launcher()  # a joblib worker stops its job when the launcher dies
         job_running.set()
@@ -153,9 +158,17 @@ def run_job(cfg: DictConfig, cli: bool = True) -> float | None:
 
 def detach_file_logs(folder: Path) -> None:
     """Close and remove the logging file handlers (Hydra's ``train.log``) that write into ``folder``."""
+    for logger, handler in _file_handlers(folder):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _file_handlers(folder: Path) -> list:
+    """The logging file handlers (Hydra's ``train.log``) that write into ``folder``, with their loggers."""
     import logging
 
     root = Path(folder).resolve()
+    found = []
     for logger in [
         logging.getLogger(),
         *[lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)],
@@ -163,5 +176,27 @@ def detach_file_logs(folder: Path) -> None:
         for handler in list(logger.handlers):
             name = getattr(handler, "baseFilename", None)
             if name and root in Path(name).resolve().parents:
-                logger.removeHandler(handler)
-                handler.close()
+                found.append((logger, handler))
+    return found
+
+
+def quiet_full_log(folder: Path) -> None:
+    """A log file in ``folder`` on a full disk stops logging to the file with one warning, instead of printing
+    logging's "--- Logging error ---" traceback at every line (the terminal still gets every line)."""
+    import sys
+
+    from aelab.store.files import no_space
+
+    for logger, handler in _file_handlers(folder):
+        if getattr(handler, "aelab_quiet", False):
+            continue
+
+        def handle_error(record, handler=handler, logger=logger, earlier=handler.handleError):
+            if no_space(sys.exc_info()[1]) is None:
+                return earlier(record)
+            logger.removeHandler(handler)
+            log.warning("no space left on device while writing %s: it is not written to any more", handler.baseFilename)
+            return None
+
+        handler.handleError = handle_error
+        handler.aelab_quiet = True

@@ -80,9 +80,7 @@ def size_problem(params: int, run_dir: Path, on_gpu: bool) -> str | None:
     except OSError:
         free = None
     if free is not None and disk_bytes > free:
-        problems.append(
-            f"its checkpoints need about {disk_bytes / gib:.1f} GiB and {run_dir} has {free / gib:.1f} GiB free"
-        )
+        problems.append(f"its checkpoints need about {_size(disk_bytes)} and {run_dir} has {_size(free)} free")
     if not problems:
         return None
     return (
@@ -90,6 +88,14 @@ def size_problem(params: int, run_dir: Path, on_gpu: bool) -> str | None:
         + "; ".join(problems)
         + ". Choose a smaller model.bottleneck (or hidden sizes), or run it on a bigger machine"
     )
+
+
+def _size(n: float) -> str:
+    """Bytes in the unit that shows them: ``3.4 GiB``, ``37 KiB``."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2)):
+        if n >= 0.1 * size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1024:.0f} KiB"
 
 
 def _available_memory() -> int | None:

@@ -128,10 +128,21 @@ def adopt_recorded_split(cfg: DictConfig, recorded: Path, overrides: list[str] |
         return {}
     before = before if isinstance(before, dict) else {}
     value = legacy_split_seed(before)
-    if value is None and (before.get("data") or {}).get("split_seed") == FOLLOWS_SEED:
+    written = (before.get("data") or {}).get("split_seed")
+    if value is None and written == FOLLOWS_SEED:
         value = FOLLOWS_SEED  # an earlier sitting adopted it and wrote it down: every later one keeps it
+    if value is None and written is not None:
+        from aelab.store.record import RunRecord
+
+        record = RunRecord.read(recorded.parent.parent)
+        if record is not None and record.get("split_seed_adopted") == written:
+            value = written  # an earlier sitting fixed it to the seed it was drawn from (below): kept
     if value is None:
         return {}
+    if value == FOLLOWS_SEED and before.get("seed") is not None and cfg.get("seed") != before.get("seed"):
+        # the split was drawn from the run's recorded seed: another seed now (on_config_change=continue) changes
+        # initialisation, order and corruption, not which images are held out
+        value = before.get("seed")
     apply_adopted(cfg, {"data.split_seed": value})
     return {"data.split_seed": value}
 

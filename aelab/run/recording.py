@@ -149,16 +149,41 @@ def _message(exc: BaseException) -> str:
     return str(err) if err is not None else (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
+def _why(exc: BaseException) -> str:
+    """A write's failure in a few words: a full disk's ``strerror``, else its message."""
+    import os
+
+    from aelab.store.files import no_space
+
+    full = no_space(exc)
+    return os.strerror(full.errno).lower() if full is not None else _message(exc)
+
+
 def _record_failure(job: Job, exc: BaseException, status: str) -> str:
-    """Record ``status`` and the reason in ``metrics.json``, the traceback in ``error.log``; returns the message."""
+    """Record ``status`` and the reason in ``metrics.json``, the traceback in ``error.log``; returns the message.
+
+    The record in memory says it even when the disk cannot (a full disk): the summary reads it from there, and
+    points at ``error.log`` only when this sitting wrote it (:attr:`Job.error_log`).
+    """
+    from aelab.store.files import write_text_atomic
     from aelab.tracking import finish_loggers
 
     message = _message(exc)
+    error_type = type(find_aelab_error(exc) or exc).__name__
+    earlier = job.record.status
+    unwritten = []
     try:
-        (job.run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
-        write_record(job, status, error=message, error_type=type(find_aelab_error(exc) or exc).__name__)
+        write_text_atomic(job.run_dir / "error.log", "".join(traceback.format_exception(exc)))
+        job.error_log = job.run_dir / "error.log"
     except Exception as write_exc:  # noqa: BLE001 — never hide the original error
-        log.warning("could not record the failure in %s: %s", job.run_dir, write_exc)
+        unwritten.append(f"error.log ({_why(write_exc)})")
+    try:
+        write_record(job, status, error=message, error_type=error_type)
+    except Exception as write_exc:  # noqa: BLE001
+        job.record.update(status=status, error=message, error_type=error_type)
+        unwritten.append(f"metrics.json ({_why(write_exc)}; it still says {earlier or 'nothing'})")
+    if unwritten:
+        log.warning("could not write %s in %s", " nor ".join(unwritten), job.run_dir)
     finish_loggers(job.loggers, {"status": status, "error": message}, exit_code=1)
     return message
 
@@ -196,16 +221,31 @@ def recorded(job: Job, multirun: bool, cli: bool) -> Iterator[None]:
         if type(exc).__name__ == "SIGTERMException":
             raise SystemExit(128 + 15) from None  # Lightning's SIGTERM exit carries no status; report the signal
         raise
-    except Exception as exc:
+    except Exception as caught:
+        exc = disk_full(caught, job.run_dir) or caught
         message = _record_failure(job, exc, "failed")
         print_run_summary(job, multirun, repeats=_repeats(exc))
         if multirun:
-            log.error("job %s failed: %s (traceback in %s)", job.run_dir.name, message, job.run_dir / "error.log")
+            where = f" (traceback in {job.error_log})" if job.error_log is not None else ""
+            log.error("job %s failed: %s%s", job.run_dir.name, message, where)
             return
         if cli and find_aelab_error(exc) is not None:
             raise SystemExit(f"aelab-train: error: {message}\n(run folder: {job.run_dir})") from None
-        raise
+        if exc is caught:
+            raise
+        raise exc from caught
     print_run_summary(job, multirun)
+
+
+def disk_full(exc: BaseException, run_dir: Path):
+    """A :class:`aelab.errors.DiskFullError` naming the file when ``exc`` is a full disk that no aelab writer has
+    named yet (a library's own write: Lightning's, PIL's), else None."""
+    from aelab.store.files import disk_full_error, no_space, written_file
+
+    full = no_space(exc)
+    if full is None or find_aelab_error(exc) is not None:
+        return None
+    return disk_full_error(written_file(full) or run_dir, full)
 
 
 def failed_before_start(run_dir: Path, exc: BaseException) -> None:

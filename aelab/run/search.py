@@ -128,6 +128,107 @@ def grid_choices(name: str, distribution: BaseDistribution) -> list:
     raise ConfigError(f"hydra.sweeper.params.{name}: the grid sampler takes choice(...) or range(...) only")
 
 
+# ----------------------------------------------------------------------------- checking before any folder exists
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def option_problems(options: dict[str, Any]) -> list[str]:
+    """The problems of the search's own options (``hydra.sweeper.*``), each naming its key."""
+    problems = []
+    key = "hydra.sweeper."
+    for name, least, what in (("n_trials", 1, "trials"), ("n_jobs", 1, "trials at once"), ("max_retry", 0, "times")):
+        if name in options and not _whole(options[name], least):
+            problems.append(f"{key}{name}={options[name]}: a whole number of {what}, >= {least}")
+    interval, grace = options.get("heartbeat_interval", 10), options.get("grace_period", 60)
+    if not _whole(interval, 1):
+        problems.append(f"{key}heartbeat_interval={interval}: a whole number of seconds, >= 1")
+    elif not (_whole(grace, 1) and grace > interval):
+        problems.append(f"{key}grace_period={grace}: whole seconds, more than heartbeat_interval={interval}")
+    rate = options.get("max_failure_rate", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        problems.append(f"{key}max_failure_rate={rate}: a fraction between 0 and 1")
+    direction = options.get("direction", "minimize")
+    directions = list(direction) if isinstance(direction, Sequence) and not isinstance(direction, str) else [direction]
+    wrong = [d for d in directions if str(d) not in ("minimize", "maximize")]
+    if wrong or not directions:
+        problems.append(f"{key}direction={direction}: minimize or maximize (a list of them for several objectives)")
+    return problems
+
+
+def search_problems(config: DictConfig, overrides: list[str]) -> list[str]:
+    """Everything wrong with an Optuna search before its sweep folder exists: its options, its sampler, its search
+    space (a grid sampler takes ``choice``/``range`` only), its database, and the config of a job at each value of
+    the search space (a misspelt or out-of-range ``hydra.sweeper.params`` entry) — each problem naming its key."""
+    from hydra.utils import instantiate
+
+    from aelab.callbacks.pruning import is_journal
+    from aelab.run.sweeps import sweep_problems
+
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+    problems = option_problems(sweeper)
+    sampler_cfg = config.hydra.sweeper.get("sampler")
+    target = str((sampler_cfg or {}).get("_target_", ""))
+    try:
+        instantiate(sampler_cfg) if sampler_cfg is not None else None
+    except Exception as exc:  # noqa: BLE001 — Optuna's or Hydra's words, on one line
+        cause = exc.__cause__ or exc
+        problems.append(f"hydra.sweeper.sampler ({target}): {str(cause).splitlines()[0] if str(cause) else cause!r}")
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    try:
+        distributions, fixed = search_space(params + [o for o in overrides if "=" in o])
+        if target.endswith("GridSampler"):
+            for name, distribution in distributions.items():
+                grid_choices(name, distribution)
+    except ConfigError as exc:
+        return [*problems, str(exc)]
+    except Exception as exc:  # noqa: BLE001 — Hydra's override grammar, on one line
+        return [*problems, f"hydra.sweeper.params: {str(exc).splitlines()[0]}"]
+    storage = sweeper.get("storage")
+    if storage and not is_journal(str(storage)):
+        try:
+            RDBStorage(str(storage))
+        except Exception as exc:  # noqa: BLE001 — an unreachable server, a wrong URL, a missing driver
+            first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            problems.append(f"hydra.sweeper.storage={storage} cannot be opened: {first}")
+    if problems:
+        return problems
+    # each job's config at every choice and both ends of every interval, as a grid sweep's jobs are checked
+    searched = set(distributions) | set(fixed)
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in searched | {"hparams_search"}]
+    kept = [o for o in kept if not o.split("=", 1)[0].startswith(("hydra/sweeper", "hydra.sweeper"))]
+    groups = set((OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}).keys())
+    unknown = [
+        name
+        for name in [*distributions, *fixed]
+        if not (name in groups or "/" in name or name.startswith(("+", "~")) or "hydra" in name)
+        and OmegaConf.select(config, name, default="\0") == "\0"
+    ]
+    if unknown:
+        return [_unknown_key(config, name) for name in unknown]
+    grid = [f"{k}={v}" for k, v in fixed.items() if k != "hparams_search" and "hydra" not in k]
+    for name, distribution in distributions.items():
+        if isinstance(distribution, CategoricalDistribution):
+            values = list(distribution.choices)
+        else:
+            values = [distribution.low, distribution.high]
+        grid.append(f"{name}=" + ",".join(str(v) for v in dict.fromkeys(values)))
+    found = sweep_problems(config, kept + grid, each_value=True)
+    return [p.replace("in the sweep's job", "in the search's trial") for p in found]
+
+
+def _unknown_key(config: DictConfig, name: str) -> str:
+    """A searched key the config does not have, with the closest one it has."""
+    import difflib
+
+    parent, _, leaf = name.rpartition(".")
+    node = OmegaConf.select(config, parent) if parent else config
+    keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(leaf, keys, n=1)
+    hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+    return f"{name} (searched by hydra.sweeper.params or the command line) is not a key of the config{hint}"
+
+
 # ----------------------------------------------------------------------------- storages with heartbeats
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """Optuna's JournalStorage with Optuna's heartbeat protocol (which Optuna implements for databases only).
@@ -265,18 +366,23 @@ class OptunaSearch(Sweeper):
             if isinstance(direction, Sequence) and not isinstance(direction, str)
             else [str(direction)]
         )
-        self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), int(n_jobs), float(max_failure_rate)
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = dict(params or {})
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, int(max_retry)
-        problems = []
-        if not (isinstance(heartbeat_interval, int) and heartbeat_interval >= 1):
-            problems.append(f"hydra.sweeper.heartbeat_interval={heartbeat_interval}: a whole number of seconds, >= 1")
-        elif not (isinstance(grace_period, int) and grace_period > heartbeat_interval):
-            problems.append(f"hydra.sweeper.grace_period={grace_period}: seconds, more than heartbeat_interval")
-        if not 0.0 <= self.max_failure_rate <= 1.0:
-            problems.append(f"hydra.sweeper.max_failure_rate={max_failure_rate}: a fraction between 0 and 1")
+        problems = option_problems(
+            {
+                "direction": direction,
+                "n_trials": n_trials,
+                "n_jobs": n_jobs,
+                "max_failure_rate": max_failure_rate,
+                "heartbeat_interval": heartbeat_interval,
+                "grace_period": grace_period,
+                "max_retry": max_retry,
+            }
+        )
         if problems:
             raise ConfigError("; ".join(problems))
+        self.max_failure_rate = float(max_failure_rate)
         self.config: DictConfig | None = None
         self.launcher: Any = None
         self.poll = min(5.0, heartbeat_interval)  # how often a waiting worker looks at the study again

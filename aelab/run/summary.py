@@ -89,11 +89,12 @@ def _progress(record: RunRecord) -> str:
     return text
 
 
-def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
+def run_summary(record: RunRecord, repeats: bool = False, error_log: Path | None = None) -> tuple[object, str]:
     """The summary of one run: a rich renderable for the terminal and the same as plain text for ``train.log``.
 
     ``repeats``: the failure would happen again with the same command (a config error, a NaN, a broken file),
-    so the summary does not suggest running it again unchanged.
+    so the summary does not suggest running it again unchanged. ``error_log``: the traceback written for this
+    failure (none when the disk was full: an older ``error.log`` is not this failure's).
     """
     from rich.console import Group
     from rich.table import Table
@@ -126,9 +127,14 @@ def run_summary(record: RunRecord, repeats: bool = False) -> tuple[object, str]:
     last = run_dir / "checkpoints" / "last.ckpt"
     if status != "completed":
         lines.append(f"error: {record.get('error') or '(no message)'}")
-        if (run_dir / "error.log").is_file():
-            lines.append(f"traceback: {run_dir / 'error.log'}")
-        lines.append(f"kept: {last}" if last.is_file() else "kept: no checkpoint (no epoch finished)")
+        if error_log is not None and Path(error_log).is_file():
+            lines.append(f"traceback: {error_log}")
+        others = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+        if last.is_file():
+            lines.append(f"kept: {last}")
+        else:
+            best = f"kept: no last.ckpt ({others[-1].name} holds the best weights)" if others else None
+            lines.append(best or "kept: no checkpoint (no epoch finished)")
     lines.append(f"run folder: {run_dir}")
     grids = sorted((run_dir / "samples").glob("recon_epoch=*.png"))
     if grids:
@@ -171,18 +177,24 @@ def print_run_summary(job, multirun: bool, repeats: bool = False, console_file=N
     if multirun or is_extra_rank():
         return ""
     try:
-        record = RunRecord.read(job.run_dir)
+        record, memory = RunRecord.read(job.run_dir), job.record
+        on_disk = (record.status, record.get("error")) if record is not None else None
+        if memory.data and on_disk != (memory.status, memory.get("error")):
+            record = memory  # the disk did not take the last record (a full disk): what the run knows
         if record is None:
             return ""
-        renderable, plain = run_summary(record, repeats)
+        renderable, plain = run_summary(record, repeats, getattr(job, "error_log", None))
         if job.cfg.get("verbose", True):
             Console(file=console_file, soft_wrap=True).print(renderable)
-        with open(Path(job.run_dir) / "train.log", "a") as fh:
-            fh.write("\n" + plain + "\n")
-        return plain
     except Exception as exc:  # noqa: BLE001 — a summary must never turn a finished run into a failure
         log.warning("no summary: %s", exc)
         return ""
+    try:
+        with open(Path(job.run_dir) / "train.log", "a") as fh:
+            fh.write("\n" + plain + "\n")
+    except OSError as exc:
+        log.warning("the summary was not added to %s: %s", Path(job.run_dir) / "train.log", exc.strerror or exc)
+    return plain
 
 
 def sweep_summary(sweep_dir: Path, jobs: list[dict], metric: str | None) -> tuple[object, str]:

@@ -80,8 +80,9 @@ def job_configs(cfg: DictConfig, jobs: list[list[str]]):
 
 
 # ----------------------------------------------------------------------------- checking before the first job
-def sweep_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
-    """The base config's problems and those of every job of the sweep, each named by the job's swept values."""
+def sweep_problems(cfg: DictConfig, overrides: list[str], each_value: bool = False) -> list[str]:
+    """The base config's problems and those of every job of the sweep, each named by the job's swept values
+    (``each_value``: each swept value once, the other keys at their first value, instead of every combination)."""
     from aelab.errors import find_aelab_error
     from aelab.run.precheck import config_problems
 
@@ -89,7 +90,7 @@ def sweep_problems(cfg: DictConfig, overrides: list[str]) -> list[str]:
     if problems:
         return problems
     jobs = [job for _, job in grid_jobs(overrides, [])]
-    if len(jobs) > MAX_CHECKED_JOBS:
+    if len(jobs) > MAX_CHECKED_JOBS or (each_value and jobs):
         jobs = _one_value_at_a_time(overrides)
     swept = {o.key_or_group for o in _parse(overrides) if o.is_sweep_override()}
     where: dict[str, list[str]] = {}  # problem → the jobs that have it

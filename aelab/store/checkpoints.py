@@ -116,12 +116,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def disk_full_error(path: Path, exc: BaseException) -> DiskFullError | None:
-    """A :class:`DiskFullError` naming ``path`` when ``exc`` is the disk filling up (torch's zip writer says
-    "unexpected pos" instead of ENOSPC), or None."""
+    """A :class:`DiskFullError` naming the checkpoint ``path`` when ``exc`` is the disk filling up (torch's zip writer
+    says "unexpected pos" instead of ENOSPC), or None."""
     import errno
     import shutil
 
-    full = getattr(exc, "errno", None) == errno.ENOSPC
+    from aelab.store import files
+
+    full = isinstance(exc, DiskFullError) or files.no_space(exc) is not None
     if not full and "unexpected pos" in str(exc):
         try:
             full = shutil.disk_usage(path.parent).free < 64 * 1024**2
@@ -130,15 +132,18 @@ def disk_full_error(path: Path, exc: BaseException) -> DiskFullError | None:
     if not full:
         return None
     last = path.parent / "last.ckpt"
-    kept = (
-        f"the last complete checkpoint, {last}, is kept"
-        if last.is_file() and last != path
-        else (f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint was written")
-    )
-    return DiskFullError(
-        f"no space left on device while writing {path}: {kept}. Free some space on that disk "
-        "and run the same command again to continue from the last checkpoint"
-    )
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path and p != last)
+    if last.is_file() and last != path:
+        kept = f"the last complete checkpoint, {last}, is kept"
+    elif path.is_file():
+        kept = f"the previous {path.name} is kept"
+    elif others:
+        kept = f"no earlier {path.name} was written, {others[-1]} is kept"
+    else:
+        kept = "no earlier checkpoint was written"
+    cause = files.no_space(exc) or OSError(errno.ENOSPC, "")
+    then = " to continue from the last checkpoint" if last.is_file() else ""
+    return files.disk_full_error(path, cause, kept, then=then)
 
 
 def load_checkpoint(

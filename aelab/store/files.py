@@ -10,6 +10,7 @@ new file gets the permissions the umask gives (``tempfile`` would make it
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -38,8 +39,86 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp.exists():
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except Exception as exc:
+        full = None if _is_disk_full_error(exc) else disk_full_error(path, exc)
+        if full is None:
+            raise
+        raise full from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: a full disk, or a full quota on it
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _is_disk_full_error(exc: BaseException) -> bool:
+    from aelab.errors import DiskFullError
+
+    return isinstance(exc, DiskFullError)
+
+
+def no_space(exc: BaseException | None) -> OSError | None:
+    """The ``OSError`` of a full disk (``ENOSPC``, or ``EDQUOT``: a full quota) in ``exc``'s cause/context chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full_error(path: str | Path, exc: BaseException, kept: str | None = None, then: str = ""):
+    """A :class:`aelab.errors.DiskFullError` naming ``path`` when ``exc`` is (or was caused by) the disk filling up,
+    else None: one line, the file, the cause, what is kept (``kept``; by default the earlier file at ``path``, when
+    there is one) and what to do."""
+    from aelab.errors import DiskFullError
+
+    full = no_space(exc)
+    if full is None:
+        return None
+    path = Path(path)
+    if kept is None and path.is_file():
+        kept = f"the earlier {path.name} is kept"
+    where = f"in {path}" if path.is_dir() else str(path)  # a library's write that did not say which file
+    return DiskFullError(
+        f"{os.strerror(full.errno).lower()} while writing {where}"
+        + (f": {kept}" if kept else "")
+        + f". Free some space on that disk and run the same command again{then}"
+    )
+
+
+def written_file(exc: BaseException) -> Path | None:
+    """The file a failed write was writing, as far as the error tells: its ``filename``, else an open file in the
+    innermost frames of its traceback (a library's writer); a temporary of :func:`atomic_path` is named by its
+    target."""
+    import io
+
+    path = getattr(exc, "filename", None)
+    if not path:
+        frames, tb = [], exc.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        for frame in reversed(frames):
+            for value in frame.f_locals.values():
+                if isinstance(value, io.IOBase):
+                    name = getattr(value, "name", None)
+                else:  # fsspec's local file (Lightning's CSV writer)
+                    name = getattr(value, "path", None) if type(value).__name__ == "LocalFileOpener" else None
+                if isinstance(name, (str, os.PathLike)):
+                    path = name
+                    break
+            if path:
+                break
+    if not path:
+        return None
+    path = Path(os.fsdecode(path))
+    if is_temporary(path):
+        stem = path.stem[1:].rpartition(TMP_MARK)[0]
+        path = path.with_name(stem + path.suffix)
+    return path
 
 
 #: folders of a run folder that other programs own (W&B keeps its own links there: latest-run, debug.log)
@@ -123,7 +202,8 @@ def _alive(pid: int) -> bool:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (a full disk: a
+    :class:`aelab.errors.DiskFullError` naming ``path``; the earlier file is kept)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 

@@ -118,7 +118,19 @@ def fingerprint(config: dict[str, Any]) -> str:
 def config_changes(recorded: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, the run's value, the new value)`` for every training key that differs (missing: ``None``)."""
     before, after = training_config(recorded), training_config(new)
-    return [(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+    def same(key: str) -> bool:
+        if before.get(key) == after.get(key):
+            return True
+        # a split drawn from the seed (${seed}) is the split of that seed's number
+        return key == "data.split_seed" and _split(before) == _split(after) is not None
+
+    return [(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if not same(k)]
+
+
+def _split(leaves: dict[str, Any]) -> Any:
+    split = leaves.get("data.split_seed")
+    return leaves.get("seed") if split == FOLLOWS_SEED else split
 
 
 def changes_since(recorded: Path, cfg: Any) -> list[tuple[str, Any, Any]]:

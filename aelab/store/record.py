@@ -77,6 +77,9 @@ class RecordData(TypedDict, total=False):
     """A one-line description of the data (sizes, shape, source)."""
     dataset_info: dict[str, Any] | None
     """The data module's description: source, split sizes, shape, cache, skipped files."""
+    split_seed_adopted: int | None
+    """A run folder from before ``data.split_seed`` continued under another ``seed``: the split seed it keeps (the
+    seed it was recorded with), so that every later sitting keeps it too."""
     resumed_from: str | None
     """The checkpoint this sitting continued from."""
     config_fingerprint: str

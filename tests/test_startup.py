@@ -89,3 +89,13 @@ def test_an_unknown_key_is_refused_without_torch(tmp_path):
     assert "model.bottlenek is not an option of model; did you mean model.bottleneck?" in result.stderr
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_argument_the_optimizer_refuses_is_refused_without_torch(tmp_path):
+    """torch's own check of ``lr`` is read from its source (aelab/config/signatures.py: the constructor's guards), so
+    the answer needs neither torch nor the model it used to build to hear it."""
+    result, modules = run_train(tmp_path, *TINY, "model.optimizer.lr=-1")
+    assert result.returncode == 1
+    assert "model.optimizer (lr=-1, weight_decay=0.0) cannot be built: Invalid learning rate: -1" in result.stderr
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+    assert not (tmp_path / "outputs").exists()

@@ -99,3 +99,28 @@ def test_an_argument_the_optimizer_refuses_is_refused_without_torch(tmp_path):
     assert "model.optimizer (lr=-1, weight_decay=0.0) cannot be built: Invalid learning rate: -1" in result.stderr
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_live_run_folder_is_refused_without_torch(tmp_path):
+    from aelab.store.locks import lock_folder, release_folder
+
+    run_dir = tmp_path / "outputs" / "runs" / "busy"
+    run_dir.mkdir(parents=True)
+    lock_folder(run_dir)  # this process holds it, as a training run does
+    try:
+        result, modules = run_train(tmp_path, *TINY, "name=busy")
+    finally:
+        release_folder(run_dir)
+    assert result.returncode == 1 and f"the run folder {run_dir} is in use by process" in result.stderr
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_a_completed_run_is_skipped_without_torch(tmp_path):
+    from conftest import run_cli
+
+    first = run_cli([*TINY, "model=mlp", "name=done"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result, modules = run_train(tmp_path, *TINY, "model=mlp", "name=done")
+    said = result.stdout + result.stderr
+    assert result.returncode == 0 and "skipping done: completed earlier with this config" in said
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))

@@ -37,10 +37,11 @@ def explain_bad_override(
 
     from aelab.run.compose import compose
 
-    if not _UNKNOWN_KEY.search(str(exc)):
+    found = _UNKNOWN_KEY.search(str(exc))
+    if not found:
         return None
     args = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else list(argv))[0]
-    overrides = [o for o in args.overrides if o not in ("-m", "--multirun")]
+    overrides = _added([o for o in args.overrides if o not in ("-m", "--multirun")], found.group(1))
     search_path = [f"file://{__import__('os').path.abspath(args.config_dir)}"] if args.config_dir else []
     for _ in range(_MAX_UNKNOWN):  # add each unknown key in turn until the config composes
         try:
@@ -49,8 +50,7 @@ def explain_bad_override(
             found = _UNKNOWN_KEY.search(str(again))
             if not found:
                 return None
-            key = found.group(1)
-            overrides = [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
+            overrides = _added(overrides, found.group(1))
             continue
         problems = check(cfg, overrides)
         if not problems:
@@ -62,6 +62,11 @@ def explain_bad_override(
             else f"the overrides have {len(problems)} problems; nothing was run:\n{lines}"
         )
     return None
+
+
+def _added(overrides: list[str], key: str) -> list[str]:
+    """``overrides`` with the override of ``key`` marked as an addition (``+key=value``)."""
+    return [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
 
 
 def _first_values(overrides: list[str]) -> list[str]:

@@ -12,6 +12,8 @@ a second, before it creates a run folder:
   ``model.optimizer.*`` against ``torch.optim.Adam``, ``trainer.*`` against
   Lightning's own ``Trainer``, callbacks, loggers, evaluation tasks);
 * a value of the wrong type, outside its range or not among its choices;
+* an argument the optimizer or scheduler refuses in its own first checks (``model.optimizer.lr=-1``:
+  torch's "Invalid learning rate"), read from its constructor's source (:func:`guard_problems`);
 * an evaluation task the model or data cannot serve (its ``needs``);
 * a model that cannot reach the data's values: the data's ``value_range`` (``real`` for
   ``data=arrays data.normalize=none``) checked against the model's ``option_rules``

@@ -8,7 +8,8 @@ look at it would cost seconds (torch, Lightning), so this module finds the
 source file (``importlib.util.find_spec`` on the top-level package, which
 does not import it), parses it with :mod:`ast`, follows imports and
 re-exports, merges ``**kwargs`` with the base class's ``__init__``, and
-evaluates annotations into :class:`aelab.config.constraints.Type`. Anything it
+evaluates annotations into :class:`aelab.config.constraints.Type`; it also keeps the constructor's first
+checks of its own arguments (``if not 0.0 <= lr: raise ValueError(...)``, :func:`_guards`). Anything it
 cannot see without executing code (a C extension, a dynamically made class)
 is reported as unknown, and the checks then accept whatever is given.
 

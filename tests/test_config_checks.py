@@ -126,3 +126,51 @@ def test_the_signature_cache_never_serves_one_checkout_to_another(tmp_path):
     ]
     assert seen == ["['alpha']", "['beta']", "['alpha']"]
     assert (tmp_path / "cache").is_dir()  # the cache was written (and read on the third call)
+
+
+def test_an_optimizers_own_argument_checks_are_read_from_its_source(make_cfg):
+    """``model.optimizer.lr=-1`` is refused by the early check, in the words the pre-run step's build of the optimizer
+    uses (torch's own message), without importing torch: read from ``torch.optim.Adam.__init__``'s first checks."""
+    assert ("not (not 0.0 <= lr)", "Invalid learning rate: {lr}") in signature("torch.optim.Adam").guards
+    lr = "model.optimizer (lr=-1, weight_decay=0.0) cannot be built: Invalid learning rate: -1"
+    assert problems(make_cfg, "model.optimizer.lr=-1") == [lr]
+    assert problems(make_cfg, "model.optimizer.lr=-1", "model.optimizer.weight_decay=-2") == [  # torch's first only
+        "model.optimizer (lr=-1, weight_decay=-2) cannot be built: Invalid learning rate: -1"
+    ]
+    assert problems(make_cfg, "+model.optimizer.betas=[0.9,1.5]") == [
+        "model.optimizer (lr=0.001, weight_decay=0.0, betas=[0.9, 1.5]) cannot be built: "
+        "Invalid beta parameter at index 1: 1.5"
+    ]
+    assert problems(make_cfg, "model.optimizer._target_=torch.optim.SGD", "+model.optimizer.momentum=-0.5") == [
+        "model.optimizer (lr=0.001, weight_decay=0.0, momentum=-0.5) cannot be built: Invalid momentum value: -0.5"
+    ]
+    plateau = "{_target_: torch.optim.lr_scheduler.ReduceLROnPlateau, _partial_: true, factor: 2.0}"
+    assert problems(make_cfg, f"model.scheduler={plateau}") == [
+        "model.scheduler (factor=2.0) cannot be built: Factor should be < 1.0."
+    ]
+    assert problems(make_cfg, "model.optimizer.lr=0.5", "+model.optimizer.betas=[0.5,0.99]") == []
+
+
+def test_only_a_constructors_first_checks_of_its_arguments_are_read(tmp_path, monkeypatch):
+    """A check after a statement that may change an argument, or over anything but the arguments, is left to the
+    constructor: reading it could refuse what the constructor accepts."""
+    (tmp_path / "guardpkg_startup.py").write_text(
+        "class Thing:\n"
+        "    def __init__(self, a=1, b=(0, 1), c=1, d=1):\n"
+        '        """Doc."""\n'
+        "        if isinstance(a, str):\n"
+        '            raise TypeError("a string")\n'
+        "        if a < 0 or b[1] > 5:\n"
+        '            raise ValueError(f"bad a={a} or b={b[1]} {{literal}}")\n'
+        "        if self.limit < c:\n"
+        '            raise ValueError("not read: self")\n'
+        "        if len(str(c)) > 3:\n"
+        '            raise ValueError("not read: a call")\n'
+        "        d = abs(d)\n"
+        "        if d < 0:\n"
+        '            raise ValueError("not read: after d changed")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert signature("guardpkg_startup.Thing").guards == [
+        ("not (a < 0 or b[1] > 5)", "bad a={a} or b={b[1]} {{literal}}")
+    ]

@@ -12,6 +12,8 @@ a second, before it creates a run folder:
   ``model.optimizer.*`` against ``torch.optim.Adam``, ``trainer.*`` against
   Lightning's own ``Trainer``, callbacks, loggers, evaluation tasks);
 * a value of the wrong type, outside its range or not among its choices;
+* an argument the optimizer or scheduler refuses in its own first checks (``model.optimizer.lr=-1``:
+  torch's "Invalid learning rate"), read from its constructor's source (:func:`guard_problems`);
 * an evaluation task the model or data cannot serve (its ``needs``);
 * a model that cannot reach the data's values: the data's ``value_range`` (``real`` for
   ``data=arrays data.normalize=none``) checked against the model's ``option_rules``
@@ -330,7 +332,43 @@ def config_problems(cfg: DictConfig, overrides: list[str] | None = None) -> tupl
         problems += _dict_of_components(group, cfg.get(group))
     if not problems:
         problems += _range_problems(cfg) + _eval_needs(cfg)
+    model = cfg.get("model")
+    for part in ("optimizer", "scheduler") if isinstance(model, DictConfig) else ():
+        problems += guard_problems(model.get(part), f"model.{part}")
     return problems, []
+
+
+def guard_problems(node: Any, path: str) -> list[str]:
+    """What the constructor of the component ``node`` would refuse first among the values the config gives it, read
+    from its own checks (:func:`aelab.config.signatures._guards`: ``model.optimizer.lr=-1`` → torch's "Invalid
+    learning rate: -1") in the words of the pre-run step's own build of the optimizer
+    (:func:`aelab.run.precheck.optimizer_check`), which needs torch, Lightning and the model — seconds — to say the
+    same. Only values the config sets are read: an argument the builder passes (the optimizer's parameters) is not
+    judged by its default."""
+    from aelab.config.rules import Unknown, evaluate
+
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return []
+    sig = signature(str(node._target_))
+    if not sig.known or not sig.guards:
+        return []
+    given = {k: v for k, v in _option_values(node, sig).items() if k in node}
+    for expression, message in sig.guards:
+        try:
+            if evaluate(expression, given):
+                continue
+            text = message.format_map(given)
+        except Unknown:
+            continue
+        except Exception:  # noqa: BLE001 — a value the test cannot compare (a string for a number): its type check says so
+            continue
+        try:
+            shown = OmegaConf.to_container(node, resolve=True)
+        except OmegaConfBaseException:
+            return []
+        options = ", ".join(f"{k}={v}" for k, v in shown.items() if not str(k).startswith("_"))
+        return [f"{path} ({options}) cannot be built: {text}"]  # the constructor stops at its first refusal
+    return []
 
 
 #: the typed options of the other entry points (their configs: conf/evaluate.yaml, predict.yaml, export.yaml)

@@ -11,7 +11,8 @@ source (no import, no torch)::
 
 Each rule is ``(expression, message)``. The expression uses the component's option names
 (``encoder.channels`` reaches into a nested option), numbers, strings, ``None``, arithmetic,
-comparisons, ``and``/``or``/``not``, ``in``, ``len()``, ``min()``, ``max()`` and ``x if c else y``;
+comparisons, ``and``/``or``/``not``, ``in``, indexing (``betas[0]``), ``len()``, ``min()``, ``max()`` and
+``x if c else y``;
 the message may name ``{path}`` (the config key of the component, e.g. ``model``) and any option
 (``{code_dim}``: its value). Rules of base classes apply to subclasses. The early config check
 applies them to a run's config and to every job of a sweep before the first job starts, and
@@ -122,6 +123,11 @@ def _eval(node: ast.AST, values: Mapping[str, Any], source: str) -> Any:  # noqa
                 return False
             left = right
         return True
+    if isinstance(node, ast.Subscript):
+        try:
+            return _eval(node.value, values, source)[_eval(node.slice, values, source)]
+        except (IndexError, KeyError, TypeError):
+            raise Unknown(ast.unparse(node)) from None
     if isinstance(node, ast.IfExp):
         return _eval(node.body if _eval(node.test, values, source) else node.orelse, values, source)
     if (

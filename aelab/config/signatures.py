@@ -8,7 +8,8 @@ look at it would cost seconds (torch, Lightning), so this module finds the
 source file (``importlib.util.find_spec`` on the top-level package, which
 does not import it), parses it with :mod:`ast`, follows imports and
 re-exports, merges ``**kwargs`` with the base class's ``__init__``, and
-evaluates annotations into :class:`aelab.config.constraints.Type`. Anything it
+evaluates annotations into :class:`aelab.config.constraints.Type`; it also keeps the constructor's first
+checks of its own arguments (``if not 0.0 <= lr: raise ValueError(...)``, :func:`_guards`). Anything it
 cannot see without executing code (a C extension, a dynamically made class)
 is reported as unknown, and the checks then accept whatever is given.
 
@@ -91,6 +92,8 @@ class Signature:
     classes: list[str] = field(default_factory=list)  # canonical "module.Class" names, the class first, then its bases
     attrs: dict[str, Any] = field(default_factory=dict)  # literal class attributes, own before inherited
     is_dataclass: bool = False
+    #: the constructor's first checks of its own arguments, ``(expression that must hold, message)`` (:func:`_guards`)
+    guards: list[tuple[str, str]] = field(default_factory=list)
 
     def is_subclass_of(self, target: str) -> bool:
         """Whether the component's class derives from ``target`` (by canonical name or import path)."""
@@ -505,6 +508,7 @@ def _class_signature(info: _Module, node: ast.ClassDef, target: str, depth: int)
             sig.known, sig.var_keyword = False, True
         return sig
     sig.params, var_keyword = _params_of(info, init, skip_first=True)
+    sig.guards = _guards(init, set(sig.params))
     if var_keyword:  # **kwargs go to the base class's constructor
         base = next((b for b in bases if b is not None and (b.params or b.var_keyword or not b.known)), None)
         if base is None or not base.known:
@@ -514,6 +518,114 @@ def _class_signature(info: _Module, node: ast.ClassDef, target: str, depth: int)
                 sig.params.setdefault(k, p)
             sig.var_keyword = base.var_keyword
     return sig
+
+
+# ------------------------------------------------------------------ the constructor's own argument checks
+#: the expressions a guard may use (read, never run: :func:`aelab.config.rules.evaluate` evaluates them)
+_GUARD_NODES = (
+    ast.Compare,
+    ast.BoolOp,
+    ast.UnaryOp,
+    ast.BinOp,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.expr_context,
+    ast.boolop,
+    ast.cmpop,
+    ast.operator,
+    ast.Not,
+    ast.USub,
+)
+
+
+def _guard_value(node: ast.AST, params: set[str]) -> str | None:
+    """``lr`` or ``betas[0]``: an argument (or an item of it) a guard reads, as a format field; None otherwise."""
+    if isinstance(node, ast.Name) and node.id in params:
+        return node.id
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in params
+        and isinstance(node.slice, ast.Constant)
+        and isinstance(node.slice.value, int)
+    ):
+        return f"{node.value.id}[{node.slice.value}]"
+    return None
+
+
+def _guard(stmt: ast.If, params: set[str]) -> tuple[str, str] | None:
+    """``if not 0.0 <= lr: raise ValueError(f"Invalid learning rate: {lr}")`` as ``("not (not 0.0 <= lr)",
+    "Invalid learning rate: {lr}")``: a test over the arguments alone and a message naming them alone; None for
+    any other statement."""
+    if len(stmt.body) != 1 or not isinstance(stmt.body[0], ast.Raise):
+        return None
+    exc = stmt.body[0].exc
+    if not (
+        isinstance(exc, ast.Call)
+        and isinstance(exc.func, ast.Name)
+        and exc.func.id == "ValueError"
+        and len(exc.args) == 1
+        and not exc.keywords
+    ):
+        return None
+    read = set()  # the nodes of the arguments' items (betas[0]) already accepted
+    for node in ast.walk(stmt.test):  # (breadth first: a subscript before its parts)
+        if id(node) in read:
+            continue
+        if isinstance(node, ast.Subscript):
+            if _guard_value(node, params) is None:
+                return None
+            read |= {id(node.value), id(node.slice)}
+        elif isinstance(node, ast.Name):
+            if node.id not in params:
+                return None
+        elif not isinstance(node, _GUARD_NODES):
+            return None
+    message = exc.args[0]
+    if isinstance(message, ast.Constant) and isinstance(message.value, str):
+        text = message.value.replace("{", "{{").replace("}", "}}")
+    elif isinstance(message, ast.JoinedStr):
+        parts = []
+        for part in message.values:
+            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                parts.append(part.value.replace("{", "{{").replace("}", "}}"))
+                continue
+            shown = _guard_value(part.value, params) if isinstance(part, ast.FormattedValue) else None
+            if shown is None or part.conversion != -1 or part.format_spec is not None:
+                return None
+            parts.append("{" + shown + "}")
+        text = "".join(parts)
+    else:
+        return None
+    return f"not ({ast.unparse(stmt.test)})", text
+
+
+def _raises_only(body: list[ast.stmt]) -> bool:
+    """Whether a block only raises (``raise``, or an ``if`` whose branches only raise): it changes no argument."""
+    return all(
+        isinstance(s, ast.Raise) or (isinstance(s, ast.If) and _raises_only(s.body) and _raises_only(s.orelse))
+        for s in body
+    )
+
+
+def _guards(init: ast.FunctionDef, params: set[str]) -> list[tuple[str, str]]:
+    """The checks a constructor makes of its arguments before it does anything else, in its order: each ``if <test
+    over the arguments>: raise ValueError(<message naming them>)`` at the top of ``__init__`` (torch's optimizers:
+    ``if not 0.0 <= lr: raise ValueError(f"Invalid learning rate: {lr}")``). Reading stops at the first statement that
+    could change an argument (anything but a docstring and blocks that only raise), so each guard sees the values as
+    given; a guard over anything else (``isinstance``, ``self``, a call) is skipped, as it cannot be decided from a
+    config."""
+    guards = []
+    for stmt in init.body:
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue
+        if not (isinstance(stmt, ast.If) and _raises_only(stmt.body) and _raises_only(stmt.orelse)):
+            break
+        guard = _guard(stmt, params) if not stmt.orelse else None
+        if guard is not None:
+            guards.append(guard)
+    return guards
 
 
 _SIGNATURES: dict[str, Signature] = {}
@@ -526,7 +638,8 @@ _DIRTY = False
 def _disk_path() -> Path:
     from aelab.store.files import user_cache_dir
 
-    return user_cache_dir() / f"signatures-py{sys.version_info[0]}{sys.version_info[1]}.pkl"
+    # -v2: signatures hold their constructor's guards (an older cache's lack them)
+    return user_cache_dir() / f"signatures-py{sys.version_info[0]}{sys.version_info[1]}-v2.pkl"
 
 
 def _disk_key(target: str) -> str:

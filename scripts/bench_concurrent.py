@@ -13,6 +13,7 @@ Sides (alternating within a round):
 
 * **aelab** — the defaults: each job's torch threads are the usable cores shared by the aelab jobs running (looked
   at again every second while training), OpenMP's spin bounded (``GOMP_SPINCOUNT=10000``) — :mod:`aelab.run.threads`;
+* **spin** (``--sides aelab,spin``) — aelab's thread share with libgomp's default spin: what the bounded spin does;
 * **before** — what each job did before, and what any PyTorch process does by default: ``threads=<cores>`` and
   libgomp's default spin (``GOMP_SPINCOUNT=300000``, its figure when the variable is unset). A job of this side
   still running after ``--timeout`` seconds is killed and shown as "> timeout".
@@ -39,11 +40,17 @@ from bench_e2e import JOBS, aelab_run
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aelab.run.threads import SPIN_COUNT, usable_cores  # noqa: E402 — the repository's aelab, as the jobs run it
 
+#: the sides: (environment added, overrides added)
+SIDES = {
+    "aelab": ({}, ()),
+    "spin": ({"GOMP_SPINCOUNT": "300000"}, ()),  # aelab's thread share with libgomp's default spin
+    "before": ({"GOMP_SPINCOUNT": "300000"}, ("threads={cores}",)),
+}
+
 
 def side_setup(side: str, env: dict) -> tuple[dict, tuple[str, ...]]:
-    if side == "before":
-        return dict(env, GOMP_SPINCOUNT="300000"), (f"threads={usable_cores()}",)
-    return env, ()
+    added, overrides = SIDES[side]
+    return dict(env, **added), tuple(o.format(cores=usable_cores()) for o in overrides)
 
 
 def trial(job: str, side: str, k: int, work: Path, env: dict, timeout: float) -> list[dict | None]:
@@ -68,7 +75,7 @@ def main() -> None:
     parser.add_argument("--job", default="vae", choices=sorted(JOBS))
     parser.add_argument("--k", default="1,2,3", help="how many jobs at once, each a trial")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--sides", default="aelab,before")
+    parser.add_argument("--sides", default="aelab,before", help=f"of {', '.join(SIDES)}")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds before a job is killed")
     args = parser.parse_args()
     ks = sorted({int(k) for k in args.k.split(",")} | {1})
@@ -86,8 +93,8 @@ def main() -> None:
                 for k in ks:
                     rows = trial(args.job, side, k, work, env, args.timeout)
                     results.setdefault((side, k), []).append(rows)
-                    shown = ", ".join(f"{x['training']:.1f}" if x else "killed" for x in rows)
-                    print(f"round {r + 1}, {side}, K={k}: training {shown} s", flush=True)
+                    shown = ", ".join(f"{x['training']:.1f} ({x['threads']})" if x else "killed" for x in rows)
+                    print(f"round {r + 1}, {side}, K={k}: training (threads used) {shown} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -125,17 +132,19 @@ def main() -> None:
 
             alone_txt = f"{statistics.median(alone_s):.1f}" if alone_s else "killed"
             print(f"| {side} | {k} | {alone_txt} | {fmt(mean_r)} / {fmt(worst_r)} | {fmt(wall_r)} |")
-    if {"aelab", "before"} <= set(sides):
+    first = sides[0]
+    for other in sides[1:]:
         pairs = [
             a[0]["training"] / b[0]["training"]
-            for a, b in zip(results[("aelab", 1)], results[("before", 1)])
+            for a, b in zip(results[(first, 1)], results[(other, 1)])
             if a[0] and b[0]
         ]
         if pairs:
             print(
-                f"\none alone, aelab ÷ before (training phase, paired per round): median {statistics.median(pairs):.3f}"
-                f" ({', '.join(f'{p:.3f}' for p in pairs)}); spin GOMP_SPINCOUNT={SPIN_COUNT} against 300000"
+                f"one alone, {first} ÷ {other} (training phase, paired per round): median "
+                f"{statistics.median(pairs):.3f} ({', '.join(f'{p:.3f}' for p in pairs)})"
             )
+    print(f"aelab's spin: GOMP_SPINCOUNT={SPIN_COUNT}; libgomp's default: 300000")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

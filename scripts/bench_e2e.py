@@ -87,6 +87,7 @@ def aelab_run(
         "training_cpu": t["training_cpu_s"],
         "end": ended - t["fit_end_at"],
         "rss": rss,
+        "threads": t.get("threads"),
     }
 
 

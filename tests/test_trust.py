@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -605,3 +606,104 @@ def test_a_sweep_whose_job_folder_holds_a_link_is_refused_before_any_job_opens_i
     assert again.returncode != 0 and "Traceback" not in again.stderr
     assert f"model.bottleneck=4/train.log is a symbolic link (to '{victim}')" in again.stderr
     assert victim.read_text() == "precious\n"
+
+
+# ------------------------------------------------------------------ issue 34, third round
+def _record(folder: Path, **changes) -> None:
+    record = json.loads((folder / "metrics.json").read_text())
+    record.update(changes)
+    (folder / "metrics.json").write_text(json.dumps(record))
+
+
+def _task_folder(conf: Path, marker: Path) -> Path:
+    """A config folder whose eval task ``zzz`` would copy a file to ``marker`` (and ``yyy`` run a shell command)."""
+    (conf / "eval").mkdir(parents=True)
+    copy = {"_target_": "shutil.copyfile", "src": "/etc/hostname", "dst": str(marker)}
+    (conf / "eval" / "zzz.yaml").write_text(json.dumps({"zzz": copy}) + "\n")
+    system = {"_target_": "os.system", "_args_": [f"touch {marker}"]}
+    (conf / "eval" / "yyy.yaml").write_text(json.dumps({"yyy": system}) + "\n")
+    return conf
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute", "linked_in"])
+def test_a_recorded_search_path_into_the_run_folder_is_refused_naming_the_entry(run, tmp_path, where, monkeypatch):
+    """F8: ``"search_path": ["file://shared/S1/conf"]`` in a shared run's metrics.json made ``aelab-eval eval=[zzz]``
+    build the folder's own task (``shutil.copyfile``)."""
+    from aelab.errors import ConfigError
+    from aelab.evaluation.runner import evaluate_path
+    from aelab.run.extensions import run_context
+
+    marker = tmp_path / "ran"
+    folder = copy_run(run, tmp_path / "shared" / "S1")
+    _task_folder(folder / "conf", marker)
+    monkeypatch.chdir(tmp_path)
+    entry = {
+        "relative": "file://shared/S1/conf",
+        "absolute": f"file://{folder / 'conf'}",
+        "linked_in": f"file://{tmp_path / 'looks_outside'}",
+    }[where]
+    if where == "linked_in":
+        (tmp_path / "looks_outside").symlink_to(folder / "conf")
+    _record(folder, search_path=[entry])
+    why = "relative path" if where == "relative" else "inside the run folder"
+    with pytest.raises(ConfigError, match=f"search_path entry '{entry}' was refused: .*{why}"):
+        run_context(folder, trusted=[])
+    results = evaluate_path(folder, tasks=None)  # the automatic tasks compose with the run's search path
+    assert isinstance(results[str(folder)], ConfigError) and "search_path entry" in str(results[str(folder)])
+    assert not marker.exists()
+
+
+def test_eval_tasks_pass_the_allowlist_even_from_a_config_folder_the_user_names(run, tmp_path, monkeypatch):
+    """F8: a named config folder (your own, outside every run folder) still only builds evaluation tasks: a task that
+    is ``shutil.copyfile`` or ``os.system`` is one line naming ``eval.<task>._target_``."""
+    from aelab.config.checks import entry_problems
+    from aelab.evaluation.runner import compose_tasks
+    from aelab.run.compose import compose
+    from aelab.run.extensions import TRUST_CONFIG_ENV, run_context
+
+    marker = tmp_path / "ran"
+    conf = _task_folder(tmp_path / "mine" / "conf", marker)
+    folder = copy_run(run, tmp_path / "shared" / "S1")
+    _record(folder, search_path=[f"file://{conf}"])
+    with pytest.raises(ConfigError, match="not read unless you name it"):
+        run_context(folder, trusted=[])
+    monkeypatch.setenv(TRUST_CONFIG_ENV, str(conf))
+    search_path = run_context(folder, trusted=[])
+    assert search_path == [f"file://{conf}"]
+    with pytest.raises(TrustError, match=r"^eval\.zzz\._target_=shutil\.copyfile .*was refused: it is outside"):
+        compose_tasks(["zzz"], search_path)
+    with pytest.raises(TrustError, match=r"^eval\.yyy\._target_=os\.system .*was refused"):
+        compose_tasks(["yyy"], search_path)
+    assert not marker.exists()
+    # the option check no longer calls os "not on the Python path"
+    cfg = compose("evaluate", ["run=x", "eval=[yyy]"], search_path)
+    assert not any("Python path" in p for p in entry_problems("aelab-eval", cfg, ["run=x", "eval=[yyy]"]))
+    assert set(compose_tasks(["probe"], search_path)) == {"probe"}  # aelab's own tasks still build
+
+
+@pytest.mark.parametrize(
+    "slot, target",
+    [
+        ("noise", "aelab.callbacks.OptunaPruning"),
+        ("data", "aelab.models.Autoencoder"),
+        ("model", "aelab.data.Sprites"),
+        ("model.encoder", "aelab.callbacks.MetricsHistory"),
+    ],
+)
+def test_an_allowed_class_in_a_place_that_takes_another_kind_is_refused_naming_the_key(run, tmp_path, slot, target):
+    """F9: ``noise: {_target_: aelab.callbacks.OptunaPruning, storage: sqlite:////…/PWNED.db}`` passed the allowlist
+    (a class under aelab.callbacks) and aelab-eval created the database."""
+    import aelab
+
+    db = tmp_path / "x" / "PWNED.db"
+    db.parent.mkdir()
+    pruning = {"storage": f"sqlite:///{db}", "study": "x", "trial": 0, "monitor": "m"}
+    node = {"_target_": target, **(pruning if "Optuna" in target else {})}
+
+    def edit(cfg):
+        OmegaConf.update(cfg, slot, node, force_add=True, merge=False)
+
+    folder = edit_config(copy_run(run, tmp_path / "shared" / "O"), edit)
+    with pytest.raises(TrustError, match=rf"^{re.escape(slot)}\._target_={re.escape(target)} in .*not .*which is what"):
+        aelab.load_run(folder)
+    assert os.listdir(db.parent) == []

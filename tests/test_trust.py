@@ -707,3 +707,117 @@ def test_an_allowed_class_in_a_place_that_takes_another_kind_is_refused_naming_t
     with pytest.raises(TrustError, match=rf"^{re.escape(slot)}\._target_={re.escape(target)} in .*not .*which is what"):
         aelab.load_run(folder)
     assert os.listdir(db.parent) == []
+
+
+def _yours(tmp_path: Path) -> tuple[Path, str]:
+    """A file of yours (the target of a link) and its sha256, which every probe below must leave unchanged."""
+    import hashlib
+
+    mine = tmp_path / "mine"
+    mine.mkdir(exist_ok=True)
+    victim = mine / "precious.txt"
+    victim.write_text("precious\n")
+    return victim, hashlib.sha256(victim.read_bytes()).hexdigest()
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_out_inside_a_run_whose_predict_folder_is_a_link_is_refused_like_the_default(run, tmp_path):
+    """F7: ``aelab-predict run=<run> input=sprites out=<run>/predict/sprites`` (and ``aelab-export ...
+    out=<run>/predict/exp``) wrote into the link's target: the links were checked only without ``out=``."""
+    from aelab.deploy.export import export
+    from aelab.deploy.predict import predict
+    from aelab.errors import RunFolderError
+    from aelab.run.load import load_run
+
+    victim, sha = _yours(tmp_path)
+    folder = copy_run(run, tmp_path / "shared")
+    shutil.rmtree(folder / "predict", ignore_errors=True)
+    (folder / "predict").symlink_to(victim.parent)
+    loaded = load_run(folder)
+    with pytest.raises(RunFolderError, match=f"{folder / 'predict'} is a symbolic link"):
+        predict(loaded, "sprites", folder / "predict" / "sprites", progress=False)
+    with pytest.raises(RunFolderError, match=f"{folder / 'predict'} is a symbolic link"):
+        export(loaded, "safetensors", "autoencoder", folder / "predict" / "exp")
+    # reached through a link of yours that leads into the run folder: the same check
+    (tmp_path / "via").symlink_to(folder / "predict")
+    with pytest.raises(RunFolderError, match="is a symbolic link"):
+        predict(loaded, "sprites", tmp_path / "via" / "sprites", progress=False)
+    assert os.listdir(victim.parent) == ["precious.txt"] and _sha(victim) == sha
+    # an out= of your own, outside the run folder, is still used (the run's link is not followed)
+    predict(loaded, "sprites", tmp_path / "own", ["codes"], progress=False)
+    assert (tmp_path / "own" / "codes.npy").is_file()
+
+
+@pytest.mark.parametrize("name", [".aelab.lock", "train.log", "csv/metrics.csv"])
+def test_a_hard_linked_file_written_in_place_is_refused_before_anything_is_written(run, tmp_path, name):
+    """F4: an interrupted shared run whose lock, train.log or metrics.csv is a hard link to a file of yours:
+    ``aelab-train resume=<run>`` truncated the lock, appended to the log, rewrote the CSV."""
+    from aelab.run import precheck
+
+    victim, sha = _yours(tmp_path)
+    folder = copy_run(run, tmp_path / "shared")
+    (folder / name).unlink(missing_ok=True)
+    os.link(victim, folder / name)
+    cfg = compose_config(folder, [*QUICK, "trainer.max_epochs=2"])
+    with pytest.raises(precheck.Refused, match=f"{folder / name} is a hard link .*other name"):
+        precheck.prepare(cfg, folder, checked=True)
+    assert _sha(victim) == sha
+
+
+def test_the_lock_never_writes_through_a_hard_link(tmp_path):
+    from aelab.store.locks import FolderInUse, FolderLock
+
+    victim, sha = _yours(tmp_path)
+    (tmp_path / "run").mkdir()
+    os.link(victim, tmp_path / "run" / ".aelab.lock")
+    with pytest.raises(FolderInUse, match="is a hard link"):
+        FolderLock(tmp_path / "run").acquire()
+    assert _sha(victim) == sha
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_in_place_writes_check_the_file_when_they_open_it(tmp_path, kind):
+    """F6: a file swapped for a link during a run (after the folder's check) is refused when it is opened:
+    ``O_NOFOLLOW`` and ``st_nlink`` at open time; ``"w"`` truncates only after the checks."""
+    import logging
+
+    from aelab.errors import LinkedFileError
+    from aelab.store.files import NoFollowFileHandler, open_in_place
+
+    victim, sha = _yours(tmp_path)
+    path = tmp_path / "run" / "train.log"
+    path.parent.mkdir()
+    path.symlink_to(victim) if kind == "symlink" else os.link(victim, path)
+    for mode in ("a", "w"):
+        with pytest.raises(LinkedFileError, match=f"{path} is a {'symbolic' if kind == 'symlink' else 'hard'} link"):
+            open_in_place(path, mode)
+    handler = NoFollowFileHandler(str(path))  # Hydra's train.log handler: writes nowhere rather than through it
+    handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "injected", None, None))
+    handler.close()
+    assert _sha(victim) == sha
+    path.unlink()
+    with open_in_place(path, "a") as fh:  # its own file: appended as before
+        fh.write("line\n")
+    assert path.read_text() == "line\n"
+
+
+def test_the_end_of_run_summary_is_not_appended_through_a_train_log_swapped_for_a_link(run, tmp_path, caplog):
+    """F6: ``train.log`` replaced by a symbolic link mid-run: the summary appended to the link's target."""
+    from types import SimpleNamespace
+
+    from aelab.run.summary import print_run_summary
+    from aelab.store.record import RunRecord
+
+    victim, sha = _yours(tmp_path)
+    folder = copy_run(run, tmp_path / "shared")
+    (folder / "train.log").unlink()
+    (folder / "train.log").symlink_to(victim)
+    job = SimpleNamespace(run_dir=folder, record=RunRecord.read(folder), cfg=OmegaConf.create({"verbose": False}))
+    assert print_run_summary(job, multirun=False)  # the summary is made, and not written through the link
+    assert _sha(victim) == sha
+    assert "the summary was not added" in caplog.text and "symbolic link" in caplog.text

@@ -821,3 +821,12 @@ def test_the_end_of_run_summary_is_not_appended_through_a_train_log_swapped_for_
     assert print_run_summary(job, multirun=False)  # the summary is made, and not written through the link
     assert _sha(victim) == sha
     assert "the summary was not added" in caplog.text and "symbolic link" in caplog.text
+
+
+def test_sweep_given_a_value_instead_of_its_options_is_one_line(tmp_path, cli):
+    """``aelab-train -m sweep=sw …`` (a string where the ``sweep`` group is a mapping) ended in a traceback
+    (``'str' object has no attribute 'name'``)."""
+    result = cli("-m", "sweep=sw", *TINY, "model=mlp", "model.bottleneck=4,8")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "sweep='sw' is not one of the sweep's options" in result.stderr and "sweep.name=" in result.stderr
+    assert not (tmp_path / "outputs" / "sweeps").exists() or not any((tmp_path / "outputs" / "sweeps").iterdir())

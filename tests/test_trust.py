@@ -830,3 +830,14 @@ def test_sweep_given_a_value_instead_of_its_options_is_one_line(tmp_path, cli):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "sweep='sw' is not one of the sweep's options" in result.stderr and "sweep.name=" in result.stderr
     assert not (tmp_path / "outputs" / "sweeps").exists() or not any((tmp_path / "outputs" / "sweeps").iterdir())
+
+
+def test_a_recorded_package_folder_that_resolves_into_the_run_folder_says_so(tmp_path):
+    """``extension_packages`` recorded as ``<run>/checkpoints/..`` said "not there on this machine"; it is the run
+    folder itself."""
+    from aelab.run.extensions import make_importable
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=f"it resolves to {run_dir}, inside the run folder"):
+        make_importable({"sharedrun": str(run_dir / "checkpoints" / "..")}, run_dir, ["sharedrun"])

@@ -27,6 +27,14 @@ class RunFolderError(AelabError):
     """A run or sweep folder is missing, incomplete or of the wrong kind."""
 
 
+class LinkedFileError(RunFolderError, OSError):
+    """A file aelab would write in place inside a run or sweep folder is a symbolic link or has other names (a hard
+    link): writing it would change a file elsewhere (see ``docs/trust.md``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class TrustError(AelabError):
     """A file read from a run folder would run code to be loaded (a pickled object in a checkpoint, a config
     ``_target_`` outside the allowlist): refused unless trusted explicitly (see ``docs/trust.md``)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -605,3 +606,238 @@ def test_a_sweep_whose_job_folder_holds_a_link_is_refused_before_any_job_opens_i
     assert again.returncode != 0 and "Traceback" not in again.stderr
     assert f"model.bottleneck=4/train.log is a symbolic link (to '{victim}')" in again.stderr
     assert victim.read_text() == "precious\n"
+
+
+# ------------------------------------------------------------------ issue 34, third round
+def _record(folder: Path, **changes) -> None:
+    record = json.loads((folder / "metrics.json").read_text())
+    record.update(changes)
+    (folder / "metrics.json").write_text(json.dumps(record))
+
+
+def _task_folder(conf: Path, marker: Path) -> Path:
+    """A config folder whose eval task ``zzz`` would copy a file to ``marker`` (and ``yyy`` run a shell command)."""
+    (conf / "eval").mkdir(parents=True)
+    copy = {"_target_": "shutil.copyfile", "src": "/etc/hostname", "dst": str(marker)}
+    (conf / "eval" / "zzz.yaml").write_text(json.dumps({"zzz": copy}) + "\n")
+    system = {"_target_": "os.system", "_args_": [f"touch {marker}"]}
+    (conf / "eval" / "yyy.yaml").write_text(json.dumps({"yyy": system}) + "\n")
+    return conf
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute", "linked_in"])
+def test_a_recorded_search_path_into_the_run_folder_is_refused_naming_the_entry(run, tmp_path, where, monkeypatch):
+    """F8: ``"search_path": ["file://shared/S1/conf"]`` in a shared run's metrics.json made ``aelab-eval eval=[zzz]``
+    build the folder's own task (``shutil.copyfile``)."""
+    from aelab.errors import ConfigError
+    from aelab.evaluation.runner import evaluate_path
+    from aelab.run.extensions import run_context
+
+    marker = tmp_path / "ran"
+    folder = copy_run(run, tmp_path / "shared" / "S1")
+    _task_folder(folder / "conf", marker)
+    monkeypatch.chdir(tmp_path)
+    entry = {
+        "relative": "file://shared/S1/conf",
+        "absolute": f"file://{folder / 'conf'}",
+        "linked_in": f"file://{tmp_path / 'looks_outside'}",
+    }[where]
+    if where == "linked_in":
+        (tmp_path / "looks_outside").symlink_to(folder / "conf")
+    _record(folder, search_path=[entry])
+    why = "relative path" if where == "relative" else "inside the run folder"
+    with pytest.raises(ConfigError, match=f"search_path entry '{entry}' was refused: .*{why}"):
+        run_context(folder, trusted=[])
+    results = evaluate_path(folder, tasks=None)  # the automatic tasks compose with the run's search path
+    assert isinstance(results[str(folder)], ConfigError) and "search_path entry" in str(results[str(folder)])
+    assert not marker.exists()
+
+
+def test_eval_tasks_pass_the_allowlist_even_from_a_config_folder_the_user_names(run, tmp_path, monkeypatch):
+    """F8: a named config folder (your own, outside every run folder) still only builds evaluation tasks: a task that
+    is ``shutil.copyfile`` or ``os.system`` is one line naming ``eval.<task>._target_``."""
+    from aelab.config.checks import entry_problems
+    from aelab.evaluation.runner import compose_tasks
+    from aelab.run.compose import compose
+    from aelab.run.extensions import TRUST_CONFIG_ENV, run_context
+
+    marker = tmp_path / "ran"
+    conf = _task_folder(tmp_path / "mine" / "conf", marker)
+    folder = copy_run(run, tmp_path / "shared" / "S1")
+    _record(folder, search_path=[f"file://{conf}"])
+    with pytest.raises(ConfigError, match="not read unless you name it"):
+        run_context(folder, trusted=[])
+    monkeypatch.setenv(TRUST_CONFIG_ENV, str(conf))
+    search_path = run_context(folder, trusted=[])
+    assert search_path == [f"file://{conf}"]
+    with pytest.raises(TrustError, match=r"^eval\.zzz\._target_=shutil\.copyfile .*was refused: it is outside"):
+        compose_tasks(["zzz"], search_path)
+    with pytest.raises(TrustError, match=r"^eval\.yyy\._target_=os\.system .*was refused"):
+        compose_tasks(["yyy"], search_path)
+    assert not marker.exists()
+    # the option check no longer calls os "not on the Python path"
+    cfg = compose("evaluate", ["run=x", "eval=[yyy]"], search_path)
+    assert not any("Python path" in p for p in entry_problems("aelab-eval", cfg, ["run=x", "eval=[yyy]"]))
+    assert set(compose_tasks(["probe"], search_path)) == {"probe"}  # aelab's own tasks still build
+
+
+@pytest.mark.parametrize(
+    "slot, target",
+    [
+        ("noise", "aelab.callbacks.OptunaPruning"),
+        ("data", "aelab.models.Autoencoder"),
+        ("model", "aelab.data.Sprites"),
+        ("model.encoder", "aelab.callbacks.MetricsHistory"),
+    ],
+)
+def test_an_allowed_class_in_a_place_that_takes_another_kind_is_refused_naming_the_key(run, tmp_path, slot, target):
+    """F9: ``noise: {_target_: aelab.callbacks.OptunaPruning, storage: sqlite:////…/PWNED.db}`` passed the allowlist
+    (a class under aelab.callbacks) and aelab-eval created the database."""
+    import aelab
+
+    db = tmp_path / "x" / "PWNED.db"
+    db.parent.mkdir()
+    pruning = {"storage": f"sqlite:///{db}", "study": "x", "trial": 0, "monitor": "m"}
+    node = {"_target_": target, **(pruning if "Optuna" in target else {})}
+
+    def edit(cfg):
+        OmegaConf.update(cfg, slot, node, force_add=True, merge=False)
+
+    folder = edit_config(copy_run(run, tmp_path / "shared" / "O"), edit)
+    with pytest.raises(TrustError, match=rf"^{re.escape(slot)}\._target_={re.escape(target)} in .*not .*which is what"):
+        aelab.load_run(folder)
+    assert os.listdir(db.parent) == []
+
+
+def _yours(tmp_path: Path) -> tuple[Path, str]:
+    """A file of yours (the target of a link) and its sha256, which every probe below must leave unchanged."""
+    import hashlib
+
+    mine = tmp_path / "mine"
+    mine.mkdir(exist_ok=True)
+    victim = mine / "precious.txt"
+    victim.write_text("precious\n")
+    return victim, hashlib.sha256(victim.read_bytes()).hexdigest()
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_out_inside_a_run_whose_predict_folder_is_a_link_is_refused_like_the_default(run, tmp_path):
+    """F7: ``aelab-predict run=<run> input=sprites out=<run>/predict/sprites`` (and ``aelab-export ...
+    out=<run>/predict/exp``) wrote into the link's target: the links were checked only without ``out=``."""
+    from aelab.deploy.export import export
+    from aelab.deploy.predict import predict
+    from aelab.errors import RunFolderError
+    from aelab.run.load import load_run
+
+    victim, sha = _yours(tmp_path)
+    folder = copy_run(run, tmp_path / "shared")
+    shutil.rmtree(folder / "predict", ignore_errors=True)
+    (folder / "predict").symlink_to(victim.parent)
+    loaded = load_run(folder)
+    with pytest.raises(RunFolderError, match=f"{folder / 'predict'} is a symbolic link"):
+        predict(loaded, "sprites", folder / "predict" / "sprites", progress=False)
+    with pytest.raises(RunFolderError, match=f"{folder / 'predict'} is a symbolic link"):
+        export(loaded, "safetensors", "autoencoder", folder / "predict" / "exp")
+    # reached through a link of yours that leads into the run folder: the same check
+    (tmp_path / "via").symlink_to(folder / "predict")
+    with pytest.raises(RunFolderError, match="is a symbolic link"):
+        predict(loaded, "sprites", tmp_path / "via" / "sprites", progress=False)
+    assert os.listdir(victim.parent) == ["precious.txt"] and _sha(victim) == sha
+    # an out= of your own, outside the run folder, is still used (the run's link is not followed)
+    predict(loaded, "sprites", tmp_path / "own", ["codes"], progress=False)
+    assert (tmp_path / "own" / "codes.npy").is_file()
+
+
+@pytest.mark.parametrize("name", [".aelab.lock", "train.log", "csv/metrics.csv"])
+def test_a_hard_linked_file_written_in_place_is_refused_before_anything_is_written(run, tmp_path, name):
+    """F4: an interrupted shared run whose lock, train.log or metrics.csv is a hard link to a file of yours:
+    ``aelab-train resume=<run>`` truncated the lock, appended to the log, rewrote the CSV."""
+    from aelab.run import precheck
+
+    victim, sha = _yours(tmp_path)
+    folder = copy_run(run, tmp_path / "shared")
+    (folder / name).unlink(missing_ok=True)
+    os.link(victim, folder / name)
+    cfg = compose_config(folder, [*QUICK, "trainer.max_epochs=2"])
+    with pytest.raises(precheck.Refused, match=f"{folder / name} is a hard link .*other name"):
+        precheck.prepare(cfg, folder, checked=True)
+    assert _sha(victim) == sha
+
+
+def test_the_lock_never_writes_through_a_hard_link(tmp_path):
+    from aelab.store.locks import FolderInUse, FolderLock
+
+    victim, sha = _yours(tmp_path)
+    (tmp_path / "run").mkdir()
+    os.link(victim, tmp_path / "run" / ".aelab.lock")
+    with pytest.raises(FolderInUse, match="is a hard link"):
+        FolderLock(tmp_path / "run").acquire()
+    assert _sha(victim) == sha
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_in_place_writes_check_the_file_when_they_open_it(tmp_path, kind):
+    """F6: a file swapped for a link during a run (after the folder's check) is refused when it is opened:
+    ``O_NOFOLLOW`` and ``st_nlink`` at open time; ``"w"`` truncates only after the checks."""
+    import logging
+
+    from aelab.errors import LinkedFileError
+    from aelab.store.files import NoFollowFileHandler, open_in_place
+
+    victim, sha = _yours(tmp_path)
+    path = tmp_path / "run" / "train.log"
+    path.parent.mkdir()
+    path.symlink_to(victim) if kind == "symlink" else os.link(victim, path)
+    for mode in ("a", "w"):
+        with pytest.raises(LinkedFileError, match=f"{path} is a {'symbolic' if kind == 'symlink' else 'hard'} link"):
+            open_in_place(path, mode)
+    handler = NoFollowFileHandler(str(path))  # Hydra's train.log handler: writes nowhere rather than through it
+    handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "injected", None, None))
+    handler.close()
+    assert _sha(victim) == sha
+    path.unlink()
+    with open_in_place(path, "a") as fh:  # its own file: appended as before
+        fh.write("line\n")
+    assert path.read_text() == "line\n"
+
+
+def test_the_end_of_run_summary_is_not_appended_through_a_train_log_swapped_for_a_link(run, tmp_path, caplog):
+    """F6: ``train.log`` replaced by a symbolic link mid-run: the summary appended to the link's target."""
+    from types import SimpleNamespace
+
+    from aelab.run.summary import print_run_summary
+    from aelab.store.record import RunRecord
+
+    victim, sha = _yours(tmp_path)
+    folder = copy_run(run, tmp_path / "shared")
+    (folder / "train.log").unlink()
+    (folder / "train.log").symlink_to(victim)
+    job = SimpleNamespace(run_dir=folder, record=RunRecord.read(folder), cfg=OmegaConf.create({"verbose": False}))
+    assert print_run_summary(job, multirun=False)  # the summary is made, and not written through the link
+    assert _sha(victim) == sha
+    assert "the summary was not added" in caplog.text and "symbolic link" in caplog.text
+
+
+def test_sweep_given_a_value_instead_of_its_options_is_one_line(tmp_path, cli):
+    """``aelab-train -m sweep=sw …`` (a string where the ``sweep`` group is a mapping) ended in a traceback
+    (``'str' object has no attribute 'name'``)."""
+    result = cli("-m", "sweep=sw", *TINY, "model=mlp", "model.bottleneck=4,8")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "sweep='sw' is not one of the sweep's options" in result.stderr and "sweep.name=" in result.stderr
+    assert not (tmp_path / "outputs" / "sweeps").exists() or not any((tmp_path / "outputs" / "sweeps").iterdir())
+
+
+def test_a_recorded_package_folder_that_resolves_into_the_run_folder_says_so(tmp_path):
+    """``extension_packages`` recorded as ``<run>/checkpoints/..`` said "not there on this machine"; it is the run
+    folder itself."""
+    from aelab.run.extensions import make_importable
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=f"it resolves to {run_dir}, inside the run folder"):
+        make_importable({"sharedrun": str(run_dir / "checkpoints" / "..")}, run_dir, ["sharedrun"])

@@ -203,9 +203,10 @@ def with_run_context(argv: list[str]) -> list[str]:
     named = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("trust_packages=")), "")
     trusted = trusted_packages(p.strip(" '\"") for p in named.strip("[]").split(","))
     paths: list[str] = []
+    own = any(a.lstrip("+").startswith("hydra.searchpath=") for a in argv)  # the user's, not the record's
     for run_dir in find_run_dirs(Path(run).expanduser()):
-        paths += [p for p in run_context(run_dir, trusted) if p not in paths]
-    if not paths or any(a.lstrip("+").startswith("hydra.searchpath=") for a in argv):
+        paths += [p for p in run_context(run_dir, trusted, search_path=not own) if p not in paths]
+    if not paths or own:
         return argv
     return [*argv, *searchpath_override(paths)]
 

@@ -32,7 +32,8 @@ log = logging.getLogger("aelab.eval")
 
 def evaluate_main(cfg: DictConfig) -> int:
     """The body of ``aelab-eval``: evaluate, print a summary, return the exit code."""
-    from aelab.run.parts import instantiate_group
+    from aelab.evaluation.runner import build_tasks
+    from aelab.run.session import search_path
 
     if OmegaConf.is_missing(cfg, "run"):
         print(
@@ -43,8 +44,8 @@ def evaluate_main(cfg: DictConfig) -> int:
         return 2
     try:
         device = pick_device(str(cfg.device))
-        tasks = instantiate_group(cfg.get("eval")) or None
         trust = {"trust_checkpoint": bool(cfg.trust_checkpoint), "trust_packages": list(cfg.trust_packages)}
+        tasks = build_tasks(cfg.get("eval"), search_path(), trust["trust_packages"]) or None
         results = evaluate_path(cfg.run, tasks, str(cfg.checkpoint), device, cfg.auto_tasks, **trust)
     except AelabError as exc:
         print(f"aelab-eval: error: {find_aelab_error(exc) or exc}", file=sys.stderr)
@@ -71,6 +72,15 @@ def evaluate_main(cfg: DictConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> None:
+    from aelab.errors import TrustError
+    from aelab.evaluation.runner import check_tasks
+    from aelab.run.session import search_path
+
+    try:  # before the option checks, which would import what the tasks name
+        trusted = cfg.get("trust_packages")
+        check_tasks(cfg.get("eval"), search_path(), [str(p) for p in trusted] if OmegaConf.is_list(trusted) else [])
+    except TrustError as exc:
+        raise SystemExit(f"aelab-eval: error: {exc}") from None
     refuse_bad_options("aelab-eval", cfg)
     code = evaluate_main(cfg)
     if code:

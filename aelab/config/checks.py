@@ -31,6 +31,7 @@ import difflib
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ def _unknown_key(path: str, key: str, sig: Signature, tool: str = "aelab-train")
 
 def _target_problem(path: str, target: str) -> str | None:
     top = target.split(".")[0]
+    if top in sys.builtin_module_names or top in sys.stdlib_module_names:  # os, sys, posix: there, frozen or built in
+        return None
     if _spec_locations(top) == (None, []):
         return (
             f"{path}._target_={target} cannot be imported: no module {top!r} on the Python path "

@@ -6,9 +6,10 @@ calls whatever its ``_target_``s name, so before a run is rebuilt from its folde
 ``aelab.load_run``) every ``_target_`` of the parts that get built (``data``, ``noise``, ``model``, nested
 ones included: ``_partial_``, ``_args_``, lists) must be
 
-* a **component class** — a subclass of ``torch.nn.Module`` (models, nets, corruptions, penalties),
-  ``LightningDataModule``, an evaluation task, a Lightning callback, a torch optimizer or LR scheduler —
-  defined under aelab's component packages (``aelab.models``, ``aelab.nets``, ``aelab.data``,
+* a **component class of the kind its place takes** (:func:`slot_kind`: ``data`` a ``LightningDataModule``,
+  ``noise`` a corruption — a ``torch.nn.Module`` —, ``model`` a ``LightningModule``, ``eval.<task>`` an evaluation
+  task, anything nested a module, torch optimizer or LR scheduler; callbacks, loggers and search parts are never
+  built from a run folder) — defined under aelab's component packages (``aelab.models``, ``aelab.nets``, ``aelab.data``,
   ``aelab.evaluation``, ``aelab.callbacks``), ``torch.optim`` / ``torch.nn``, or a package on the run's
   recorded Hydra search path (``pkg://mylab.conf`` → ``mylab``); functions never are;
 * or anything under a package the user trusts explicitly (``trust_packages=[mylab]`` on the command line,
@@ -37,21 +38,57 @@ TRUST_ENV = "AELAB_TRUST_PACKAGES"
 BUILT_PARTS = ("data", "noise", "model")
 
 
-def _component_bases() -> tuple[type, ...]:
+def _nested_bases() -> tuple[type, ...]:
+    """What a ``_target_`` nested inside a built part may be: a module (nets, penalties), an optimizer, a scheduler."""
     import torch
-    from lightning.pytorch import Callback, LightningDataModule
-
-    from aelab.evaluation.task import EvalTask
 
     return (
         torch.nn.Module,
-        LightningDataModule,
-        EvalTask,
-        Callback,
         torch.optim.Optimizer,
         torch.optim.lr_scheduler.LRScheduler,
         torch.optim.lr_scheduler.ReduceLROnPlateau,
     )
+
+
+def slot_kind(key: str) -> tuple[str, tuple[type, ...]]:
+    """What the slot at ``key`` takes, in words, and the base classes it admits: the part's own builder's expectation
+    (``data``: a datamodule, ``noise``: a corruption, ``model``: a LightningModule, ``eval.<task>``: an evaluation
+    task; anything nested: a module, optimizer or scheduler). Callbacks, loggers and search parts are built only by a
+    training run from its own config, never from a run folder's."""
+    import torch
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from aelab.evaluation.task import EvalTask
+
+    if key == "data":
+        return "a datamodule (a LightningDataModule)", (LightningDataModule,)
+    if key == "noise":
+        return "a corruption (a torch.nn.Module)", (torch.nn.Module,)
+    if key == "model":
+        return "a model (a LightningModule)", (LightningModule,)
+    if key.startswith("eval.") and "." not in key[5:] and "[" not in key[5:]:
+        return "an evaluation task (an aelab.evaluation.task.EvalTask)", (EvalTask,)
+    return "a module, optimizer or LR scheduler", _nested_bases()
+
+
+def _kind_of(obj: type) -> str:
+    """What a class is, in words, for a refusal: ``a Lightning callback``, ``a datamodule`` ..."""
+    import torch
+    from lightning.pytorch import Callback, LightningDataModule, LightningModule
+
+    from aelab.evaluation.task import EvalTask
+
+    for base, words in (
+        (Callback, "a Lightning callback"),
+        (LightningDataModule, "a datamodule"),
+        (LightningModule, "a model"),
+        (EvalTask, "an evaluation task"),
+        (torch.nn.Module, "a torch module"),
+        (torch.optim.Optimizer, "an optimizer"),
+    ):
+        if isinstance(obj, type) and issubclass(obj, base):
+            return words
+    return "a class of another kind"
 
 
 def trusted_packages(explicit: Iterable[str] = ()) -> list[str]:
@@ -108,7 +145,9 @@ def _shown(obj: Any) -> str:
     return f"{origin}.{name}" if origin and origin != name else str(name)
 
 
-def target_problem(target: Any, search_packages: Iterable[str] = (), trusted: Iterable[str] = ()) -> str | None:
+def target_problem(
+    target: Any, search_packages: Iterable[str] = (), trusted: Iterable[str] = (), key: str = ""
+) -> str | None:
     """Why ``target`` may not be instantiated from a run folder's config, or None when it may (the rule is the
     module docstring's).
 
@@ -134,8 +173,12 @@ def target_problem(target: Any, search_packages: Iterable[str] = (), trusted: It
         return f"resolves to {_shown(obj)}, which is defined outside {', '.join(packages)}"
     if trusted:
         return None
-    if not inspect.isclass(obj) or not issubclass(obj, _component_bases()):
+    if not inspect.isclass(obj):
         return "is not a component class (a model, net, dataset, corruption, optimizer or scheduler)"
+    words, bases = slot_kind(key)
+    if not issubclass(obj, bases):
+        where = f"{key} takes" if key else "this place takes"
+        return f"is {_kind_of(obj)} ({_shown(obj)}), not {words}, which is what {where}"
     return None
 
 
@@ -154,7 +197,7 @@ def check_config_targets(
     for part in parts:
         node = cfg.get(part) if hasattr(cfg, "get") else None
         for key, target in config_targets(node, part):
-            problem = target_problem(target, search_packages, trusted)
+            problem = target_problem(target, search_packages, trusted, key)
             if not problem:
                 continue
             top = str(target).split(".")[0]
@@ -162,6 +205,12 @@ def check_config_targets(
                 raise TrustError(
                     f"{key}._target_={target} in {where} {problem}: is {top} installed where you load the run "
                     "(importable, e.g. on PYTHONPATH)?"
+                )
+            if " which is what " in problem:  # an allowed class in the wrong place: built there, it does what it does
+                raise TrustError(
+                    f"{key}._target_={target} in {where} was refused: it {problem}; aelab builds nothing else there "
+                    "from a run folder's config (a class of another kind could write files or connect out): check "
+                    "who edited this config"
                 )
             if top in ("aelab", "torch", "lightning") or top in sys.stdlib_module_names:
                 way_out = "no aelab run needs it: check who edited this run folder's config"

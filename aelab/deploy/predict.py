@@ -98,7 +98,7 @@ def predict(
     spec = run.input_spec
     started = time.perf_counter()
     if out_dir and write:  # a file or unwritable folder is named before the inputs are read
-        out_dir = output_folder(out_dir, Path(out_dir))
+        out_dir = output_folder(out_dir, Path(out_dir), run_dir=run.run_dir)
     inputs = (
         source
         if not isinstance(source, str)

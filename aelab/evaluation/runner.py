@@ -22,14 +22,44 @@ def auto_task_names(run, auto: dict) -> list[str]:
     return list(auto["one_class"] if run.data.normal_class is not None else auto["other"])
 
 
-def compose_tasks(names: list[str], search_path: list[str] = ()) -> dict[str, Any]:
+def compose_tasks(names: list[str], search_path: list[str] = (), trusted: list[str] = ()) -> dict[str, Any]:
     """Compose and build the evaluation tasks ``names`` from the ``eval`` config group, with ``search_path``
-    (the run's own, so that an extension's tasks are found)."""
+    (the run's own, so that an extension's tasks are found). Their ``_target_``s pass the allowlist first
+    (:func:`build_tasks`): a run's search path is data too."""
     from aelab.run.compose import compose
-    from aelab.run.parts import instantiate_group
 
     cfg = compose("evaluate", [f"eval=[{','.join(names)}]"], search_path)
-    return instantiate_group(cfg.get("eval"))
+    return build_tasks(cfg.get("eval"), search_path, trusted)
+
+
+def build_tasks(group, search_path: list[str] = (), trusted: list[str] = ()) -> dict[str, Any]:
+    """Instantiate the evaluation tasks of an ``eval`` group, each ``_target_`` checked by the allowlist first
+    (:mod:`aelab.config.trust`: an evaluation task of aelab, of a package on ``search_path``, or of one the user
+    trusts: ``trusted`` and ``$AELAB_TRUST_PACKAGES``), each result an :class:`~aelab.evaluation.task.EvalTask`;
+    a refusal is one line naming ``eval.<task>._target_``."""
+    from aelab.errors import ConfigError
+    from aelab.evaluation.task import EvalTask
+    from aelab.run.parts import instantiate_group
+
+    if not group:
+        return {}
+    check_tasks(group, search_path, trusted)
+    tasks = instantiate_group(group)
+    for name, task in tasks.items():
+        if not isinstance(task, EvalTask):
+            raise ConfigError(f"eval.{name}._target_ built {type(task).__name__}, not an evaluation task (EvalTask)")
+    return tasks
+
+
+def check_tasks(group, search_path: list[str] = (), trusted: list[str] = ()) -> None:
+    """Refuse (:class:`aelab.errors.TrustError`, one line naming ``eval.<task>._target_``) an ``eval`` group naming
+    anything but evaluation tasks of aelab, of the search path's packages or of packages the user trusts."""
+    from aelab.config.trust import check_config_targets, search_path_packages, trusted_packages
+
+    where = "the evaluation tasks' configs (eval=[...], from aelab's config tree and the search path)"
+    check_config_targets(
+        {"eval": group or {}}, ("eval",), search_path_packages(search_path), trusted_packages(trusted), where=where
+    )
 
 
 def evaluate_run(run, tasks: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +122,7 @@ def evaluate_path(
             trust = {"trust_checkpoint": trust_checkpoint, "trust_packages": trust_packages}
             run = load_run(run_dir, which=checkpoint, device=device, **trust)
             auto_tasks = auto or {"one_class": [], "other": []}
-            chosen = tasks if tasks else compose_tasks(auto_task_names(run, auto_tasks), run.search_path)
+            chosen = tasks if tasks else compose_tasks(auto_task_names(run, auto_tasks), run.search_path, run.trusted)
             if not tasks:  # the automatic set: a task this run cannot serve is left out, not a refusal of the others
                 for name, task in list(chosen.items()):
                     why = task.refusal(run)

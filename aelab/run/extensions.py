@@ -62,6 +62,16 @@ def packages_of(config: dict[str, Any]) -> dict[str, str]:
 _RUN_MARKS = ("metrics.json", "multirun.yaml", "aelab_sweep.yaml", "optuna.journal", ".aelab.lock")
 
 
+def _place_problem(real: Path, run_dir: Path) -> str | None:
+    """Why a resolved folder (or file) may not be read code or configs from: inside the run folder, or inside a run
+    or sweep folder (one holding a run's or sweep's marks) at or above it."""
+    if real == run_dir or run_dir in real.parents:
+        return f"it resolves to {real}, inside the run folder"
+    if any((folder / mark).exists() for folder in (real, *real.parents) for mark in _RUN_MARKS):
+        return f"it resolves to {real}, inside a run or sweep folder"
+    return None
+
+
 def _problem(home: Path, top: str, run_dir: Path) -> str | None:
     """Why a recorded folder may not go on ``sys.path`` (None when it may): it must be absolute, hold the package,
     resolve outside the run folder and every run or sweep folder above it, and the package must be this user's."""
@@ -69,15 +79,60 @@ def _problem(home: Path, top: str, run_dir: Path) -> str | None:
         return "a relative path (it would be read from wherever the command runs)"
     real = Path(os.path.realpath(home))
     found = real / top if (real / top).is_dir() else real / f"{top}.py"
+    place = _place_problem(real, run_dir) or (_place_problem(Path(os.path.realpath(found)), run_dir))
+    if place:
+        return place
     if not found.exists():
         return "not there on this machine"
-    if real == run_dir or run_dir in real.parents:
-        return "inside the run folder"
-    if any((folder / mark).exists() for folder in (real, *real.parents) for mark in _RUN_MARKS):
-        return "inside a run or sweep folder"
     if hasattr(os, "getuid") and found.stat().st_uid != os.getuid():
         return "owned by another user"
     return None
+
+
+#: the environment variable naming config folders (``file://`` search-path entries) a run may bring back
+TRUST_CONFIG_ENV = "AELAB_TRUST_CONFIG_DIRS"
+
+
+def trusted_config_dirs() -> list[str]:
+    """The config folders the user names in ``$AELAB_TRUST_CONFIG_DIRS`` (``os.pathsep``-separated), resolved."""
+    named = os.environ.get(TRUST_CONFIG_ENV, "").split(os.pathsep)
+    return [os.path.realpath(os.path.expanduser(p)) for p in named if p.strip()]
+
+
+def usable_search_path(entries: list[str], run_dir: Path) -> list[str]:
+    """A run's recorded search path (``metrics.json``: ``search_path``), checked as its package folders are: a
+    ``pkg://`` entry names a package, imported under :func:`make_importable`'s rules; a ``file://`` entry (a folder of
+    configs, whose ``_target_``s aelab would build) is used only when it is absolute, resolves outside the run folder
+    and every run or sweep folder above it, belongs to the user, and the user names it
+    (``$AELAB_TRUST_CONFIG_DIRS``, or ``hydra.searchpath=[...]`` on the command line instead of the recorded one).
+    Anything else is a :class:`ConfigError`, one line naming the entry."""
+    run_dir = Path(run_dir).resolve()
+    out = []
+    for entry in entries:
+        entry = str(entry)
+        if entry.startswith("pkg://"):
+            out.append(entry)
+            continue
+        folder = Path(entry.removeprefix("file://"))
+        if not folder.is_absolute():
+            problem = "a relative path (it would be read from wherever the command runs)"
+        else:
+            real = Path(os.path.realpath(folder))
+            problem = _place_problem(real, run_dir)
+            if problem is None and not real.is_dir():
+                problem = "not there on this machine"
+            elif problem is None and hasattr(os, "getuid") and real.stat().st_uid != os.getuid():
+                problem = "owned by another user"
+            elif problem is None and str(real) not in trusted_config_dirs():
+                problem = f"not read unless you name it ({TRUST_CONFIG_ENV}={real})"
+        if problem:
+            raise ConfigError(
+                f"{run_dir / 'metrics.json'}: search_path entry {entry!r} was refused: {problem}. A config folder "
+                "recorded by a run is data, and its configs could name any code; to use your own config folder, "
+                f"pass hydra.searchpath=[file:///absolute/folder] or set {TRUST_CONFIG_ENV}"
+            )
+        out.append(entry)
+    return out
 
 
 def make_importable(packages: dict[str, str], run_dir: Path, trusted: list[str] | None = None) -> None:
@@ -110,13 +165,19 @@ def make_importable(packages: dict[str, str], run_dir: Path, trusted: list[str] 
         )
 
 
-def run_context(run_dir: Path, trusted: list[str] | None = None) -> list[str]:
+def run_context(run_dir: Path, trusted: list[str] | None = None, search_path: bool = True) -> list[str]:
     """Prepare to use a run's config here: its packages importable (``trusted``: the packages the user named, see
-    :func:`make_importable`); returns its recorded search path."""
+    :func:`make_importable`); returns its recorded search path, checked (:func:`usable_search_path`; with
+    ``search_path=False`` — the user gave their own — neither checked nor returned)."""
     from aelab.store.record import RunRecord
 
     record = RunRecord.read(run_dir)
     if record is None:
         return []
     make_importable(record.get("extension_packages") or {}, run_dir, trusted)
-    return [str(p) for p in record.get("search_path") or []]
+    if not search_path:
+        return []
+    recorded = record.get("search_path") or []
+    if not isinstance(recorded, list):
+        raise ConfigError(f"{Path(run_dir) / 'metrics.json'}: search_path is not a list: the run folder is damaged")
+    return usable_search_path([str(p) for p in recorded], run_dir)

@@ -128,6 +128,13 @@ class RunFolderCallback(Callback):
         from aelab.config.checks import local_ddp_sweep_problem
 
         self.started = time.time()
+        if not OmegaConf.is_dict(config.get("sweep")):  # sweep=sw: a value where the group's options belong
+            refuse(
+                [
+                    f"sweep={OmegaConf.select(config, 'sweep')!r} is not one of the sweep's options: name the sweep "
+                    "with sweep.name=<name> (sweep.resume=true continues the latest)"
+                ]
+            )
         overrides = task_overrides(config)
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
         ddp = local_ddp_sweep_problem(config.get("trainer"), launcher)

@@ -41,6 +41,8 @@ class LoadedRun:
         self.model = model
         self.data = data
         self.checkpoint = checkpoint
+        #: the packages the user trusts explicitly for this run (``trust_packages``): its tasks are checked with them
+        self.trusted: list[str] = []
 
     @property
     def config(self):
@@ -52,9 +54,16 @@ class LoadedRun:
 
     @property
     def search_path(self) -> list[str]:
-        """The Hydra search path the run was composed with (an extension's config packages)."""
+        """The Hydra search path the run was composed with (an extension's config packages), checked as a run's
+        package folders are (:func:`aelab.run.extensions.usable_search_path`: a recorded config folder is used only
+        when the user names it)."""
+        from aelab.run.extensions import usable_search_path
+
         record = self.record
-        return [str(p) for p in (record.get("search_path") if record else None) or []]
+        recorded = (record.get("search_path") if record else None) or []
+        if not isinstance(recorded, list):
+            raise ConfigError(f"{self.run_dir / 'metrics.json'}: search_path is not a list: the run folder is damaged")
+        return usable_search_path([str(p) for p in recorded], self.run_dir)
 
     @property
     def metrics(self) -> dict:
@@ -178,4 +187,6 @@ def load_run(
     parts.model.to(device).eval()
     if setup_data:
         parts.datamodule.setup("test")
-    return LoadedRun(run_dir, cfg, parts.model, parts.datamodule, ckpt)
+    loaded = LoadedRun(run_dir, cfg, parts.model, parts.datamodule, ckpt)
+    loaded.trusted = trusted_packages(trust_packages)
+    return loaded

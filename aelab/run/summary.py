@@ -190,10 +190,12 @@ def print_run_summary(job, multirun: bool, repeats: bool = False, console_file=N
         log.warning("no summary: %s", exc)
         return ""
     try:
-        with open(Path(job.run_dir) / "train.log", "a") as fh:
+        from aelab.store.files import open_in_place
+
+        with open_in_place(Path(job.run_dir) / "train.log", "a") as fh:
             fh.write("\n" + plain + "\n")
     except OSError as exc:
-        log.warning("the summary was not added to %s: %s", Path(job.run_dir) / "train.log", exc.strerror or exc)
+        log.warning("the summary was not added to %s: %s", Path(job.run_dir) / "train.log", exc.strerror or str(exc))
     return plain
 
 

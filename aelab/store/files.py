@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,20 +141,129 @@ def linked_paths(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+#: files aelab (or Hydra's log for it) writes in place in a run or sweep folder — appended to, truncated — rather than
+#: replacing them atomically: a hard link there would write into the file's other name
+IN_PLACE = (".aelab.lock", "train.log", "metrics.csv", "optuna.journal", "multirun.yaml")
+
+
+def hard_linked(folder: Path) -> list[Path]:
+    """The files written in place (:data:`IN_PLACE`) at or inside ``folder`` that have other names (``st_nlink > 1``;
+    W&B's folders left alone, as in :func:`linked_paths`)."""
+    found = []
+    for root, dirs, files in os.walk(Path(folder), followlinks=False):
+        for name in files:
+            if name in IN_PLACE:
+                path = Path(root) / name
+                try:
+                    info = path.lstat()
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                    found.append(path)
+        dirs[:] = [d for d in dirs if d not in _NOT_OURS]
+    return sorted(found)
+
+
+def _hard_link_message(path: Path, links: int) -> str:
+    return (
+        f"{path} is a hard link (the same file has {links - 1} other name(s), perhaps outside this folder): aelab "
+        "appends to or truncates it in place, which would change that other file too; replace it with a copy of "
+        f"its own (cp {path} {path}.copy && mv {path}.copy {path}), or work on a copy of the folder"
+    )
+
+
 def refuse_links(folder: str | Path) -> None:
     """Refuse (:class:`aelab.errors.RunFolderError`, one line naming it) a run or sweep folder that is or holds a
-    symbolic link: aelab appends to its logs, truncates its CSV and lock, and writes checkpoints, exports and samples
-    inside it, and through a link any of these would land in a file of someone else's choosing."""
-    from aelab.errors import RunFolderError
+    symbolic link, or whose files written in place (:data:`IN_PLACE`: the lock, logs, the CSV) are hard links: aelab
+    appends to its logs, truncates its CSV and lock, and writes checkpoints, exports and samples inside it, and
+    through a link any of these would land in a file of someone else's choosing."""
+    from aelab.errors import LinkedFileError
 
     links = linked_paths(Path(folder))
     if links:
         more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
-        raise RunFolderError(
+        raise LinkedFileError(
             f"{links[0]} is a symbolic link (to {os.readlink(links[0])!r}){more}: aelab writes nothing through a link "
             "in a run or sweep folder, where a shared or copied folder could point it at any file of yours; replace "
             "it with the file or folder itself, or work on a copy without links"
         )
+    hard = hard_linked(Path(folder))
+    if hard:
+        raise LinkedFileError(_hard_link_message(hard[0], hard[0].lstat().st_nlink))
+
+
+def link_on_the_way(path: str | Path, folder: str | Path) -> Path | None:
+    """The first symbolic link inside ``folder`` that reaching ``path`` goes through (each link followed as the
+    system would, one component at a time), or None: ``out=<run>/predict/x`` with ``predict`` a link, or a link of
+    yours that leads into the run folder and on through one of its links."""
+    root = Path(os.path.realpath(folder))
+    parts, current, hops = list(Path(os.path.abspath(path)).parts[1:]), Path("/"), 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        step = current / part
+        if not step.is_symlink():
+            current = step
+            continue
+        if current == root or root in current.parents:
+            return step
+        hops += 1
+        if hops > 40:  # a loop: mkdir says so itself
+            return None
+        target = Path(os.readlink(step))
+        parts = [*(target.parts[1:] if target.is_absolute() else target.parts), *parts]
+        current = Path("/") if target.is_absolute() else current
+    return None
+
+
+def open_in_place(path: str | Path, mode: str = "a", **options: Any):
+    """Open ``path`` for writing in place (``"a"``: append, ``"w"``: truncate; ``options`` go to :func:`open`) —
+    never through a symbolic link (``O_NOFOLLOW``, checked when it opens, so a link put in its place during a run is
+    refused too) and never a file with other names (a hard link): each a :class:`aelab.errors.LinkedFileError`
+    naming it (an ``OSError`` as well, for writers that tolerate a failed write). Every in-place write aelab does in
+    a run or sweep folder goes through here; everything else is replaced atomically (:func:`atomic_path`)."""
+    from aelab.errors import LinkedFileError
+
+    if mode.replace("b", "") not in ("a", "w"):
+        raise ValueError(f"open_in_place takes 'a' or 'w' (and 'b'), not {mode!r}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    flags |= os.O_APPEND if mode.startswith("a") else 0
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise LinkedFileError(
+            f"{path} is a symbolic link (to {os.readlink(path)!r}): aelab writes nothing through a link in a run or "
+            "sweep folder; replace it with the file itself"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise LinkedFileError(
+            _hard_link_message(Path(path), info.st_nlink)
+            if stat.S_ISREG(info.st_mode)
+            else f"{path} is not a regular file: aelab writes its own file there"
+        )
+    if mode.startswith("w"):
+        os.ftruncate(fd, 0)  # after the checks: a hard-linked file is never truncated
+    return os.fdopen(fd, mode, **options)
+
+
+class NoFollowFileHandler(logging.FileHandler):
+    """Hydra's ``train.log`` handler (``conf/hydra/default.yaml``), opened with :func:`open_in_place`. A link or a
+    hard link in its place is not written at all (the log goes nowhere); the run's own check then refuses the
+    folder with one line naming it (:func:`refuse_links`), before anything else is written."""
+
+    def _open(self):
+        try:
+            return open_in_place(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors)
+        except OSError:  # LinkedFileError, or a folder that cannot be written: the run's checks say which
+            return open(os.devnull, "a", encoding=self.encoding)  # noqa: SIM115 — the handler closes it
 
 
 def is_temporary(path: Path) -> bool:

@@ -78,6 +78,13 @@ class FolderLock:
                 f"{self.path} is a symbolic link (to {os.readlink(self.path)}): aelab writes nothing through a link "
                 f"in a {self.what}; remove it (the lock file is aelab's own)"
             ) from None
+        links = os.fstat(fd).st_nlink
+        if links > 1:  # a hard link: truncating and writing the lock would change the file's other name too
+            os.close(fd)
+            raise FolderInUse(
+                f"{self.path} is a hard link (the same file has {links - 1} other name(s), perhaps outside this "
+                f"{self.what}): aelab truncates and writes its lock file; remove it (the lock file is aelab's own)"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

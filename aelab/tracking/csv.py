@@ -30,18 +30,22 @@ class _AppendingWriter(ExperimentWriter):
             if new_keys and exists:
                 self._rewrite_with_new_header(self.metrics_keys)
                 rewritten = True
-            size = os.path.getsize(path) if exists else None
+            from aelab.store.files import open_in_place
+
+            fh = open_in_place(path, "a" if exists else "w", newline="")  # never through a link or a hard link
+            size = os.fstat(fh.fileno()).st_size
             try:
-                with open(path, "a" if exists else "w", newline="") as fh:
+                with fh:
                     writer = csv.DictWriter(fh, fieldnames=self.metrics_keys)
                     if not exists:
                         writer.writeheader()
                     writer.writerows(self.metrics)
             except BaseException:
-                if size is None:
+                if not exists:
                     Path(path).unlink(missing_ok=True)
-                else:
-                    os.truncate(path, size)  # the rows written before stay whole (truncating needs no space)
+                else:  # the rows written before stay whole (truncating needs no space)
+                    with open_in_place(path, "a") as again:
+                        again.truncate(size)
                 raise
         except Exception as exc:
             if not rewritten:  # the header on disk (if any) is still the old one

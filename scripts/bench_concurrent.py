@@ -14,6 +14,8 @@ Sides (alternating within a round):
 * **aelab** — the defaults: each job's torch threads are the usable cores shared by the aelab jobs running (looked
   at again every second while training), OpenMP's spin bounded (``GOMP_SPINCOUNT=10000``) — :mod:`aelab.run.threads`;
 * **spin** (``--sides aelab,spin``) — aelab's thread share with libgomp's default spin: what the bounded spin does;
+* **fixed** (``--sides aelab,fixed``) — ``threads=<cores>`` given (no share) with aelab's bounded spin: what the
+  spin alone does for jobs whose threads are fixed;
 * **before** — what each job did before, and what any PyTorch process does by default: ``threads=<cores>`` and
   libgomp's default spin (``GOMP_SPINCOUNT=300000``, its figure when the variable is unset). A job of this side
   still running after ``--timeout`` seconds is killed and shown as "> timeout".
@@ -45,6 +47,7 @@ SIDES = {
     "aelab": ({}, ()),
     "spin": ({"GOMP_SPINCOUNT": "300000"}, ()),  # aelab's thread share with libgomp's default spin
     "before": ({"GOMP_SPINCOUNT": "300000"}, ("threads={cores}",)),
+    "fixed": ({}, ("threads={cores}",)),  # every core for each job (threads= given), aelab's bounded spin
 }
 
 

@@ -218,6 +218,22 @@ def test_a_name_too_long_and_an_optimizer_argument_torch_refuses_are_one_line_be
         assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").iterdir())
 
 
+def test_an_option_the_component_takes_but_its_config_does_not_list_is_one_line(cli, tmp_path):
+    """``data=arrays data.val_size=10``: ArrayFile takes ``val_size`` but conf/data/arrays.yaml lists
+    ``val_fraction``; Hydra's multi-line "Could not override … Key 'val_size' is not in struct" becomes one line
+    saying how to give it."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((20, 8), dtype="float32"))
+    result = cli("data=arrays", "data.path=x.npy", "data.val_size=10")
+    assert result.returncode != 0 and "not in struct" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "aelab-train: error: data.val_size is an option its component takes that the config does not list: give "
+        "+data.val_size=10 (Hydra adds a key only with +)"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_the_python_api_raises_the_clis_config_error_for_a_misspelt_key(tmp_path, monkeypatch):
     """issue 34: ``aelab.train(["model.bottlenek=8"])`` raised Hydra's "To append … use +" instead."""
     import aelab

@@ -53,8 +53,15 @@ def explain_bad_override(
             overrides = _added(overrides, found.group(1))
             continue
         problems = check(cfg, overrides)
-        if not problems:
-            return None
+        if not problems:  # each added key is an argument its component takes that its config file does not list
+            added = [o for o in overrides if o.startswith("+") and o[1:] in (args.overrides or [])]
+            if not added:
+                return None
+            keys = ", ".join(o[1:].split("=", 1)[0] for o in added)
+            return (
+                f"{keys} {'is an option' if len(added) == 1 else 'are options'} its component takes that the config "
+                f"does not list: give {' '.join(added)} (Hydra adds a key only with +)"
+            )
         lines = "\n".join(f"  - {p}" for p in problems)
         return (
             problems[0]

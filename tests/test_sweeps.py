@@ -49,7 +49,7 @@ def test_joblib_bottleneck_sweep_compares_and_tracks_each_job(cli, tmp_path):
         assert line.split()[-1] == "completed" and float(line.split()[1]) == pytest.approx(objective, rel=1e-3)
     # joblib: each job gets cores / n_jobs threads
     for job in jobs:
-        assert "1 CPU threads" in (sweep / job / "train.log").read_text() or __import__("os").cpu_count() < 2
+        assert "1 CPU thread" in (sweep / job / "train.log").read_text() or __import__("os").cpu_count() < 2
 
     out = compare([sweep])
     table = out.summary

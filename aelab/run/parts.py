@@ -224,9 +224,11 @@ def describe(job: Job) -> None:
     log.info("run folder: %s%s", job.run_dir, continuing)
     log.info("data: %s", job.datamodule.describe())
     name = job.choices.get("model", type(model).__name__)
+    threads = torch.get_num_threads()
     log.info(
-        "model: %s, bottleneck %s, %s parameters, noise %s, %d CPU threads",
-        name, cfg.model.get("bottleneck"), f"{model.num_parameters():,}", job.noise.describe(), torch.get_num_threads(),
+        "model: %s, bottleneck %s, %s parameters, noise %s, %d CPU thread%s",
+        name, cfg.model.get("bottleneck"), f"{model.num_parameters():,}", job.noise.describe(), threads,
+        "" if threads == 1 else "s",
     )  # fmt: skip
     size = 1
     for s in job.datamodule.dims:

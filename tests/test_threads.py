@@ -98,6 +98,16 @@ def test_the_share_follows_the_jobs_and_the_user_settings_win(monkeypatch):
     assert fixed.threads(8) == 3 and not fixed.adapts  # threads= wins
     env_set = cpu.choose(None, processes=1, environ={"OMP_NUM_THREADS": "2"})
     assert env_set.threads(1) is None and not env_set.adapts  # the environment's count: torch's choice stands
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert cpu.choose(None, processes=2, environ={"OMP_NUM_THREADS": "4"}).apply(1) == 2  # ... within its share
+        torch.set_num_threads(1)
+        assert cpu.choose(None, processes=2, environ={"OMP_NUM_THREADS": "1"}).apply(1) == 1
+    finally:
+        torch.set_num_threads(before)
     exact = cpu.choose(None, processes=1, deterministic=True, environ={})
     assert exact.threads(1) == exact.threads(8) == 4 and not exact.adapts  # the same numbers whatever else runs
 

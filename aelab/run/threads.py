@@ -1,20 +1,24 @@
 """CPU threads for one job, chosen so that jobs started independently on one machine share it.
 
-Three things decide how fast a CPU job runs next to others:
+Four things decide how fast a CPU job runs next to others:
 
 * **how long OpenMP's threads spin** while they wait at a barrier. libgomp (PyTorch's OpenMP on Linux) spins
-  300,000 rounds (milliseconds) before it sleeps; a thread whose partner was descheduled by another process then
+  300,000 rounds (about 3 ms) before it sleeps; a thread whose partner was descheduled by another process then
   burns its whole slice, and jobs beside each other slow down by far more than their share. :func:`bound_spin`
   sets ``GOMP_SPINCOUNT`` (:data:`SPIN_COUNT`) before torch loads, unless the user set a wait policy;
 * **how many cores this process may use**: its CPU affinity and its cgroup's CPU quota (:func:`usable_cores`),
   not the machine's count;
 * **how many aelab jobs share them**: each training job holds a lock on a file in a folder of this user's
-  (:func:`jobs_folder`) while it runs; a job's threads are the usable cores divided by the live jobs, looked at
-  again every :data:`RECHECK_S` seconds while it trains (:class:`ThreadShare`), so a job alone gets every core
-  back when the others end.
+  (:func:`jobs_folder`) while it runs; a job's threads are the usable cores divided by the live jobs (and by its
+  own processes: joblib workers, DDP ranks on the CPU);
+* **what other processes keep busy** (:class:`OtherLoad`): half a core or more counts as taken.
 
-Whatever the user sets wins: ``threads=`` fixes the count, ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` leave torch's
-own choice alone, ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT``/``KMP_BLOCKTIME`` leave the spin alone.
+The job looks again every :data:`RECHECK_S` seconds while it trains (the ``ThreadShare`` callback,
+:mod:`aelab.callbacks.threads`), so a job alone gets every core back when the others end.
+
+Whatever the user sets wins: ``threads=`` fixes the count; ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` leave torch's
+own choice (capped at the job's processes' share); ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT``/``KMP_BLOCKTIME`` leave
+the spin alone; ``trainer.deterministic=true`` fixes the count at that share, whatever else runs.
 """
 
 from __future__ import annotations
@@ -261,6 +265,8 @@ class Plan:
         import torch
 
         wanted, current = self.threads(jobs, others), torch.get_num_threads()
+        if wanted is None and self.cap < self.cores:  # the environment's count, within this job's processes' share
+            wanted = min(current, self.cap)
         if wanted is not None and wanted != current:
             torch.set_num_threads(wanted)
         now = torch.get_num_threads()

@@ -236,10 +236,13 @@ def test_a_study_of_optuna_2_is_refused_with_the_upgrade_command_then_read(tmp_p
 
 # ----------------------------------------------------------------------------- MLflow's server on SQLAlchemy 2
 @pytest.mark.slow  # MLflow's server starts in ~10-20 s
-def test_mlflow_server_serves_a_logged_run(tmp_path):
+def test_mlflow_server_serves_a_logged_run(tmp_path, monkeypatch):
     import mlflow
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # mlflow.set_tracking_uri also sets $MLFLOW_TRACKING_URI, which every aelab-train this worker starts later would
+    # log to: set through monkeypatch, so that it is gone again after this test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     mlflow.set_tracking_uri(store)
     with mlflow.start_run(experiment_id=mlflow.create_experiment("aelab")) as run:
         mlflow.log_metric("val/recon_loss", 0.25, step=3)

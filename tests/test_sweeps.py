@@ -406,3 +406,20 @@ def test_a_key_given_as_a_constant_and_swept_is_refused_before_the_sweep_starts(
         "to sweep"
     ]
     assert twice_given(["model.bottleneck=2,8", "seed=0,1"]) == []
+
+
+def test_a_sweep_or_search_with_an_added_key_passes_its_checks(make_cfg):
+    """``-m ... +callbacks.fault._target_=...``: the job configs the checks compose took the "+key" twice and Hydra
+    refused it ("Could not append to config. An item is already at ..."), so such a sweep or search never started."""
+    from aelab.run.search import search_problems
+    from aelab.run.sweeps import sweep_problems
+
+    added = [
+        "+callbacks.fault._target_=aelab.callbacks.FaultInjection",
+        "+callbacks.fault.at_epoch=5",
+        "+callbacks.fault.run_dir=${paths.run_dir}",  # an interpolation stays one (the search re-rendered it escaped)
+    ]
+    cfg = make_cfg(*added, "model.bottleneck=2", multirun=True)
+    assert sweep_problems(cfg, [*added, "model.bottleneck=2,4"]) == []
+    search = make_cfg(*added, "hparams_search=bottleneck_optuna", multirun=True)
+    assert search_problems(search, [*added, "hparams_search=bottleneck_optuna"]) == []

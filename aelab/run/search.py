@@ -194,7 +194,9 @@ def search_problems(config: DictConfig, overrides: list[str]) -> list[str]:
     if problems:
         return problems
     # each job's config at every choice and both ends of every interval, as a grid sweep's jobs are checked
-    searched = set(distributions) | set(fixed)
+    given = {o.split("=", 1)[0] for o in overrides if "=" in o}
+    fixed = {k: v for k, v in fixed.items() if k not in given}  # the command line's own values stay as typed
+    searched = {k.lstrip("+~") for k in [*distributions, *fixed]}
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in searched | {"hparams_search"}]
     kept = [o for o in kept if not o.split("=", 1)[0].startswith(("hydra/sweeper", "hydra.sweeper"))]
     groups = set((OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}).keys())

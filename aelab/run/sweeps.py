@@ -65,7 +65,8 @@ def job_configs(cfg: DictConfig, jobs: list[list[str]]):
         base = tuple(o.input_line for o, g in zip(parsed, is_group) if g or not o.is_sweep_override())
         if base not in composed:
             try:
-                composed[base] = compose_like(cfg, list(base) + [o.input_line for o in parsed if o.is_add()])
+                added = [o.input_line for o in parsed if o.is_add() and o.input_line not in base]
+                composed[base] = compose_like(cfg, [*base, *added])  # a "+key" given once: Hydra refuses it twice
             except Exception as exc:  # noqa: BLE001 — e.g. an unknown group option: reported for the job
                 composed[base] = exc
         found = composed[base]

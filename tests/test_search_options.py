@@ -19,6 +19,7 @@ def problems(*overrides: str) -> list[str]:
     return search_problems(cfg, given)
 
 
+@pytest.mark.slow  # a whole aelab-train process or a search's checks: 7-11 s (make test stays < 5 min)
 def test_the_search_as_shipped_has_no_problems():
     assert problems() == []
 
@@ -53,6 +54,7 @@ def test_an_unreachable_search_database_is_named_before_any_folder():
     assert problem.startswith("hydra.sweeper.storage=sqlite:////nonexistent-folder/x/study.db cannot be opened: ")
 
 
+@pytest.mark.slow  # a whole aelab-train process or a search's checks: 7-11 s (make test stays < 5 min)
 def test_a_search_option_error_leaves_no_sweep_folder(cli, tmp_path):
     result = cli("-m", "hparams_search=bottleneck_optuna", *TINY, "sweep.name=s", "hydra.sweeper.heartbeat_interval=0")
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import TINY
 
 HEAVY = ("torch", "lightning", "torchmetrics", "torchvision", "scipy", "matplotlib", "pandas")
@@ -115,6 +116,7 @@ def test_a_live_run_folder_is_refused_without_torch(tmp_path):
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 
+@pytest.mark.slow  # a whole aelab-train process or a search's checks: 7-11 s (make test stays < 5 min)
 def test_a_completed_run_is_skipped_without_torch(tmp_path):
     from conftest import run_cli
 

@@ -591,6 +591,7 @@ def test_export_eval_and_compare_refuse_a_linked_folder_of_a_run(run, tmp_path):
     assert os.listdir(mine) == []
 
 
+@pytest.mark.slow  # a whole aelab-train process or a search's checks: 7-11 s (make test stays < 5 min)
 def test_a_sweep_whose_job_folder_holds_a_link_is_refused_before_any_job_opens_its_log(tmp_path, cli):
     """A sweep job's log (Hydra's file handler) opens before the job's own checks: the sweep refuses the whole
     folder first, and the link's target is quoted, not written out raw (a newline in it could inject a line)."""

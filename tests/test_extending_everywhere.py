@@ -77,6 +77,7 @@ def test_aelab_eval_predict_export_and_compare_need_no_pythonpath(sweep):
     assert "share of dead code units" in (sweep_dir / "comparison" / "comparison.md").read_text()
 
 
+@pytest.mark.slow  # 16-31 s: runs with the slow checks (make test stays < 5 min)
 def test_load_run_in_a_fresh_python_without_pythonpath_gives_the_sparse_codes(sweep):
     root, sweep_dir = sweep
     code = (

@@ -125,6 +125,7 @@ def test_sigterm_mid_epoch_then_same_command_resumes_at_the_next_batch_to_identi
     assert_identical(uninterrupted, resumed)
 
 
+@pytest.mark.slow  # 16-31 s: runs with the slow checks (make test stays < 5 min)
 def test_ctrl_c_inside_a_call_stops_at_its_end_and_the_same_command_ends_identical(cli, tmp_path, uninterrupted):
     """The issue's Ctrl-C: it used to raise mid-step, exit 1 with "SystemExit: 1", save a mid-step checkpoint,
     and the continued run ended one step short (2999 of 3000)."""

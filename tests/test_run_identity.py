@@ -117,6 +117,7 @@ def test_continuing_with_a_change_accepted_records_it(tmp_path):
     assert "lr: 0.002" in (run_dir / ".hydra" / "config.yaml").read_text()  # the config now says what trained last
 
 
+@pytest.mark.slow  # 16-31 s: runs with the slow checks (make test stays < 5 min)
 def test_a_sweep_rerun_with_a_changed_constant_is_refused_before_its_first_job(tmp_path):
     sweep = [*TINY, "model=mlp", "model.bottleneck=2,4", "sweep.name=s"]
     first = run_cli(["-m", *sweep], tmp_path)

@@ -165,16 +165,16 @@ current: Plan | None = None
 def join() -> int:
     """Count this process's job among the running ones (once per job); the number of jobs running now, or 1."""
     global _slot
-    folder = jobs_folder()
-    if folder is None:
-        return 1
-    try:
-        if _slot is None:
+    if _slot is None:
+        folder = jobs_folder()
+        if folder is None:
+            return 1
+        try:
             _slot = JobSlot(folder)
-        return max(1, running_jobs(folder))
-    except OSError as exc:  # a folder we cannot use: the job runs as if alone
-        log.debug("jobs folder %s unusable: %s", folder, exc)
-        return 1
+        except OSError as exc:  # a folder we cannot use: the job runs as if alone
+            log.debug("jobs folder %s unusable: %s", folder, exc)
+            return 1
+    return live_jobs()
 
 
 def leave() -> None:
@@ -186,11 +186,11 @@ def leave() -> None:
 
 
 def live_jobs() -> int:
-    folder = _slot.folder if _slot is not None else None
-    if folder is None:
+    """The aelab jobs running now, this one included (1 when this job holds no slot)."""
+    if _slot is None:
         return 1
     try:
-        return max(1, running_jobs(folder))
+        return max(1, running_jobs(_slot.folder))
     except OSError:
         return 1
 

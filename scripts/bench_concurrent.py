@@ -12,10 +12,12 @@ the worst of the K jobs.
 Sides (alternating within a round):
 
 * **aelab** — the defaults: each job's torch threads are the usable cores shared by the aelab jobs running (looked
-  at again every second while training), OpenMP's spin bounded (``GOMP_SPINCOUNT=10000``) — :mod:`aelab.run.threads`;
-* **spin** (``--sides aelab,spin``) — aelab's thread share with libgomp's default spin: what the bounded spin does;
-* **fixed** (``--sides aelab,fixed``) — ``threads=<cores>`` given (no share) with aelab's bounded spin: what the
-  spin alone does for jobs whose threads are fixed;
+  at again every second while training), libgomp's own spin — :mod:`aelab.run.threads`;
+* **bounded** (``--sides aelab,bounded``) — aelab's thread share with OpenMP's spin bounded
+  (``GOMP_SPINCOUNT=10000``, aelab's default from 2026-12-07 until the next change): what the bound does beside
+  the share;
+* **fixed** (``--sides aelab,fixed``) — ``threads=<cores>`` given (no share), which bounds the spin: what the bound
+  alone does for jobs whose threads are fixed;
 * **before** — what each job did before, and what any PyTorch process does by default: ``threads=<cores>`` and
   libgomp's default spin (``GOMP_SPINCOUNT=300000``, its figure when the variable is unset). A job of this side
   still running after ``--timeout`` seconds is killed and shown as "> timeout".
@@ -45,9 +47,9 @@ from aelab.run.threads import SPIN_COUNT, usable_cores  # noqa: E402 — the rep
 #: the sides: (environment added, overrides added)
 SIDES = {
     "aelab": ({}, ()),
-    "spin": ({"GOMP_SPINCOUNT": "300000"}, ()),  # aelab's thread share with libgomp's default spin
+    "bounded": ({"GOMP_SPINCOUNT": SPIN_COUNT}, ()),  # aelab's thread share with OpenMP's spin bounded
     "before": ({"GOMP_SPINCOUNT": "300000"}, ("threads={cores}",)),
-    "fixed": ({}, ("threads={cores}",)),  # every core for each job (threads= given), aelab's bounded spin
+    "fixed": ({}, ("threads={cores}",)),  # every core for each job (threads= given: aelab bounds the spin)
 }
 
 
@@ -147,7 +149,7 @@ def main() -> None:
                 f"one alone, {first} ÷ {other} (training phase, paired per round): median "
                 f"{statistics.median(pairs):.3f} ({', '.join(f'{p:.3f}' for p in pairs)})"
             )
-    print(f"aelab's spin: GOMP_SPINCOUNT={SPIN_COUNT}; libgomp's default: 300000")
+    print(f"bounded spin (threads= given; the 'bounded' side): GOMP_SPINCOUNT={SPIN_COUNT}; libgomp's own: 300000")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -1,10 +1,7 @@
 """The entry points: ``aelab-train``, ``aelab-eval``, ``aelab-compare``, ``aelab-predict``, ``aelab-export`` (thin; the
 work is in the layers below).
 
-Importing this package bounds OpenMP's spin before torch loads (:func:`aelab.run.threads.bound_spin`), so that
-jobs started side by side share a machine.
+``aelab-eval``, ``-predict`` and ``-export`` bound OpenMP's spin before torch loads
+(:func:`aelab.cli.common.entry_main`); a training job decides when it has chosen its threads
+(:func:`aelab.run.session.plan_threads`).
 """
-
-from aelab.run.threads import bound_spin
-
-bound_spin()

@@ -220,9 +220,13 @@ def with_run_context(argv: list[str]) -> list[str]:
 
 def entry_main(hydra_main: Callable[[], Any], tool: str, config_name: str) -> Any:
     """The console entry of ``aelab-eval``, ``-predict``, ``-export``: the run's context, then the app
-    (:func:`run_app`)."""
+    (:func:`run_app`). Their torch threads do not follow the machine, so OpenMP's spin is bounded before torch loads
+    (:func:`aelab.run.threads.bound_spin`)."""
     from aelab.config.checks import entry_problems
     from aelab.errors import AelabError
+    from aelab.run.threads import bound_spin
+
+    bound_spin()
 
     try:
         sys.argv[1:] = with_run_context(sys.argv[1:])

@@ -257,16 +257,18 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
 # ----------------------------------------------------------------------------- building the parts
 def build_parts(cfg: DictConfig, folder: Path, timing: dict) -> Any:
     """Seed, then build data, corruption and model once; refuse a model the machine cannot hold."""
+    from aelab.run.session import configure_threads, plan_threads, quiet_known_warnings
+
+    plan_threads(cfg)  # before torch loads: libgomp reads its spin setting then
     started = time.time()
     import lightning as L
     import torch  # noqa: F401 — timed here: the libraries' share of the start-up
 
     timing["imports_s"] = round(time.time() - started, 3)
     from aelab.run.parts import build_components, size_problem
-    from aelab.run.session import configure_threads, quiet_known_warnings
 
     quiet_known_warnings()
-    configure_threads(cfg)
+    configure_threads()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

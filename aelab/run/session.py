@@ -64,9 +64,10 @@ def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     return plain
 
 
-def configure_threads(cfg: DictConfig) -> int:
-    """Set torch's CPU threads for this job (:mod:`aelab.run.threads`): ``cfg.threads``, else the usable cores shared
-    by this job's processes (DDP ranks on the CPU, joblib workers) and the other aelab jobs running; the count."""
+def plan_threads(cfg: DictConfig) -> Any:
+    """Choose this job's CPU threads (:mod:`aelab.run.threads`) before torch loads: ``cfg.threads``, else the usable
+    cores shared by this job's processes (DDP ranks on the CPU, joblib workers) and the other aelab jobs running.
+    A count that cannot follow the machine (given, or fixed for determinism) bounds OpenMP's spin; the plan."""
     from aelab.run import threads as cpu
 
     trainer_cfg = cfg.get("trainer") or {}
@@ -79,6 +80,15 @@ def configure_threads(cfg: DictConfig) -> int:
             n_jobs = int(launcher.get("n_jobs") or 1)
             processes = max(processes, cpu.usable_cores() if n_jobs < 1 else n_jobs)
     cpu.current = cpu.choose(cfg.get("threads"), processes, bool(trainer_cfg.get("deterministic")))
+    if not cpu.current.adapts:
+        cpu.bound_spin()
+    return cpu.current
+
+
+def configure_threads() -> int:
+    """Join the jobs sharing the machine and set torch's threads by the plan :func:`plan_threads` made; the count."""
+    from aelab.run import threads as cpu
+
     return cpu.current.apply(cpu.join())
 
 

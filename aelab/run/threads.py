@@ -3,9 +3,13 @@
 Four things decide how fast a CPU job runs next to others:
 
 * **how long OpenMP's threads spin** while they wait at a barrier. libgomp (PyTorch's OpenMP on Linux) spins
-  300,000 rounds (about 3 ms) before it sleeps; a thread whose partner was descheduled by another process then
-  burns its whole slice, and jobs beside each other slow down by far more than their share. :func:`bound_spin`
-  sets ``GOMP_SPINCOUNT`` (:data:`SPIN_COUNT`) before torch loads, unless the user set a wait policy;
+  300,000 rounds (about 3 ms) before it sleeps; with more threads than cores, a thread whose partner was
+  descheduled by another process burns its whole slice, and jobs beside each other slow down by far more than
+  their share. A job whose threads follow the machine (below) never has more threads than its share, and keeps
+  libgomp's spin: bounding it costs a job alone 7-12 % (``scripts/bench_concurrent.py``). A process whose count
+  cannot follow the machine (``threads=``, ``OMP_NUM_THREADS``, ``trainer.deterministic``, the other entry
+  points) bounds it with :func:`bound_spin` before torch loads — ``GOMP_SPINCOUNT`` (:data:`SPIN_COUNT`), unless
+  the user set a wait policy;
 * **how many cores this process may use**: its CPU affinity and its cgroup's CPU quota (:func:`usable_cores`),
   not the machine's count;
 * **how many aelab jobs share them**: each training job holds a lock on a file in a folder of this user's
@@ -48,7 +52,8 @@ RECHECK_S = 1.0
 
 
 def bound_spin(environ: dict[str, str] | None = None) -> bool:
-    """Bound OpenMP's spin before torch (and its libgomp) loads; True when set here.
+    """Bound OpenMP's spin before torch (and its libgomp) loads, for a process whose thread count cannot step
+    aside for other jobs; True when set here.
 
     Too late once torch is imported (libgomp reads its settings when it loads), and left alone when the user
     set any of :data:`WAIT_SETTINGS`.

@@ -84,8 +84,9 @@ def test_the_bar_counts_batches_and_updates_every_few_of_them(monkeypatch):
         updates.clear(), totals.clear(), logged.clear()
         trainer, net, rows = fit(steps_per_call, log_every_n_steps=20, callbacks=[ProgressBar(refresh_every=5)])
         assert net.progress_every == 5
-        # Rich's refresh thread redraws twice a second (Lightning's default would wake it 100 times a second)
-        assert trainer.progress_bar_callback.progress.live.refresh_per_second == 2
+        # drawn at most twice a second (Lightning's default rate is 100), from the training thread
+        assert trainer.progress_bar_callback.refresh_rate == 2
+        assert trainer.progress_bar_callback.progress.live._refresh_thread is None
         if steps_per_call == 1:
             assert updates == [5, 10, 15, 20, 23]  # every 5th batch and the epoch's last, not all 23
         else:  # calls of 8 batches: the calls in which the count passed a multiple of 5, and the last
@@ -110,3 +111,25 @@ def test_without_a_bar_values_are_logged_on_the_loggers_steps_only():
         assert net.progress_every is None
         assert [s for s, m in rows.rows if "train/recon_loss" in m] == [3, 7, 11, 15, 19]
         assert trainer.callback_metrics["train/recon_loss"] == rows.rows[4][1]["train/recon_loss"]
+
+
+def test_the_bar_is_drawn_when_due_and_when_a_bar_ends_and_stopping_it_waits_for_no_thread(monkeypatch):
+    from rich.progress import Progress
+
+    draws, joined = [], []
+    stock_refresh = Progress.refresh
+
+    def refresh(self):
+        draws.append([(task.completed, task.finished) for task in self.tasks])
+        return stock_refresh(self)
+
+    def join(self, timeout=None):
+        joined.append(type(self).__name__)
+
+    monkeypatch.setattr(Progress, "refresh", refresh)
+    monkeypatch.setattr("threading.Thread.join", join)
+    monkeypatch.setattr("time.monotonic", lambda: 100.0)  # no time passes: only the bars' changes are drawn
+    fit(1, callbacks=[ProgressBar(refresh_every=1)])
+    assert joined == []  # Lightning's refresh thread would be joined at the end of the stage (up to 0.5 s asleep)
+    # drawn when the bar appears and when it ends, not at any of the 22 updates between (no time passed)
+    assert draws[-1] == [(23, True)] and all(d == [(0, False)] for d in draws[:-1]) and len(draws) <= 3, draws

@@ -126,3 +126,28 @@ def test_a_completed_run_is_skipped_without_torch(tmp_path):
     said = result.stdout + result.stderr
     assert result.returncode == 0 and "skipping done: completed earlier with this config" in said
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+_LIGHTNING = """
+import sys
+from aelab.run.imports import import_lightning
+import_lightning()
+loaded = "scipy.signal" in sys.modules
+import scipy, scipy.signal
+from torchmetrics.functional.audio import signal_noise_ratio  # torchmetrics' audio, after the stand-in left
+signal = scipy.signal
+print(loaded, "lightning.pytorch" in sys.modules, type(signal).__name__, signal is sys.modules["scipy.signal"],
+      signal.find_peaks.__module__, signal.windows.hamming(3).round(2).tolist())
+"""
+
+
+def test_lightning_loads_for_a_run_without_scipy_signal_and_scipy_signal_imports_as_ever_after():
+    out = subprocess.run([sys.executable, "-c", _LIGHTNING], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().split(maxsplit=5) == [
+        "False",  # torchmetrics' import of it for SRMRpy's hamming (0.6 s) did not happen
+        "True",
+        "module",  # SciPy's own module, not the stand-in, once Lightning has loaded
+        "True",
+        "scipy.signal._peak_finding",
+        "[0.08, 1.0, 0.08]",
+    ]

@@ -261,6 +261,9 @@ def build_parts(cfg: DictConfig, folder: Path, timing: dict) -> Any:
 
     plan_threads(cfg)  # before torch loads: libgomp reads its spin setting then
     started = time.time()
+    from aelab.run.imports import import_lightning
+
+    import_lightning()  # without what torchmetrics loads at its import for no run (aelab.run.imports)
     import lightning as L
     import torch  # noqa: F401 — timed here: the libraries' share of the start-up
 

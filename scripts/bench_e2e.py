@@ -353,13 +353,18 @@ def main() -> None:
             print("|---|---|---|---|")
             print("\n".join(cpu_rows))
         if rows:
-            print(f"\ntraining phase, the ratio within each round, median of {args.rounds} (the rounds' ratios):")
+            print(
+                f"\nthe ratio within each round, median of {args.rounds} (the rounds' ratios): the training phase, and "
+                "the whole process (launch → exit)"
+            )
             print(
                 f"| job | time | aelab N={default} / bare | aelab N=1 / bare | aelab N={default} / bare no gap |\n"
                 "|---|---|---|---|---|"
             )
             for job, a, one, b, nogap in rows:
-                for label, key in [("wall", "training")] + ([("CPU", "training_cpu")] if args.one_thread else []):
+                timings = [("training, wall", "training")]
+                timings += [("training, CPU", "training_cpu")] if args.one_thread else []
+                for label, key in [*timings, ("whole process, wall", "wall")]:
                     print(
                         f"| {job} | {label} | {paired(a, b, key)} | {paired(one, b, key)} | {paired(a, nogap, key)} |"
                     )

@@ -62,7 +62,8 @@ HEAVY = ("torch", "lightning")
 
 #: what a process pays to import: torch alone (the bare loop), torch with the compiler stack its optimizers load at
 #: their first step (torch._dynamo: the bare loop pays it there), Lightning (torch, torchmetrics and what torchmetrics
-#: imports), and aelab's entry point with the modules a default run imports
+#: imports), and aelab's entry point with the modules a default run imports — with ``import lightning.pytorch`` and as a
+#: run loads Lightning (:func:`aelab.run.imports.import_lightning`: without ``scipy.signal``)
 IMPORTS = {
     "torch": "import torch",
     "torch + torch._dynamo": "import torch, torch._dynamo",
@@ -71,6 +72,8 @@ IMPORTS = {
     "lightning.pytorch": "import lightning.pytorch",
     "lightning.pytorch + aelab's run": "import lightning.pytorch, aelab.cli.train, aelab.run.parts, aelab.models, "
     "aelab.data, aelab.callbacks, aelab.tracking",
+    "the same, as a run loads Lightning": "from aelab.run.imports import import_lightning; import_lightning(); "
+    "import aelab.cli.train, aelab.run.parts, aelab.models, aelab.data, aelab.callbacks, aelab.tracking",
 }
 
 

@@ -131,5 +131,12 @@ def test_the_bar_is_drawn_when_due_and_when_a_bar_ends_and_stopping_it_waits_for
     monkeypatch.setattr("time.monotonic", lambda: 100.0)  # no time passes: only the bars' changes are drawn
     fit(1, callbacks=[ProgressBar(refresh_every=1)])
     assert joined == []  # Lightning's refresh thread would be joined at the end of the stage (up to 0.5 s asleep)
-    # drawn when the bar appears and when it ends, not at any of the 22 updates between (no time passed)
-    assert draws[-1] == [(23, True)] and all(d == [(0, False)] for d in draws[:-1]) and len(draws) <= 3, draws
+    # drawn when the bar appears and when it ends (and once more as it stops), not at any of the 22 updates between
+    # (no time passed)
+    assert draws[-2:] == [[(23, True)], [(23, True)]], draws
+    assert all(d == [(0, False)] for d in draws[:-2]) and len(draws) <= 4, draws
+    # in a notebook, as Lightning's own bar there: every update is drawn
+    draws.clear()
+    monkeypatch.setattr("aelab.callbacks.progress._IS_INTERACTIVE", True)
+    fit(1, callbacks=[ProgressBar(refresh_every=1)])
+    assert {d[0][0] for d in draws if d} >= set(range(1, 24)), draws

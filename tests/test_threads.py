@@ -27,6 +27,7 @@ HOLD = textwrap.dedent(
 @pytest.fixture
 def jobs_dir(tmp_path, monkeypatch):
     folder = tmp_path / "jobs"
+    cpu.leave()  # a job this test process ran before (an in-process training test) is over
     monkeypatch.setenv("AELAB_JOBS_DIR", str(folder))
     for key in cpu.THREAD_SETTINGS:
         monkeypatch.delenv(key, raising=False)
@@ -82,6 +83,40 @@ def test_the_spin_is_bounded_before_torch_loads_only_where_the_thread_count_cann
         show = f"import os; {code}; print(os.environ.get('GOMP_SPINCOUNT'))"
         out = subprocess.run([sys.executable, "-c", show], env=clean, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == expected, code
+
+
+FIRST_TORCH = textwrap.dedent(
+    """
+    import importlib.machinery, os, sys
+    class Watch:  # says the spin setting when torch's module runs (a find_spec alone does not load it)
+        def find_spec(self, name, path=None, target=None):
+            if name != "torch":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+            run = spec.loader.exec_module
+            def exec_module(module):
+                print("TORCH LOADS WITH GOMP_SPINCOUNT", os.environ.get("GOMP_SPINCOUNT"), file=sys.stderr)
+                run(module)
+            spec.loader.exec_module = exec_module
+            return spec
+    sys.meta_path.insert(0, Watch())
+    from aelab.cli.train import main
+    sys.argv = ["aelab-train", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+def test_a_fixed_count_bounds_the_spin_before_the_accelerator_check_loads_torch(tmp_path):
+    # trainer.accelerator=gpu: the pre-run check imports torch to look for a GPU (here it refuses the run: none)
+    env = {k: v for k, v in os.environ.items() if k not in cpu.WAIT_SETTINGS + cpu.THREAD_SETTINGS}
+    args = ["data=sprites", "model=mlp", "trainer.accelerator=gpu", f"paths.output_dir={tmp_path}", "name=g"]
+    for extra, expected in (("threads=2", cpu.SPIN_COUNT), ("trainer.deterministic=true", cpu.SPIN_COUNT)):
+        out = subprocess.run(
+            [sys.executable, "-c", FIRST_TORCH, *args, extra], env=env, capture_output=True, text=True, timeout=120
+        )
+        line = next((s for s in out.stderr.splitlines() if s.startswith("TORCH LOADS")), out.stderr[-2000:])
+        assert line.split()[-1] == expected, (extra, line)
 
 
 def test_running_jobs_counts_live_holders_and_clears_dead_ones(jobs_dir):
@@ -212,3 +247,16 @@ def test_threads_given_are_kept_beside_other_jobs(jobs_dir, run_train, monkeypat
         other.kill()
         other.wait()
         torch.set_num_threads(before)
+
+
+def test_a_run_refused_after_its_parts_were_built_no_longer_counts_as_a_running_job(jobs_dir, tmp_path):
+    from conftest import TINY
+
+    import aelab
+    from aelab.errors import AelabError
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_text("not a checkpoint")  # read after the parts are built (and the job counted)
+    with pytest.raises(AelabError, match="cannot be read"):
+        aelab.train([*TINY, "model=mlp", f"paths.output_dir={tmp_path}", "name=r", f"ckpt_path={bad}"], verbose=False)
+    assert cpu.live_jobs() == 1 and not list(jobs_dir.iterdir())  # a notebook's process is not a job any more

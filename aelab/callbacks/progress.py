@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from lightning.fabric.utilities.imports import _IS_INTERACTIVE  # what Lightning's own bar asks
 from lightning.pytorch.callbacks import RichProgressBar
 
 from aelab.data.chunks import CHUNK
@@ -44,15 +45,21 @@ class ProgressBar(RichProgressBar):
             self._next_draw, self._drawn = 0.0, ()
 
     def refresh(self, hard: bool = False) -> None:
-        """Draw now when ``hard``, when ``1 / refresh_rate`` s have passed since the last draw, or when a bar
-        appeared, ended or hid since."""
+        """Draw now when ``hard`` (and at every update in a notebook, as Lightning's bar does there), when
+        ``1 / refresh_rate`` s have passed since the last draw, or when a bar appeared, ended or hid since."""
         if self.progress is None:
             return
         now = time.monotonic()
         bars = tuple((task.id, task.finished, task.visible) for task in self.progress.tasks)
-        if hard or now >= self._next_draw or bars != self._drawn:
+        if hard or _IS_INTERACTIVE or now >= self._next_draw or bars != self._drawn:
             self.progress.refresh()
             self._next_draw, self._drawn = now + 1 / max(self.refresh_rate, 1e-3), bars
+
+    def _stop_progress(self) -> None:
+        """The last state drawn before the bar stops (Rich's stop draws it again in a terminal, not in a notebook)."""
+        if self.progress is not None and not self._progress_stopped:
+            self.progress.refresh()
+        super()._stop_progress()
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

@@ -23,11 +23,13 @@ from typing import Any
 
 
 class _StandIn(types.ModuleType):
-    """A module that loads the real one of its name at the first attribute it does not have (a dunder such as
-    ``__file__``, which ``inspect`` asks every loaded module for, is its own: the real module's file, or none)."""
+    """A module that loads the real one of its name at the first attribute it does not have. It describes itself as
+    the real module does (``__spec__``, ``__file__``, ``__path__``: ``inspect`` asks every loaded module for its file,
+    and a submodule imports under it); of the other dunders, ``__all__`` loads the real module and the rest (probes
+    such as ``__wrapped__``) are absent, as on the real module."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):
+        if name.startswith("__") and name.endswith("__") and name != "__all__":
             raise AttributeError(name)
         return getattr(_real(self.__name__), name)
 
@@ -59,7 +61,10 @@ def standing_in(name: str, **attributes: Any) -> Iterator[bool]:
         return
     parent = sys.modules[parent_name]  # find_spec imported it
     stand_in = _StandIn(name)
-    stand_in.__file__ = spec.origin
+    stand_in.__spec__, stand_in.__loader__, stand_in.__file__ = spec, spec.loader, spec.origin
+    if spec.submodule_search_locations is not None:
+        stand_in.__path__ = list(spec.submodule_search_locations)
+    stand_in.__package__ = name if spec.submodule_search_locations is not None else parent_name
     stand_in.__dict__.update(attributes)
     sys.modules[name] = stand_in
     setattr(parent, child, stand_in)

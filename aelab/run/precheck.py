@@ -257,9 +257,8 @@ def folder_verdict(cfg: DictConfig, run_dir: Path) -> tuple[Any, list]:
 # ----------------------------------------------------------------------------- building the parts
 def build_parts(cfg: DictConfig, folder: Path, timing: dict) -> Any:
     """Seed, then build data, corruption and model once; refuse a model the machine cannot hold."""
-    from aelab.run.session import configure_threads, plan_threads, quiet_known_warnings
+    from aelab.run.session import configure_threads, quiet_known_warnings
 
-    plan_threads(cfg)  # before torch loads: libgomp reads its spin setting then
     started = time.time()
     from aelab.run.imports import import_lightning
 
@@ -271,7 +270,7 @@ def build_parts(cfg: DictConfig, folder: Path, timing: dict) -> Any:
     from aelab.run.parts import build_components, size_problem
 
     quiet_known_warnings()
-    configure_threads()
+    configure_threads(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
@@ -379,13 +378,14 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     the folder actually used (a ``fresh`` one may get a ``_2`` suffix: no earlier run of it to read).
     A sweep job's folder exists already (Hydra's launcher made it). ``checked``: the config was checked already.
     """
-    from aelab.run.session import process_started_at
+    from aelab.run.session import plan_threads, process_started_at
     from aelab.store.files import refuse_links
     from aelab.store.locks import in_use, owned_elsewhere
 
     timing = {"process_start": process_started_at(), "pid": os.getpid(), "prepare_start": time.time()}
     if not checked:
         refuse(config_problems(cfg))
+    plan_threads(cfg)  # before anything imports torch (the accelerator's check, a checkpoint's reader): OpenMP's spin
     refuse(folder_name_problems(run_dir))
     refuse(machine_problems(cfg, run_dir.parent))
     if not fresh and owned_elsewhere(run_dir):  # a live run: refused before anything is read or built
@@ -401,12 +401,18 @@ def prepare(cfg: DictConfig, run_dir: Path, choose=None, checked: bool = False, 
     skip, changes = folder_verdict(cfg, run_dir) if run_dir.is_dir() and not fresh else (None, [])
     if skip is not None:
         return Prepared(run_dir, skip=skip, timing=timing, adopted=adopted)
-    parts = build_parts(cfg, run_dir.parent, timing)
-    if not fresh:
-        changes = changes + data_changes(cfg, run_dir, parts.datamodule)
-    resume, step = resume_from(cfg, None if fresh else run_dir, parts.model)
-    if choose is not None:
-        run_dir = choose()
+    try:
+        parts = build_parts(cfg, run_dir.parent, timing)  # counts this job among the machine's running jobs
+        if not fresh:
+            changes = changes + data_changes(cfg, run_dir, parts.datamodule)
+        resume, step = resume_from(cfg, None if fresh else run_dir, parts.model)
+        if choose is not None:
+            run_dir = choose()
+    except BaseException:  # refused here: the process (a notebook's, a sweep's) no longer counts as a running job
+        from aelab.run.threads import leave
+
+        leave()
+        raise
     prepared = Prepared(run_dir, parts, resume, step, timing=timing, changes=changes, adopted=adopted)
     _PREPARED[run_dir.resolve()] = prepared
     return prepared
@@ -423,6 +429,9 @@ def prepare_here(cfg: DictConfig, run_dir: Path) -> Prepared:
     from aelab.store.locks import is_extra_rank
 
     if is_extra_rank():  # rank 0 checked and owns the folder; this rank builds its own copy of the parts
+        from aelab.run.session import plan_threads
+
+        plan_threads(cfg)
         adopt_recorded_split(cfg, run_dir / ".hydra" / "config.yaml")  # the split rank 0 trains on
         return Prepared(run_dir, build_parts(cfg, run_dir.parent, {}), *resume_from(cfg, run_dir))
     own(run_dir)

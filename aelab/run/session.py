@@ -67,7 +67,8 @@ def loggable_config(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
 def plan_threads(cfg: DictConfig) -> Any:
     """Choose this job's CPU threads (:mod:`aelab.run.threads`) before torch loads: ``cfg.threads``, else the usable
     cores shared by this job's processes (DDP ranks on the CPU, joblib workers) and the other aelab jobs running.
-    A count that cannot follow the machine (given, or fixed for determinism) bounds OpenMP's spin; the plan."""
+    A count that cannot follow the machine (given, or fixed for determinism) bounds OpenMP's spin — only while
+    torch is not loaded, so the pre-run step calls this before any of its checks that import torch; the plan."""
     from aelab.run import threads as cpu
 
     trainer_cfg = cfg.get("trainer") or {}
@@ -85,11 +86,13 @@ def plan_threads(cfg: DictConfig) -> Any:
     return cpu.current
 
 
-def configure_threads() -> int:
-    """Join the jobs sharing the machine and set torch's threads by the plan :func:`plan_threads` made; the count."""
+def configure_threads(cfg: DictConfig) -> int:
+    """Join the jobs sharing the machine and set torch's threads by the plan :func:`plan_threads` made (made here
+    when none was); the count."""
     from aelab.run import threads as cpu
 
-    return cpu.current.apply(cpu.join())
+    plan = cpu.current if cpu.current is not None else plan_threads(cfg)
+    return plan.apply(cpu.join())
 
 
 def quiet_known_warnings() -> None:
